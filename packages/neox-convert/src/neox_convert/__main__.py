@@ -1,0 +1,5 @@
+import sys
+
+from neox_convert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Helpers for tests that start real worker processes."""
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Prepended to every worker script: `out` is the directory given as argv[1], `mark` writes a file
+# there atomically, `wait_for` polls for one (giving up after 30 s so a broken test cannot hang).
+WORKER_PRELUDE = """
+import os, signal, subprocess, sys, time
+out = sys.argv[1]
+rank = int(os.environ["RANK"])
+
+def mark(name, text):
+    tmp = os.path.join(out, name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(out, name))
+
+def wait_for(name):
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(out, name)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def worker_argv(tmp_path: Path) -> Callable[[str], list[str]]:
+    """``worker_argv(body)``: argv running WORKER_PRELUDE + body with ``out`` = tmp_path."""
+
+    def build(body: str) -> list[str]:
+        return [sys.executable, "-c", WORKER_PRELUDE + body, str(tmp_path)]
+
+    return build
+
+
+@pytest.fixture
+def read_file_text(tmp_path: Path) -> Callable[[str], str]:
+    """``read_file_text(name)``: the text of tmp_path/name once a worker has written it."""
+
+    def read(name: str) -> str:
+        assert _wait_until(lambda: (tmp_path / name).exists()), f"no {name} written"
+        return (tmp_path / name).read_text()
+
+    return read
+
+
+@pytest.fixture
+def gone() -> Iterator[Callable[[int], bool]]:
+    """``gone(pid)``: waits up to 10 s for the process to end; whether it did.
+
+    Processes still alive when the test ends are killed, so a failing test leaves none behind.
+    """
+    asked: list[int] = []
+
+    def wait(pid: int) -> bool:
+        asked.append(pid)
+        return _wait_until(lambda: not _is_alive(pid), timeout=10.0)
+
+    yield wait
+    for pid in asked:
+        if _is_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,132 @@
+"""The neox-launch command line, in process and as a real launcher process."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import neox_launch
+from neox_launch.cli import main
+
+SLEEPER = """
+mark(f"pid{rank}", str(os.getpid()))
+time.sleep(60)
+"""
+
+
+def _source_env() -> dict[str, str]:
+    """The current environment with this checkout of neox_launch importable."""
+    source = str(Path(neox_launch.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+
+
+def _start_launcher(worker: list[str], ignored: int | None = None) -> subprocess.Popen[str]:
+    """``python -m neox_launch --nproc-per-node 2 -- worker`` with default signal handling,
+    except ``ignored`` (as a shell does for a job started with ``&``)."""
+
+    def dispositions() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN if signum == ignored else signal.SIG_DFL)
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "neox_launch", "--nproc-per-node", "2", "--", *worker],
+        env=_source_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=dispositions,
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_stops_the_workers(signum, worker_argv, read_file_text, gone):
+    launcher = _start_launcher(worker_argv(SLEEPER))
+    try:
+        pids = [int(read_file_text(f"pid{rank}")) for rank in (0, 1)]
+        launcher.send_signal(signum)
+        _, err = launcher.communicate(timeout=30)
+    finally:
+        launcher.kill()
+
+    assert launcher.returncode == 128 + signum
+    assert all(gone(pid) for pid in pids)
+    assert f"received {signum.name}" in err
+
+
+def test_a_signal_the_launcher_was_started_ignoring_stays_ignored(worker_argv, read_file_text):
+    launcher = _start_launcher(worker_argv(SLEEPER), ignored=signal.SIGINT)
+    try:
+        read_file_text("pid0"), read_file_text("pid1")
+        launcher.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            launcher.wait(timeout=0.5)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.communicate(timeout=30)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 128 + signal.SIGTERM
+
+
+def test_dry_run_prints_one_line_per_worker_and_starts_nothing(tmp_path, capsys):
+    marker = tmp_path / "started"
+    code = f"open({str(marker)!r}, 'w').close()"
+    argv = ["--dry-run", "--nproc-per-node", "2", "--master-port", "29501"]
+
+    assert main([*argv, "--", sys.executable, "-c", code]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for rank, line in enumerate(lines):
+        assert line.startswith(f"RANK={rank} LOCAL_RANK={rank} WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 ")
+        assert "MASTER_ADDR=127.0.0.1 MASTER_PORT=29501 " in line
+        assert " OMP_NUM_THREADS=" in line
+        assert line.endswith(" " + shlex.join([sys.executable, "-c", code]))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--nproc-per-node", "0", "--", "true"], "nproc_per_node=0 must be at least 1"),
+        (["--nproc-per-node", "two", "--", "true"], "invalid int value: 'two'"),
+        (["--master-port", "70000", "--", "true"], "master_port=70000 is outside 1..65535"),
+        (["--nproc-per-node", "1"], "no command given; put it after '--'"),
+        (["--nproc-per-node", "1", "python", "x.py"], "put the worker command after '--'"),
+        (["--no-such-flag", "--", "true"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("neox-launch: error: ")
+    assert message in line
+
+
+def test_debug_adds_the_traceback(capsys):
+    assert main(["--debug", "--nproc-per-node", "0", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.splitlines()[-1] == "neox-launch: error: nproc_per_node=0 must be at least 1"
+
+
+def test_a_missing_program_exits_1(capsys):
+    assert main(["--", "/nonexistent/no-such-program"]) == 1
+    assert "cannot start worker 0" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "--nproc-per-node" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("visible", "workers"), [("0,1,2", 3), ("", 1)])
+def test_default_nproc_is_one_per_visible_gpu(visible, workers, monkeypatch, capsys):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert main(["--dry-run", "--", "python", "train.py"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == workers

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from neox_model import (
+    ModelConfig,
+    ModelManifest,
+    Transformer,
+    find_step_dir,
+    load_model,
+    read_manifest,
+    write_manifest,
+)
+
+CONFIG = ModelConfig(
+    num_layers=1,
+    hidden_size=16,
+    num_attention_heads=2,
+    seq_length=8,
+    pos_emb="rotary",
+    vocab_size=30,
+    make_vocab_size_divisible_by=8,
+)
+
+
+def save_step(run_dir, name="global_step7"):
+    step = run_dir / name
+    step.mkdir(parents=True)
+    model = Transformer(CONFIG, seed=11)
+    torch.save({"module": model.state_dict(), "other": "deepspeed things"}, step / "weights.pt")
+    write_manifest(step, ModelManifest(CONFIG, ("weights.pt",), "module"))
+    return step, model
+
+
+def test_manifest_round_trip(tmp_path):
+    step, _ = save_step(tmp_path)
+    manifest = read_manifest(step)
+    assert manifest.config == CONFIG
+    assert manifest.files == ("weights.pt",)
+
+
+def test_run_directory_resolves_through_latest(tmp_path):
+    step, model = save_step(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no neox checkpoint"):
+        find_step_dir(tmp_path)
+    (tmp_path / "latest").write_text("global_step7\n")
+    assert find_step_dir(tmp_path) == step
+    _, _, loaded = load_model(tmp_path)
+    ids = torch.tensor([[1, 2, 3]])
+    assert not loaded.training
+    torch.testing.assert_close(loaded(ids), model.eval()(ids))
+
+
+def test_latest_pointing_at_an_incomplete_step_is_an_error(tmp_path):
+    (tmp_path / "global_step9").mkdir()
+    (tmp_path / "latest").write_text("global_step9")
+    with pytest.raises(FileNotFoundError, match="not a complete step"):
+        find_step_dir(tmp_path)

@@ -1,0 +1,118 @@
+"""Checkpoints: one directory per step, DeepSpeed's engine state plus neox's metadata.
+
+    SAVE/global_step{N}/   DeepSpeed files (mp_rank_00_model_states.pt, optimizer shards)
+                           model.json (architecture + where the weights are), config.yml
+                           (the resolved run config), tokenizer file, neox_state.json
+    SAVE/latest            "global_step{N}", written last and atomically
+
+A step directory without `latest` pointing at it is never read, so a crash mid-save leaves the
+previous checkpoint in force.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+import yaml
+
+from neox_model import LATEST, ModelConfig, ModelManifest, find_step_dir, write_manifest
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "mp_rank_00_model_states.pt"  # DeepSpeed's name for the (unsharded) module state
+MODEL_KEY = "module"
+TOKENIZER_FILE = "tokenizer.json"
+_STEP_DIR = re.compile(r"global_step(\d+)$")
+
+
+@dataclass(frozen=True)
+class SavedStep:
+    iteration: int
+    consumed_samples: int
+
+
+def step_tag(iteration: int) -> str:
+    return f"global_step{iteration}"
+
+
+def save(
+    engine: Any,
+    save_dir: str | Path,
+    iteration: int,
+    *,
+    state: SavedStep,
+    model_config: ModelConfig,
+    run_yaml: dict[str, Any],
+    tokenizer_file: str | None,
+    keep_last: int | None,
+) -> Path:
+    """Save on every rank (collective); rank 0 writes metadata and then `latest`."""
+    save_dir = Path(save_dir)
+    tag = step_tag(iteration)
+    engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False)
+    step_dir = save_dir / tag
+    if dist.get_rank() == 0:
+        _write_metadata(step_dir, state, model_config, run_yaml, tokenizer_file)
+        _write_atomic(save_dir / LATEST, tag + "\n")
+        if keep_last:
+            _prune(save_dir, keep_last)
+    dist.barrier()
+    return step_dir
+
+
+def _write_metadata(
+    step_dir: Path,
+    state: SavedStep,
+    model_config: ModelConfig,
+    run_yaml: dict[str, Any],
+    tokenizer_file: str | None,
+) -> None:
+    if tokenizer_file:
+        shutil.copyfile(tokenizer_file, step_dir / TOKENIZER_FILE)
+    _write_atomic(step_dir / "config.yml", yaml.safe_dump(run_yaml, sort_keys=False))
+    body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
+    _write_atomic(step_dir / "neox_state.json", json.dumps(body, indent=2) + "\n")
+    manifest = ModelManifest(
+        config=model_config,
+        files=(MODEL_FILE,),
+        state_dict_key=MODEL_KEY,
+        tokenizer=TOKENIZER_FILE if tokenizer_file else None,
+    )
+    write_manifest(step_dir, manifest)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _prune(save_dir: Path, keep_last: int) -> None:
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in save_dir.iterdir()
+        if p.is_dir() and (m := _STEP_DIR.match(p.name))
+    )
+    for _, path in steps[:-keep_last]:
+        log.info("removing old checkpoint %s", path)
+        shutil.rmtree(path)
+
+
+def load(engine: Any, load_dir: str | Path) -> SavedStep | None:
+    """Restore the engine from the newest checkpoint in `load_dir`; None when there is none."""
+    if not (Path(load_dir) / LATEST).is_file():
+        return None
+    step_dir = find_step_dir(load_dir)
+    path, _ = engine.load_checkpoint(str(load_dir), tag=step_dir.name)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {step_dir}")
+    body = json.loads((step_dir / "neox_state.json").read_text())
+    return SavedStep(body["iteration"], body["consumed_samples"])

@@ -1,0 +1,145 @@
+"""`neox-train`: one training worker, text generation, and a config check.
+
+    neox-train train CONFIG...       one rank of a run (RANK/WORLD_SIZE/MASTER_* from the
+                                     launcher; without them, a single-process run)
+    neox-train generate --checkpoint DIR --prompt TEXT [...]
+    neox-train check CONFIG... [--world-size N]   validate; print the batch and DeepSpeed JSON
+
+Most users run `neox train`, which validates the config once and starts the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from neox_train.run_config import LoadedConfig, load_run_config
+from neox_train.schema import ConfigError
+
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neox-train", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run one training worker")
+    train.add_argument("configs", nargs="+", help="YAML files, merged left to right")
+    gen = sub.add_parser("generate", help="generate text from a checkpoint")
+    gen.add_argument("--checkpoint", required=True, help="run directory or step directory")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    check = sub.add_parser("check", help="validate configs and print what a run would use")
+    check.add_argument("configs", nargs="+")
+    check.add_argument("--world-size", type=int, default=1)
+    return parser
+
+
+def report(loaded: LoadedConfig) -> None:
+    """Say once which values later files overrode and which GPT-NeoX keys are ignored."""
+    log = logging.getLogger("neox_train.config")
+    for override in loaded.overrides:
+        log.info("override %s", override)
+    for line in loaded.ignored:
+        log.info("ignored key %s", line)
+
+
+def _train(configs: list[str]) -> int:
+    from neox_train.distributed import DistEnv, init_distributed
+
+    env = DistEnv.from_environ(os.environ)
+    _configure_logging(env.rank)
+    loaded = load_run_config(configs)
+    loaded.run.batch(env.world_size)  # fail on a bad layout before anything starts
+    if env.rank == 0:
+        report(loaded)
+    _quiet_deepspeed()
+    from neox_train.trainer import setup, train
+
+    device = init_distributed(env)
+    train(setup(loaded.run, env, device))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from neox_data import build_tokenizer
+    from neox_model import load_model
+    from neox_train.generate import generate
+
+    step_dir, manifest, model = load_model(args.checkpoint)
+    if manifest.tokenizer is None:
+        raise ConfigError(f"{step_dir} holds no tokenizer; cannot encode a prompt")
+    run = load_run_config([str(step_dir / "config.yml")]).run
+    tokenizer = build_tokenizer(run.data.tokenizer_type, str(step_dir / manifest.tokenizer))
+    new = generate(
+        model,
+        tokenizer.encode(args.prompt),
+        args.max_new_tokens,
+        vocab_size=tokenizer.vocab_size,
+        stop_id=tokenizer.eod_id,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    print(args.prompt + tokenizer.decode(new))
+    return 0
+
+
+def _check(configs: list[str], world_size: int) -> int:
+    from neox_train.deepspeed_config import deepspeed_config
+
+    loaded = load_run_config(configs)
+    _configure_logging(0)
+    report(loaded)
+    batch = loaded.run.batch(world_size)
+    print(f"batch: {batch}")
+    print("deepspeed config:", json.dumps(deepspeed_config(loaded.run, batch), indent=2))
+    return 0
+
+
+def _configure_logging(rank: int) -> None:
+    """neox's own messages at INFO on rank 0 only; other libraries' at WARNING."""
+    logging.basicConfig(
+        level=logging.WARNING, format="[neox] %(message)s", stream=sys.stdout, force=True
+    )
+    logging.getLogger("neox_train").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _quiet_deepspeed() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed warns that it guessed
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        match args.command:
+            case "train":
+                return _train(args.configs)
+            case "generate":
+                return _generate(args)
+            case "check":
+                return _check(args.configs, args.world_size)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"neox-train: error: {err}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")

@@ -1,0 +1,66 @@
+"""Process-group set-up from the launcher's environment (RANK, WORLD_SIZE, MASTER_*).
+
+GPUs use NCCL, one device per local rank; without a GPU every rank runs on the CPU with gloo.
+A process started without a launcher is rank 0 of a world of 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    master_addr: str
+    master_port: int | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> DistEnv:
+        port = environ.get("MASTER_PORT")
+        return cls(
+            rank=int(environ.get("RANK", 0)),
+            local_rank=int(environ.get("LOCAL_RANK", 0)),
+            world_size=int(environ.get("WORLD_SIZE", 1)),
+            master_addr=environ.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(port) if port else None,
+        )
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed(env: DistEnv, timeout_minutes: float = 30.0) -> torch.device:
+    """Join the process group (through DeepSpeed) and return this rank's device."""
+    import deepspeed  # heavy: imported when a run starts, not when the package is imported
+
+    if torch.cuda.is_available():
+        device, backend = torch.device("cuda", env.local_rank), "nccl"
+        torch.cuda.set_device(device)
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if env.master_port is None and env.world_size > 1:
+        raise RuntimeError("MASTER_PORT is not set: start multi-rank runs with a launcher")
+    port = env.master_port or _free_port(env.master_addr)
+    # DeepSpeed's engine insists on reading LOCAL_RANK from the environment
+    os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
+    deepspeed.init_distributed(
+        dist_backend=backend,
+        auto_mpi_discovery=False,
+        init_method=f"tcp://{env.master_addr}:{port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
+    return device

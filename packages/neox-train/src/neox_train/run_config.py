@@ -1,0 +1,423 @@
+"""The run config: GPT-NeoX YAML files validated once into typed, frozen sections.
+
+Every key has exactly one home (a field of one section below, or of `neox_model.ModelConfig`).
+GPT-NeoX keys that only tune GPT-NeoX's own implementation are accepted and reported once
+(`IGNORED_KEYS`); GPT-NeoX keys for features neox does not have yet are refused with the reason
+(`UNSUPPORTED_KEYS`); anything else unknown is an error naming the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from neox_model import ModelConfig
+from neox_train.batch import BatchLayout, data_parallel_size, resolve_batch
+from neox_train.schema import ConfigError, build, closest, field_names
+from neox_train.yaml_files import Override, merge_files
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+TokenizerType = Literal[
+    "GPT2BPETokenizer",
+    "HFTokenizer",
+    "HFGPT2Tokenizer",
+    "SPMTokenizer",
+    "CharLevelTokenizer",
+    "TiktokenTokenizer",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_path: str | None = field(
+        default=None, metadata=_doc("Token file prefix (PREFIX.bin/.idx) split by `split`.")
+    )
+    split: str = field(default="969, 30, 1", metadata=_doc("Train, valid, test weights."))
+    tokenizer_type: TokenizerType = field(
+        default="GPT2BPETokenizer", metadata=_doc("Tokenizer class (GPT-NeoX names).")
+    )
+    vocab_file: str | None = field(default=None, metadata=_doc("Tokenizer file."))
+    merge_file: str | None = field(default=None, metadata=_doc("BPE merges (GPT-2 tokenizers)."))
+    data_impl: Literal["mmap"] = field(default="mmap", metadata=_doc("Token file format."))
+
+
+@dataclass(frozen=True)
+class OptimizerParams:
+    lr: float = field(metadata=_doc("Peak learning rate."))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_doc("Adam betas."))
+    eps: float = field(default=1e-8, metadata=_doc("Adam epsilon."))
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    type: Literal["Adam", "AdamW", "adam", "adamw"] = field(
+        metadata=_doc("Adam with decoupled weight decay (as GPT-NeoX's fused Adam).")
+    )
+    params: OptimizerParams = field(metadata=_doc("Optimizer hyper-parameters."))
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    optimizer: OptimizerSpec = field(metadata=_doc("{type, params: {lr, betas, eps}}."))
+    weight_decay: float = field(
+        default=0.01, metadata=_doc("Decoupled weight decay; never applied to biases or norms.")
+    )
+    gradient_clipping: float = field(
+        default=1.0, metadata=_doc("Clip the global gradient norm to this; 0 disables.")
+    )
+    lr_decay_style: Literal["constant", "linear", "cosine"] = field(
+        default="linear", metadata=_doc("Shape of the decay after warmup.")
+    )
+    lr_decay_iters: int | None = field(
+        default=None, metadata=_doc("Steps over which to decay; default train_iters.")
+    )
+    min_lr: float = field(default=0.0, metadata=_doc("Learning rate floor."))
+    warmup: float = field(default=0.01, metadata=_doc("Warmup as a fraction of lr_decay_iters."))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.warmup <= 1.0:
+            raise ValueError(f"warmup is a fraction of lr_decay_iters in [0, 1], got {self.warmup}")
+        if self.min_lr > self.optimizer.params.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) > lr ({self.optimizer.params.lr})")
+        if self.gradient_clipping < 0:
+            raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    train_iters: int = field(metadata=_doc("Optimizer steps to train."))
+    train_batch_size: int | None = field(
+        default=None, metadata=_doc("Global batch: samples per step over all ranks.")
+    )
+    train_micro_batch_size_per_gpu: int | None = field(
+        default=None, metadata=_doc("Samples per forward pass on one rank.")
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata=_doc("Micro batches per optimizer step.")
+    )
+    eval_interval: int = field(default=1000, metadata=_doc("Validate every this many steps."))
+    eval_iters: int = field(default=100, metadata=_doc("Batches per validation."))
+    seed: int = field(default=1234, metadata=_doc("Seed for weights, data order and dropout."))
+    checkpoint_activations: bool = field(
+        default=False, metadata=_doc("Recompute activations in backward to save memory.")
+    )
+    checkpoint_num_layers: int = field(
+        default=1, metadata=_doc("Layers per activation checkpoint.")
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("train_iters", "eval_interval", "checkpoint_num_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.eval_iters < 0:
+            raise ValueError(f"eval_iters must be >= 0, got {self.eval_iters}")
+
+
+@dataclass(frozen=True)
+class Fp16Config:
+    enabled: bool = field(default=False, metadata=_doc("Train in fp16 with loss scaling."))
+    fp16: bool | None = field(default=None, metadata=_doc("GPT-NeoX alias of enabled."))
+    loss_scale: float = field(default=0.0, metadata=_doc("0 = dynamic loss scaling."))
+    loss_scale_window: int = field(default=1000, metadata=_doc("Steps between scale raises."))
+    hysteresis: int = field(default=2, metadata=_doc("Overflows tolerated before lowering."))
+    min_loss_scale: float = field(default=1.0, metadata=_doc("Lowest dynamic loss scale."))
+    initial_scale_power: int = field(default=16, metadata=_doc("Start at 2**this."))
+
+
+@dataclass(frozen=True)
+class Bf16Config:
+    enabled: bool = field(default=False, metadata=_doc("Train in bfloat16."))
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    precision: Literal["fp32", "fp16", "bfloat16"] | None = field(
+        default=None, metadata=_doc("Training precision; default from fp16/bf16, else fp32.")
+    )
+    fp16: Fp16Config = field(default_factory=Fp16Config, metadata=_doc("DeepSpeed fp16 block."))
+    bf16: Bf16Config = field(default_factory=Bf16Config, metadata=_doc("DeepSpeed bf16 block."))
+
+    def __post_init__(self) -> None:
+        flags = {"fp16": self.fp16.enabled or bool(self.fp16.fp16), "bfloat16": self.bf16.enabled}
+        on = [name for name, enabled in flags.items() if enabled]
+        if len(on) > 1:
+            raise ValueError("fp16.enabled and bf16.enabled are both true; choose one")
+        if self.precision is not None and on and on[0] != self.precision:
+            raise ValueError(f"precision is {self.precision!r} but {on[0]} is enabled")
+
+    @property
+    def dtype(self) -> Literal["fp32", "fp16", "bf16"]:
+        if self.fp16.enabled or self.fp16.fp16 or self.precision == "fp16":
+            return "fp16"
+        if self.bf16.enabled or self.precision == "bfloat16":
+            return "bf16"
+        return "fp32"
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    stage: int = field(default=0, metadata=_doc("ZeRO stage (0 = plain data parallel)."))
+    allgather_partitions: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    allgather_bucket_size: int = field(default=500_000_000, metadata=_doc("DeepSpeed ZeRO key."))
+    overlap_comm: bool = field(default=False, metadata=_doc("DeepSpeed ZeRO key."))
+    reduce_scatter: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    reduce_bucket_size: int = field(default=500_000_000, metadata=_doc("DeepSpeed ZeRO key."))
+    contiguous_gradients: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    cpu_offload: bool = field(default=False, metadata=_doc("Offload optimizer state to CPU."))
+
+    def __post_init__(self) -> None:
+        if self.stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_optimization.stage must be 0, 1, 2 or 3, got {self.stage}")
+        if self.stage == 3:
+            raise ValueError("zero_optimization.stage 3 is not supported yet; use 0, 1 or 2")
+        if self.cpu_offload:
+            raise ValueError("zero_optimization.cpu_offload is not supported yet")
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    pipe_parallel_size: int = field(default=0, metadata=_doc("Pipeline stages (0/1 = none)."))
+    model_parallel_size: int = field(default=1, metadata=_doc("Tensor-parallel size."))
+    zero_optimization: ZeroConfig = field(
+        default_factory=ZeroConfig, metadata=_doc("DeepSpeed ZeRO settings.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.pipe_parallel_size < 0 or self.model_parallel_size < 1:
+            raise ValueError(
+                f"pipe_parallel_size ({self.pipe_parallel_size}) must be >= 0 and "
+                f"model_parallel_size ({self.model_parallel_size}) >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    save: str | None = field(default=None, metadata=_doc("Directory to save checkpoints in."))
+    load: str | None = field(default=None, metadata=_doc("Directory to resume from."))
+    checkpoint_factor: int | None = field(
+        default=None, metadata=_doc("Save every this many steps (and always at the end).")
+    )
+    keep_last_n_checkpoints: int | None = field(
+        default=None, metadata=_doc("Delete older checkpoints beyond this many.")
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_factor", "keep_last_n_checkpoints"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_interval: int = field(default=100, metadata=_doc("Print a progress line every N steps."))
+
+    def __post_init__(self) -> None:
+        if self.log_interval <= 0:
+            raise ValueError(f"log_interval must be positive, got {self.log_interval}")
+
+
+Launcher = Literal[
+    "pdsh", "local", "openmpi", "mvapich", "mpich", "impi", "slurm", "jsrun", "torchrun"
+]
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    num_gpus: int | None = field(
+        default=None, metadata=_doc("Workers per node (GPUs; on CPU, processes). Default: all.")
+    )
+    num_nodes: int = field(default=-1, metadata=_doc("Nodes to use; -1 = all in the hostfile."))
+    launcher: Launcher = field(default="pdsh", metadata=_doc("How to start remote workers."))
+    hostfile: str | None = field(default=None, metadata=_doc("Hosts and slots; none = local."))
+    master_port: int | None = field(
+        default=None, metadata=_doc("Rendezvous port; default: a free port.")
+    )
+    deepspeed_mpi: bool = field(default=False, metadata=_doc("Ranks come from MPI."))
+    deepspeed_slurm: bool = field(default=False, metadata=_doc("Ranks come from Slurm."))
+
+    def __post_init__(self) -> None:
+        if self.num_gpus is not None and self.num_gpus <= 0:
+            raise ValueError(f"num_gpus must be positive, got {self.num_gpus}")
+        if self.num_nodes == 0 or self.num_nodes < -1:
+            raise ValueError(f"num_nodes must be positive or -1, got {self.num_nodes}")
+
+
+# GPT-NeoX keys accepted and ignored: switches of GPT-NeoX's own implementation with no effect
+# on what is computed here, or monitoring that neox does not have yet. Reported once per run.
+_FUSION = "a kernel-fusion switch of GPT-NeoX; neox picks its kernels itself"
+_MONITORING = "monitoring output neox does not write yet; training is unaffected"
+IGNORED_KEYS: Mapping[str, str] = {
+    "scaled_upper_triang_masked_softmax_fusion": _FUSION,
+    "scaled_masked_softmax_fusion": _FUSION,
+    "bias_gelu_fusion": _FUSION,
+    "bias_dropout_fusion": _FUSION,
+    "rope_fusion": _FUSION,
+    "partition_activations": "a memory layout switch of GPT-NeoX's activation checkpointing",
+    "synchronize_each_layer": "a GPT-NeoX activation checkpointing switch",
+    "contiguous_checkpointing": "a GPT-NeoX activation checkpointing switch",
+    "distributed_backend": "neox uses NCCL on GPUs and gloo on CPUs",
+    "wall_clock_breakdown": "a DeepSpeed timing printout",
+    "steps_per_print": "DeepSpeed's own progress print; neox prints every log_interval",
+    "zero_allow_untested_optimizer": "neox always sets it for its own optimizer",
+    "num_workers": "data loader worker count; neox reads memory-mapped files directly",
+    "log_dir": _MONITORING,
+    "tensorboard_dir": _MONITORING,
+    "use_wandb": _MONITORING,
+    "wandb_project": _MONITORING,
+    "wandb_group": _MONITORING,
+    "wandb_team": _MONITORING,
+    "wandb_host": _MONITORING,
+    "log_grad_norm": _MONITORING,
+    "log_param_norm": _MONITORING,
+    "log_optimizer_states": _MONITORING,
+    "log_gradient_noise_scale": _MONITORING,
+}
+
+# GPT-NeoX keys that would change what is trained, for features neox does not have yet.
+UNSUPPORTED_KEYS: Mapping[str, str] = {
+    "num_kv_heads": "grouped-query attention",
+    "attention_config": "per-layer attention types",
+    "sparsity_config": "sparse attention",
+    "sliding_window_width": "sliding-window attention",
+    "train_data_paths": "separate train/valid/test token files (use data_path and split)",
+    "valid_data_paths": "separate train/valid/test token files (use data_path and split)",
+    "test_data_paths": "separate train/valid/test token files (use data_path and split)",
+    "train_data_weights": "data blending",
+    "sequence_parallel": "sequence parallelism",
+    "curriculum_learning": "curriculum learning",
+    "finetune": "fine-tuning from a checkpoint",
+    "iteration": "starting at a chosen iteration",
+    "eval_tasks": "lm-eval tasks during training",
+}
+
+_MODEL_KEYS = tuple(name for name in field_names(ModelConfig) if name != "vocab_size")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: every section typed and frozen."""
+
+    model: ModelConfig  # vocab_size is None until the tokenizer is known
+    data: DataConfig
+    optimizer: OptimizerConfig
+    training: TrainingConfig
+    precision: PrecisionConfig
+    parallel: ParallelConfig
+    checkpoint: CheckpointConfig
+    logging: LoggingConfig
+    launch: LaunchConfig
+
+    def batch(self, world_size: int) -> BatchLayout:
+        """The batch layout for `world_size` ranks (raises ConfigError when impossible)."""
+        parallel, training = self.parallel, self.training
+        dp = data_parallel_size(
+            world_size, parallel.pipe_parallel_size, parallel.model_parallel_size
+        )
+        if parallel.pipe_parallel_size > 1 or parallel.model_parallel_size > 1:
+            raise ConfigError(
+                f"pipe_parallel_size {parallel.pipe_parallel_size} / model_parallel_size "
+                f"{parallel.model_parallel_size}: pipeline and tensor parallelism are not "
+                "supported yet; use pipe_parallel_size <= 1 and model_parallel_size 1"
+            )
+        return resolve_batch(
+            dp,
+            training.train_batch_size,
+            training.train_micro_batch_size_per_gpu,
+            training.gradient_accumulation_steps,
+        )
+
+    @property
+    def lr_decay_iters(self) -> int:
+        return self.optimizer.lr_decay_iters or self.training.train_iters
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """Every key with its value, flat as in a GPT-NeoX YAML; loads back to this config."""
+        flat: dict[str, Any] = {}
+        for section in dataclasses.fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            values.pop("vocab_size", None)
+            flat.update(values)
+        return _plain(flat)
+
+
+_SECTIONS: tuple[tuple[str, type], ...] = (
+    ("data", DataConfig),
+    ("optimizer", OptimizerConfig),
+    ("training", TrainingConfig),
+    ("precision", PrecisionConfig),
+    ("parallel", ParallelConfig),
+    ("checkpoint", CheckpointConfig),
+    ("logging", LoggingConfig),
+    ("launch", LaunchConfig),
+)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    run: RunConfig
+    files: tuple[str, ...]
+    overrides: tuple[Override, ...]  # values replaced by a later file
+    ignored: tuple[str, ...]  # "key: reason" lines for accepted-but-ignored GPT-NeoX keys
+
+
+def all_keys() -> dict[str, type]:
+    """Every accepted top-level key and the section class that owns it."""
+    owners: dict[str, type] = dict.fromkeys(_MODEL_KEYS, ModelConfig)
+    for _, cls in _SECTIONS:
+        for name in field_names(cls):
+            assert name not in owners, f"config key {name} has two homes"
+            owners[name] = cls
+    return owners
+
+
+def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
+    """Merge, validate and type the config files (raises ConfigError on any problem)."""
+    merged = merge_files(paths)
+    files = tuple(str(p) for p in paths)
+
+    def where(key: str) -> str:
+        return merged.origins.get(key.split(".")[0], ", ".join(files))
+
+    owners = all_keys()
+    ignored = []
+    split: dict[type, dict[str, Any]] = {}
+    for key, value in merged.values.items():
+        if key in IGNORED_KEYS:
+            ignored.append(f"{key}: {IGNORED_KEYS[key]}")
+        elif key in UNSUPPORTED_KEYS:
+            raise ConfigError(
+                f"{where(key)}: {key} is a GPT-NeoX key for {UNSUPPORTED_KEYS[key]}, which neox "
+                "does not support yet; remove it"
+            )
+        elif key in owners:
+            split.setdefault(owners[key], {})[key] = value
+        else:
+            raise ConfigError(f"{where(key)}: unknown key {key!r}{_suggestion(key, owners)}")
+    sections: dict[str, Any] = {
+        name: build(cls, split.get(cls, {}), where) for name, cls in _SECTIONS
+    }
+    model = build(ModelConfig, split.get(ModelConfig, {}), where)
+    run = RunConfig(model=model, **sections)
+    return LoadedConfig(run, files, merged.overrides, tuple(ignored))
+
+
+def _suggestion(key: str, owners: Mapping[str, type]) -> str:
+    hint = closest(key, [*owners, *IGNORED_KEYS])
+    return f"; did you mean {hint!r}?" if hint else ""
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so that YAML writes plain sequences."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

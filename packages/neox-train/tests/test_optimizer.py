@@ -1,0 +1,39 @@
+import torch
+
+from neox_model import ModelConfig, Transformer
+from neox_train.optimizer import build_optimizer, parameter_groups
+from neox_train.run_config import OptimizerConfig, OptimizerParams, OptimizerSpec
+
+
+def test_weight_decay_only_on_weight_matrices():
+    config = ModelConfig(
+        num_layers=1,
+        hidden_size=8,
+        num_attention_heads=2,
+        seq_length=4,
+        pos_emb="rotary",
+        vocab_size=16,
+        make_vocab_size_divisible_by=8,
+    )
+    model = Transformer(config)
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == [
+        "embed_in.weight",
+        "layers.0.attention.dense.weight",
+        "layers.0.attention.query_key_value.weight",
+        "layers.0.mlp.dense_4h_to_h.weight",
+        "layers.0.mlp.dense_h_to_4h.weight",
+    ]
+    assert all(
+        n.endswith("bias") or "norm" in n for n in map(names.get, map(id, no_decay["params"]))
+    )
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_adam_means_adamw_with_the_configured_hyper_parameters():
+    config = OptimizerConfig(OptimizerSpec("Adam", OptimizerParams(3e-4, (0.9, 0.95), 1e-6)))
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-6

@@ -1,0 +1,5 @@
+import sys
+
+from neox.cli import main
+
+sys.exit(main())

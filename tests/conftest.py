@@ -1,0 +1,100 @@
+"""Cross-package end-to-end tests: the `neox` command as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+MODULES = ("textwrap", "json/decoder", "string", "difflib", "shlex", "fnmatch", "argparse")
+
+
+def neox(*args, timeout=600):
+    """Run the installed `neox` command; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "neox", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A jsonl corpus, a tokenizer trained on it and the token file, made through the CLI."""
+    root = tmp_path_factory.mktemp("corpus")
+    stdlib = Path(json.__file__).parent.parent
+    with (root / "docs.jsonl").open("w") as stream:
+        for name in MODULES:
+            for chunk in (stdlib / f"{name}.py").read_text().split("\n\n\n"):
+                stream.write(json.dumps({"text": chunk}) + "\n")
+    steps = [
+        (
+            "data",
+            "train-tokenizer",
+            "--input",
+            root / "docs.jsonl",
+            "--vocab-size",
+            512,
+            "--output",
+            root / "tokenizer.json",
+        ),
+        (
+            "data",
+            "preprocess",
+            "--input",
+            root / "docs.jsonl",
+            "--output-prefix",
+            root / "docs",
+            "--tokenizer-type",
+            "HFTokenizer",
+            "--vocab-file",
+            root / "tokenizer.json",
+            "--append-eod",
+            "--workers",
+            2,
+        ),
+    ]
+    for args in steps:
+        result = neox(*args)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def run_config(corpus, save, **overrides):
+    values = dict(
+        num_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        seq_length=64,
+        pos_emb="rotary",
+        rotary_pct=0.25,
+        gpt_j_residual=True,
+        no_weight_tying=True,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        optimizer={"type": "Adam", "params": {"lr": 2.0e-3, "betas": [0.9, 0.95], "eps": 1.0e-8}},
+        lr_decay_style="cosine",
+        warmup=0.2,
+        train_iters=5,
+        eval_interval=100,
+        eval_iters=2,
+        log_interval=1,
+        zero_optimization={"stage": 1},
+        seed=11,
+        launcher="local",
+        data_path=str(corpus / "docs_text_document"),
+        split="95, 5, 0",
+        tokenizer_type="HFTokenizer",
+        vocab_file=str(corpus / "tokenizer.json"),
+        save=str(save),
+    )
+    values.update(overrides)
+    return values
+
+
+def write_yaml(path, values):
+    path.write_text(yaml.safe_dump(values))
+    return path
