@@ -79,6 +79,11 @@ def test_the_export_computes_the_same_logits_and_continuation(two_runs, tmp_path
             {"num_gpus": 3, "train_micro_batch_size_per_gpu": 2},
             "train_batch_size (8) is not divisible by 6",
         ),
+        ({"data_path": "/nonexistent/corpus"}, "/nonexistent/corpus.bin not found"),
+        (
+            {"tokenizer_type": "GPT2BPETokenizer"},
+            "tokenizer_type 'GPT2BPETokenizer' is not supported yet",
+        ),
         (
             {"num_gpus": 3, "model_parallel_size": 2, "train_micro_batch_size_per_gpu": 2},
             "world size 3 is not divisible by pipe_parallel_size (1) x model_parallel_size (2) = 2",

@@ -5,6 +5,7 @@ from neox_data.gpt_dataset import GPTDataset, split_documents
 from neox_data.preprocess import PreprocessResult, preprocess
 from neox_data.token_file import TokenFile, TokenFileWriter, best_dtype
 from neox_data.tokenizer import (
+    SUPPORTED_TOKENIZER_TYPES,
     HFTokenizer,
     Tokenizer,
     TokenizerSpec,
@@ -13,6 +14,7 @@ from neox_data.tokenizer import (
 )
 
 __all__ = [
+    "SUPPORTED_TOKENIZER_TYPES",
     "Document",
     "GPTDataset",
     "HFTokenizer",

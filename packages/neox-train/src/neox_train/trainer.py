@@ -24,12 +24,12 @@ from neox_train.batch import BatchLayout
 from neox_train.data import Splits, build_splits, micro_batches, sample_counts
 from neox_train.deepspeed_config import deepspeed_config
 from neox_train.distributed import DistEnv
+from neox_train.inputs import check_inputs
 from neox_train.metrics import MetricsLog
 from neox_train.optimizer import build_optimizer
 from neox_train.progress import Progress
 from neox_train.run_config import RunConfig
 from neox_train.schedule import Schedule
-from neox_train.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,12 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     import deepspeed
 
     data = run.data
-    if data.data_path is None:
-        raise ConfigError("data_path is required for training")
-    if data.vocab_file is None:
-        raise ConfigError(f"vocab_file is required for tokenizer_type {data.tokenizer_type}")
+    data_path, vocab_file = check_inputs(run)
     batch = run.batch(env.world_size)
-    tokenizer = build_tokenizer(data.tokenizer_type, data.vocab_file, data.merge_file)
+    tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
     model_config = run.model.with_vocab(tokenizer.vocab_size)
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
-    splits = build_splits(
-        data.data_path, data.split, model_config.seq_length, counts, run.training.seed
-    )
+    splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
     model = Transformer(model_config, seed=run.training.seed)
     if run.training.checkpoint_activations:
         model.checkpoint_num_layers = run.training.checkpoint_num_layers

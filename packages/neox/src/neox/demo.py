@@ -17,8 +17,14 @@ import shutil
 import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from neox_data import HFTokenizer
+    from neox_model import Transformer
 
 MARKER = ".neox-demo"
 PROMPT = "class Stack:\n    def __init__(self):\n        self."
@@ -124,7 +130,15 @@ def validation_losses(save: Path) -> tuple[float, float]:
     return losses[0], losses[-1]
 
 
-def sample(save: Path, max_new_tokens: int):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class Sample:
+    model: Transformer
+    tokenizer: HFTokenizer
+    prompt: list[int]
+    new: list[int]
+
+
+def sample(save: Path, max_new_tokens: int) -> Sample:
     """Greedy continuation of PROMPT by the trained neox model."""
     from neox_data import HFTokenizer
     from neox_model import load_model
@@ -139,10 +153,10 @@ def sample(save: Path, max_new_tokens: int):  # type: ignore[no-untyped-def]
     )
     step(f"5. sample: greedy continuation from {step_dir.name}")
     print(PROMPT + tokenizer.decode(new))
-    return model, tokenizer, prompt, new
+    return Sample(model, tokenizer, prompt, new)
 
 
-def hugging_face_check(save: Path, out: Path, neox_model, tokenizer, prompt, new) -> bool:  # type: ignore[no-untyped-def]
+def hugging_face_check(save: Path, out: Path, ours: Sample) -> bool:
     """Export, reload with transformers, and compare the continuation and the logits."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -154,21 +168,21 @@ def hugging_face_check(save: Path, out: Path, neox_model, tokenizer, prompt, new
     hf_model = AutoModelForCausalLM.from_pretrained(out).eval()
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
     ids = hf_tokenizer(PROMPT, return_tensors="pt").input_ids
-    padding = list(range(tokenizer.vocab_size, hf_model.config.vocab_size))
+    padding = list(range(ours.tokenizer.vocab_size, hf_model.config.vocab_size))
     with torch.no_grad():
         generated = hf_model.generate(
             ids,
-            max_new_tokens=len(new),
+            max_new_tokens=len(ours.new),
             do_sample=False,
             suppress_tokens=padding or None,
-            pad_token_id=tokenizer.eod_id,
+            pad_token_id=ours.tokenizer.eod_id,
         )[0, ids.shape[1] :].tolist()
         continuation = str(hf_tokenizer.decode(generated))
-        full = torch.tensor([prompt + new])
-        diff = (hf_model(full).logits - neox_model(full)).abs().max().item()
+        full = torch.tensor([ours.prompt + ours.new])
+        diff = (hf_model(full).logits - ours.model(full)).abs().max().item()
     print(f"transformers {type(hf_model).__name__} continuation:")
     print(PROMPT + continuation)
-    same = ids[0].tolist() == prompt and generated == new
+    same = ids[0].tolist() == ours.prompt and generated == ours.new
     print(f"same tokens as neox: {same}; max |logits difference| = {diff:.2e}")
     return same and diff <= 1e-4
 
@@ -189,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix, tokenizer_path = prepare_data(args.workdir, int(args.corpus_mb * 1e6), args.vocab_size)
     save = train(args.workdir, prefix, tokenizer_path, args.train_iters)
     before, after = validation_losses(save)
-    neox_model, tokenizer, prompt, new = sample(save, args.max_new_tokens)
-    agrees = hugging_face_check(save, args.workdir / "hf", neox_model, tokenizer, prompt, new)
+    agrees = hugging_face_check(save, args.workdir / "hf", sample(save, args.max_new_tokens))
     learned = after < 0.75 * before
     step("summary")
     print(

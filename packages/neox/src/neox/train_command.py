@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from neox_launch import LaunchSpec, count_local_gpus, describe, launch
 from neox_train import ConfigError, load_run_config
+from neox_train.inputs import check_inputs
 from neox_train.run_config import LaunchConfig
 
 
@@ -45,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = load_run_config(args.configs).run
         spec = launch_spec(run.launch)
         run.batch(spec.world_size)
-        if run.data.data_path is None:
-            raise ConfigError(f"{', '.join(args.configs)}: data_path is required for training")
+        check_inputs(run)
     except (ConfigError, ValueError) as err:
         if args.debug:
             raise

@@ -1,0 +1,31 @@
+"""The files a training run reads, checked before any worker starts and before anything is
+written: the token file pair and the tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from neox_data import SUPPORTED_TOKENIZER_TYPES
+from neox_train.run_config import RunConfig
+from neox_train.schema import ConfigError
+
+
+def check_inputs(run: RunConfig) -> tuple[str, str]:
+    """(data_path, vocab_file) of a run, once both are known to be usable."""
+    data = run.data
+    if data.data_path is None:
+        raise ConfigError("data_path is required for training (a token file prefix)")
+    for suffix in (".bin", ".idx"):
+        if not Path(data.data_path + suffix).is_file():
+            raise ConfigError(
+                f"data_path {data.data_path!r}: {data.data_path}{suffix} not found; make it "
+                "with `neox data preprocess`"
+            )
+    if data.tokenizer_type not in SUPPORTED_TOKENIZER_TYPES:
+        raise ConfigError(
+            f"tokenizer_type {data.tokenizer_type!r} is not supported yet; use one of "
+            f"{', '.join(SUPPORTED_TOKENIZER_TYPES)}"
+        )
+    if data.vocab_file is None or not Path(data.vocab_file).is_file():
+        raise ConfigError(f"vocab_file {data.vocab_file!r} not found (the tokenizer file)")
+    return data.data_path, data.vocab_file
