@@ -103,7 +103,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks print ratios against a reference measured in the same run."""
-    install_heavy(session, ("torch",))
-    install_local(session, ("neox-data", "neox-model", "neox-convert"))
+    install_heavy(session, ("torch", "deepspeed"))
+    install_local(session, ALL_PACKAGES)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)

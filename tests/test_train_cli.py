@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from conftest import neox, run_config, write_yaml
 from transformers import GPTNeoXForCausalLM
 
 from neox_model import load_model
 from neox_train.metrics import read_metrics
+
+from conftest import neox, run_config, write_yaml
 
 
 def train_losses(save):

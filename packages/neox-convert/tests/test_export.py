@@ -67,6 +67,7 @@ def make_checkpoint(root, **overrides):
         dict(gpt_j_residual=True, no_weight_tying=True),
         dict(gpt_j_residual=False, no_weight_tying=True, rotary_pct=1.0, rotary_emb_base=500),
         dict(gpt_j_residual=True, no_weight_tying=False, intermediate_size=96),
+        dict(activation="relu", use_bias_in_attn_linear=False, rotary_save_freqs_buffer=True),
     ],
 )
 def test_hf_logits_equal_neox_logits(tmp_path, overrides):
@@ -100,9 +101,20 @@ def test_precision_is_applied(tmp_path):
     assert GPTNeoXForCausalLM.from_pretrained(out).dtype == torch.bfloat16
 
 
-def test_positions_without_an_hf_equivalent_are_refused(tmp_path):
-    make_checkpoint(tmp_path / "run", pos_emb="learned")
-    with pytest.raises(ExportError, match="no exact Hugging Face GPTNeoX equivalent"):
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (dict(pos_emb="learned"), "pos_emb 'learned'"),
+        (dict(norm="rmsnorm"), "norm 'rmsnorm'"),
+        (dict(activation="swiglu"), "activation 'swiglu'"),
+        (dict(num_kv_heads=2), "num_kv_heads 2"),
+        (dict(use_bias_in_mlp=False), "use_bias_in_mlp false"),
+        (dict(sliding_window_width=8), "sliding_window_width"),
+    ],
+)
+def test_configs_without_an_hf_equivalent_are_refused(tmp_path, change, reason):
+    make_checkpoint(tmp_path / "run", **change)
+    with pytest.raises(ExportError, match=f"no exact Hugging Face GPTNeoX equivalent for {reason}"):
         export_to_hf(tmp_path / "run", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left

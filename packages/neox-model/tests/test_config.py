@@ -38,3 +38,49 @@ def test_dict_round_trip_and_unknown_fields():
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown ModelConfig fields: hidden"):
         ModelConfig.from_dict({**config.to_dict(), "hidden": 3})
+
+
+def test_gated_mlp_width_follows_gpt_neox_sizing():
+    # GPT-NeoX's LLaMA-7B config: intermediate_size 32768, mlp_multiple_of 256 -> 11008 inner
+    llama = small(
+        hidden_size=4096,
+        num_attention_heads=32,
+        activation="swiglu",
+        intermediate_size=32768,
+        mlp_multiple_of=256,
+    )
+    assert llama.ffn_size == 11008
+    assert small(activation="geglu").ffn_size == 85  # int(256 * 2 / 3) // 2
+    assert small(intermediate_size=100, mlp_multiple_of=8).ffn_size == 104
+
+
+def test_grouped_query_heads_must_divide_the_query_heads():
+    assert small(num_kv_heads=2).kv_heads == 2
+    assert small().kv_heads == 4
+    with pytest.raises(
+        ValueError, match=r"num_attention_heads \(4\) must be a multiple of num_kv_heads \(3\)"
+    ):
+        small(num_kv_heads=3)
+
+
+def test_vocabulary_padding_grows_with_tensor_parallelism():
+    config = small(vocab_size=50277)
+    assert config.padded_vocab(1) == 50304
+    assert config.padded_vocab(2) == 50432  # a multiple of 128 x 2
+
+
+def test_attention_config_expands_per_layer_and_must_cover_every_layer():
+    config = small(num_layers=4, attention_config=((("global",), 4),))
+    assert config.attention_types == ("global",) * 4
+    with pytest.raises(ValueError, match="describes 2 layers but num_layers is 4"):
+        small(num_layers=4, attention_config=((("global",), 2),))
+
+
+def test_flash_attention_without_flash_attn_names_the_extra():
+    with pytest.raises(ValueError, match=r"pip install 'neox-model\[flash\]'"):
+        small(attention_config=((("flash",), 2),))
+
+
+def test_gpt_j_tied_needs_the_parallel_residual():
+    with pytest.raises(ValueError, match="set both"):
+        small(gpt_j_tied=True)

@@ -1,49 +1,113 @@
+import importlib.util
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from neox_model import ModelConfig, Transformer
-from neox_model.rotary import RotaryEmbedding, apply_rotary
+from neox_model import ModelConfig, Transformer, count_parameters
 
-
-def config(**overrides):
-    values = dict(
-        num_layers=2,
-        hidden_size=32,
-        num_attention_heads=4,
-        seq_length=12,
-        pos_emb="rotary",
-        rotary_pct=0.5,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        vocab_size=50,
-        make_vocab_size_divisible_by=8,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+import reference
+from styles import STYLES, style
 
 
-def tokens(batch=2, seq=12, seed=0):
-    return torch.randint(0, 50, (batch, seq), generator=torch.Generator().manual_seed(seed))
+def tokens(batch=2, seq=12, seed=0, vocab=64):
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("pos_emb", ["rotary", "learned", "none"])
-def test_logits_shape_and_causality(pos_emb):
-    model = Transformer(config(pos_emb=pos_emb)).eval()
+def model(config, seed=0):
+    return Transformer(config, seed=seed).eval()
+
+
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_every_style_matches_the_independent_reference(name):
+    config = style(name)
+    m = model(config, seed=1)
     ids = tokens()
-    logits = model(ids)
-    assert logits.shape == (2, 12, 56)  # vocab 50 padded to a multiple of 8
+    with torch.no_grad():
+        ours = m(ids)
+        theirs = reference.logits(config, m.state_dict(), ids)
+    torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "gelu",
+        "relu",
+        "silu",
+        "swish",
+        "softsign",
+        "mish",
+        "geglu",
+        "reglu",
+        "swiglu",
+        "glu",
+        "bilinear",
+    ],
+)
+def test_every_activation_matches_the_reference(activation):
+    config = style("pythia", activation=activation)
+    m = model(config, seed=2)
+    ids = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m(ids), reference.logits(config, m.state_dict(), ids), atol=2e-5, rtol=1e-4
+        )
+
+
+def test_logits_are_causal():
+    m = model(style("mistral"))
+    ids = tokens()
+    logits = m(ids)
     changed = ids.clone()
-    changed[:, 7] = (changed[:, 7] + 1) % 50
-    after = model(changed)
+    changed[:, 7] = (changed[:, 7] + 1) % 64
+    after = m(changed)
     torch.testing.assert_close(after[:, :7], logits[:, :7])
     assert not torch.allclose(after[:, 7:], logits[:, 7:])
 
 
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_kv_cache_equals_recomputing_the_whole_sequence(name):
+    m = model(style(name), seed=3)
+    ids = tokens()
+    with torch.no_grad():
+        full = m(ids)
+        cache = m.new_cache(batch=2)
+        pieces = [m(ids[:, :5], cache=cache), m(ids[:, 5:8], cache=cache)]
+        pieces += [m(ids[:, i : i + 1], cache=cache) for i in range(8, 12)]
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["pythia", "mistral", "alibi"])
+def test_greedy_decoding_with_the_cache_gives_the_recomputed_tokens(name):
+    config = style(name, seq_length=24)
+    m = model(config, seed=4)
+    prompt = tokens(batch=1, seq=4)
+    with torch.no_grad():
+        recomputed = prompt
+        for _ in range(16):
+            next_id = m(recomputed)[:, -1].argmax(-1, keepdim=True)
+            recomputed = torch.cat([recomputed, next_id], 1)
+        cache = m.new_cache(batch=1)
+        cached, step = prompt, prompt
+        for _ in range(16):
+            next_id = m(step, cache=cache)[:, -1].argmax(-1, keepdim=True)
+            cached, step = torch.cat([cached, next_id], 1), next_id
+    assert cached.tolist() == recomputed.tolist()
+
+
+def test_a_full_cache_and_too_long_inputs_are_refused():
+    m = model(style("pythia"))
+    cache = m.new_cache(batch=1, max_length=6)
+    m(tokens(batch=1, seq=6), cache=cache)
+    with pytest.raises(ValueError, match="KV cache full"):
+        m(tokens(batch=1, seq=1), cache=cache)
+    with pytest.raises(ValueError, match="positions up to 13 exceed 12"):
+        m(tokens(seq=13))
+
+
 def test_init_is_deterministic_from_the_seed():
-    a, b, c = Transformer(config(), seed=3), Transformer(config(), seed=3), Transformer(config())
+    a, b, c = (Transformer(style("llama"), seed=s) for s in (3, 3, 4))
     for (name, pa), pb, pc in zip(
         a.named_parameters(), b.parameters(), c.parameters(), strict=True
     ):
@@ -52,77 +116,114 @@ def test_init_is_deterministic_from_the_seed():
             assert not torch.equal(pa, pc), name
 
 
-def test_output_layers_use_the_scaled_init():
-    cfg = config(num_layers=8, hidden_size=256, num_attention_heads=4, init_method_std=0.02)
-    model = Transformer(cfg)
-    scaled = 0.02 / math.sqrt(2 * 8)
-    assert model.layers[0].attention.dense.weight.std().item() == pytest.approx(scaled, rel=0.05)
-    assert model.layers[0].mlp.dense_h_to_4h.weight.std().item() == pytest.approx(0.02, rel=0.05)
-    assert torch.count_nonzero(model.layers[0].attention.dense.bias) == 0
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("normal", lambda cfg, shape: 0.02),
+        ("scaled_normal", lambda cfg, shape: 0.02 / math.sqrt(2 * cfg.num_layers)),
+        ("small_init", lambda cfg, shape: math.sqrt(2 / (5 * cfg.hidden_size))),
+        ("wang_init", lambda cfg, shape: 2 / (cfg.num_layers * math.sqrt(cfg.hidden_size))),
+        ("xavier_normal", lambda cfg, shape: math.sqrt(2 / sum(shape))),
+        ("xavier_uniform", lambda cfg, shape: math.sqrt(2 / sum(shape))),
+    ],
+)
+def test_init_methods_give_their_standard_deviation(method, expected):
+    cfg = style(
+        "pythia",
+        num_layers=8,
+        hidden_size=256,
+        num_attention_heads=4,
+        init_method=method,
+        output_layer_init_method="normal",
+    )
+    m = Transformer(cfg)
+    weight = m.layers[0].mlp.dense_h_to_4h.weight
+    assert weight.std().item() == pytest.approx(expected(cfg, tuple(weight.shape)), rel=0.05)
+    assert m.layers[0].attention.dense.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    if method == "xavier_uniform":
+        bound = math.sqrt(6 / sum(weight.shape))
+        assert weight.abs().max().item() <= bound
 
 
-def test_tied_and_untied_output():
-    tied = Transformer(config())
-    assert tied.embed_out is None
-    assert "embed_out.weight" not in tied.state_dict()
-    untied = Transformer(config(no_weight_tying=True))
-    assert untied.embed_out.weight.shape == (56, 32)
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_parameter_count_equals_the_built_model_on_meta(name):
+    config = style(name)
+    with torch.device("meta"):
+        m = Transformer(config)
+    assert m.embed_in.weight.is_meta
+    assert count_parameters(config) == sum(p.numel() for p in m.parameters())
 
 
-def test_parallel_residual_changes_the_function():
-    ids = tokens()
-    seq = Transformer(config(gpt_j_residual=False), seed=1).eval()
-    par = Transformer(config(gpt_j_residual=True), seed=1).eval()
-    assert not torch.allclose(seq(ids), par(ids))
+def test_parameter_count_of_a_published_size():
+    # Pythia-160M as released (GPTNeoX, vocab padded to 50304): 162,322,944 parameters
+    pythia = ModelConfig(
+        num_layers=12,
+        hidden_size=768,
+        num_attention_heads=12,
+        seq_length=2048,
+        pos_emb="rotary",
+        rotary_pct=0.25,
+        gpt_j_residual=True,
+        no_weight_tying=True,
+        vocab_size=50277,
+    )
+    assert count_parameters(pythia) == 162_322_944
+
+
+def test_biases_and_norms_follow_the_switches():
+    names = [n for n, _ in Transformer(style("palm")).named_parameters()]
+    assert not [n for n in names if n.endswith("bias")]
+    assert not [n for n in names if "post_attention_layernorm" in n]  # gpt_j_tied: one norm
+    assert "embed_out.weight" not in names  # tied output
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
     ids = tokens()
     grads = []
     for chunk in (0, 1, 2):
-        model = Transformer(config(num_layers=3), seed=5).train()
-        model.checkpoint_num_layers = chunk
-        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
-        loss.backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        m = Transformer(style("llama", num_layers=3), seed=5).train()
+        m.checkpoint_num_layers = chunk
+        m(ids[:, :-1], labels=ids[:, 1:]).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
     for other in grads[1:]:
         for g0, g1 in zip(grads[0], other, strict=True):
             torch.testing.assert_close(g0, g1)
 
 
-def reference_attention(model: Transformer, x: torch.Tensor) -> torch.Tensor:
-    """Attention of block 0 written out with an explicit mask and softmax."""
-    attn, cfg = model.layers[0].attention, model.config
-    batch, seq, _ = x.shape
-    qkv = attn.query_key_value(x).view(batch, seq, cfg.num_attention_heads, 3, cfg.head_dim)
-    q, k, v = (qkv[:, :, :, i].transpose(1, 2) for i in range(3))
-    cos, sin = model.rotary(torch.arange(seq))
-    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    scores = q @ k.transpose(-1, -2) / math.sqrt(cfg.head_dim)
-    scores = scores.masked_fill(torch.ones(seq, seq).triu(1).bool(), float("-inf"))
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, seq, -1)
-    return attn.dense(out)
+def test_loss_is_the_mean_cross_entropy_of_the_logits():
+    m = model(style("llama"))
+    ids = tokens()
+    logits = m(ids[:, :-1])
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+    torch.testing.assert_close(m(ids[:, :-1], labels=ids[:, 1:]), expected)
 
 
-def test_sdpa_attention_equals_the_math_reference():
-    model = Transformer(config(), seed=2).eval()
-    x = torch.randn(2, 12, 32)
-    rope = model.rotary(torch.arange(12))
-    torch.testing.assert_close(model.layers[0].attention(x, rope), reference_attention(model, x))
+def test_rotary_frequencies_are_saved_only_when_asked():
+    assert "rotary.inv_freq" not in Transformer(style("pythia")).state_dict()
+    saved = Transformer(style("pythia", rotary_save_freqs_buffer=True)).state_dict()
+    assert saved["rotary.inv_freq"].shape == (1,)  # rotary_dim 2 (0.25 of head size 8) / 2
 
 
-def test_rotary_rotates_only_rotary_dims_and_encodes_relative_position():
-    rotary = RotaryEmbedding(rotary_dim=4, base=10000)
-    cos, sin = rotary(torch.arange(10))
-    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
-    rq = apply_rotary(q.expand(1, 1, 10, 8), cos, sin)
-    rk = apply_rotary(k.expand(1, 1, 10, 8), cos, sin)
-    torch.testing.assert_close(rq[..., 4:], q.expand(1, 1, 10, 8)[..., 4:])
-    dots = (rq[0, 0, :, None, :4] * rk[0, 0, None, :, :4]).sum(-1)  # (pos_q, pos_k)
-    torch.testing.assert_close(dots[5, 2], dots[7, 4])  # same offset, same score
-    assert not torch.allclose(dots[5, 2], dots[5, 4])
+def test_compiled_blocks_compute_the_same_logits():
+    m = model(style("llama", num_layers=1))
+    ids = tokens()
+    with torch.no_grad():
+        eager = m(ids)
+        m.compile_blocks()
+        compiled = m(ids)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
 
 
-def test_too_long_input_is_refused():
-    with pytest.raises(ValueError, match="exceeds 12"):
-        Transformer(config())(tokens(seq=13))
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None,
+    reason="needs a CUDA GPU and flash-attn (the neox-model[flash] extra)",
+)
+@pytest.mark.parametrize("name", ["pythia", "llama", "mistral", "alibi"])
+def test_flash_attention_computes_what_sdpa_does(name):
+    flash_config = style(name, attention_config=((("flash",), 2),))
+    flash = Transformer(flash_config, seed=6).cuda().to(torch.bfloat16).eval()
+    sdpa = Transformer(style(name), seed=6).cuda().to(torch.bfloat16).eval()
+    ids = tokens().cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(flash(ids).float(), sdpa(ids).float(), atol=3e-2, rtol=3e-2)

@@ -131,7 +131,11 @@ def test_a_nested_typo_is_found_too(neox_file, tmp_path):
         ("hidden_size: big\n", "hidden_size must be an integer, got 'big'"),
         ("hidden_size: 1.5\n", "hidden_size must be an integer, got 1.5"),
         ("gpt_j_residual: 'yes'\n", "gpt_j_residual must be true or false, got 'yes'"),
-        ("pos_emb: rotory\n", "pos_emb must be one of 'rotary', 'learned', 'none', got 'rotory'"),
+        (
+            "pos_emb: rotory\n",
+            "pos_emb must be one of 'rotary', 'alibi', 'learned', 'sinusoidal', 'none', "
+            "got 'rotory'",
+        ),
         (
             "optimizer: {params: {betas: [0.9]}}\n",
             "optimizer.params.betas must be a list of 2 values",
@@ -144,7 +148,19 @@ def test_a_nested_typo_is_found_too(neox_file, tmp_path):
         ("bf16: {enabled: true}\n", "fp16.enabled and bf16.enabled are both true"),
         ("zero_optimization: {stage: 4}\n", "stage must be 0, 1, 2 or 3, got 4"),
         ("warmup: 5\n", r"warmup is a fraction of lr_decay_iters in \[0, 1\], got 5.0"),
-        ("num_kv_heads: 2\n", "num_kv_heads is a GPT-NeoX key for grouped-query attention"),
+        (
+            "sparsity_config: {block: 16}\n",
+            "sparsity_config is a GPT-NeoX key for sparse attention",
+        ),
+        ("attention_config: [[[local], 6]]\n", "attention_config must be one of 'global', 'flash'"),
+        (
+            "attention_config: [[[global], 5]]\n",
+            "attention_config describes 5 layers but num_layers is 6",
+        ),
+        (
+            "num_kv_heads: 3\n",
+            r"num_attention_heads \(8\) must be a multiple of num_kv_heads \(3\)",
+        ),
     ],
 )
 def test_bad_values_say_what_and_where(neox_file, tmp_path, text, message):

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_workers, tiny_config, write_config
 
 from neox_train import load_run_config
 from neox_train.metrics import read_metrics
+
+from conftest import run_workers, tiny_config, write_config
 
 
 def losses(save_dir, key="train_loss"):

@@ -39,13 +39,36 @@ class ExportError(ValueError):
     """The checkpoint cannot be expressed exactly in the target format."""
 
 
+HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
+
+
+def export_problems(config: ModelConfig) -> list[str]:
+    """Why GPTNeoX cannot reproduce `config` exactly; empty when it can."""
+    problems = []
+    if config.pos_emb != "rotary":
+        problems.append(f"pos_emb {config.pos_emb!r} (GPTNeoX uses rotary positions)")
+    if config.norm != "layernorm" or not config.use_bias_in_norms:
+        problems.append(f"norm {config.norm!r} without the LayerNorm bias GPTNeoX has")
+    if config.activation not in HF_ACTIVATIONS:
+        problems.append(f"activation {config.activation!r} (GPTNeoX's MLP is not gated)")
+    if config.kv_heads != config.num_attention_heads:
+        problems.append(
+            f"num_kv_heads {config.num_kv_heads} (GPTNeoX has no grouped-query attention)"
+        )
+    if not config.use_bias_in_mlp:
+        problems.append("use_bias_in_mlp false (GPTNeoX's MLP has biases)")
+    if config.gpt_j_tied:
+        problems.append("gpt_j_tied (GPTNeoX has two norms per block)")
+    if config.sliding_window_width is not None:
+        problems.append("sliding_window_width (GPTNeoX attends to the whole sequence)")
+    return problems
+
+
 def check_exportable(config: ModelConfig) -> None:
     """Refuse configs that GPTNeoX cannot reproduce exactly (never export approximately)."""
-    if config.pos_emb != "rotary":
-        raise ExportError(
-            f"pos_emb {config.pos_emb!r} has no exact Hugging Face GPTNeoX equivalent "
-            "(GPTNeoX uses rotary positions)"
-        )
+    problems = export_problems(config)
+    if problems:
+        raise ExportError("no exact Hugging Face GPTNeoX equivalent for " + "; ".join(problems))
 
 
 def hf_key(key: str) -> str:
@@ -58,9 +81,16 @@ def hf_key(key: str) -> str:
     return f"gpt_neox.layers.{index}.{LAYER_KEYS[name]}"
 
 
+DERIVED = ("rotary.inv_freq",)  # buffers recomputed from the config, never exported
+
+
 def to_hf_state_dict(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Rename every tensor (an unknown one is an error) and cast it to `dtype`."""
-    return {hf_key(k): v.detach().to(dtype).contiguous().clone() for k, v in state.items()}
+    return {
+        hf_key(k): v.detach().to(dtype).contiguous().clone()
+        for k, v in state.items()
+        if k not in DERIVED
+    }
 
 
 def hf_config(config: ModelConfig, eod_id: int | None, dtype: torch.dtype) -> Any:
@@ -72,7 +102,7 @@ def hf_config(config: ModelConfig, eod_id: int | None, dtype: torch.dtype) -> An
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_attention_heads,
         intermediate_size=config.ffn_size,
-        hidden_act="gelu",
+        hidden_act=HF_ACTIVATIONS[config.activation],
         rope_parameters={
             "rope_type": "default",
             "rope_theta": float(config.rotary_emb_base),
@@ -82,7 +112,7 @@ def hf_config(config: ModelConfig, eod_id: int | None, dtype: torch.dtype) -> An
         layer_norm_eps=config.layernorm_epsilon,
         use_parallel_residual=config.gpt_j_residual,
         tie_word_embeddings=not config.no_weight_tying,
-        attention_bias=True,
+        attention_bias=config.use_bias_in_attn_linear,
         hidden_dropout=config.hidden_dropout,
         attention_dropout=config.attention_dropout,
         initializer_range=config.init_method_std,

@@ -1,6 +1,23 @@
-"""neox-model: GPT-NeoX-family transformer layers."""
+"""neox-model: GPT-NeoX-family transformer layers, tensor-parallel layers and a KV cache."""
 
-from neox_model.config import InitMethod, ModelConfig, PosEmb
+from neox_model.config import (
+    GATED_ACTIVATIONS,
+    Activation,
+    AttentionType,
+    InitMethod,
+    ModelConfig,
+    Norm,
+    PosEmb,
+)
+from neox_model.kv_cache import KVCache
+from neox_model.parameters import count_parameters
+from neox_model.tensor_parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    TPGroup,
+    VocabParallelEmbedding,
+    vocab_parallel_cross_entropy,
+)
 from neox_model.transformer import Block, Transformer
 from neox_model.weights import (
     LATEST,
@@ -13,17 +30,28 @@ from neox_model.weights import (
 )
 
 __all__ = [
+    "GATED_ACTIVATIONS",
     "LATEST",
+    "Activation",
+    "AttentionType",
     "Block",
+    "ColumnParallelLinear",
     "InitMethod",
+    "KVCache",
     "ModelConfig",
     "ModelManifest",
+    "Norm",
     "PosEmb",
+    "RowParallelLinear",
+    "TPGroup",
     "Transformer",
+    "VocabParallelEmbedding",
+    "count_parameters",
     "find_step_dir",
     "load_model",
     "load_state_dict",
     "read_manifest",
+    "vocab_parallel_cross_entropy",
     "write_manifest",
 ]
 __version__ = "0.1.0"

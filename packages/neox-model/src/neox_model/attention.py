@@ -1,38 +1,131 @@
-"""Causal multi-head self-attention (Vaswani et al., 2017) with GPT-NeoX's fused QKV layout.
+"""Causal self-attention (Vaswani et al., 2017) with grouped-query heads (Ainslie et al., 2023),
+ALiBi or rotary positions, an optional sliding window (Beltagy et al., 2020; Mistral) and a KV
+cache, over tensor-parallel projections.
 
-`query_key_value` projects to (heads, 3, head_dim) per position, interleaved per head as
-GPT-NeoX stores it, so checkpoints map onto GPT-NeoX and Hugging Face GPTNeoX by name only.
-The attention itself is `torch.nn.functional.scaled_dot_product_attention`.
+QKV layout: `query_key_value` projects to (kv_heads, q_per_kv + 2, head_dim) per position: each
+key/value group holds its query heads, then its key, then its value. With as many kv heads as
+query heads this is GPT-NeoX's per-head (heads, 3, head_dim) layout, and a tensor-parallel rank
+holds whole groups. The attention itself is `scaled_dot_product_attention` (or flash-attn where
+`attention_config` asks for it).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neox_model.alibi import alibi_bias, alibi_slopes
 from neox_model.config import ModelConfig
+from neox_model.kv_cache import KVCache
 from neox_model.rotary import apply_rotary
+from neox_model.tensor_parallel import ColumnParallelLinear, RowParallelLinear, TPGroup
+
+Rope = tuple[torch.Tensor, torch.Tensor] | None
+
+
+def attention_mask(
+    q_positions: torch.Tensor,
+    k_positions: torch.Tensor,
+    window: int | None,
+    slopes: torch.Tensor | None,
+) -> torch.Tensor:
+    """Additive mask (heads or 1, q, k): 0 where a query may attend, -inf elsewhere, + ALiBi."""
+    offset = q_positions[:, None] - k_positions[None, :]  # (q, k): how far back the key is
+    allowed = offset >= 0
+    if window is not None:
+        allowed &= offset <= window
+    mask = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+    if slopes is None:
+        return mask[None]
+    return mask[None] + alibi_bias(slopes, q_positions, k_positions)
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    slopes: torch.Tensor | None
+
+    def __init__(self, config: ModelConfig, tp: TPGroup, layer_index: int) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
+        self.layer_index = layer_index
         self.head_dim = config.head_dim
+        self.q_per_kv = config.num_attention_heads // config.kv_heads
+        self.groups = tp.divide(config.kv_heads, "num_kv_heads")  # this rank's kv groups
+        self.heads = self.groups * self.q_per_kv  # this rank's query heads
+        self.window = config.sliding_window_width
         self.dropout = config.attention_dropout
-        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.flash = config.attention_types[layer_index] == "flash"
+        bias = config.use_bias_in_attn_linear
+        qkv_width = config.kv_heads * (self.q_per_kv + 2) * self.head_dim
+        self.query_key_value = ColumnParallelLinear(config.hidden_size, qkv_width, tp, bias=bias)
+        self.dense = RowParallelLinear(config.hidden_size, config.hidden_size, tp, bias=bias)
+        slopes = None
+        if config.pos_emb == "alibi":
+            slopes = alibi_slopes(config.num_attention_heads)[tp.rank * self.heads :][: self.heads]
+        self.register_buffer("slopes", slopes, persistent=False)
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
-        batch, seq, hidden = x.shape
-        qkv = self.query_key_value(x).view(batch, seq, self.num_heads, 3 * self.head_dim)
-        q, k, v = qkv.transpose(1, 2).split(self.head_dim, dim=-1)  # each (b, heads, s, hd)
+        """x (batch, seq, hidden) at `positions` (seq,) -> (batch, seq, hidden)."""
+        batch, seq, _ = x.shape
+        qkv = self.query_key_value(x).view(batch, seq, self.groups, self.q_per_kv + 2, -1)
+        q = qkv[:, :, :, :-2].reshape(batch, seq, self.heads, -1).transpose(1, 2)  # (b, h, s, d)
+        k, v = qkv[:, :, :, -2].transpose(1, 2), qkv[:, :, :, -1].transpose(1, 2)  # (b, g, s, d)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        k_positions = positions
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)
+            k_positions = torch.arange(k.shape[2], device=positions.device)
+        out = self._attend(q, k, v, positions, k_positions)  # (b, h, s, d)
+        return self.dense(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_positions: torch.Tensor,
+        k_positions: torch.Tensor,
+    ) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        out = out.transpose(1, 2).reshape(batch, seq, hidden)  # (b, s, hidden)
-        return self.dense(out)
+        if self.flash:
+            return self._flash(q, k, v, dropout)
+        plain = self.window is None and self.slopes is None
+        square = q.shape[2] == k.shape[2]
+        gqa = q.shape[1] != k.shape[1]
+        if plain and (square or q.shape[2] == 1):
+            # causal over the whole sequence, or one new token that sees every cached key
+            return F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=square and q.shape[2] > 1, enable_gqa=gqa
+            )
+        mask = attention_mask(q_positions, k_positions, self.window, self.slopes).to(q.dtype)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa
+        )
+
+    def _flash(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float
+    ) -> torch.Tensor:
+        from flash_attn import flash_attn_func  # optional GPU extra, checked at config time
+
+        extra: dict[str, Any] = {}
+        if self.window is not None:
+            extra["window_size"] = (self.window, 0)
+        if self.slopes is not None:
+            extra["alibi_slopes"] = self.slopes.float()
+        out = flash_attn_func(  # (b, s, h, d) layout; bottom-right aligned causal mask
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            dropout_p=dropout,
+            causal=True,
+            **extra,
+        )
+        return out.transpose(1, 2)

@@ -13,12 +13,13 @@ from torch import nn
 class RotaryEmbedding(nn.Module):
     inv_freq: torch.Tensor
 
-    def __init__(self, rotary_dim: int, base: float) -> None:
+    def __init__(self, rotary_dim: int, base: float, save_in_state_dict: bool = False) -> None:
         super().__init__()
         self.rotary_dim = rotary_dim
         exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim
-        # not persistent: derived from the config, never part of a checkpoint
-        self.register_buffer("inv_freq", 1.0 / (base**exponents), persistent=False)
+        # derived from the config; in the state dict only when rotary_save_freqs_buffer asks
+        inv_freq = 1.0 / (base**exponents)
+        self.register_buffer("inv_freq", inv_freq, persistent=save_in_state_dict)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (seq,) -> cos, sin each (seq, rotary_dim), in float32."""

@@ -1,12 +1,14 @@
 """A GPT-NeoX-family decoder (Black et al., 2022, "GPT-NeoX-20B"), read top to bottom.
 
-    tokens -> embed_in (+ learned positions) -> dropout
-           -> num_layers x Block                 (rotary applied inside attention)
-           -> final_layer_norm -> embed_out      (or the tied input embedding)
+    tokens -> embed_in (+ learned or sinusoidal positions) -> dropout
+           -> num_layers x Block        (rotary or ALiBi inside attention)
+           -> final_layer_norm -> embed_out (or the tied input embedding) -> logits
 
-A Block is either sequential, x + attn(ln1(x)) then x + mlp(ln2(x)), or GPT-J's parallel
-residual, x + attn(ln1(x)) + mlp(ln2(x)) (`gpt_j_residual`). Module names follow Hugging Face
-GPTNeoX (without its `gpt_neox.` prefix) so that weight conversion is a key map.
+A Block is sequential, x + attn(n1(x)) then x + mlp(n2(x)), or GPT-J's parallel residual,
+x + attn(n1(x)) + mlp(n2(x)) (`gpt_j_residual`; `gpt_j_tied` uses one norm for both). Under
+tensor parallelism (a `TPGroup` handed in) the embedding, projections and output layer hold this
+rank's shard; with no group they are plain layers. Module names follow Hugging Face GPTNeoX
+(without its `gpt_neox.` prefix) so that weight conversion is a key map.
 """
 
 from __future__ import annotations
@@ -18,56 +20,79 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from neox_model.attention import SelfAttention
+from neox_model.attention import Rope, SelfAttention
 from neox_model.config import ModelConfig
-from neox_model.initialization import init_std
+from neox_model.initialization import init_tensor
+from neox_model.kv_cache import KVCache
 from neox_model.mlp import MLP
+from neox_model.norms import NORM_TYPES, build_norm
 from neox_model.rotary import RotaryEmbedding
+from neox_model.sinusoidal import SinusoidalEmbedding
+from neox_model.tensor_parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    TPGroup,
+    VocabParallelEmbedding,
+    copy_to_tp,
+    gather_from_tp,
+    vocab_parallel_cross_entropy,
+)
 
-Rope = tuple[torch.Tensor, torch.Tensor] | None
+_SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, tp: TPGroup, index: int) -> None:
         super().__init__()
         self.parallel_residual = config.gpt_j_residual
-        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
-        self.attention = SelfAttention(config)
-        self.post_attention_layernorm = nn.LayerNorm(
-            config.hidden_size, eps=config.layernorm_epsilon
-        )
-        self.mlp = MLP(config)
+        self.input_layernorm = build_norm(config)
+        self.attention = SelfAttention(config, tp, index)
+        self.post_attention_layernorm = None if config.gpt_j_tied else build_norm(config)
+        self.mlp = MLP(config, tp)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope, positions: torch.Tensor, cache: KVCache | None
+    ) -> torch.Tensor:
         """x (batch, seq, hidden) -> (batch, seq, hidden)."""
-        attn = self.dropout(self.attention(self.input_layernorm(x), rope))
+        normed = self.input_layernorm(x)
+        attn = self.dropout(self.attention(normed, rope, positions, cache))
         if self.parallel_residual:
-            return x + attn + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+            norm2 = self.post_attention_layernorm
+            return x + attn + self.dropout(self.mlp(normed if norm2 is None else norm2(x)))
         x = x + attn
+        assert self.post_attention_layernorm is not None
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
 class Transformer(nn.Module):
     """Decoder-only language model: input_ids (batch, seq) -> logits (batch, seq, vocab)."""
 
-    def __init__(self, config: ModelConfig, *, seed: int = 0) -> None:
+    def __init__(self, config: ModelConfig, *, tp: TPGroup | None = None, seed: int = 0) -> None:
         super().__init__()
         self.config = config
-        hidden, vocab = config.hidden_size, config.padded_vocab_size
-        self.embed_in = nn.Embedding(vocab, hidden)
+        self.tp = tp = tp or TPGroup.single()
+        hidden, self.vocab = config.hidden_size, config.padded_vocab(tp.size)
+        self.embed_in = VocabParallelEmbedding(self.vocab, hidden, tp)
         self.position_embeddings = (
             nn.Embedding(config.max_positions, hidden) if config.pos_emb == "learned" else None
         )
+        self.sinusoidal = SinusoidalEmbedding(hidden) if config.pos_emb == "sinusoidal" else None
         self.rotary = (
-            RotaryEmbedding(config.rotary_dim, config.rotary_emb_base)
+            RotaryEmbedding(
+                config.rotary_dim, config.rotary_emb_base, config.rotary_save_freqs_buffer
+            )
             if config.pos_emb == "rotary"
             else None
         )
         self.embed_dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.final_layer_norm = nn.LayerNorm(hidden, eps=config.layernorm_epsilon)
-        self.embed_out = nn.Linear(hidden, vocab, bias=False) if config.no_weight_tying else None
+        self.layers = nn.ModuleList(Block(config, tp, i) for i in range(config.num_layers))
+        self.final_layer_norm = build_norm(config)
+        self.embed_out = (
+            ColumnParallelLinear(hidden, self.vocab, tp, bias=False)
+            if config.no_weight_tying
+            else None
+        )
         # activation checkpointing: layers per checkpointed chunk, 0 = off; set by the trainer
         self.checkpoint_num_layers = 0
         if self.embed_in.weight.device.type != "meta":
@@ -78,41 +103,107 @@ class Transformer(nn.Module):
         return [cast(Block, layer) for layer in self.layers]
 
     def init_weights(self, generator: torch.Generator) -> None:
-        """Initialise every parameter from `generator`, in module order (deterministic)."""
-        in_std = init_std(self.config.init_method, self.config)
-        out_std = init_std(self.config.output_layer_init_method, self.config)
+        """Draw every weight whole from `generator`, in module order; keep this rank's shard."""
+        config = self.config
         outputs = {id(m) for b in self.blocks for m in (b.attention.dense, b.mlp.dense_4h_to_h)}
         with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, nn.LayerNorm):
+                if isinstance(module, NORM_TYPES):
                     module.reset_parameters()
-                elif isinstance(module, nn.Linear | nn.Embedding):
-                    std = out_std if id(module) in outputs else in_std
-                    module.weight.normal_(0.0, std, generator=generator)
-                    if isinstance(module, nn.Linear) and module.bias is not None:
-                        module.bias.zero_()
+                elif isinstance(module, _SHARDED) or type(module) is nn.Embedding:
+                    method = (
+                        config.output_layer_init_method
+                        if id(module) in outputs
+                        else config.init_method
+                    )
+                    full = init_tensor(method, config, _full_shape(module), generator)
+                    weight = module.shard_weight(full) if isinstance(module, _SHARDED) else full
+                    module.weight.copy_(weight)
+                    bias = getattr(module, "bias", None)
+                    if isinstance(bias, torch.Tensor):
+                        bias.zero_()
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def compile_blocks(self) -> None:
+        """Compile every block with torch.compile, in place (works on CPU and GPU)."""
+        for block in self.blocks:
+            block.compile()
+
+    def new_cache(self, batch: int, max_length: int | None = None) -> KVCache:
+        """An empty KV cache for incremental decoding of `batch` sequences."""
+        weight = self.embed_in.weight
+        attention = self.blocks[0].attention
+        return KVCache(
+            self.config.num_layers,
+            batch,
+            attention.groups,
+            attention.head_dim,
+            max_length or self.config.max_positions,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids (batch, seq) after the cached tokens -> final normed (batch, seq, hidden)."""
+        start = cache.length if cache is not None else 0
         seq = input_ids.shape[1]
-        if seq > self.config.max_positions:
-            raise ValueError(f"sequence of {seq} tokens exceeds {self.config.max_positions}")
-        positions = torch.arange(seq, device=input_ids.device)
+        if start + seq > self.config.max_positions:
+            raise ValueError(f"positions up to {start + seq} exceed {self.config.max_positions}")
+        positions = torch.arange(start, start + seq, device=input_ids.device)
         x = self.embed_in(input_ids)  # (batch, seq, hidden)
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(positions)
+        if self.sinusoidal is not None:
+            x = x + self.sinusoidal(positions).to(x.dtype)
         x = self.embed_dropout(x)
         rope = self.rotary(positions) if self.rotary is not None else None
-        chunk = self.checkpoint_num_layers if self.training else 0
-        if chunk:
-            for start in range(0, len(self.layers), chunk):
-                x = checkpoint(self._run_layers, x, rope, start, start + chunk, use_reentrant=False)
-        else:
-            x = self._run_layers(x, rope, 0, len(self.layers))
-        x = self.final_layer_norm(x)
-        weight = self.embed_in.weight if self.embed_out is None else self.embed_out.weight
-        return F.linear(x, weight)  # (batch, seq, padded_vocab)
+        chunk = self.checkpoint_num_layers if self.training and cache is None else 0
+        for start_layer in range(0, len(self.layers), chunk or len(self.layers)):
+            stop = start_layer + (chunk or len(self.layers))
+            args = (x, rope, positions, cache, start_layer, stop)
+            x = checkpoint(self._run, *args, use_reentrant=False) if chunk else self._run(*args)
+        if cache is not None:
+            cache.advance(seq)
+        return cast(torch.Tensor, self.final_layer_norm(x))
 
-    def _run_layers(self, x: torch.Tensor, rope: Rope, start: int, stop: int) -> torch.Tensor:
-        for layer in self.blocks[start:stop]:
-            x = layer(x, rope)
+    def _run(
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        positions: torch.Tensor,
+        cache: KVCache | None,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            x = block(x, rope, positions, cache)
         return x
+
+    def logits(self, hidden: torch.Tensor, gather: bool = True) -> torch.Tensor:
+        """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard."""
+        weight = self.embed_in.weight if self.embed_out is None else self.embed_out.weight
+        local = F.linear(copy_to_tp(hidden, self.tp), weight)  # (batch, seq, vocab / tp)
+        return gather_from_tp(local, self.tp) if gather else local
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, seq, padded vocab); with `labels` (batch, seq), the mean next-token
+        cross entropy instead, computed without gathering a tensor-parallel vocabulary."""
+        hidden = self.hidden_states(input_ids, cache)
+        if labels is None:
+            return self.logits(hidden)
+        local = self.logits(hidden, gather=False)
+        return vocab_parallel_cross_entropy(local, labels, self.tp).mean()
+
+
+def _full_shape(module: nn.Module) -> tuple[int, int]:
+    """The shape of a weight before tensor-parallel sharding."""
+    if isinstance(module, ColumnParallelLinear | RowParallelLinear):
+        return (module.out_features, module.in_features)
+    if isinstance(module, VocabParallelEmbedding):
+        return (module.num_embeddings, module.embedding_dim)
+    assert isinstance(module, nn.Embedding)
+    return (module.num_embeddings, module.embedding_dim)

@@ -1,6 +1,7 @@
 """Text generation from a trained model: greedy decoding, or temperature with top-p sampling.
 
-No KV cache yet: every new token re-runs the (left-truncated) context through the model.
+The prompt is run once to fill a KV cache; each new token then costs one single-token forward.
+A context longer than the model's positions is cut from the left (and the cache rebuilt).
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ def generate(
         raise ValueError("the prompt encodes to no tokens")
     model.eval()
     device = next(model.parameters()).device
-    ids = list(prompt)
+    limit = model.config.max_positions
+    ids, cache, pending = list(prompt), None, list(prompt)
     for _ in range(max_new_tokens):
-        context = torch.tensor([ids[-model.config.seq_length :]], device=device)
-        logits = model(context)[0, -1, :vocab_size]
+        if cache is None or cache.length + len(pending) > limit:
+            cache, pending = model.new_cache(batch=1), ids[-limit:]
+        logits = model(torch.tensor([pending], device=device), cache=cache)[0, -1, :vocab_size]
         ids.append(next_token(logits, temperature, top_p, generator))
+        pending = ids[-1:]
         if ids[-1] == stop_id:
             break
     return ids[len(prompt) :]

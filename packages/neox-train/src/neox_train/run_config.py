@@ -111,6 +111,9 @@ class TrainingConfig:
     checkpoint_num_layers: int = field(
         default=1, metadata=_doc("Layers per activation checkpoint.")
     )
+    torch_compile: bool = field(
+        default=False, metadata=_doc("Compile each transformer block with torch.compile.")
+    )
 
     def __post_init__(self) -> None:
         for name in ("train_iters", "eval_interval", "checkpoint_num_layers"):
@@ -283,10 +286,7 @@ IGNORED_KEYS: Mapping[str, str] = {
 
 # GPT-NeoX keys that would change what is trained, for features neox does not have yet.
 UNSUPPORTED_KEYS: Mapping[str, str] = {
-    "num_kv_heads": "grouped-query attention",
-    "attention_config": "per-layer attention types",
     "sparsity_config": "sparse attention",
-    "sliding_window_width": "sliding-window attention",
     "train_data_paths": "separate train/valid/test token files (use data_path and split)",
     "valid_data_paths": "separate train/valid/test token files (use data_path and split)",
     "test_data_paths": "separate train/valid/test token files (use data_path and split)",

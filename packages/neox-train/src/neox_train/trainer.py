@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from neox_data import Tokenizer, build_tokenizer
 from neox_model import ModelConfig, Transformer
@@ -84,6 +83,8 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     model = Transformer(model_config, seed=run.training.seed)
     if run.training.checkpoint_activations:
         model.checkpoint_num_layers = run.training.checkpoint_num_layers
+    if run.training.torch_compile:
+        model.compile_blocks()
     optimizer = build_optimizer(model, run.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(run).factor)
     engine, _, _, _ = deepspeed.initialize(
@@ -110,9 +111,9 @@ def _mean_over_ranks(value: float) -> float:
 
 
 def _loss(engine: Any, tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Mean next-token loss of a (micro, seq + 1) batch: inputs tokens[:, :-1], labels [:, 1:]."""
     tokens = tokens.to(device)
-    logits = engine(tokens[:, :-1])  # (micro, seq, vocab)
-    return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+    return engine(tokens[:, :-1], labels=tokens[:, 1:])
 
 
 def _seed_step(session: Session, step: int) -> None:

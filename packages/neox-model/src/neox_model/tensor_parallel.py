@@ -1,0 +1,397 @@
+"""Tensor-parallel layers (Shoeybi et al., 2019, "Megatron-LM: Training Multi-Billion Parameter
+Language Models Using Model Parallelism").
+
+A weight matrix is split over the ranks of a tensor-parallel group so that each rank holds one
+slice and the ranks exchange activations, not weights:
+
+- `ColumnParallelLinear` splits the output features: y_r = x A_r. Its input is replicated, so its
+  backward all-reduces the input gradient (`copy_to_tp`).
+- `RowParallelLinear` splits the input features: y = sum_r x_r B_r, an all-reduce in forward
+  (`reduce_from_tp`). Column -> elementwise -> Row is an MLP with one all-reduce each way.
+- `VocabParallelEmbedding` splits the vocabulary rows; each rank looks up the ids it owns and the
+  partial embeddings are summed.
+- `vocab_parallel_cross_entropy` computes the loss from vocabulary-sharded logits without ever
+  gathering the full vocabulary.
+
+The group is a `TPGroup` handed to every layer at construction; nothing here reads or keeps global
+parallel state. With `TPGroup.single()` no communication happens and the layers are plain
+`nn.Linear` / `nn.Embedding` / `F.cross_entropy`.
+
+Initialisation: the layers allocate their parameters and fill them with zeros, nothing more. The
+model initialises each FULL matrix from its own seeded generator and copies `shard_weight(full)`
+into every rank, so the numbers do not depend on the tensor-parallel size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TPGroup:
+    """This rank's tensor-parallel group: the process group, this rank's index in it, its size."""
+
+    group: dist.ProcessGroup | None
+    rank: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 0 <= self.rank < self.size:
+            raise ValueError(
+                f"TPGroup needs size >= 1 and 0 <= rank < size, got rank={self.rank}, "
+                f"size={self.size}"
+            )
+
+    @classmethod
+    def single(cls) -> TPGroup:
+        """A group of one: every collective is the identity and nothing is communicated."""
+        return cls(None, 0, 1)
+
+    @classmethod
+    def of(cls, group: dist.ProcessGroup | None) -> TPGroup:
+        """This process's rank and the size of `group` (None: the default, world group)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "TPGroup.of needs torch.distributed initialised; call "
+                "torch.distributed.init_process_group first, or use TPGroup.single()"
+            )
+        rank = dist.get_rank(group)
+        if rank < 0:
+            raise ValueError("TPGroup.of: this process is not a member of the given group")
+        return cls(group, rank, dist.get_world_size(group))
+
+    def divide(self, n: int, what: str) -> int:
+        """n // size; a ValueError naming `what` when n is not a multiple of the group size."""
+        if n % self.size != 0:
+            raise ValueError(
+                f"{what} ({n}) is not divisible by the tensor-parallel size ({self.size}); "
+                f"choose a {what} that is a multiple of {self.size}"
+            )
+        return n // self.size
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw collectives (no autograd). Each returns a new tensor and leaves its input untouched.
+
+
+def _all_reduce(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    out = x.clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(out, group=tp.group)
+    return out
+
+
+def _all_gather_last(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    x = x.contiguous()
+    parts = [torch.empty_like(x) for _ in range(tp.size)]
+    dist.all_gather(parts, x, group=tp.group)
+    return torch.cat(parts, dim=-1)  # (..., size * width), rank order
+
+
+def _split_last(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    width = tp.divide(x.shape[-1], "last dimension")
+    return x.narrow(-1, tp.rank * width, width).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd-aware collectives: each forward is paired with its adjoint in backward.
+
+
+class _CopyToTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        ctx.tp = tp
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_reduce(grad, ctx.tp), None
+
+
+class _ReduceFromTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        return _all_reduce(x, tp)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _GatherFromTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        ctx.tp = tp
+        return _all_gather_last(x, tp)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _split_last(grad, ctx.tp), None
+
+
+class _ScatterToTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        ctx.tp = tp
+        return _split_last(x, tp)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_gather_last(grad, ctx.tp), None
+
+
+def copy_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: identity. Backward: all-reduce (sum) of the gradient over the group."""
+    return x if tp.size == 1 else cast(torch.Tensor, _CopyToTP.apply(x, tp))
+
+
+def reduce_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: all-reduce (sum) over the group. Backward: identity."""
+    return x if tp.size == 1 else cast(torch.Tensor, _ReduceFromTP.apply(x, tp))
+
+
+def gather_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: all-gather along the last dim in rank order. Backward: this rank's slice."""
+    return x if tp.size == 1 else cast(torch.Tensor, _GatherFromTP.apply(x, tp))
+
+
+def scatter_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: this rank's slice of the last dim. Backward: all-gather of the gradient."""
+    return x if tp.size == 1 else cast(torch.Tensor, _ScatterToTP.apply(x, tp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding full tensors.
+
+
+def shard(full: torch.Tensor, tp: TPGroup, dim: int, chunks: int = 1) -> torch.Tensor:
+    """This rank's part of a full tensor along `dim`.
+
+    With chunks > 1 the dim is first cut into `chunks` equal blocks and the rank takes its slice
+    of EACH block, concatenated (so that a gated MLP's [up | gate] weight gives each rank matching
+    halves). Returns a contiguous copy (autograd flows through it; call it under `torch.no_grad()`
+    when copying into parameters).
+    """
+    dim = dim % full.dim()
+    length = full.shape[dim]
+    if chunks < 1 or length % chunks != 0:
+        raise ValueError(f"cannot cut dim {dim} of length {length} into {chunks} equal chunks")
+    width = tp.divide(length // chunks, f"chunk length along dim {dim}")
+    blocks = full.chunk(chunks, dim=dim)
+    return torch.cat([b.narrow(dim, tp.rank * width, width) for b in blocks], dim=dim)
+
+
+def _chunk_major(x: torch.Tensor, size: int, chunks: int) -> torch.Tensor:
+    """Reorder a gathered last dim from [rank][chunk][slice] to the full [chunk][rank][slice]."""
+    width = x.shape[-1] // (size * chunks)
+    per_rank = x.unflatten(-1, (size, chunks, width))  # (..., size, chunks, width)
+    return per_rank.transpose(-3, -2).flatten(-3)  # (..., chunks * size * width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers.
+
+
+class ColumnParallelLinear(nn.Module):
+    """y = x A^T + b with A's output features (rows) split over the group.
+
+    Each rank holds `shard(A, tp, dim=0, chunks)`. Without `gather_output` the output stays
+    sharded, (..., out_features / size), ready for an elementwise op and a `RowParallelLinear`.
+    With it, the output is all-gathered and put back in the full layer's feature order (also when
+    chunks > 1). Parameters start at zero; copy `shard_weight(full)` in.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        tp: TPGroup,
+        *,
+        bias: bool = True,
+        chunks: int = 1,
+        gather_output: bool = False,
+    ) -> None:
+        super().__init__()
+        if chunks < 1 or out_features % chunks != 0:
+            raise ValueError(f"out_features ({out_features}) must split into {chunks} chunks")
+        what = "ColumnParallelLinear out_features" + (f" / {chunks} chunks" if chunks > 1 else "")
+        tp.divide(out_features // chunks, what)
+        local_out = out_features // tp.size
+        self.in_features, self.out_features = in_features, out_features
+        self.tp, self.chunks, self.gather_output = tp, chunks, gather_output
+        self.weight = nn.Parameter(torch.zeros(local_out, in_features))
+        self.bias = nn.Parameter(torch.zeros(local_out)) if bias else None
+
+    def shard_weight(self, full_weight: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the full (out_features, in_features) weight."""
+        return shard(full_weight, self.tp, dim=0, chunks=self.chunks)
+
+    def shard_bias(self, full_bias: torch.Tensor) -> torch.Tensor:
+        """This rank's entries of the full (out_features,) bias."""
+        return shard(full_bias, self.tp, dim=0, chunks=self.chunks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in_features) -> (..., out_features / size), or (..., out_features) gathered."""
+        x = copy_to_tp(x, self.tp)
+        y = F.linear(x, self.weight, self.bias)  # (..., out_features / size)
+        if not self.gather_output or self.tp.size == 1:
+            return y
+        y = gather_from_tp(y, self.tp)  # (..., out_features), rank-major
+        return _chunk_major(y, self.tp.size, self.chunks) if self.chunks > 1 else y
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"tp_size={self.tp.size}, chunks={self.chunks}, gather_output={self.gather_output}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class RowParallelLinear(nn.Module):
+    """y = x B^T + b with B's input features (columns) split over the group.
+
+    Each rank holds `shard(B, tp, dim=1)` and a full copy of the bias, which is added once, after
+    the partial products are summed. With `input_is_parallel` the input is already this rank's
+    slice of the features (the output of a `ColumnParallelLinear`); otherwise it is full and
+    each rank takes its slice. Parameters start at zero; copy `shard_weight(full)` in.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        tp: TPGroup,
+        *,
+        bias: bool = True,
+        input_is_parallel: bool = True,
+    ) -> None:
+        super().__init__()
+        local_in = tp.divide(in_features, "RowParallelLinear in_features")
+        self.in_features, self.out_features = in_features, out_features
+        self.tp, self.input_is_parallel = tp, input_is_parallel
+        self.weight = nn.Parameter(torch.zeros(out_features, local_in))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def shard_weight(self, full_weight: torch.Tensor) -> torch.Tensor:
+        """This rank's columns of the full (out_features, in_features) weight."""
+        return shard(full_weight, self.tp, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in_features / size) or (..., in_features) -> (..., out_features)."""
+        if self.tp.size == 1:  # a plain linear layer: one fused matmul + bias
+            return F.linear(x, self.weight, self.bias)
+        if not self.input_is_parallel:
+            x = scatter_to_tp(x, self.tp)  # (..., in_features / size)
+        y = reduce_from_tp(F.linear(x, self.weight), self.tp)  # (..., out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"tp_size={self.tp.size}, input_is_parallel={self.input_is_parallel}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class VocabParallelEmbedding(nn.Module):
+    """An embedding table whose rows (the vocabulary) are split over the group.
+
+    This rank owns ids [vocab_start, vocab_end). Ids it does not own contribute zeros, and the
+    partial embeddings are summed over the group, so every rank ends with the full lookup. The
+    weight starts at zero; copy `shard_weight(full)` in.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, tp: TPGroup) -> None:
+        super().__init__()
+        local_vocab = tp.divide(num_embeddings, "VocabParallelEmbedding num_embeddings")
+        self.num_embeddings, self.embedding_dim, self.tp = num_embeddings, embedding_dim, tp
+        self.vocab_start = tp.rank * local_vocab
+        self.vocab_end = self.vocab_start + local_vocab
+        self.weight = nn.Parameter(torch.zeros(local_vocab, embedding_dim))
+
+    def shard_weight(self, full_weight: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the full (num_embeddings, embedding_dim) table."""
+        return shard(full_weight, self.tp, dim=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> (..., embedding_dim)."""
+        if self.tp.size == 1:
+            return F.embedding(ids, self.weight)
+        outside = (ids < self.vocab_start) | (ids >= self.vocab_end)
+        local_ids = (ids - self.vocab_start).masked_fill(outside, 0)
+        partial = F.embedding(local_ids, self.weight)  # (..., embedding_dim)
+        partial = partial.masked_fill(outside.unsqueeze(-1), 0.0)
+        return reduce_from_tp(partial, self.tp)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, "
+            f"tp_size={self.tp.size}, vocab=[{self.vocab_start}, {self.vocab_end})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross entropy over vocabulary-sharded logits.
+
+
+def _all_reduce_(x: torch.Tensor, tp: TPGroup, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
+    if tp.size > 1:
+        dist.all_reduce(x, op=op, group=tp.group)
+    return x
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """Cross entropy over a vocabulary sharded by rank, with one large buffer: the forward turns
+    the shifted logits into the softmax in place and saves it; the backward turns that saved
+    softmax into the gradient in place (so the graph can be run backward once)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        local = logits.float()  # (..., vocab / size); no copy when already float32
+        width = local.shape[-1]
+        global_max = _all_reduce_(local.amax(dim=-1), tp, dist.ReduceOp.MAX)  # (...)
+        local_target = target - tp.rank * width
+        owned = (local_target >= 0) & (local_target < width)  # (...)
+        index = local_target.masked_fill(~owned, 0).unsqueeze(-1)  # (..., 1)
+        picked = local.gather(-1, index).squeeze(-1).masked_fill(~owned, 0.0)
+        target_logit = _all_reduce_(picked, tp, dist.ReduceOp.SUM) - global_max  # (...)
+        probs = torch.sub(local, global_max.unsqueeze(-1)).exp_()  # the one large buffer
+        sum_exp = _all_reduce_(probs.sum(dim=-1), tp, dist.ReduceOp.SUM)  # (...)
+        probs.div_(sum_exp.unsqueeze(-1))  # softmax over the whole vocabulary, this shard
+        ctx.save_for_backward(probs, index, owned)
+        ctx.logits_dtype = logits.dtype
+        return sum_exp.log() - target_logit
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad, index, owned = ctx.saved_tensors  # grad is the saved softmax, reused in place
+        grad.scatter_add_(-1, index, -owned.to(grad.dtype).unsqueeze(-1))  # - one_hot(target)
+        grad.mul_(grad_loss.unsqueeze(-1).to(grad.dtype))
+        return grad.to(ctx.logits_dtype), None, None
+
+
+def vocab_parallel_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, tp: TPGroup
+) -> torch.Tensor:
+    """Per-token cross entropy from logits sharded over the vocabulary, never gathered whole.
+
+    Each rank holds its contiguous block of the vocabulary in the last dim of `logits`. The max
+    and the sum of exponentials are all-reduced, and the target's logit is taken on the rank that
+    owns it. The backward is analytic: softmax minus one-hot, on this rank's shard. At size 1 this
+    equals `F.cross_entropy(..., reduction="none")` to fp32 rounding. Computes in float32 whatever
+    the logits dtype; the logits' gradient comes back in their dtype.
+
+    logits (..., vocab / size), target (...) int64 in [0, vocab) -> loss (...) float32. There is
+    no ignore_index: mask the per-token loss instead.
+    """
+    if logits.shape[:-1] != target.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must agree on every "
+            "dimension but the last (the vocabulary)"
+        )
+    return cast(torch.Tensor, _VocabParallelCrossEntropy.apply(logits, target, tp))
