@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
 from neox_convert import ExportError, export_to_hf
 from neox_convert.cli import main
-from neox_model import ModelConfig, ModelManifest, Transformer, write_manifest
+from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
 
 TEXT = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int\n    y: int\n"] * 20
 
@@ -55,7 +55,12 @@ def make_checkpoint(root, **overrides):
     torch.save({"module": model.state_dict(), "ds_config": {}}, step / "mp_rank_00_model_states.pt")
     build_tokenizer(step / "tokenizer.json")
     write_manifest(
-        step, ModelManifest(config, ("mp_rank_00_model_states.pt",), "module", "tokenizer.json")
+        step,
+        ModelManifest(
+            config,
+            (WeightFile("mp_rank_00_model_states.pt", "module"),),
+            tokenizer="tokenizer.json",
+        ),
     )
     (root / "latest").write_text("global_step10\n")
     return model.eval()

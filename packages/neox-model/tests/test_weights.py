@@ -5,6 +5,7 @@ from neox_model import (
     ModelConfig,
     ModelManifest,
     Transformer,
+    WeightFile,
     find_step_dir,
     load_model,
     read_manifest,
@@ -27,7 +28,7 @@ def save_step(run_dir, name="global_step7"):
     step.mkdir(parents=True)
     model = Transformer(CONFIG, seed=11)
     torch.save({"module": model.state_dict(), "other": "deepspeed things"}, step / "weights.pt")
-    write_manifest(step, ModelManifest(CONFIG, ("weights.pt",), "module"))
+    write_manifest(step, ModelManifest(CONFIG, (WeightFile("weights.pt", "module"),)))
     return step, model
 
 
@@ -35,7 +36,7 @@ def test_manifest_round_trip(tmp_path):
     step, _ = save_step(tmp_path)
     manifest = read_manifest(step)
     assert manifest.config == CONFIG
-    assert manifest.files == ("weights.pt",)
+    assert manifest.files == (WeightFile("weights.pt", "module"),)
 
 
 def test_run_directory_resolves_through_latest(tmp_path):

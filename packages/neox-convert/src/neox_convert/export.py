@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from neox_convert.gpt_neox import check_exportable, hf_config, to_hf_state_dict
-from neox_model import load_state_dict
+from neox_model import ModelManifest, load_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def export_to_hf(
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         eod_id = _write_tokenizer(tokenizer_file, staging) if tokenizer_file else None
-        _write_model(manifest.config, state, dtype, eod_id, staging)
+        _write_model(manifest, state, dtype, eod_id, staging)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -54,11 +54,17 @@ def export_to_hf(
     return output_dir
 
 
-def _write_model(config, state, dtype, eod_id, out: Path) -> None:  # type: ignore[no-untyped-def]
+def _write_model(
+    manifest: ModelManifest,
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    eod_id: int | None,
+    out: Path,
+) -> None:
     from safetensors.torch import save_file
     from transformers import GenerationConfig
 
-    hf_config(config, eod_id, dtype).save_pretrained(out)
+    hf_config(manifest.config, eod_id, dtype, manifest.padded_vocab).save_pretrained(out)
     GenerationConfig(bos_token_id=eod_id, eos_token_id=eod_id).save_pretrained(out)
     save_file(to_hf_state_dict(state, dtype), out / "model.safetensors", metadata={"format": "pt"})
 

@@ -93,11 +93,14 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict
     }
 
 
-def hf_config(config: ModelConfig, eod_id: int | None, dtype: torch.dtype) -> Any:
+def hf_config(
+    config: ModelConfig, eod_id: int | None, dtype: torch.dtype, padded_vocab: int | None = None
+) -> Any:
+    """The GPTNeoXConfig of `config`; `padded_vocab` is the saved embedding's row count."""
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
-        vocab_size=config.padded_vocab_size,
+        vocab_size=padded_vocab or config.padded_vocab_size,
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_attention_heads,

@@ -22,6 +22,7 @@ from neox_model.transformer import Block, Transformer
 from neox_model.weights import (
     LATEST,
     ModelManifest,
+    WeightFile,
     find_step_dir,
     load_model,
     load_state_dict,
@@ -46,6 +47,7 @@ __all__ = [
     "TPGroup",
     "Transformer",
     "VocabParallelEmbedding",
+    "WeightFile",
     "count_parameters",
     "find_step_dir",
     "load_model",

@@ -60,10 +60,23 @@ class SelfAttention(nn.Module):
         qkv_width = config.kv_heads * (self.q_per_kv + 2) * self.head_dim
         self.query_key_value = ColumnParallelLinear(config.hidden_size, qkv_width, tp, bias=bias)
         self.dense = RowParallelLinear(config.hidden_size, config.hidden_size, tp, bias=bias)
-        slopes = None
-        if config.pos_emb == "alibi":
-            slopes = alibi_slopes(config.num_attention_heads)[tp.rank * self.heads :][: self.heads]
-        self.register_buffer("slopes", slopes, persistent=False)
+        self.alibi_heads = (
+            (config.num_attention_heads, tp.rank) if config.pos_emb == "alibi" else None
+        )
+        self.register_buffer("slopes", self._slopes(), persistent=False)
+
+    def _slopes(self) -> torch.Tensor | None:
+        """This rank's ALiBi slopes, or None without ALiBi."""
+        if self.alibi_heads is None:
+            return None
+        heads, rank = self.alibi_heads
+        return alibi_slopes(heads)[rank * self.heads :][: self.heads]
+
+    def reset_buffers(self) -> None:
+        """Recompute the ALiBi slopes (after `to_empty` from the meta device)."""
+        slopes = self._slopes()
+        if self.slopes is not None and slopes is not None:
+            self.slopes.copy_(slopes)
 
     def forward(
         self,

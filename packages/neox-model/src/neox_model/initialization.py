@@ -5,17 +5,29 @@ small_init: N(0, sqrt(2 / (5 * hidden))) (Nguyen & Salazar, 2019).
 wang_init: N(0, 2 / (num_layers * sqrt(hidden))) (Wang, GPT-J).
 xavier_normal / xavier_uniform: Glorot & Bengio (2010), from the full matrix's fan-in and fan-out.
 
-A weight is always drawn whole, from one generator, in module order; a tensor-parallel rank
-keeps its shard. So a model is the same whatever the tensor-parallel size.
+Every weight is drawn whole from a generator seeded by (seed, the weight's name in the full
+model), and a tensor-parallel rank keeps its shard. So a model is the same whatever its tensor-
+and pipeline-parallel layout, and any part of it (one pipeline stage) can be built alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
+from torch import nn
 
 from neox_model.config import InitMethod, ModelConfig
+from neox_model.norms import NORM_TYPES
+from neox_model.tensor_parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+)
+
+SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
+OUTPUT_PROJECTIONS = ("attention.dense", "mlp.dense_4h_to_h")  # use output_layer_init_method
 
 
 def init_std(method: InitMethod, config: ModelConfig, shape: tuple[int, ...]) -> float:
@@ -42,3 +54,35 @@ def init_tensor(
         bound = math.sqrt(3.0) * std  # uniform(-a, a) has std a / sqrt(3)
         return torch.empty(shape).uniform_(-bound, bound, generator=generator)
     return torch.empty(shape).normal_(0.0, std, generator=generator)
+
+
+def weight_generator(seed: int, name: str) -> torch.Generator:
+    """A generator seeded from the model seed and a weight's full name (stable across runs)."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def full_shape(module: nn.Module) -> tuple[int, int]:
+    """The shape of a module's weight before tensor-parallel sharding."""
+    if isinstance(module, ColumnParallelLinear | RowParallelLinear):
+        return (module.out_features, module.in_features)
+    assert isinstance(module, VocabParallelEmbedding | nn.Embedding)
+    return (module.num_embeddings, module.embedding_dim)
+
+
+def init_weights(root: nn.Module, config: ModelConfig, seed: int, prefix: str = "") -> None:
+    """Initialise every parameter under `root`, whose name in the full model is `prefix`."""
+    with torch.no_grad():
+        for name, module in root.named_modules(prefix=prefix):
+            if isinstance(module, NORM_TYPES):
+                module.reset_parameters()
+            elif isinstance(module, SHARDED) or type(module) is nn.Embedding:
+                output = name.endswith(OUTPUT_PROJECTIONS)
+                method = config.output_layer_init_method if output else config.init_method
+                generator = weight_generator(seed, f"{name}.weight")
+                full = init_tensor(method, config, full_shape(module), generator)
+                weight = module.shard_weight(full) if isinstance(module, SHARDED) else full
+                module.weight.copy_(weight)
+                bias = getattr(module, "bias", None)
+                if isinstance(bias, torch.Tensor):
+                    bias.zero_()

@@ -15,11 +15,17 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, rotary_dim: int, base: float, save_in_state_dict: bool = False) -> None:
         super().__init__()
-        self.rotary_dim = rotary_dim
-        exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim
+        self.rotary_dim, self.base = rotary_dim, base
         # derived from the config; in the state dict only when rotary_save_freqs_buffer asks
-        inv_freq = 1.0 / (base**exponents)
-        self.register_buffer("inv_freq", inv_freq, persistent=save_in_state_dict)
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=save_in_state_dict)
+
+    def _inv_freq(self) -> torch.Tensor:
+        exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.int64).float() / self.rotary_dim
+        return 1.0 / (self.base**exponents)
+
+    def reset_buffers(self) -> None:
+        """Recompute the frequencies (after `to_empty` from the meta device)."""
+        self.inv_freq.copy_(self._inv_freq())
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (seq,) -> cos, sin each (seq, rotary_dim), in float32."""

@@ -14,8 +14,15 @@ class SinusoidalEmbedding(nn.Module):
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
-        exponents = torch.arange(0, dim, 2, dtype=torch.float32) / dim
-        self.register_buffer("inv_freq", 1.0 / (base**exponents), persistent=False)
+        self.dim, self.base = dim, base
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self) -> torch.Tensor:
+        return 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
+
+    def reset_buffers(self) -> None:
+        """Recompute the frequencies (after `to_empty` from the meta device)."""
+        self.inv_freq.copy_(self._inv_freq())
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """positions (seq,) -> (seq, dim) embeddings."""

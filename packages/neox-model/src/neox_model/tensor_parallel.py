@@ -395,3 +395,21 @@ def vocab_parallel_cross_entropy(
             "dimension but the last (the vocabulary)"
         )
     return cast(torch.Tensor, _VocabParallelCrossEntropy.apply(logits, target, tp))
+
+
+def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:
+    """How a parameter of `module` is split over tensor-parallel ranks: (dim, chunks), or None
+    when every rank holds the whole parameter."""
+    if isinstance(module, ColumnParallelLinear):
+        return (0, module.chunks)
+    if isinstance(module, RowParallelLinear):
+        return (1, 1) if param_name == "weight" else None
+    if isinstance(module, VocabParallelEmbedding):
+        return (0, 1)
+    return None
+
+
+def unshard(pieces: list[torch.Tensor], dim: int, chunks: int = 1) -> torch.Tensor:
+    """The full tensor from every rank's shard, in rank order: the inverse of `shard`."""
+    blocks = [piece.chunk(chunks, dim) for piece in pieces]
+    return torch.cat([torch.cat([b[c] for b in blocks], dim) for c in range(chunks)], dim)

@@ -22,15 +22,14 @@ from torch.utils.checkpoint import checkpoint
 
 from neox_model.attention import Rope, SelfAttention
 from neox_model.config import ModelConfig
-from neox_model.initialization import init_tensor
+from neox_model.initialization import init_weights
 from neox_model.kv_cache import KVCache
 from neox_model.mlp import MLP
-from neox_model.norms import NORM_TYPES, build_norm
+from neox_model.norms import build_norm
 from neox_model.rotary import RotaryEmbedding
 from neox_model.sinusoidal import SinusoidalEmbedding
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
-    RowParallelLinear,
     TPGroup,
     VocabParallelEmbedding,
     copy_to_tp,
@@ -38,7 +37,33 @@ from neox_model.tensor_parallel import (
     vocab_parallel_cross_entropy,
 )
 
-_SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
+
+class WithEmbeddings(nn.Module):
+    """A module holding the input side of the model: token embeddings, learned or sinusoidal
+    positions and the embedding dropout (the whole model, or a pipeline's first stage)."""
+
+    embed_in: VocabParallelEmbedding
+    position_embeddings: nn.Embedding | None
+    sinusoidal: SinusoidalEmbedding | None
+    embed_dropout: nn.Dropout
+
+    def add_embeddings(self, config: ModelConfig, tp: TPGroup, vocab: int) -> None:
+        hidden = config.hidden_size
+        self.embed_in = VocabParallelEmbedding(vocab, hidden, tp)
+        self.position_embeddings = (
+            nn.Embedding(config.max_positions, hidden) if config.pos_emb == "learned" else None
+        )
+        self.sinusoidal = SinusoidalEmbedding(hidden) if config.pos_emb == "sinusoidal" else None
+        self.embed_dropout = nn.Dropout(config.hidden_dropout)
+
+    def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) ids at `positions` -> (batch, seq, hidden)."""
+        x = self.embed_in(input_ids)
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings(positions)
+        if self.sinusoidal is not None:
+            x = x + self.sinusoidal(positions).to(x.dtype)
+        return cast(torch.Tensor, self.embed_dropout(x))
 
 
 class Block(nn.Module):
@@ -65,19 +90,25 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Transformer(nn.Module):
+class Transformer(WithEmbeddings):
     """Decoder-only language model: input_ids (batch, seq) -> logits (batch, seq, vocab)."""
 
-    def __init__(self, config: ModelConfig, *, tp: TPGroup | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        tp: TPGroup | None = None,
+        seed: int = 0,
+        padded_vocab: int | None = None,
+    ) -> None:
+        """`padded_vocab` overrides the vocabulary padding (a checkpoint saved at another
+        tensor-parallel size keeps the rows it was padded to)."""
         super().__init__()
         self.config = config
         self.tp = tp = tp or TPGroup.single()
-        hidden, self.vocab = config.hidden_size, config.padded_vocab(tp.size)
-        self.embed_in = VocabParallelEmbedding(self.vocab, hidden, tp)
-        self.position_embeddings = (
-            nn.Embedding(config.max_positions, hidden) if config.pos_emb == "learned" else None
-        )
-        self.sinusoidal = SinusoidalEmbedding(hidden) if config.pos_emb == "sinusoidal" else None
+        hidden = config.hidden_size
+        self.vocab = padded_vocab or config.padded_vocab(tp.size)
+        self.add_embeddings(config, tp, self.vocab)
         self.rotary = (
             RotaryEmbedding(
                 config.rotary_dim, config.rotary_emb_base, config.rotary_save_freqs_buffer
@@ -85,7 +116,6 @@ class Transformer(nn.Module):
             if config.pos_emb == "rotary"
             else None
         )
-        self.embed_dropout = nn.Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList(Block(config, tp, i) for i in range(config.num_layers))
         self.final_layer_norm = build_norm(config)
         self.embed_out = (
@@ -96,32 +126,15 @@ class Transformer(nn.Module):
         # activation checkpointing: layers per checkpointed chunk, 0 = off; set by the trainer
         self.checkpoint_num_layers = 0
         if self.embed_in.weight.device.type != "meta":
-            self.init_weights(torch.Generator().manual_seed(seed))
+            self.init_weights(seed)
 
     @property
     def blocks(self) -> list[Block]:
         return [cast(Block, layer) for layer in self.layers]
 
-    def init_weights(self, generator: torch.Generator) -> None:
-        """Draw every weight whole from `generator`, in module order; keep this rank's shard."""
-        config = self.config
-        outputs = {id(m) for b in self.blocks for m in (b.attention.dense, b.mlp.dense_4h_to_h)}
-        with torch.no_grad():
-            for module in self.modules():
-                if isinstance(module, NORM_TYPES):
-                    module.reset_parameters()
-                elif isinstance(module, _SHARDED) or type(module) is nn.Embedding:
-                    method = (
-                        config.output_layer_init_method
-                        if id(module) in outputs
-                        else config.init_method
-                    )
-                    full = init_tensor(method, config, _full_shape(module), generator)
-                    weight = module.shard_weight(full) if isinstance(module, _SHARDED) else full
-                    module.weight.copy_(weight)
-                    bias = getattr(module, "bias", None)
-                    if isinstance(bias, torch.Tensor):
-                        bias.zero_()
+    def init_weights(self, seed: int) -> None:
+        """Initialise every weight from (seed, its name); a tensor-parallel rank keeps its shard."""
+        init_weights(self, self.config, seed)
 
     def compile_blocks(self) -> None:
         """Compile every block with torch.compile, in place (works on CPU and GPU)."""
@@ -130,7 +143,7 @@ class Transformer(nn.Module):
 
     def new_cache(self, batch: int, max_length: int | None = None) -> KVCache:
         """An empty KV cache for incremental decoding of `batch` sequences."""
-        weight = self.embed_in.weight
+        weight: torch.Tensor = self.embed_in.weight
         attention = self.blocks[0].attention
         return KVCache(
             self.config.num_layers,
@@ -149,12 +162,7 @@ class Transformer(nn.Module):
         if start + seq > self.config.max_positions:
             raise ValueError(f"positions up to {start + seq} exceed {self.config.max_positions}")
         positions = torch.arange(start, start + seq, device=input_ids.device)
-        x = self.embed_in(input_ids)  # (batch, seq, hidden)
-        if self.position_embeddings is not None:
-            x = x + self.position_embeddings(positions)
-        if self.sinusoidal is not None:
-            x = x + self.sinusoidal(positions).to(x.dtype)
-        x = self.embed_dropout(x)
+        x = self.embed(input_ids, positions)  # (batch, seq, hidden)
         rope = self.rotary(positions) if self.rotary is not None else None
         chunk = self.checkpoint_num_layers if self.training and cache is None else 0
         for start_layer in range(0, len(self.layers), chunk or len(self.layers)):
@@ -180,8 +188,10 @@ class Transformer(nn.Module):
 
     def logits(self, hidden: torch.Tensor, gather: bool = True) -> torch.Tensor:
         """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard."""
-        weight = self.embed_in.weight if self.embed_out is None else self.embed_out.weight
-        local = F.linear(copy_to_tp(hidden, self.tp), weight)  # (batch, seq, vocab / tp)
+        if self.embed_out is not None:
+            local = self.embed_out(hidden)  # (batch, seq, vocab / tp)
+        else:  # tied: the embedding's shard of the vocabulary is this rank's output shard
+            local = F.linear(copy_to_tp(hidden, self.tp), self.embed_in.weight)
         return gather_from_tp(local, self.tp) if gather else local
 
     def forward(
@@ -197,13 +207,3 @@ class Transformer(nn.Module):
             return self.logits(hidden)
         local = self.logits(hidden, gather=False)
         return vocab_parallel_cross_entropy(local, labels, self.tp).mean()
-
-
-def _full_shape(module: nn.Module) -> tuple[int, int]:
-    """The shape of a weight before tensor-parallel sharding."""
-    if isinstance(module, ColumnParallelLinear | RowParallelLinear):
-        return (module.out_features, module.in_features)
-    if isinstance(module, VocabParallelEmbedding):
-        return (module.num_embeddings, module.embedding_dim)
-    assert isinstance(module, nn.Embedding)
-    return (module.num_embeddings, module.embedding_dim)

@@ -1,12 +1,16 @@
 """Where a checkpoint keeps the model: a `model.json` manifest beside the weight files.
 
-The trainer writes the manifest into each checkpoint step directory, naming the architecture
-(`ModelConfig`), the files that hold the model's state dict and the key inside them. Readers
-(generation, export, evaluation) load the model from the manifest alone, without the trainer.
+The trainer writes the manifest into each checkpoint step directory: the architecture
+(`ModelConfig`), the tensor-parallel size the weights were saved at, and every file holding a
+piece of the model's state dict, with the tensor-parallel rank it belongs to and how its names
+map to the `Transformer`'s (a pipeline layer file holds `block.*` for `layers.3.*`). Readers
+(generation, export, evaluation) rebuild the full model from the manifest alone, without the
+trainer, whatever the layout it was trained with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -16,26 +20,48 @@ from typing import Any
 import torch
 
 from neox_model.config import ModelConfig
+from neox_model.tensor_parallel import TPGroup, shard_spec, unshard
 from neox_model.transformer import Transformer
 
 MANIFEST = "model.json"
 LATEST = "latest"  # in a run directory: the name of the newest complete step directory
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file with part of the model's state dict."""
+
+    file: str  # relative to the step directory
+    key: str = ""  # key of the state dict inside the file ("" = the file is the state dict)
+    tp_rank: int = 0
+    rename_from: str = ""  # a name prefix in the file ...
+    rename_to: str = ""  # ... that reads as this prefix in the Transformer
+
+    def model_name(self, name: str) -> str:
+        if self.rename_from and name.startswith(self.rename_from):
+            return self.rename_to + name[len(self.rename_from) :]
+        return self.rename_to + name if not self.rename_from else name
 
 
 @dataclass(frozen=True)
 class ModelManifest:
     config: ModelConfig
-    files: tuple[str, ...]  # relative to the step directory
-    state_dict_key: str  # key of the state dict inside each file ("" = the file is the dict)
+    files: tuple[WeightFile, ...]
+    tensor_parallel: int = 1
     tokenizer: str | None = None  # relative path of the tokenizer file, if saved
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the saved embedding: the vocabulary padded for the saving layout."""
+        return self.config.padded_vocab(self.tensor_parallel)
 
     def to_json(self) -> str:
         body = {
             "format_version": FORMAT_VERSION,
             "model_config": self.config.to_dict(),
-            "files": list(self.files),
-            "state_dict_key": self.state_dict_key,
+            "tensor_parallel": self.tensor_parallel,
+            "files": [dataclasses.asdict(f) for f in self.files],
             "tokenizer": self.tokenizer,
         }
         return json.dumps(body, indent=2) + "\n"
@@ -59,8 +85,8 @@ def read_manifest(step_dir: str | Path) -> ModelManifest:
         raise ValueError(f"{path}: unsupported format_version {body.get('format_version')}")
     return ModelManifest(
         config=ModelConfig.from_dict(body["model_config"]),
-        files=tuple(body["files"]),
-        state_dict_key=body["state_dict_key"],
+        files=tuple(WeightFile(**f) for f in body["files"]),
+        tensor_parallel=body["tensor_parallel"],
         tokenizer=body.get("tokenizer"),
     )
 
@@ -79,25 +105,56 @@ def find_step_dir(path: str | Path) -> Path:
     return step_dir
 
 
-def load_state_dict(path: str | Path) -> tuple[Path, ModelManifest, dict[str, torch.Tensor]]:
-    """The step directory, manifest and full model state dict (on CPU) of a checkpoint.
+def _rank_states(step_dir: Path, manifest: ModelManifest) -> list[dict[str, torch.Tensor]]:
+    """Every tensor-parallel rank's state dict, under the Transformer's names."""
+    ranks: list[dict[str, torch.Tensor]] = [{} for _ in range(manifest.tensor_parallel)]
+    for weight_file in manifest.files:
+        # DeepSpeed model files hold non-tensor objects (its config, client state) as well
+        blob: Any = torch.load(step_dir / weight_file.file, map_location="cpu", weights_only=False)
+        state = blob[weight_file.key] if weight_file.key else blob
+        for name, tensor in state.items():
+            ranks[weight_file.tp_rank][weight_file.model_name(name)] = tensor
+    return ranks
 
-    `path` is a step directory or a run directory (its `latest` step is read).
-    """
+
+def load_state_dict(path: str | Path) -> tuple[Path, ModelManifest, dict[str, torch.Tensor]]:
+    """The step directory, manifest and full model state dict (on CPU) of a checkpoint, the
+    tensor-parallel shards joined. `path` is a step directory or a run directory."""
     step_dir = find_step_dir(path)
     manifest = read_manifest(step_dir)
-    state: dict[str, Any] = {}
-    for name in manifest.files:
-        # DeepSpeed model files hold non-tensor objects (its config, client state) as well
-        blob = torch.load(Path(step_dir) / name, map_location="cpu", weights_only=False)
-        state.update(blob[manifest.state_dict_key] if manifest.state_dict_key else blob)
-    return step_dir, manifest, state
+    ranks = _rank_states(step_dir, manifest)
+    if manifest.tensor_parallel == 1:
+        return step_dir, manifest, ranks[0]
+    with torch.device("meta"):  # only to learn how each parameter is split
+        layout = Transformer(manifest.config, tp=TPGroup(None, 0, manifest.tensor_parallel))
+    specs = {
+        f"{module_name}.{name}" if module_name else name: shard_spec(module, name)
+        for module_name, module in layout.named_modules()
+        for name, _ in module.named_parameters(recurse=False)
+    }
+    full = {}
+    for name, tensor in ranks[0].items():
+        spec = specs.get(name)
+        full[name] = unshard([r[name] for r in ranks], *spec) if spec else tensor
+    return step_dir, manifest, full
 
 
 def load_model(path: str | Path) -> tuple[Path, ModelManifest, Transformer]:
     """A `Transformer` with the weights of a checkpoint (step or run directory), on CPU, in
-    eval mode."""
+    eval mode, at tensor-parallel size 1."""
     step_dir, manifest, state = load_state_dict(path)
-    model = Transformer(manifest.config)
+    with torch.device("meta"):  # no time spent initialising weights that are overwritten
+        model = Transformer(manifest.config, padded_vocab=manifest.padded_vocab)
+    model.to_empty(device="cpu")
+    reset_buffers(model)
     model.load_state_dict(state)
     return step_dir, manifest, model.eval()
+
+
+def reset_buffers(model: torch.nn.Module) -> None:
+    """Recompute the derived buffers (rotary and sinusoidal frequencies, ALiBi slopes) of a
+    model allocated with `to_empty`."""
+    for module in model.modules():
+        reset = getattr(module, "reset_buffers", None)
+        if reset is not None:
+            reset()

@@ -1,8 +1,10 @@
 """Checkpoints: one directory per step, DeepSpeed's engine state plus neox's metadata.
 
-    SAVE/global_step{N}/   DeepSpeed files (mp_rank_00_model_states.pt, optimizer shards)
-                           model.json (architecture + where the weights are), config.yml
-                           (the resolved run config), tokenizer file, neox_state.json
+    SAVE/global_step{N}/   DeepSpeed files: mp_rank_XX_model_states.pt per tensor-parallel rank
+                           (or layer_LL-model_XX-model_states.pt per pipeline layer), optimizer
+                           shards; with ZeRO-3 also consolidated_model_states.pt
+                           model.json (architecture + which file holds which weights),
+                           config.yml (the resolved run config), tokenizer file, neox_state.json
     SAVE/latest            "global_step{N}", written last and atomically
 
 A step directory without `latest` pointing at it is never read, so a crash mid-save leaves the
@@ -20,15 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import yaml
 
-from neox_model import LATEST, ModelConfig, ModelManifest, find_step_dir, write_manifest
+from neox_model import (
+    LATEST,
+    ModelConfig,
+    ModelManifest,
+    WeightFile,
+    find_step_dir,
+    write_manifest,
+)
+from neox_model.pipeline import layer_name_map
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "mp_rank_00_model_states.pt"  # DeepSpeed's name for the (unsharded) module state
-MODEL_KEY = "module"
+MODEL_FILE = re.compile(r"mp_rank_(\d+)_model_states\.pt$")  # DeepSpeed, one per TP rank
+LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")  # pipeline layers
+CONSOLIDATED = "consolidated_model_states.pt"  # ZeRO-3: the gathered weights, by neox
 TOKENIZER_FILE = "tokenizer.json"
 _STEP_DIR = re.compile(r"global_step(\d+)$")
 
@@ -43,13 +55,23 @@ def step_tag(iteration: int) -> str:
     return f"global_step{iteration}"
 
 
+@dataclass(frozen=True)
+class ModelLayout:
+    """What a checkpoint's weight files look like: how the model was split when saved."""
+
+    config: ModelConfig
+    tensor_parallel: int
+    pipeline: bool
+    zero3: bool
+
+
 def save(
     engine: Any,
     save_dir: str | Path,
     iteration: int,
     *,
     state: SavedStep,
-    model_config: ModelConfig,
+    layout: ModelLayout,
     run_yaml: dict[str, Any],
     tokenizer_file: str | None,
     keep_last: int | None,
@@ -59,8 +81,11 @@ def save(
     tag = step_tag(iteration)
     engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False)
     step_dir = save_dir / tag
+    consolidated = engine._zero3_consolidated_16bit_state_dict() if layout.zero3 else None
     if dist.get_rank() == 0:
-        _write_metadata(step_dir, state, model_config, run_yaml, tokenizer_file)
+        if consolidated is not None:
+            torch.save(dict(consolidated), step_dir / CONSOLIDATED)
+        _write_metadata(step_dir, state, layout, run_yaml, tokenizer_file)
         _write_atomic(save_dir / LATEST, tag + "\n")
         if keep_last:
             _prune(save_dir, keep_last)
@@ -68,10 +93,26 @@ def save(
     return step_dir
 
 
+def weight_files(step_dir: Path, layout: ModelLayout) -> tuple[WeightFile, ...]:
+    """The files of a saved step that hold the model, and how to read each."""
+    if layout.zero3:
+        return (WeightFile(CONSOLIDATED),)
+    files = []
+    for path in sorted(step_dir.iterdir()):
+        if layout.pipeline and (match := LAYER_FILE.match(path.name)):
+            rename_from, rename_to = layer_name_map(layout.config, int(match[1]))
+            files.append(WeightFile(path.name, "", int(match[2]), rename_from, rename_to))
+        elif not layout.pipeline and (match := MODEL_FILE.match(path.name)):
+            files.append(WeightFile(path.name, "module", int(match[1])))
+    if not files:
+        raise RuntimeError(f"no model weight files found in {step_dir}")
+    return tuple(files)
+
+
 def _write_metadata(
     step_dir: Path,
     state: SavedStep,
-    model_config: ModelConfig,
+    layout: ModelLayout,
     run_yaml: dict[str, Any],
     tokenizer_file: str | None,
 ) -> None:
@@ -81,9 +122,9 @@ def _write_metadata(
     body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
     _write_atomic(step_dir / "neox_state.json", json.dumps(body, indent=2) + "\n")
     manifest = ModelManifest(
-        config=model_config,
-        files=(MODEL_FILE,),
-        state_dict_key=MODEL_KEY,
+        config=layout.config,
+        files=weight_files(step_dir, layout),
+        tensor_parallel=1 if layout.zero3 else layout.tensor_parallel,
         tokenizer=TOKENIZER_FILE if tokenizer_file else None,
     )
     write_manifest(step_dir, manifest)

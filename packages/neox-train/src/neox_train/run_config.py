@@ -178,8 +178,6 @@ class ZeroConfig:
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_optimization.stage must be 0, 1, 2 or 3, got {self.stage}")
-        if self.stage == 3:
-            raise ValueError("zero_optimization.stage 3 is not supported yet; use 0, 1 or 2")
         if self.cpu_offload:
             raise ValueError("zero_optimization.cpu_offload is not supported yet")
 
@@ -190,6 +188,13 @@ class ParallelConfig:
     model_parallel_size: int = field(default=1, metadata=_doc("Tensor-parallel size."))
     zero_optimization: ZeroConfig = field(
         default_factory=ZeroConfig, metadata=_doc("DeepSpeed ZeRO settings.")
+    )
+    pipe_partition_method: str = field(
+        default="type:transformer|mlp",
+        metadata=_doc(
+            "How layers are split over pipeline stages: 'uniform', 'parameters' "
+            "or 'type:REGEX' (balance layers whose class matches)."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -321,12 +326,6 @@ class RunConfig:
         dp = data_parallel_size(
             world_size, parallel.pipe_parallel_size, parallel.model_parallel_size
         )
-        if parallel.pipe_parallel_size > 1 or parallel.model_parallel_size > 1:
-            raise ConfigError(
-                f"pipe_parallel_size {parallel.pipe_parallel_size} / model_parallel_size "
-                f"{parallel.model_parallel_size}: pipeline and tensor parallelism are not "
-                "supported yet; use pipe_parallel_size <= 1 and model_parallel_size 1"
-            )
         return resolve_batch(
             dp,
             training.train_batch_size,
@@ -406,7 +405,34 @@ def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
     }
     model = build(ModelConfig, split.get(ModelConfig, {}), where)
     run = RunConfig(model=model, **sections)
+    problem = layout_problem(run)
+    if problem:
+        raise ConfigError(f"{', '.join(files)}: {problem}")
     return LoadedConfig(run, files, merged.overrides, tuple(ignored))
+
+
+def layout_problem(run: RunConfig) -> str | None:
+    """Why the parallel layout cannot train this model, or None."""
+    pipe, tp = run.parallel.pipe_parallel_size, run.parallel.model_parallel_size
+    stage, model = run.parallel.zero_optimization.stage, run.model
+    if pipe > 1 and stage > 1:
+        return (
+            f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
+            "pipeline engine supports ZeRO stages 0 and 1 only"
+        )
+    if pipe > 1 and not model.no_weight_tying:
+        return (
+            f"pipe_parallel_size {pipe} needs no_weight_tying: true (tied input and output "
+            "embeddings across pipeline stages are not supported yet)"
+        )
+    if stage == 3 and tp > 1:
+        return f"zero_optimization.stage 3 with model_parallel_size {tp} is not supported yet"
+    if model.num_attention_heads % tp or model.kv_heads % tp:
+        return (
+            f"model_parallel_size {tp} must divide num_attention_heads "
+            f"({model.num_attention_heads}) and the key/value heads ({model.kv_heads})"
+        )
+    return None
 
 
 def _suggestion(key: str, owners: Mapping[str, type]) -> str:

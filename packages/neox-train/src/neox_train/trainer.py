@@ -17,18 +17,18 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import ModelConfig, Transformer
+from neox_model import ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.data import Splits, build_splits, micro_batches, sample_counts
-from neox_train.deepspeed_config import deepspeed_config
 from neox_train.distributed import DistEnv
+from neox_train.engine import build_engine
 from neox_train.inputs import check_inputs
 from neox_train.metrics import MetricsLog
-from neox_train.optimizer import build_optimizer
 from neox_train.progress import Progress
 from neox_train.run_config import RunConfig
 from neox_train.schedule import Schedule
+from neox_train.topology import Layout, Parallel, build_parallel
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,12 @@ class Session:
     engine: Any  # deepspeed.DeepSpeedEngine
     splits: Splits
     metrics: MetricsLog
+    parallel: Parallel
     start_step: int = 0
+
+    @property
+    def pipeline(self) -> bool:
+        return self.parallel.layout.pipe > 1
 
 
 @dataclass
@@ -71,31 +76,20 @@ def schedule_for(run: RunConfig) -> Schedule:
 
 def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     """Build tokenizer, data, model and engine (the process group must already exist)."""
-    import deepspeed
-
     data = run.data
     data_path, vocab_file = check_inputs(run)
     batch = run.batch(env.world_size)
+    parallel = build_parallel(Layout.of(run, env.world_size))
     tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
     model_config = run.model.with_vocab(tokenizer.vocab_size)
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
-    model = Transformer(model_config, seed=run.training.seed)
-    if run.training.checkpoint_activations:
-        model.checkpoint_num_layers = run.training.checkpoint_num_layers
-    if run.training.torch_compile:
-        model.compile_blocks()
-    optimizer = build_optimizer(model, run.optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(run).factor)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=deepspeed_config(run, batch),
-    )
+    engine = build_engine(run, model_config, parallel, batch, schedule_for(run))
     save = run.checkpoint.save
     metrics = MetricsLog(f"{save}/metrics.jsonl" if save and env.rank == 0 else None)
-    session = Session(run, env, batch, device, tokenizer, model_config, engine, splits, metrics)
+    session = Session(
+        run, env, batch, device, tokenizer, model_config, engine, splits, metrics, parallel
+    )
     if run.checkpoint.load:
         saved = checkpoint.load(engine, run.checkpoint.load)
         if saved is not None:
@@ -110,24 +104,32 @@ def _mean_over_ranks(value: float) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
-def _loss(engine: Any, tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Mean next-token loss of a (micro, seq + 1) batch: inputs tokens[:, :-1], labels [:, 1:]."""
-    tokens = tokens.to(device)
-    return engine(tokens[:, :-1], labels=tokens[:, 1:])
-
-
 def _seed_step(session: Session, step: int) -> None:
-    """Dropout randomness depends only on (seed, step, rank): resumed runs repeat it exactly."""
-    seq = np.random.SeedSequence([session.run.training.seed, step, session.env.rank])
+    """Dropout randomness depends only on (seed, step, data-parallel rank): resumed runs repeat
+    it exactly, and the tensor-parallel ranks of a replica draw the same masks."""
+    seq = np.random.SeedSequence([session.run.training.seed, step, session.parallel.data_rank])
     torch.manual_seed(int(seq.generate_state(1)[0]))
+
+
+def _pairs(session: Session, dataset: Any, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of each of this rank's micro batches of global step `step`."""
+    rank = session.parallel.data_rank
+    return [
+        (tokens[:, :-1].to(session.device), tokens[:, 1:].to(session.device))
+        for tokens in micro_batches(dataset, step, session.batch, rank)
+    ]
 
 
 def train_step(session: Session, step: int) -> float:
     """One optimizer step (all micro batches); returns the loss averaged over all ranks."""
-    engine, total = session.engine, 0.0
+    engine = session.engine
     _seed_step(session, step)
-    for tokens in micro_batches(session.splits.train, step, session.batch, session.env.rank):
-        loss = _loss(engine, tokens, session.device)
+    pairs = _pairs(session, session.splits.train, step)
+    if session.pipeline:
+        return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
+    total = 0.0
+    for inputs, labels in pairs:
+        loss = engine(inputs, labels=labels)
         engine.backward(loss)
         engine.step()
         total += loss.item()
@@ -137,13 +139,15 @@ def train_step(session: Session, step: int) -> float:
 @torch.no_grad()
 def evaluate(session: Session, dataset: Any) -> float:
     """Mean loss over the first eval_iters global batches of `dataset`, all ranks together."""
-    session.engine.eval()
-    losses = [
-        _loss(session.engine, tokens, session.device).item()
-        for index in range(session.run.training.eval_iters)
-        for tokens in micro_batches(dataset, index, session.batch, session.env.rank)
-    ]
-    session.engine.train()
+    engine, losses = session.engine, []
+    for index in range(session.run.training.eval_iters):
+        pairs = _pairs(session, dataset, index)
+        if session.pipeline:
+            losses.append(float(engine.eval_batch(iter(pairs), num_micro_batches=len(pairs))))
+        else:
+            engine.eval()
+            losses.extend(float(engine(inputs, labels=labels)) for inputs, labels in pairs)
+            engine.train()
     return _mean_over_ranks(float(np.mean(losses)))
 
 
@@ -151,12 +155,18 @@ def _save(session: Session, step: int) -> str:
     run = session.run
     assert run.checkpoint.save is not None
     state = checkpoint.SavedStep(step, step * session.batch.global_batch)
+    layout = checkpoint.ModelLayout(
+        config=session.model_config,
+        tensor_parallel=session.parallel.layout.model,
+        pipeline=session.pipeline,
+        zero3=run.parallel.zero_optimization.stage == 3,
+    )
     path = checkpoint.save(
         session.engine,
         run.checkpoint.save,
         step,
         state=state,
-        model_config=session.model_config,
+        layout=layout,
         run_yaml=run.to_yaml_dict(),
         tokenizer_file=run.data.vocab_file,
         keep_last=run.checkpoint.keep_last_n_checkpoints,

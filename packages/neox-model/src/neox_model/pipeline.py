@@ -1,0 +1,132 @@
+"""The model as a flat sequence of one-tensor-in, one-tensor-out layers, for pipeline
+parallelism (Huang et al., 2019, "GPipe"; DeepSpeed's PipelineModule with 1F1B scheduling):
+
+    EmbeddingPipe (ids -> hidden), BlockPipe x num_layers, FinalNormPipe, OutputPipe (-> logits)
+
+Each layer builds only its own weights, initialised exactly as `Transformer` initialises the
+same weights (from the seed and the weight's name there), so a pipeline stage builds its layers
+alone and the model is the same whatever the layout. `model_name` maps a layer's parameter names
+to the Transformer's, which is how per-layer checkpoints map back to one model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from neox_model.config import ModelConfig
+from neox_model.initialization import init_weights
+from neox_model.norms import build_norm
+from neox_model.rotary import RotaryEmbedding
+from neox_model.tensor_parallel import (
+    ColumnParallelLinear,
+    TPGroup,
+    vocab_parallel_cross_entropy,
+)
+from neox_model.transformer import Block, WithEmbeddings
+
+
+class EmbeddingPipe(WithEmbeddings):
+    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int) -> None:
+        super().__init__()
+        self.add_embeddings(config, tp, config.padded_vocab(tp.size))
+        init_weights(self, config, seed)
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) ids -> (batch, seq, hidden)."""
+        return self.embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
+
+
+class TransformerLayerPipe(nn.Module):
+    """One block (named so that GPT-NeoX's `pipe_partition_method: type:transformer` finds it)."""
+
+    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.block = Block(config, tp, index)
+        init_weights(self.block, config, seed, prefix=f"layers.{index}")
+        # rotary holds no weights: each stage computes its own cos/sin
+        self.rotary = (
+            RotaryEmbedding(config.rotary_dim, config.rotary_emb_base)
+            if config.pos_emb == "rotary"
+            else None
+        )
+
+    def model_name(self, name: str) -> str:
+        return name.replace("block.", f"layers.{self.index}.", 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)
+        rope = self.rotary(positions) if self.rotary is not None else None
+        return self.block(x, rope, positions, None)  # type: ignore[no-any-return]
+
+
+class FinalNormPipe(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.final_layer_norm = build_norm(config)
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer_norm(x)  # type: ignore[no-any-return]
+
+
+class OutputPipe(nn.Module):
+    """hidden -> logits over this tensor-parallel rank's share of the vocabulary."""
+
+    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int) -> None:
+        super().__init__()
+        if not config.no_weight_tying:
+            raise ValueError(
+                "pipeline parallelism needs an untied output layer (no_weight_tying: true); "
+                "tied embeddings across pipeline stages are not supported yet"
+            )
+        self.tp = tp
+        self.embed_out = ColumnParallelLinear(
+            config.hidden_size, config.padded_vocab(tp.size), tp, bias=False
+        )
+        init_weights(self, config, seed)
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_out(x)  # type: ignore[no-any-return]
+
+
+def pipeline_specs(
+    config: ModelConfig, tp: TPGroup, seed: int
+) -> list[tuple[type[nn.Module], tuple[Any, ...]]]:
+    """(layer class, constructor arguments) of every layer, in order; a pipeline engine builds
+    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`)."""
+    blocks = [(TransformerLayerPipe, (config, tp, seed, i)) for i in range(config.num_layers)]
+    return [
+        (EmbeddingPipe, (config, tp, seed)),
+        *blocks,
+        (FinalNormPipe, (config,)),
+        (OutputPipe, (config, tp, seed)),
+    ]
+
+
+def pipeline_loss(tp: TPGroup) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss DeepSpeed's PipelineModule calls with (logits shard, labels)."""
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return vocab_parallel_cross_entropy(logits, labels, tp).mean()
+
+    return loss
+
+
+def layer_name_map(config: ModelConfig, layer_index: int) -> tuple[str, str]:
+    """(prefix in the pipeline layer's state dict, prefix in the Transformer's) of a layer."""
+    if 1 <= layer_index <= config.num_layers:
+        return "block.", f"layers.{layer_index - 1}."
+    return "", ""

@@ -1,0 +1,83 @@
+"""Building the model and the DeepSpeed engine for a run's layout.
+
+Without a pipeline the model is one `Transformer` (tensor-parallel over the grid's slice group)
+handed to `deepspeed.initialize` with `ModelParallelUnit` as its mpu. With a pipeline it is a
+DeepSpeed `PipelineModule` of neox-model's pipeline layers, each stage building only its own
+layers. Either way every weight starts as the same number whatever the layout.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from neox_model import ModelConfig, Transformer
+from neox_model.pipeline import pipeline_loss, pipeline_specs
+from neox_model.tensor_parallel import shard_spec
+from neox_train.batch import BatchLayout
+from neox_train.deepspeed_config import deepspeed_config
+from neox_train.optimizer import build_optimizer
+from neox_train.run_config import RunConfig
+from neox_train.schedule import Schedule
+from neox_train.topology import ModelParallelUnit, Parallel
+
+
+def mark_tensor_parallel(model: nn.Module) -> None:
+    """Tag sharded parameters as DeepSpeed expects, so that gradient norms count every shard
+    once and replicated parameters once per tensor-parallel group."""
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            setattr(param, "model_parallel", shard_spec(module, name) is not None)  # noqa: B010
+
+
+def build_module(run: RunConfig, model_config: ModelConfig, parallel: Parallel) -> nn.Module:
+    seed, training = run.training.seed, run.training
+    if parallel.layout.pipe == 1:
+        model = Transformer(model_config, tp=parallel.tp, seed=seed)
+        if training.checkpoint_activations:
+            model.checkpoint_num_layers = training.checkpoint_num_layers
+        if training.torch_compile:
+            model.compile_blocks()
+        return model
+    from deepspeed.pipe import LayerSpec, PipelineModule
+
+    specs = [LayerSpec(cls, *args) for cls, args in pipeline_specs(model_config, parallel.tp, seed)]
+    return PipelineModule(
+        layers=specs,
+        topology=parallel.topology,
+        loss_fn=pipeline_loss(parallel.tp),
+        partition_method=run.parallel.pipe_partition_method,
+        activation_checkpoint_interval=(
+            training.checkpoint_num_layers if training.checkpoint_activations else 0
+        ),
+        activation_checkpoint_func=functools.partial(checkpoint, use_reentrant=False),
+    )
+
+
+def build_engine(
+    run: RunConfig,
+    model_config: ModelConfig,
+    parallel: Parallel,
+    batch: BatchLayout,
+    schedule: Schedule,
+) -> Any:
+    """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
+    import deepspeed
+
+    module = build_module(run, model_config, parallel)
+    mark_tensor_parallel(module)
+    optimizer = build_optimizer(module, run.optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    mpu = ModelParallelUnit(parallel) if parallel.layout.pipe == 1 else None
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(run, batch),
+        mpu=mpu,
+    )
+    return engine
