@@ -21,7 +21,7 @@ nox.options.sessions = ["lint", "tests"]
 
 # package -> the local packages its venv holds (dependencies first) and what it needs first
 PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "neox-data": (("neox-data[test,zstd]",), ()),
+    "neox-data": (("neox-data[test,all]",), ()),
     "neox-launch": (("neox-launch[test]",), ()),
     "neox-model": (("neox-model[test]",), ("torch",)),
     "neox-convert": (("neox-model", "neox-convert[test]"), ("torch",)),

@@ -82,8 +82,8 @@ def test_the_export_computes_the_same_logits_and_continuation(two_runs, tmp_path
         ),
         ({"data_path": "/nonexistent/corpus"}, "/nonexistent/corpus.bin not found"),
         (
-            {"tokenizer_type": "GPT2BPETokenizer"},
-            "tokenizer_type 'GPT2BPETokenizer' is not supported yet",
+            {"vocab_file": "/nonexistent/tokenizer.json"},
+            "vocab_file '/nonexistent/tokenizer.json' not found",
         ),
         (
             {"num_gpus": 3, "model_parallel_size": 2, "train_micro_batch_size_per_gpu": 2},

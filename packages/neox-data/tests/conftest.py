@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neox_data import HFTokenizer, train_bpe_tokenizer
+from neox_data import HFTokenizer, train_bpe_tokenizer, write_gpt2_files
 
 WORDS = [
     "the",
@@ -78,3 +78,29 @@ def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_path: Path) -> HFTokenizer:
     return HFTokenizer(tokenizer_path)
+
+
+# Text that stresses tokenizers: unicode, whitespace runs, digits, contractions, special tokens.
+VARIED_TEXTS = [
+    "the quick brown fox jumps over the lazy dog.",
+    "  leading spaces, tabs\tand\nnew lines\n\n",
+    "trailing whitespace   \n\t  ",
+    "naïve café déjà vu — Ångström straße",
+    "東京のデータ 🚀 and words the tokenizer never saw: zyxwvq ŋ ẞ",
+    "digits 0 12 345 6789 3.14159 1,000,000",
+    "don't won't I'll we've they're she'd I'm it's DON'T",
+    "crlf\r\nline\r\n",
+    "a document<|endoftext|>another one",
+    "",
+]
+
+
+@pytest.fixture(scope="session")
+def varied_texts() -> list[str]:
+    return list(VARIED_TEXTS)
+
+
+@pytest.fixture(scope="session")
+def gpt2_files(tokenizer_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """GPT-2 style vocab.json + merges.txt holding the session tokenizer's BPE model."""
+    return write_gpt2_files(tokenizer_path, tmp_path_factory.mktemp("gpt2"))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from neox_data import Document, MissingDependencyError, iter_documents
+from neox_data.corpus import ReadStats
 
 
 def test_jsonl_yields_each_key_of_each_record_in_order(tmp_path: Path, write_jsonl) -> None:
@@ -83,11 +88,77 @@ def test_missing_inputs_and_unknown_suffixes_are_reported(tmp_path: Path) -> Non
         list(iter_documents(tmp_path / "data.csv"))
 
 
-def test_invalid_utf8_is_reported_with_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("café".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.txt: not valid UTF-8"):
-        list(iter_documents(path))
+def test_invalid_utf8_is_replaced_and_counted(tmp_path: Path) -> None:
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "mixed.jsonl").write_bytes(
+        b'{"text": "fine"}\n{"text": "caf\xe9"}\n{"text": "lone \\ud800 surrogate"}\n'
+    )
+    stats = ReadStats()
+    documents = list(iter_documents(f"{tmp_path}/latin1.txt,{tmp_path}/mixed.jsonl", stats=stats))
+    assert [d.text for d in documents] == [
+        "caf\ufffd",
+        "fine",
+        "caf\ufffd",
+        "lone \ufffd surrogate",
+    ]
+    assert stats.invalid_utf8 == 3
+    assert stats.bad_lines == 0
+
+
+def test_bad_lines_are_counted_and_skipped_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    lines = ['{"text": "a"}', "{broken", '{"body": "b"}', '{"text": 3}', "[1]", '{"text": "c"}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stats = ReadStats()
+    documents = list(iter_documents(path, skip_bad_lines=True, stats=stats))
+    assert [(d.text, d.line) for d in documents] == [("a", 1), ("c", 6)]
+    assert stats.bad_lines == 4
+    assert [example.split(": ")[0] for example in stats.bad_line_examples] == [
+        f"{path}:{n}" for n in (2, 3, 4, 5)
+    ]
+
+
+def test_gzip_json_lines_are_read(tmp_path: Path) -> None:
+    for name in ("a.json.gz", "b.jsonl.gz"):
+        with gzip.open(tmp_path / name, "wb") as handle:
+            handle.write(f'{{"text": "{name}"}}\n'.encode())
+    assert [d.text for d in iter_documents(f"{tmp_path}/*.gz")] == ["a.json.gz", "b.jsonl.gz"]
+
+
+def lm_dataformat_chunk(records: list[object]) -> bytes:
+    """An lm_dataformat Archive chunk: zstd-compressed {"text", "meta"} lines."""
+    zstandard = pytest.importorskip("zstandard")
+    lines = "".join(json.dumps(record) + "\n" for record in records)
+    return zstandard.ZstdCompressor().compress(lines.encode())
+
+
+def test_lm_dataformat_archive_directory(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "data_1_time2_x.jsonl.zst").write_bytes(
+        lm_dataformat_chunk([{"text": ["para one", "para two"], "meta": {"id": 1}}, "bare string"])
+    )
+    (archive / "data_0_time1_x.jsonl.zst").write_bytes(
+        lm_dataformat_chunk([{"text": "first", "meta": {}}])
+    )
+    (archive / "current_chunk_incomplete").write_bytes(b"ignored: not a chunk")
+    documents = list(iter_documents(archive))
+    assert [d.text for d in documents] == ["first", "para one\n\npara two", "bare string"]
+    assert documents[0].source.name == "data_0_time1_x.jsonl.zst"
+
+
+def test_lm_dataformat_tar_of_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "pile.jsonl.zst.tar"
+    with tarfile.open(path, "w") as archive:
+        for name, records in (("00.jsonl.zst", [{"text": "x"}]), ("01.jsonl.zst", ["y", 5])):
+            data = lm_dataformat_chunk(records)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    documents = iter_documents(path)
+    assert [next(documents).text, next(documents).text] == ["x", "y"]
+    with pytest.raises(ValueError, match=r"pile\.jsonl\.zst\.tar\[01\.jsonl\.zst\]:2: expected"):
+        next(documents)
 
 
 def test_zst_without_zstandard_names_the_extra(tmp_path: Path, monkeypatch) -> None:

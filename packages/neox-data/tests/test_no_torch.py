@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1]
 
 CHECK = """
@@ -51,11 +53,15 @@ def install_in_fresh_venv(tmp_path: Path) -> Path:
     return bin_dir
 
 
+@pytest.mark.slow  # creates a virtual environment and pip-installs into it (~15 s)
 def test_installs_and_runs_without_torch(tmp_path: Path) -> None:
     bin_dir = install_in_fresh_venv(tmp_path)
     module_file, modules = run([bin_dir / "python", "-c", CHECK], tmp_path).splitlines()
     assert Path(module_file).is_relative_to(bin_dir.parent)
-    for name in ("cli", "corpus", "gpt_dataset", "preprocess", "token_file", "tokenizer"):
+    expected = ["cli", "corpus", "gpt_dataset", "preprocess", "token_file", "tokenizer"]
+    expected += ["blended_dataset", "char_tokenizer", "hf_tokenizer", "index_cache", "report"]
+    expected += ["public_corpora", "spm_tokenizer", "tiktoken_tokenizer"]  # no extras needed
+    for name in expected:
         assert f"neox_data.{name}" in modules.split()
     assert "preprocess" in run([bin_dir / "neox-data", "--help"], tmp_path)
 

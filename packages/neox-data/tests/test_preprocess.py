@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from neox_data import HFTokenizer, TokenFile, TokenizerSpec, preprocess
+from neox_data import HFTokenizer, MissingDependencyError, TokenFile, TokenizerSpec, preprocess
 
 
 def test_writes_one_token_file_per_key_with_eod(
@@ -104,3 +105,83 @@ def test_a_bad_line_leaves_no_output(
     with pytest.raises(ValueError, match=r"c\.jsonl:301: malformed JSON"):
         preprocess(corpus, out / "d", tokenizer, workers=workers, progress=False)
     assert list(out.iterdir()) == []
+
+
+def test_skip_bad_lines_counts_them_and_keeps_the_rest(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": "one"}, {"text": "two"}])
+    with corpus.open("ab") as handle:
+        handle.write(b'{"text": "thr\xffee"}\n{broken\n{"other": 1}\n{"text": ""}\n')
+    result = preprocess(corpus, tmp_path / "d", tokenizer, skip_bad_lines=True, progress=False)
+    assert (result.documents, result.bad_lines, result.invalid_utf8) == (3, 2, 1)
+    assert result.empty_documents == 1
+    tokens = TokenFile(result.outputs["text"])
+    assert [tokenizer.decode(tokens[i].tolist()) for i in range(3)] == ["one", "two", "thr\ufffdee"]
+    assert "2 bad lines skipped, 1 with invalid UTF-8 replaced" in result.summary()
+
+
+def test_ftfy_repairs_mojibake_before_tokenizing(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl
+) -> None:
+    pytest.importorskip("ftfy")
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": "cafÃ© dÃ©jÃ  vu"}])
+    for workers in (1, 2):
+        prefix = tmp_path / f"w{workers}"
+        result = preprocess(
+            corpus, prefix, tokenizer.spec, ftfy=True, workers=workers, progress=False
+        )
+        assert tokenizer.decode(TokenFile(result.outputs["text"])[0].tolist()) == "café déjà vu"
+
+
+def test_ftfy_without_the_package_names_the_extra(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl, monkeypatch
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": "x"}])
+    monkeypatch.setitem(sys.modules, "ftfy", None)
+    with pytest.raises(MissingDependencyError, match=r"--ftfy needs .*neox-data\[ftfy\]"):
+        preprocess(corpus, tmp_path / "d", tokenizer, ftfy=True, progress=False)
+    assert list(tmp_path.iterdir()) == [corpus]
+
+
+def test_several_keys_are_published_together_or_not_at_all(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": "a", "title": "b"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    # The title output appears while the run goes: the text output must not be published alone.
+    blocker = out / "d_title_document.idx"
+
+    def encode_batch_and_block(texts):
+        blocker.write_text("someone else's file")
+        return tokenizer.encode_batch(texts)
+
+    class Racing:
+        eod_id, vocab_size, decode = tokenizer.eod_id, tokenizer.vocab_size, tokenizer.decode
+        encode, encode_batch = tokenizer.encode, staticmethod(encode_batch_and_block)
+
+    with pytest.raises(FileExistsError, match=r"d_title_document\.idx"):
+        preprocess(corpus, out / "d", Racing(), jsonl_keys=("text", "title"), progress=False)
+    assert [p.name for p in out.iterdir()] == [blocker.name]
+
+
+@pytest.mark.parametrize("tokenizer_type", ["CharLevelTokenizer", "GPT2BPETokenizer"])
+def test_other_tokenizer_types_round_trip_through_token_files(
+    tmp_path: Path, write_jsonl, varied_texts, gpt2_files, tokenizer_type: str
+) -> None:
+    texts = [t for t in varied_texts if t]
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    vocab, merges = (str(p) for p in gpt2_files)
+    spec = (
+        TokenizerSpec(tokenizer_type)
+        if tokenizer_type == "CharLevelTokenizer"
+        else TokenizerSpec(tokenizer_type, vocab, merges)
+    )
+    result = preprocess(corpus, tmp_path / "d", spec, append_eod=True, workers=2, progress=False)
+    tokens, tokenizer = TokenFile(result.outputs["text"]), spec.build()
+    assert tokens.dtype == np.uint16
+    for i, text in enumerate(texts):
+        ids = tokens[i].tolist()
+        assert ids[-1] == tokenizer.eod_id
+        assert tokenizer.decode(ids[:-1]) == text

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from neox_data import TokenFile, TokenFileWriter, best_dtype
+from neox_data.token_file import writing_together
 
 # Documents of varied length, one of them empty, and values near the top of uint16.
 DOCUMENTS = [[5, 6, 7], [], [65499, 0, 1, 2], [42], list(range(100, 160))]
@@ -184,3 +185,90 @@ def test_empty_token_file_round_trips(tmp_path: Path) -> None:
 )
 def test_best_dtype_follows_gpt_neox(vocab_size: int, dtype: type) -> None:
     assert best_dtype(vocab_size) == np.dtype(dtype)
+
+
+def test_a_bin_longer_than_its_index_is_reported(tmp_path: Path) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, np.uint16, 8)
+    data = tmp_path / "hand.bin"
+    data.write_bytes(data.read_bytes() + b"\0\0")
+    with pytest.raises(ValueError, match=r"hand\.bin: .*longer than its index says") as excinfo:
+        TokenFile(tmp_path / "hand")
+    assert "hand.idx describes 136 bytes" in str(excinfo.value)
+
+
+def test_a_bin_of_another_dtype_is_reported(tmp_path: Path) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, np.uint16, 8)
+    write_by_hand(tmp_path / "wide", DOCUMENTS, np.int32, 4)
+    (tmp_path / "hand.bin").write_bytes((tmp_path / "wide.bin").read_bytes())
+    with pytest.raises(ValueError, match=r"hand\.bin: truncated or foreign token data"):
+        TokenFile(tmp_path / "hand")
+
+
+def test_a_missing_bin_is_reported(tmp_path: Path) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, np.uint16, 8)
+    (tmp_path / "hand.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"hand\.bin"):
+        TokenFile(tmp_path / "hand")
+
+
+HEADER_BYTES = 34  # magic 9, version 8, dtype 1, counts 8 + 8
+SIZES_AT, POINTERS_AT = HEADER_BYTES, HEADER_BYTES + 4 * len(DOCUMENTS)
+DOC_IDX_AT = POINTERS_AT + 8 * len(DOCUMENTS)
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "problem"),
+    [
+        (SIZES_AT + 4, struct.pack("<i", -1), "negative sequence size"),
+        (POINTERS_AT + 8, struct.pack("<q", 4), "pointers do not follow the sizes"),
+        (POINTERS_AT, struct.pack("<q", 2), "pointers do not follow the sizes"),
+        (DOC_IDX_AT + 8 * len(DOCUMENTS), struct.pack("<q", 3), "doc_idx must run from 0"),
+        (DOC_IDX_AT + 16, struct.pack("<q", 0), "doc_idx decreases"),
+    ],
+)
+def test_an_inconsistent_index_is_reported(
+    tmp_path: Path, offset: int, data: bytes, problem: str
+) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, np.uint16, 8)
+    corrupt(tmp_path / "hand.idx", offset, data)
+    with pytest.raises(ValueError, match=problem) as excinfo:
+        TokenFile(tmp_path / "hand")
+    assert "hand.idx: not a valid token index" in str(excinfo.value)
+
+
+def test_writing_together_publishes_all_or_nothing(tmp_path: Path) -> None:
+    first, second = (
+        TokenFileWriter(tmp_path / "a", np.uint16),
+        TokenFileWriter(tmp_path / "b", np.uint16),
+    )
+    with pytest.raises(KeyError), writing_together([first, second]):
+        first.add_document([1, 2])
+        second.add_document([3])
+        raise KeyError("stop")
+    assert list(tmp_path.iterdir()) == []
+    with writing_together([first, second]):
+        first.add_document([1, 2])
+        second.add_document([3])
+    assert TokenFile(tmp_path / "a")[0].tolist() == [1, 2]
+    assert TokenFile(tmp_path / "b")[0].tolist() == [3]
+
+
+def test_token_files_append_in_bulk_keeping_document_boundaries(tmp_path: Path) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, np.uint16, 8)
+    # A Megatron file whose first document has two sequences (sentence-split data).
+    corrupt(tmp_path / "hand.idx", DOC_IDX_AT + 8, struct.pack("<q", 2))
+    corrupt(tmp_path / "hand.idx", DOC_IDX_AT + 16, struct.pack("<q", 2))
+    source = TokenFile(tmp_path / "hand")
+    with TokenFileWriter(tmp_path / "joined", np.uint16) as writer:
+        writer.add_document([7])
+        writer.add_token_file(source)
+        writer.add_token_file(source)
+    joined = TokenFile(tmp_path / "joined")
+    assert joined.sizes.tolist() == [1, *source.sizes.tolist() * 2]
+    assert joined.doc_idx.tolist() == [0, 1, 3, 3, 4, 5, 6, 8, 8, 9, 10, 11]
+    assert [joined[i].tolist() for i in range(1, 6)] == DOCUMENTS
+    with (
+        TokenFileWriter(tmp_path / "wide", np.int32) as writer,
+        pytest.raises(ValueError, match="dtype"),
+    ):
+        writer.add_token_file(source)

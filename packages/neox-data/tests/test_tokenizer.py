@@ -73,8 +73,8 @@ def test_build_tokenizer_makes_an_hf_tokenizer(tokenizer_path: Path) -> None:
 
 
 def test_build_tokenizer_lists_supported_types(tokenizer_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"'GPT2BPETokenizer'.*supported types: HFTokenizer"):
-        build_tokenizer("GPT2BPETokenizer", str(tokenizer_path))
+    with pytest.raises(ValueError, match=r"'GPT3Tokenizer'.*supported types: HFTokenizer"):
+        build_tokenizer("GPT3Tokenizer", str(tokenizer_path))
 
 
 def test_too_small_vocabulary_is_refused(tmp_path: Path) -> None:

@@ -37,3 +37,49 @@ def test_adam_means_adamw_with_the_configured_hyper_parameters():
     optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-6
+
+
+def test_lion_takes_a_signed_momentum_step():
+    from neox_train.lion import Lion
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    p.grad = torch.tensor([0.3, -0.1, 0.0])
+    opt.step()
+    # update = sign(0.1 * g) = [1, -1, 0]; p = p * (1 - 0.1 * 0.5) - 0.1 * update
+    torch.testing.assert_close(p.detach(), torch.tensor([0.85, -1.8, 0.475]))
+    torch.testing.assert_close(opt.state[p]["exp_avg"], 0.01 * torch.tensor([0.3, -0.1, 0.0]))
+
+
+def test_every_optimizer_type_builds():
+    from neox_train.lion import Lion
+
+    model = torch.nn.Linear(3, 3)
+    expected = {
+        "adam": torch.optim.AdamW,
+        "AdamW": torch.optim.AdamW,
+        "sgd": torch.optim.SGD,
+        "lion": Lion,
+        "cpu_torch_adam": torch.optim.AdamW,
+    }
+    for kind, cls in expected.items():
+        config = OptimizerConfig(OptimizerSpec(kind, OptimizerParams(1e-3, momentum=0.9)))
+        assert isinstance(build_optimizer(model, config), cls), kind
+
+
+def test_norms_of_every_kind_are_not_decayed():
+    for norm in ("rmsnorm", "scalenorm"):
+        config = ModelConfig(
+            num_layers=1,
+            hidden_size=8,
+            num_attention_heads=2,
+            seq_length=4,
+            pos_emb="rotary",
+            norm=norm,
+            vocab_size=16,
+            make_vocab_size_divisible_by=8,
+        )
+        model = Transformer(config)
+        _, no_decay = parameter_groups(model, 0.1)
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert {names[id(p)] for p in no_decay["params"]} >= {"final_layer_norm.weight"}

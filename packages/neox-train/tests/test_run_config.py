@@ -147,7 +147,11 @@ def test_a_nested_typo_is_found_too(neox_file, tmp_path):
         ),
         ("bf16: {enabled: true}\n", "fp16.enabled and bf16.enabled are both true"),
         ("zero_optimization: {stage: 4}\n", "stage must be 0, 1, 2 or 3, got 4"),
-        ("warmup: 5\n", r"warmup is a fraction of lr_decay_iters in \[0, 1\], got 5.0"),
+        (
+            "warmup: 2.5\n",
+            r"warmup is a fraction of lr_decay_iters in \[0, 1\] or a whole number of steps, "
+            "got 2.5",
+        ),
         (
             "sparsity_config: {block: 16}\n",
             "sparsity_config is a GPT-NeoX key for sparse attention",

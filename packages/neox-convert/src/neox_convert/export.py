@@ -71,8 +71,14 @@ def _write_model(
 
 def _write_tokenizer(tokenizer_file: Path, out: Path) -> int | None:
     """Save the tokenizer as a fast HF tokenizer; returns the end-of-document id."""
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
+    try:
+        Tokenizer.from_file(str(tokenizer_file))
+    except Exception:
+        log.warning("tokenizer %s is not a tokenizer.json: exported without one", tokenizer_file)
+        return None
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
     eod_id = tokenizer.get_vocab().get(EOD_TOKEN)
     if eod_id is not None:

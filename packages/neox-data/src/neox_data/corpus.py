@@ -1,39 +1,84 @@
-"""Raw text corpora: ``.jsonl``, ``.jsonl.zst`` and ``.txt`` files, read as documents."""
+"""Raw text corpora read as documents: JSON lines (plain, zstd, gzip, lm_dataformat) and text files.
+
+Inputs, as GPT-NeoX's preprocessing and lm_dataformat take them:
+
+- ``.jsonl``, ``.jsonl.zst``, ``.jsonl.gz`` and ``.json.gz``: one JSON object per line. A value
+  that is a list of strings is one document, its paragraphs joined by a blank line, and a line
+  that is a bare JSON string is a document of the first key (lm_dataformat's conventions).
+- ``.jsonl.zst.tar``: a tar of ``.jsonl.zst`` members (lm_dataformat's tar archives).
+- ``.txt``: the whole file is one document of the first key.
+- ``.zip`` and ``.tar.gz``: each file inside is one document of the first key (as lm_dataformat
+  reads them; enwik8 is a zip of one file).
+- a directory: its files with those suffixes, sorted by name (an lm_dataformat archive
+  directory of ``data_*.jsonl.zst`` chunks); other files in it are ignored.
+
+Bytes that are not UTF-8, and unpaired surrogates from JSON ``\\ud800`` escapes, become U+FFFD;
+such documents are counted in `ReadStats.invalid_utf8`. A line that is not a JSON object holding
+the keys as strings stops reading with FILE:LINE and the problem, or, with
+``skip_bad_lines=True``, is counted in `ReadStats.bad_lines` and skipped.
+"""
 
 from __future__ import annotations
 
 import glob
+import gzip
 import io
 import json
+import logging
+import re
+import tarfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import TextIO
 
-SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.zst", ".txt")
+from neox_data.dependency import import_optional
 
+logger = logging.getLogger(__name__)
 
-class MissingDependencyError(ImportError):
-    """An optional dependency is needed; the message names the extra to install."""
+JSONL_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json.gz")
+TAR_SUFFIX = ".jsonl.zst.tar"
+TEXT_SUFFIX = ".txt"
+TEXT_ARCHIVE_SUFFIXES = (".zip", ".tar.gz")  # every member file is one document
+SUPPORTED_SUFFIXES = (*JSONL_SUFFIXES, TAR_SUFFIX, TEXT_SUFFIX, *TEXT_ARCHIVE_SUFFIXES)
+PARAGRAPH_JOINER = "\n\n"  # lm_dataformat joins a list-of-paragraphs text with this
+_REPORTED_BAD_LINES = 10  # skipped lines logged one by one; the rest are only counted
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
 class Document:
-    """One text of a corpus: ``key`` is the JSON field it came from, ``line`` is 1-based."""
+    """One text of a corpus: ``key`` is the JSON field it came from, ``line`` is 1-based.
+
+    ``member`` names the file inside a tar archive ``source`` ("" for a plain file).
+    """
 
     key: str
     text: str
     source: Path
     line: int
+    member: str = ""
+
+
+@dataclass
+class ReadStats:
+    """What reading skipped or repaired, counted while the documents stream by."""
+
+    bad_lines: int = 0  # lines skipped under skip_bad_lines
+    invalid_utf8: int = 0  # lines or files whose text needed U+FFFD replacements
+    bad_line_examples: list[str] = field(default_factory=list)  # first few, "FILE:LINE: why"
+
+
+class BadLineError(ValueError):
+    """A JSON line that cannot be read as a document; the message starts with FILE:LINE."""
 
 
 def resolve_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Expand comma-separated lists and globs into existing files, in order.
+    """Expand comma-separated lists, globs and directories into input files, in order.
 
     Raises FileNotFoundError for a name or pattern that matches nothing and ValueError for a
-    file whose suffix is not one of ``.jsonl``, ``.jsonl.zst`` or ``.txt``.
+    file whose suffix is not a supported one.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -46,104 +91,189 @@ def resolve_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     if not resolved:
         raise FileNotFoundError("no input files given")
     for path in resolved:
-        _suffix_of(path)
+        suffix_of(path)
     return resolved
 
 
 def _expand(pattern: str) -> list[Path]:
     if glob.has_magic(pattern):
         matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True))
-        files = [m for m in matches if m.is_file()]
+        files = [m for m in matches if not m.is_dir()]
         if not files:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         return files
     path = Path(pattern)
-    if not path.is_file():
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if not p.is_dir() and _has_suffix(p))
+        if not files:
+            supported = ", ".join(SUPPORTED_SUFFIXES)
+            raise FileNotFoundError(f"directory {path} holds no input files ({supported})")
+        return files
+    if not path.exists():  # FIFOs and /dev/stdin are fine: only the name's suffix matters
         raise FileNotFoundError(f"input file not found: {path}")
     return [path]
 
 
-def _suffix_of(path: Path) -> str:
-    for suffix in SUPPORTED_SUFFIXES:
-        if path.name.endswith(suffix):
-            return suffix
-    supported = ", ".join(SUPPORTED_SUFFIXES)
-    raise ValueError(f"{path}: unsupported input file type; supported: {supported}")
+def _has_suffix(path: Path) -> bool:
+    return any(path.name.endswith(suffix) for suffix in SUPPORTED_SUFFIXES)
+
+
+def suffix_of(path: Path) -> str:
+    """The supported suffix ``path`` ends with (the longest), or a ValueError."""
+    matches = [suffix for suffix in SUPPORTED_SUFFIXES if path.name.endswith(suffix)]
+    if not matches:
+        supported = ", ".join(SUPPORTED_SUFFIXES)
+        raise ValueError(f"{path}: unsupported input file type; supported: {supported}")
+    return max(matches, key=len)
 
 
 def iter_documents(
-    paths: str | Path | Iterable[str | Path], keys: Sequence[str] = ("text",)
+    paths: str | Path | Iterable[str | Path],
+    keys: Sequence[str] = ("text",),
+    *,
+    skip_bad_lines: bool = False,
+    stats: ReadStats | None = None,
 ) -> Iterator[Document]:
     """Yield the documents of every input file, file by file and in file order.
 
-    A JSON-lines object yields one `Document` per key, in ``keys`` order. A ``.txt`` file is a
-    single document, yielded under the first key.
+    A JSON-lines object yields one `Document` per key, in ``keys`` order. Counts of skipped and
+    repaired input go to ``stats`` when one is given.
     """
     if not keys:
         raise ValueError("at least one JSON key is needed")
+    reader = _Reader(tuple(keys), skip_bad_lines, stats if stats is not None else ReadStats())
     for path in resolve_paths(paths):
-        if _suffix_of(path) == ".txt":
-            yield Document(keys[0], _read_text(path), path, 1)
-        else:
-            yield from _iter_jsonl(path, keys)
+        match suffix_of(path):
+            case ".txt":
+                yield reader.text_file(path)
+            case ".jsonl.zst.tar":
+                yield from reader.tar_archive(path)
+            case ".zip" | ".tar.gz":
+                yield from reader.text_archive(path)
+            case _:
+                with open_lines(path) as lines:
+                    yield from reader.json_lines(lines, path)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid UTF-8 text ({err})") from None
+@dataclass
+class _Reader:
+    keys: tuple[str, ...]
+    skip_bad_lines: bool
+    stats: ReadStats
 
+    def text_file(self, path: Path) -> Document:
+        text = self._decode(path.read_bytes())
+        return Document(self.keys[0], text, path, 1)
 
-def _iter_jsonl(path: Path, keys: Sequence[str]) -> Iterator[Document]:
-    line_number = 0
-    with _open_text(path) as lines:
+    def text_archive(self, path: Path) -> Iterator[Document]:
+        for member, data in _archive_members(path):
+            yield Document(self.keys[0], self._decode(data), path, 1, member)
+
+    def tar_archive(self, path: Path) -> Iterator[Document]:
+        zstandard = import_optional("zstandard", "zstd", f"reading {TAR_SUFFIX} archives")
+        with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                handle = archive.extractfile(member)
+                assert handle is not None  # a regular file always has contents
+                stream = zstandard.ZstdDecompressor().stream_reader(handle)
+                yield from self.json_lines(io.BufferedReader(stream), path, member.name)
+
+    def json_lines(
+        self, lines: Iterable[bytes], path: Path, member: str = ""
+    ) -> Iterator[Document]:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}[{member}]:{number}" if member else f"{path}:{number}"
+            try:
+                texts = self._parse(line, where)
+            except BadLineError as err:
+                if not self.skip_bad_lines:
+                    raise
+                self._count_bad_line(str(err))
+                continue
+            for key, text in zip(self.keys, texts, strict=True):
+                yield Document(key, text, path, number, member)
+
+    def _parse(self, line: bytes, where: str) -> list[str]:
         try:
-            for line_number, line in enumerate(lines, start=1):
-                if line.strip():
-                    yield from _parse_record(path, line_number, line, keys)
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}:{line_number + 1}: not valid UTF-8 ({err})") from None
+            record = json.loads(self._decode(line))
+        except json.JSONDecodeError as err:
+            raise BadLineError(f"{where}: malformed JSON: {err}") from None
+        if isinstance(record, str) and len(self.keys) == 1:
+            return [self._clean(record)]
+        if not isinstance(record, dict):
+            raise BadLineError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        return [self._clean(self._text_of(record, key, where)) for key in self.keys]
 
-
-def _parse_record(path: Path, line_number: int, line: str, keys: Sequence[str]) -> list[Document]:
-    where = f"{path}:{line_number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: malformed JSON: {err}") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    documents = []
-    for key in keys:
+    @staticmethod
+    def _text_of(record: dict, key: str, where: str) -> str:
         if key not in record:
-            raise ValueError(f"{where}: missing key {key!r} (keys present: {sorted(record)})")
-        text = record[key]
-        if not isinstance(text, str):
-            raise ValueError(f"{where}: key {key!r} holds {type(text).__name__}, not a string")
-        documents.append(Document(key, text, path, line_number))
-    return documents
+            raise BadLineError(f"{where}: missing key {key!r} (keys present: {sorted(record)})")
+        value = record[key]
+        if isinstance(value, list) and all(isinstance(part, str) for part in value):
+            return PARAGRAPH_JOINER.join(value)
+        if not isinstance(value, str):
+            raise BadLineError(f"{where}: key {key!r} holds {type(value).__name__}, not a string")
+        return value
+
+    def _decode(self, data: bytes) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stats.invalid_utf8 += 1
+            return data.decode("utf-8", errors="replace")
+
+    def _clean(self, text: str) -> str:
+        """Replace unpaired surrogates (legal in JSON escapes, not in UTF-8) with U+FFFD."""
+        if not _SURROGATE.search(text):
+            return text
+        self.stats.invalid_utf8 += 1
+        return _SURROGATE.sub("\ufffd", text)
+
+    def _count_bad_line(self, problem: str) -> None:
+        self.stats.bad_lines += 1
+        if len(self.stats.bad_line_examples) < _REPORTED_BAD_LINES:
+            self.stats.bad_line_examples.append(problem)
+            logger.warning("skipped bad line %s", problem)
+
+
+def _archive_members(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, contents) of each regular file in a ``.zip`` or ``.tar.gz``, in archive order."""
+    try:
+        yield from _read_members(path)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable archive: {err}") from None
+
+
+def _read_members(path: Path) -> Iterator[tuple[str, bytes]]:
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    yield info.filename, archive.read(info)
+        return
+    with tarfile.open(path, mode="r|gz") as archive:
+        for member in archive:
+            handle = archive.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                yield member.name, handle.read()
 
 
 @contextmanager
-def _open_text(path: Path) -> Iterator[TextIO]:
-    """Open a ``.jsonl`` or ``.jsonl.zst`` file as UTF-8 text."""
-    if _suffix_of(path) != ".jsonl.zst":
-        with path.open(encoding="utf-8") as handle:
+def open_lines(path: Path) -> Iterator[Iterable[bytes]]:
+    """Open a JSON-lines file, decompressing ``.zst`` and ``.gz``, as binary lines."""
+    suffix = suffix_of(path)
+    if suffix.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
             yield handle
         return
-    zstandard = _import_zstandard()
-    with path.open("rb") as raw:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw)
-        with io.TextIOWrapper(reader, encoding="utf-8") as handle:
+    if not suffix.endswith(".zst"):
+        with path.open("rb") as handle:
             yield handle
-
-
-def _import_zstandard() -> ModuleType:
-    try:
-        import zstandard
-    except ImportError:
-        raise MissingDependencyError(
-            "reading .jsonl.zst files needs the zstandard package: pip install 'neox-data[zstd]'"
-        ) from None
-    return zstandard
+        return
+    zstandard = import_optional("zstandard", "zstd", "reading .jsonl.zst files")
+    with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+        yield io.BufferedReader(stream)

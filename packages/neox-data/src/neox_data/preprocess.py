@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, closing
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from neox_data.corpus import Document, iter_documents, resolve_paths
-from neox_data.token_file import TokenFileWriter, best_dtype
+from neox_data.corpus import Document, ReadStats, iter_documents, resolve_paths
+from neox_data.dependency import MissingDependencyError, import_optional
+from neox_data.tiktoken_tokenizer import TiktokenEngine
+from neox_data.token_file import TokenFileWriter, as_token_array, best_dtype, writing_together
 from neox_data.tokenizer import Tokenizer, TokenizerSpec
 
 logger = logging.getLogger(__name__)
@@ -25,9 +31,28 @@ logger = logging.getLogger(__name__)
 # Documents sent to a worker process at a time, and chunks in flight per worker.
 _CHUNK_SIZE = 64
 _CHUNKS_IN_FLIGHT_PER_WORKER = 2
+_ENGINE_SAMPLE_CHUNKS = 4  # chunks encoded both ways before the tiktoken engine is trusted
+TOKENIZER_ENGINES = ("auto", "hf", "tiktoken")
 
 _Chunk = list[Document]
-_Encoded = tuple[_Chunk, list[list[int]]]
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How texts become token arrays, the same here and in worker processes."""
+
+    dtype: str  # the token files' dtype
+    eod_id: int | None  # appended to every non-empty document when set
+    ftfy: bool
+
+
+@dataclass(frozen=True)
+class _EncodedChunk:
+    tokens: np.ndarray  # the documents' tokens back to back, EOD included, in the token dtype
+    lengths: np.ndarray  # (documents,) int64 tokens per document; 0: empty, skipped
+
+
+_Encoded = tuple[_Chunk, _EncodedChunk]
 _EncodedStream = Generator[_Encoded, None, None]
 
 
@@ -37,10 +62,13 @@ class PreprocessResult:
 
     outputs: Mapping[str, Path]  # JSON key -> token file prefix (without .bin / .idx)
     documents: int  # documents written
-    empty_documents: int  # empty documents counted and skipped
+    empty_documents: int  # documents with no tokens, counted and skipped
     tokens: int  # tokens written, end-of-document tokens included
     text_bytes: int  # UTF-8 bytes of text read
     seconds: float
+    bad_lines: int = 0  # input lines skipped under skip_bad_lines
+    invalid_utf8: int = 0  # lines or files whose invalid UTF-8 was replaced by U+FFFD
+    engine: str = "hf"  # what encoded: the tokenizer itself ("hf") or "tiktoken"
 
     @property
     def megabytes_per_second(self) -> float:
@@ -49,7 +77,9 @@ class PreprocessResult:
     def summary(self) -> str:
         return (
             f"{self.documents} documents ({self.empty_documents} empty, skipped), "
-            f"{self.tokens} tokens, {self.megabytes_per_second:.2f} MB/s, {self.seconds:.1f} s"
+            f"{self.tokens} tokens, {self.bad_lines} bad lines skipped, "
+            f"{self.invalid_utf8} with invalid UTF-8 replaced, "
+            f"{self.megabytes_per_second:.2f} MB/s, {self.seconds:.1f} s ({self.engine} engine)"
         )
 
 
@@ -70,46 +100,93 @@ def preprocess(
     overwrite: bool = False,
     log_interval: int = 100,
     progress: bool = True,
+    skip_bad_lines: bool = False,
+    ftfy: bool = False,
+    tokenizer_engine: str = "auto",
 ) -> PreprocessResult:
     """Tokenize every document of ``inputs`` into one token file per JSON key.
 
     ``num_docs`` is, as in GPT-NeoX, only the expected number of documents for the progress bar.
     With ``workers > 1`` documents are tokenized in spawned processes, each building its own
     tokenizer from a `TokenizerSpec` (pass one, or a tokenizer with a ``spec``, e.g.
-    `HFTokenizer`); output order is input order either way.
+    `HFTokenizer`); output order is input order either way. ``ftfy`` repairs mojibake with
+    ``ftfy.fix_text`` before tokenizing (extra ``ftfy``). ``tokenizer_engine`` "auto" encodes
+    byte-level BPE tokenizers with tiktoken when that gives the same ids (see `choose_engine`),
+    "tiktoken" insists on it, "hf" never uses it. Nothing is written under the output names
+    unless every input was read: see `writing_together`.
     """
-    _check_options(jsonl_keys, workers, log_interval)
+    _check_options(jsonl_keys, workers, log_interval, tokenizer_engine)
+    if ftfy:
+        import_optional("ftfy", "ftfy", "--ftfy")  # fail before reading anything
     paths = resolve_paths(inputs)
     local = tokenizer.build() if isinstance(tokenizer, TokenizerSpec) else tokenizer
-    spec = _spec_for_workers(tokenizer) if workers > 1 else None
-    outputs = {key: output_prefix_for(output_prefix, key) for key in jsonl_keys}
     dtype = best_dtype(local.vocab_size)
     writers = {
-        key: TokenFileWriter(prefix, dtype, overwrite=overwrite) for key, prefix in outputs.items()
+        key: TokenFileWriter(output_prefix_for(output_prefix, key), dtype, overwrite=overwrite)
+        for key in jsonl_keys
     }
-    eod_id = local.eod_id if append_eod else None
+    stats = ReadStats()
+    documents = iter_documents(paths, jsonl_keys, skip_bad_lines=skip_bad_lines, stats=stats)
+    chunks = _chunked(documents, _CHUNK_SIZE)
+    first = list(itertools.islice(chunks, _ENGINE_SAMPLE_CHUNKS))
+    local = choose_engine(local, tokenizer_engine, [d for chunk in first for d in chunk])
+    encoding = _Encoding(dtype.str, local.eod_id if append_eod else None, ftfy)
+    encoded = _encode(itertools.chain(first, chunks), local, encoding, workers)
     total = num_docs * len(jsonl_keys) if num_docs else None
     start = time.perf_counter()
-    with ExitStack() as stack:
-        for writer in writers.values():
-            stack.enter_context(writer)
-        chunks = _chunked(iter_documents(paths, jsonl_keys), _CHUNK_SIZE)
-        encoded = (
-            _encode_serial(chunks, local)
-            if spec is None
-            else _encode_parallel(chunks, spec, workers)
-        )
-        stack.enter_context(closing(encoded))
-        bar = stack.enter_context(
-            tqdm(total=total, unit="docs", desc="tokenizing", file=sys.stderr, disable=not progress)
-        )
-        counts = _write_all(encoded, writers, eod_id, bar, log_interval)
-    result = PreprocessResult(outputs, *counts, seconds=time.perf_counter() - start)
+    with (
+        writing_together(list(writers.values())),
+        closing(encoded),
+        _progress_bar(total, progress) as bar,
+    ):
+        counts = _write_all(encoded, writers, bar, log_interval)
+    outputs = {key: writer.prefix for key, writer in writers.items()}
+    seconds = time.perf_counter() - start
+    engine = "tiktoken" if isinstance(local, TiktokenEngine) else "hf"
+    result = PreprocessResult(
+        outputs, *counts, seconds, stats.bad_lines, stats.invalid_utf8, engine
+    )
     logger.info("%s", result.summary())
     return result
 
 
-def _check_options(jsonl_keys: Sequence[str], workers: int, log_interval: int) -> None:
+def choose_engine(tokenizer: Tokenizer, requested: str, sample: Sequence[Document]) -> Tokenizer:
+    """``tokenizer``, or its tiktoken engine when asked for ("tiktoken") or safe ("auto").
+
+    The engine must give the same ids as ``tokenizer`` on every ``sample`` document. With
+    "auto" any reason not to use it (no translation, tiktoken missing, a differing document)
+    keeps ``tokenizer``; with "tiktoken" it is an error.
+    """
+    if requested == "hf" or isinstance(tokenizer, TiktokenEngine):
+        return tokenizer
+    try:
+        engine = TiktokenEngine.wrap(tokenizer)
+        for document in sample:
+            if engine.encode(document.text) != tokenizer.encode(document.text):
+                raise ValueError(
+                    f"the tiktoken engine encodes {document.source}:{document.line} "
+                    "differently from the tokenizer"
+                )
+    except (ValueError, MissingDependencyError) as err:
+        if requested == "tiktoken":
+            raise
+        logger.info("encoding with the tokenizer itself, not tiktoken: %s", err)
+        return tokenizer
+    logger.info("encoding with tiktoken: same ids on the first %d documents", len(sample))
+    return engine
+
+
+def _encode(
+    chunks: Iterator[_Chunk], tokenizer: Tokenizer, encoding: _Encoding, workers: int
+) -> _EncodedStream:
+    if workers == 1:
+        return _encode_serial(chunks, tokenizer, encoding)
+    return _encode_parallel(chunks, _spec_for_workers(tokenizer), encoding, workers)
+
+
+def _check_options(jsonl_keys: Sequence[str], workers: int, log_interval: int, engine: str) -> None:
+    if engine not in TOKENIZER_ENGINES:
+        raise ValueError(f"tokenizer engine must be one of {TOKENIZER_ENGINES}, got {engine!r}")
     if not jsonl_keys:
         raise ValueError("at least one JSON key is needed (--jsonl-keys)")
     if len(set(jsonl_keys)) != len(jsonl_keys):
@@ -132,31 +209,49 @@ def _spec_for_workers(tokenizer: Tokenizer | TokenizerSpec) -> TokenizerSpec:
     )
 
 
+def _progress_bar(total: int | None, enabled: bool) -> tqdm:
+    return tqdm(total=total, unit="docs", desc="tokenizing", file=sys.stderr, disable=not enabled)
+
+
 def _write_all(
     encoded: Iterator[_Encoded],
     writers: Mapping[str, TokenFileWriter],
-    eod_id: int | None,
     bar: tqdm,
     log_interval: int,
 ) -> tuple[int, int, int, int]:
-    """Write encoded documents; return (documents, empty documents, tokens, text bytes)."""
+    """Write encoded documents in order; return (documents, empty documents, tokens, bytes)."""
     documents = empty = tokens = text_bytes = 0
-    for chunk, chunk_ids in encoded:
-        for document, ids in zip(chunk, chunk_ids, strict=True):
-            text_bytes += len(document.text.encode("utf-8"))
-            if not ids:
-                empty += 1
-                continue
-            if eod_id is not None:
-                ids.append(eod_id)
-            writers[document.key].add_document(ids)
-            documents += 1
-            tokens += len(ids)
+    started = time.perf_counter()
+    for chunk, chunk_tokens in encoded:
+        _write_chunk(chunk, chunk_tokens, writers)
+        text_bytes += sum(len(document.text.encode("utf-8")) for document in chunk)
+        written = int(np.count_nonzero(chunk_tokens.lengths))
+        documents, empty = documents + written, empty + len(chunk) - written
+        tokens += len(chunk_tokens.tokens)
         seen = documents + empty
         if seen // log_interval != (seen - len(chunk)) // log_interval:
-            bar.set_postfix(tokens=tokens, MB=f"{text_bytes / 1e6:.1f}", refresh=False)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            tokens_per_second, megabytes_per_second = tokens / elapsed, text_bytes / 1e6 / elapsed
+            rates = {"tokens/s": f"{tokens_per_second:.3g}", "MB/s": f"{megabytes_per_second:.3g}"}
+            bar.set_postfix(rates, refresh=False)
         bar.update(len(chunk))
     return documents, empty, tokens, text_bytes
+
+
+def _write_chunk(
+    chunk: _Chunk, encoded: _EncodedChunk, writers: Mapping[str, TokenFileWriter]
+) -> None:
+    """Hand each run of same-key documents to its key's writer in one call."""
+    ends = np.cumsum(encoded.lengths)
+    run = 0
+    for i in range(1, len(chunk) + 1):
+        if i < len(chunk) and chunk[i].key == chunk[run].key:
+            continue
+        lengths = encoded.lengths[run:i]
+        begin = int(ends[run] - lengths[0])
+        tokens = encoded.tokens[begin : int(ends[i - 1])]
+        writers[chunk[run].key].add_documents(tokens, lengths[lengths > 0])
+        run = i
 
 
 def _chunked(documents: Iterator[Document], size: int) -> Iterator[_Chunk]:
@@ -170,25 +265,57 @@ def _chunked(documents: Iterator[Document], size: int) -> Iterator[_Chunk]:
         yield chunk
 
 
-def _encode_serial(chunks: Iterator[_Chunk], tokenizer: Tokenizer) -> _EncodedStream:
+def _encode_serial(
+    chunks: Iterator[_Chunk], tokenizer: Tokenizer, encoding: _Encoding
+) -> _EncodedStream:
     for chunk in chunks:
-        yield chunk, tokenizer.encode_batch([document.text for document in chunk])
+        yield chunk, _encode_texts(tokenizer, [document.text for document in chunk], encoding)
 
 
-def _encode_parallel(chunks: Iterator[_Chunk], spec: TokenizerSpec, workers: int) -> _EncodedStream:
-    """Encode chunks in a spawned pool, a bounded number in flight, results in input order."""
+def _encode_parallel(
+    chunks: Iterator[_Chunk], spec: TokenizerSpec, encoding: _Encoding, workers: int
+) -> _EncodedStream:
+    """Encode chunks in spawned processes, a bounded number in flight, results in input order.
+
+    Workers ignore SIGINT: Ctrl-C reaches this process, which stops them. A worker that dies
+    (killed, out of memory) fails the run with BrokenProcessPool instead of hanging it.
+    """
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        pending: deque[tuple[_Chunk, AsyncResult[list[list[int]]]]] = deque()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    try:
+        pending: deque[tuple[_Chunk, Future[_EncodedChunk]]] = deque()
         for chunk in chunks:
             texts = [document.text for document in chunk]
-            pending.append((chunk, pool.apply_async(_encode_in_worker, (spec, texts))))
+            pending.append((chunk, pool.submit(_encode_in_worker, spec, texts, encoding)))
             if len(pending) >= workers * _CHUNKS_IN_FLIGHT_PER_WORKER:
-                done, result = pending.popleft()
-                yield done, result.get()
+                done, future = pending.popleft()
+                yield done, future.result()
         while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker() -> None:
+    """Workers leave Ctrl-C to the main process and use one thread each (the processes are
+    the parallelism; a Rust thread pool per worker would oversubscribe the cores)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _encode_texts(tokenizer: Tokenizer, texts: list[str], encoding: _Encoding) -> _EncodedChunk:
+    if encoding.ftfy:
+        fix_text = import_optional("ftfy", "ftfy", "--ftfy").fix_text
+        texts = [fix_text(text) for text in texts]
+    ids = tokenizer.encode_batch(texts)
+    if encoding.eod_id is not None:
+        for document in ids:
+            if document:
+                document.append(encoding.eod_id)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return _EncodedChunk(as_token_array(flat, np.dtype(encoding.dtype)), lengths)
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,5 +324,5 @@ def _tokenizer_in_worker(spec: TokenizerSpec) -> Tokenizer:
     return spec.build()
 
 
-def _encode_in_worker(spec: TokenizerSpec, texts: list[str]) -> list[list[int]]:
-    return _tokenizer_in_worker(spec).encode_batch(texts)
+def _encode_in_worker(spec: TokenizerSpec, texts: list[str], encoding: _Encoding) -> _EncodedChunk:
+    return _encode_texts(_tokenizer_in_worker(spec), texts, encoding)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import array
 import logging
 import os
+import shutil
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NoReturn
@@ -52,6 +54,8 @@ _CODE_OF_DTYPE = {dtype: code for code, dtype in DTYPE_CODES.items()}
 
 # GPT-NeoX switches to int32 tokens at this vocabulary size (it keeps some headroom below 65536).
 _UINT16_VOCAB_LIMIT = 65500
+_COPY_BUFFER = 16 << 20
+_CHECK_CHUNK = 1 << 20  # index entries checked at a time, to bound memory
 
 
 def best_dtype(vocab_size: int) -> np.dtype:
@@ -80,8 +84,8 @@ def _token_dtype(dtype: npt.DTypeLike) -> np.dtype:
     return resolved
 
 
-def _as_tokens(tokens: Sequence[int] | np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Convert one document's tokens to ``dtype``, refusing values that do not fit."""
+def as_token_array(tokens: Sequence[int] | np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert tokens to the token ``dtype``, refusing values that do not fit."""
     values = np.asarray(tokens)
     if values.size == 0:
         return np.empty(0, dtype=dtype)
@@ -103,23 +107,29 @@ def _as_tokens(tokens: Sequence[int] | np.ndarray, dtype: np.dtype) -> np.ndarra
     return values.astype(dtype, copy=False)
 
 
-def _index_bytes(dtype: np.dtype, sizes: np.ndarray) -> bytes:
-    """The complete ``.idx`` contents for sequences of ``sizes`` tokens, one per document."""
+def _index_bytes(dtype: np.dtype, sizes: np.ndarray, doc_idx: np.ndarray) -> bytes:
+    """The complete ``.idx`` contents for sequences of ``sizes`` tokens grouped by ``doc_idx``."""
     count = len(sizes)
     pointers = np.zeros(count, dtype="<i8")
     np.cumsum(sizes[:-1], dtype="<i8", out=pointers[1:])
     pointers *= dtype.itemsize
-    doc_idx = np.arange(count + 1, dtype="<i8")
     header = _HEADER.pack(MAGIC, VERSION, _CODE_OF_DTYPE[dtype], count, len(doc_idx))
-    return header + sizes.astype("<i4").tobytes() + pointers.tobytes() + doc_idx.tobytes()
+    return (
+        header
+        + sizes.astype("<i4").tobytes()
+        + pointers.tobytes()
+        + doc_idx.astype("<i8").tobytes()
+    )
 
 
 class TokenFileWriter:
     """Write a token file, one document per sequence, atomically.
 
-    Use as a context manager. Tokens stream to a temporary ``.bin`` in the output directory;
-    only the per-document sizes stay in memory. On a clean exit the ``.bin`` and then the
-    ``.idx`` are renamed into place; on an exception every temporary file is removed.
+    Use as a context manager (or several at once with `writing_together`). Tokens stream to a
+    temporary ``.bin`` in the output directory; only the per-document sizes stay in memory. On
+    a clean exit the index is written to a temporary ``.idx``, then the ``.bin`` and the
+    ``.idx`` are renamed into place; on an exception every temporary file is removed. A process
+    killed mid-run leaves only hidden ``.PREFIX.*.tmp`` files, never a ``.bin``/``.idx`` pair.
     """
 
     def __init__(
@@ -131,14 +141,16 @@ class TokenFileWriter:
         self.bin_path = bin_path(prefix)
         self.idx_path = idx_path(prefix)
         self._check_outputs_free()
-        self._sizes = array.array("i")
+        self._sizes = array.array("i")  # tokens per sequence
+        self._doc_idx = array.array("q", [0])  # sequence count after each document
+        self._num_tokens = 0
         self._bin: BinaryIO | None = None
         self._tmp_bin: Path | None = None
-        self._num_tokens = 0
+        self._tmp_idx: Path | None = None
 
     @property
     def num_documents(self) -> int:
-        return len(self._sizes)
+        return len(self._doc_idx) - 1
 
     @property
     def num_tokens(self) -> int:
@@ -161,23 +173,8 @@ class TokenFileWriter:
         return Path(name)
 
     def __enter__(self) -> TokenFileWriter:
-        if self._bin is not None:
-            raise RuntimeError(f"writer for {self.prefix} is already open")
-        self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_bin = self._temp_path(".bin")
-        self._bin = self._tmp_bin.open("wb")
+        self._open()
         return self
-
-    def add_document(self, tokens: Sequence[int] | np.ndarray) -> None:
-        """Append one document (written as one sequence)."""
-        if self._bin is None:
-            raise RuntimeError("TokenFileWriter.add_document called outside its `with` block")
-        values = _as_tokens(tokens, self.dtype)
-        if len(values) > np.iinfo(np.int32).max:
-            raise ValueError(f"document of {len(values)} tokens exceeds the int32 size field")
-        self._bin.write(values.tobytes())
-        self._sizes.append(len(values))
-        self._num_tokens += len(values)
 
     def __exit__(
         self,
@@ -185,34 +182,128 @@ class TokenFileWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._bin is not None and self._tmp_bin is not None
-        self._bin.close()
-        self._bin = None
-        tmp_bin, self._tmp_bin = self._tmp_bin, None
         if exc_type is not None:
-            tmp_bin.unlink(missing_ok=True)
+            self._abort()
             return
         try:
-            self._commit(tmp_bin)
+            self._prepare()
+            self._publish()
         finally:
-            tmp_bin.unlink(missing_ok=True)
+            self._abort()  # removes whatever temporary file is left
 
-    def _commit(self, tmp_bin: Path) -> None:
-        """Write the index to a temporary file, then rename ``.bin`` and ``.idx`` into place."""
+    def _open(self) -> None:
+        if self._tmp_bin is not None:
+            raise RuntimeError(f"writer for {self.prefix} is already open")
+        self._sizes, self._doc_idx, self._num_tokens = array.array("i"), array.array("q", [0]), 0
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_bin = self._temp_path(".bin")
+        self._bin = self._tmp_bin.open("wb")
+
+    def add_document(self, tokens: Sequence[int] | np.ndarray) -> None:
+        """Append one document (written as one sequence)."""
+        if self._bin is None:
+            raise RuntimeError("TokenFileWriter.add_document called outside its `with` block")
+        values = as_token_array(tokens, self.dtype)
+        if len(values) > np.iinfo(np.int32).max:
+            raise ValueError(f"document of {len(values)} tokens exceeds the int32 size field")
+        self._bin.write(values.tobytes())
+        self._sizes.append(len(values))
+        self._doc_idx.append(len(self._sizes))
+        self._num_tokens += len(values)
+
+    def add_documents(
+        self, tokens: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray
+    ) -> None:
+        """Append ``len(lengths)`` documents stored back to back in ``tokens``."""
+        if self._bin is None:
+            raise RuntimeError("TokenFileWriter.add_documents called outside its `with` block")
+        values = as_token_array(tokens, self.dtype)
+        sizes = np.asarray(lengths, dtype=np.int64)
+        if sizes.ndim != 1 or (sizes < 0).any() or int(sizes.sum()) != len(values):
+            raise ValueError(
+                f"lengths must be non-negative and sum to the {len(values)} tokens given, "
+                f"got {sizes.sum()} in {len(sizes)} lengths"
+            )
+        if len(sizes) and sizes.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"document of {sizes.max()} tokens exceeds the int32 size field")
+        self._bin.write(values.tobytes())
+        first = len(self._sizes)
+        self._sizes.frombytes(sizes.astype("=i4").tobytes())
+        self._doc_idx.frombytes(np.arange(first + 1, first + len(sizes) + 1, dtype="=i8").tobytes())
+        self._num_tokens += len(values)
+
+    def add_token_file(self, source: TokenFile) -> None:
+        """Append all of ``source`` (same dtype): its ``.bin`` copied in bulk, its sequences and
+        document boundaries kept as they are."""
+        if self._bin is None:
+            raise RuntimeError("TokenFileWriter.add_token_file called outside its `with` block")
+        if source.dtype != self.dtype:
+            raise ValueError(
+                f"{source.prefix} holds {source.dtype.name} tokens; this file holds "
+                f"{self.dtype.name}: merge only token files of one dtype"
+            )
+        with source.bin_path.open("rb") as data:
+            shutil.copyfileobj(data, self._bin, _COPY_BUFFER)
+        offset = len(self._sizes)
+        self._sizes.frombytes(source.sizes.astype("=i4").tobytes())
+        self._doc_idx.frombytes((source.doc_idx[1:] + offset).astype("=i8").tobytes())
+        self._num_tokens += source.num_tokens
+
+    def _abort(self) -> None:
+        if self._bin is not None:
+            self._bin.close()
+            self._bin = None
+        for temp in (self._tmp_bin, self._tmp_idx):
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+        self._tmp_bin = self._tmp_idx = None
+
+    def _prepare(self) -> None:
+        """Close the ``.bin`` and write the index, both still under temporary names."""
+        assert self._bin is not None, "prepare before open"
+        self._bin.close()
+        self._bin = None
         sizes = np.frombuffer(self._sizes, dtype=np.int32) if self._sizes else np.empty(0, "<i4")
-        tmp_idx = self._temp_path(".idx")
-        try:
-            tmp_idx.write_bytes(_index_bytes(self.dtype, sizes))
-            self._check_outputs_free()
-            # An old .idx beside a new .bin would look valid: drop it before renaming.
-            self.idx_path.unlink(missing_ok=True)
-            os.replace(tmp_bin, self.bin_path)
-            os.replace(tmp_idx, self.idx_path)
-        finally:
-            tmp_idx.unlink(missing_ok=True)
+        doc_idx = np.frombuffer(self._doc_idx, dtype=np.int64)
+        self._tmp_idx = self._temp_path(".idx")
+        self._tmp_idx.write_bytes(_index_bytes(self.dtype, sizes, doc_idx))
+
+    def _publish(self) -> None:
+        """Rename the prepared ``.bin`` then ``.idx`` into place."""
+        assert self._tmp_bin is not None and self._tmp_idx is not None, "publish before prepare"
+        self._check_outputs_free()
+        # An old .idx beside a new .bin would look valid: drop it before renaming.
+        self.idx_path.unlink(missing_ok=True)
+        os.replace(self._tmp_bin, self.bin_path)
+        os.replace(self._tmp_idx, self.idx_path)
+        self._tmp_bin = self._tmp_idx = None
         logger.debug(
             "wrote %s (%d documents, %d tokens)", self.prefix, self.num_documents, self.num_tokens
         )
+
+
+@contextmanager
+def writing_together(writers: Sequence[TokenFileWriter]) -> Iterator[None]:
+    """Open several writers; publish all of them only once every one is complete.
+
+    Every index is written (under a temporary name) before the first rename, so an error in
+    any writer, or in the ``with`` block, leaves none of the files in place.
+    """
+    opened: list[TokenFileWriter] = []
+    try:
+        for writer in writers:
+            writer._open()
+            opened.append(writer)
+        yield
+        for writer in writers:
+            writer._prepare()
+        for writer in writers:
+            writer._check_outputs_free()
+        for writer in writers:
+            writer._publish()
+    finally:
+        for writer in opened:
+            writer._abort()
 
 
 class TokenFile:
@@ -233,6 +324,7 @@ class TokenFile:
         offset += 8 * doc_count
         if offset != len(self._idx):
             self._fail(f"expected {offset} bytes for {count} sequences, found {len(self._idx)}")
+        self._check_index()
         self._tokens = _map(self.bin_path, self.dtype)
         self._check_bin()
 
@@ -258,17 +350,47 @@ class TokenFile:
         return np.frombuffer(self._idx, dtype=dtype, count=count, offset=offset)
 
     def _check_bin(self) -> None:
-        if len(self.sizes) == 0:
+        """The ``.bin`` must hold exactly the tokens the index describes, nothing more."""
+        expected = self.num_tokens * self.dtype.itemsize
+        actual = len(self._tokens) * self.dtype.itemsize
+        if actual < expected:
+            problem = "is truncated"
+        elif actual > expected:
+            problem = "is longer than its index says (the .bin of another index?)"
+        else:
             return
-        needed = int(self.pointers[-1]) // self.dtype.itemsize + int(self.sizes[-1])
-        if len(self._tokens) < needed:
-            raise ValueError(
-                f"{self.bin_path}: truncated token data: the index needs {needed} tokens of "
-                f"{self.dtype.name}, the file holds {len(self._tokens)}"
-            )
+        raise ValueError(
+            f"{self.bin_path}: truncated or foreign token data: the file {problem}: "
+            f"{self.idx_path} describes {expected} bytes ({self.num_tokens} {self.dtype.name} "
+            f"tokens), the file holds {actual}; re-create the .bin/.idx pair"
+        )
+
+    def _check_index(self) -> None:
+        """Sizes non-negative, pointers back to back from 0, doc_idx running from 0 to count."""
+        count, itemsize = len(self.sizes), self.dtype.itemsize
+        for start in range(0, count, _CHECK_CHUNK):
+            sizes = self.sizes[start : start + _CHECK_CHUNK + 1].astype(np.int64)
+            pointers = self.pointers[start : start + _CHECK_CHUNK + 1]
+            if sizes.min() < 0:
+                self._fail(f"negative sequence size near sequence {start}")
+            if (start == 0 and pointers[0] != 0) or (
+                np.diff(pointers) != sizes[:-1] * itemsize
+            ).any():
+                self._fail(f"sequence pointers do not follow the sizes near sequence {start}")
+        doc_idx = self.doc_idx
+        if len(doc_idx) == 0 or doc_idx[0] != 0 or doc_idx[-1] != count:
+            self._fail(f"doc_idx must run from 0 to the sequence count {count}")
+        for start in range(0, len(doc_idx), _CHECK_CHUNK):
+            if (np.diff(doc_idx[start : start + _CHECK_CHUNK + 1]) < 0).any():
+                self._fail(f"doc_idx decreases near document {start}")
 
     def __len__(self) -> int:
         return len(self.sizes)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Every token of the file, back to back (read-only, memory-mapped)."""
+        return self._tokens
 
     @property
     def num_tokens(self) -> int:
@@ -309,4 +431,41 @@ def _map(path: Path, dtype: npt.DTypeLike) -> np.ndarray:
         )
     if size == 0:
         return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    # A plain ndarray view of the map: indexing a np.memmap subclass is several times slower.
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r"))
+
+
+def find_token_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Token file prefixes from prefixes and directories (every ``*.idx`` pair inside, sorted)."""
+    prefixes: list[Path] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(p.with_suffix("") for p in path.glob("*.idx"))
+            if not found:
+                raise FileNotFoundError(f"directory {path} holds no .idx/.bin token files")
+            prefixes.extend(found)
+        else:
+            prefixes.append(Path(str(path).removesuffix(".idx").removesuffix(".bin")))
+    if not prefixes:
+        raise ValueError("no token files given to merge")
+    return prefixes
+
+
+def merge_token_files(
+    inputs: Sequence[str | Path], output_prefix: str | Path, *, overwrite: bool = False
+) -> TokenFile:
+    """Concatenate token files (prefixes, or directories of them) into one, in order.
+
+    Tokens are copied in bulk, sequences and document boundaries kept: the result equals
+    preprocessing the inputs' corpora one after the other. All inputs must share a dtype.
+    """
+    sources = [TokenFile(prefix) for prefix in find_token_files(inputs)]
+    dtypes = {source.dtype for source in sources}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{s.prefix} ({s.dtype.name})" for s in sources)
+        raise ValueError(f"cannot merge token files of different dtypes: {listing}")
+    with TokenFileWriter(output_prefix, sources[0].dtype, overwrite=overwrite) as writer:
+        for source in sources:
+            writer.add_token_file(source)
+    return TokenFile(output_prefix)

@@ -1,23 +1,34 @@
-"""Tokenizers: the `Tokenizer` protocol, a Hugging Face ``tokenizers`` backend, BPE training."""
+"""The `Tokenizer` protocol and GPT-NeoX's ``tokenizer_type`` factory.
+
+Each tokenizer type lives in its own module: `HFTokenizer`, `GPT2BPETokenizer` and
+`HFGPT2Tokenizer` (Hugging Face ``tokenizers``) in ``hf_tokenizer``, `CharLevelTokenizer` in
+``char_tokenizer``, `SPMTokenizer` (SentencePiece, extra ``spm``) in ``spm_tokenizer`` and
+`TiktokenTokenizer` (extra ``tiktoken``) in ``tiktoken_tokenizer``.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 logger = logging.getLogger(__name__)
 
 EOD_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
-SUPPORTED_TOKENIZER_TYPES = ("HFTokenizer",)
+
+# GPT-NeoX's names; `build_tokenizer` also accepts them in any letter case, as GPT-NeoX does.
+ENGINES = ("hf", "tiktoken")  # how a byte-level BPE tokenizer encodes (build_tokenizer)
+SUPPORTED_TOKENIZER_TYPES = (
+    "HFTokenizer",
+    "HFGPT2Tokenizer",
+    "GPT2BPETokenizer",
+    "SPMTokenizer",
+    "CharLevelTokenizer",
+    "TiktokenTokenizer",
+)
 
 
 @runtime_checkable
@@ -45,115 +56,84 @@ class TokenizerSpec:
     """
 
     tokenizer_type: str
-    vocab_file: str
+    vocab_file: str | None = None
     merge_file: str | None = None
+    engine: str = "hf"  # "tiktoken": encode with tiktoken (see tiktoken_tokenizer.TiktokenEngine)
 
     def build(self) -> Tokenizer:
-        return build_tokenizer(self.tokenizer_type, self.vocab_file, self.merge_file)
+        return build_tokenizer(
+            self.tokenizer_type, self.vocab_file, self.merge_file, engine=self.engine
+        )
 
 
-class HFTokenizer:
-    """A Hugging Face ``tokenizer.json`` tokenizer; end-of-document is ``<|endoftext|>``."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {self.path}")
-        try:
-            self._tokenizer = tokenizers.Tokenizer.from_file(str(self.path))
-        except Exception as err:  # the library raises plain Exception for bad JSON
-            raise ValueError(f"{self.path}: not a valid tokenizer.json: {err}") from err
-        eod = self._tokenizer.token_to_id(EOD_TOKEN)
-        if eod is None:
-            raise ValueError(f"{self.path}: the vocabulary has no {EOD_TOKEN} token")
-        self._eod_id = eod
-
-    @property
-    def spec(self) -> TokenizerSpec:
-        """The recipe that rebuilds this tokenizer in another process."""
-        return TokenizerSpec("HFTokenizer", str(self.path))
-
-    @property
-    def eod_id(self) -> int:
-        return self._eod_id
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``; special tokens such as ``<|endoftext|>`` are kept in the text."""
-        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+def canonical_tokenizer_type(tokenizer_type: str) -> str:
+    """GPT-NeoX's spelling of ``tokenizer_type`` (matched ignoring case), or a ValueError."""
+    for name in SUPPORTED_TOKENIZER_TYPES:
+        if name.lower() == tokenizer_type.lower():
+            return name
+    supported = ", ".join(SUPPORTED_TOKENIZER_TYPES)
+    raise ValueError(f"unsupported tokenizer type {tokenizer_type!r}; supported types: {supported}")
 
 
 def build_tokenizer(
-    tokenizer_type: str, vocab_file: str | Path, merge_file: str | Path | None = None
+    tokenizer_type: str,
+    vocab_file: str | Path | None = None,
+    merge_file: str | Path | None = None,
+    *,
+    engine: str = "hf",
 ) -> Tokenizer:
-    """Build a tokenizer from GPT-NeoX's ``tokenizer_type`` / ``vocab_file`` / ``merge_file``."""
-    match tokenizer_type:
-        case "HFTokenizer":
-            if merge_file is not None:
-                logger.warning("HFTokenizer ignores merge_file %s", merge_file)
-            return HFTokenizer(vocab_file)
-        case _:
-            supported = ", ".join(SUPPORTED_TOKENIZER_TYPES)
-            raise ValueError(
-                f"unsupported tokenizer type {tokenizer_type!r}; supported types: {supported}"
-            )
+    """Build a tokenizer from GPT-NeoX's ``tokenizer_type`` / ``vocab_file`` / ``merge_file``.
 
-
-def train_bpe_tokenizer(
-    texts: Iterable[str],
-    vocab_size: int,
-    output_path: str | Path,
-    special_tokens: Sequence[str] = (EOD_TOKEN, PAD_TOKEN),
-) -> HFTokenizer:
-    """Train a byte-level BPE tokenizer on ``texts`` and write it to ``output_path`` (JSON).
-
-    Special tokens take the first ids, so ``<|endoftext|>`` is id 0 with the default list.
+    Nothing is downloaded: every type but ``CharLevelTokenizer`` reads local files. With
+    ``engine="tiktoken"`` a byte-level BPE tokenizer encodes with tiktoken instead (same ids;
+    a ValueError says why when its configuration cannot be translated).
     """
-    if EOD_TOKEN not in special_tokens:
-        raise ValueError(f"special_tokens must include {EOD_TOKEN}, got {list(special_tokens)}")
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    smallest = len(alphabet) + len(special_tokens)
-    if vocab_size < smallest:
+    tokenizer = _build(tokenizer_type, vocab_file, merge_file)
+    match engine:
+        case "hf":
+            return tokenizer
+        case "tiktoken":
+            from neox_data.tiktoken_tokenizer import TiktokenEngine
+
+            return TiktokenEngine.wrap(tokenizer)
+    raise ValueError(f"unknown tokenizer engine {engine!r}; use one of {', '.join(ENGINES)}")
+
+
+def _build(
+    tokenizer_type: str, vocab_file: str | Path | None, merge_file: str | Path | None
+) -> Tokenizer:
+    # The tokenizer modules import this one (for the protocol's constants and TokenizerSpec).
+    from neox_data.char_tokenizer import CharLevelTokenizer
+    from neox_data.hf_tokenizer import GPT2BPETokenizer, HFGPT2Tokenizer, HFTokenizer
+    from neox_data.spm_tokenizer import SPMTokenizer
+    from neox_data.tiktoken_tokenizer import TiktokenTokenizer
+
+    name = canonical_tokenizer_type(tokenizer_type)
+    if name not in ("GPT2BPETokenizer", "HFGPT2Tokenizer") and merge_file is not None:
+        logger.warning("%s ignores merge_file %s", name, merge_file)
+    match name:
+        case "HFTokenizer":
+            return HFTokenizer(_required(name, vocab_file))
+        case "GPT2BPETokenizer":
+            merges = _required(name, merge_file, "merge")
+            return GPT2BPETokenizer(_required(name, vocab_file), merges)
+        case "HFGPT2Tokenizer":
+            return HFGPT2Tokenizer(_required(name, vocab_file), merge_file)
+        case "SPMTokenizer":
+            return SPMTokenizer(_required(name, vocab_file))
+        case "TiktokenTokenizer":
+            return TiktokenTokenizer(_required(name, vocab_file))
+        case "CharLevelTokenizer":
+            if vocab_file is not None:
+                logger.warning("CharLevelTokenizer ignores vocab_file %s", vocab_file)
+            return CharLevelTokenizer()
+    raise AssertionError(f"unhandled tokenizer type {name}")
+
+
+def _required(tokenizer_type: str, path: str | Path | None, kind: str = "vocab") -> str | Path:
+    if path is None:
         raise ValueError(
-            f"vocab_size {vocab_size} is too small: the byte alphabet and special tokens "
-            f"already take {smallest} ids"
+            f"tokenizer type {tokenizer_type} needs a {kind} file: pass --{kind}-file "
+            f"({kind}_file in the config)"
         )
-    model = tokenizers.Tokenizer(models.BPE())
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    model.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special_tokens),
-        initial_alphabet=alphabet,
-        show_progress=False,
-    )
-    model.train_from_iterator(texts, trainer=trainer)
-    if model.get_vocab_size() < vocab_size:
-        logger.warning(
-            "corpus too small: the tokenizer has %d tokens, not the %d asked for",
-            model.get_vocab_size(),
-            vocab_size,
-        )
-    _save_atomically(model, Path(output_path))
-    return HFTokenizer(output_path)
-
-
-def _save_atomically(model: tokenizers.Tokenizer, path: Path) -> None:
-    """Write ``model`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    return path

@@ -10,12 +10,16 @@ from neox_model.config import (
     PosEmb,
 )
 from neox_model.kv_cache import KVCache
+from neox_model.norms import NORM_TYPES
 from neox_model.parameters import count_parameters
+from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
     TPGroup,
     VocabParallelEmbedding,
+    shard_spec,
+    unshard,
     vocab_parallel_cross_entropy,
 )
 from neox_model.transformer import Block, Transformer
@@ -33,6 +37,7 @@ from neox_model.weights import (
 __all__ = [
     "GATED_ACTIVATIONS",
     "LATEST",
+    "NORM_TYPES",
     "Activation",
     "AttentionType",
     "Block",
@@ -50,9 +55,14 @@ __all__ = [
     "WeightFile",
     "count_parameters",
     "find_step_dir",
+    "layer_name_map",
     "load_model",
     "load_state_dict",
+    "pipeline_loss",
+    "pipeline_specs",
     "read_manifest",
+    "shard_spec",
+    "unshard",
     "vocab_parallel_cross_entropy",
     "write_manifest",
 ]

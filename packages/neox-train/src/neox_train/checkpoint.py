@@ -32,16 +32,15 @@ from neox_model import (
     ModelManifest,
     WeightFile,
     find_step_dir,
+    layer_name_map,
     write_manifest,
 )
-from neox_model.pipeline import layer_name_map
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = re.compile(r"mp_rank_(\d+)_model_states\.pt$")  # DeepSpeed, one per TP rank
 LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")  # pipeline layers
 CONSOLIDATED = "consolidated_model_states.pt"  # ZeRO-3: the gathered weights, by neox
-TOKENIZER_FILE = "tokenizer.json"
 _STEP_DIR = re.compile(r"global_step(\d+)$")
 
 
@@ -73,7 +72,7 @@ def save(
     state: SavedStep,
     layout: ModelLayout,
     run_yaml: dict[str, Any],
-    tokenizer_file: str | None,
+    tokenizer_files: tuple[str, ...],
     keep_last: int | None,
 ) -> Path:
     """Save on every rank (collective); rank 0 writes metadata and then `latest`."""
@@ -85,7 +84,7 @@ def save(
     if dist.get_rank() == 0:
         if consolidated is not None:
             torch.save(dict(consolidated), step_dir / CONSOLIDATED)
-        _write_metadata(step_dir, state, layout, run_yaml, tokenizer_file)
+        _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
         _write_atomic(save_dir / LATEST, tag + "\n")
         if keep_last:
             _prune(save_dir, keep_last)
@@ -114,10 +113,11 @@ def _write_metadata(
     state: SavedStep,
     layout: ModelLayout,
     run_yaml: dict[str, Any],
-    tokenizer_file: str | None,
+    tokenizer_files: tuple[str, ...],
 ) -> None:
-    if tokenizer_file:
-        shutil.copyfile(tokenizer_file, step_dir / TOKENIZER_FILE)
+    """The tokenizer's files (vocabulary first) are copied in under their own names."""
+    for name in tokenizer_files:
+        shutil.copyfile(name, step_dir / Path(name).name)
     _write_atomic(step_dir / "config.yml", yaml.safe_dump(run_yaml, sort_keys=False))
     body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
     _write_atomic(step_dir / "neox_state.json", json.dumps(body, indent=2) + "\n")
@@ -125,7 +125,7 @@ def _write_metadata(
         config=layout.config,
         files=weight_files(step_dir, layout),
         tensor_parallel=1 if layout.zero3 else layout.tensor_parallel,
-        tokenizer=TOKENIZER_FILE if tokenizer_file else None,
+        tokenizer=Path(tokenizer_files[0]).name if tokenizer_files else None,
     )
     write_manifest(step_dir, manifest)
 
@@ -147,13 +147,28 @@ def _prune(save_dir: Path, keep_last: int) -> None:
         shutil.rmtree(path)
 
 
-def load(engine: Any, load_dir: str | Path) -> SavedStep | None:
-    """Restore the engine from the newest checkpoint in `load_dir`; None when there is none."""
+def load(
+    engine: Any, load_dir: str | Path, *, weights_only: bool = False, optimizer: bool = True
+) -> SavedStep | None:
+    """Restore the engine from the newest checkpoint in `load_dir`; None when there is none.
+
+    `weights_only` (fine-tuning) loads the model alone and restarts at step 0; `optimizer`
+    False keeps the fresh optimizer and schedule.
+    """
     if not (Path(load_dir) / LATEST).is_file():
         return None
     step_dir = find_step_dir(load_dir)
-    path, _ = engine.load_checkpoint(str(load_dir), tag=step_dir.name)
+    with_state = optimizer and not weights_only
+    path, _ = engine.load_checkpoint(
+        str(load_dir),
+        tag=step_dir.name,
+        load_module_only=weights_only,
+        load_optimizer_states=with_state,
+        load_lr_scheduler_states=with_state,
+    )
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {step_dir}")
+    if weights_only:
+        return SavedStep(0, 0)
     body = json.loads((step_dir / "neox_state.json").read_text())
     return SavedStep(body["iteration"], body["consumed_samples"])

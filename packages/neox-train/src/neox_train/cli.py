@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from neox_train.run_config import LoadedConfig, load_run_config
 from neox_train.schema import ConfigError
@@ -77,10 +78,10 @@ def _generate(args: argparse.Namespace) -> int:
     from neox_train.generate import generate
 
     step_dir, manifest, model = load_model(args.checkpoint)
-    if manifest.tokenizer is None:
-        raise ConfigError(f"{step_dir} holds no tokenizer; cannot encode a prompt")
-    run = load_run_config([str(step_dir / "config.yml")]).run
-    tokenizer = build_tokenizer(run.data.tokenizer_type, str(step_dir / manifest.tokenizer))
+    data = load_run_config([str(step_dir / "config.yml")]).run.data
+    vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
+    merges = step_dir / Path(data.merge_file).name if data.merge_file else None
+    tokenizer = build_tokenizer(data.tokenizer_type, vocab, merges)
     new = generate(
         model,
         tokenizer.encode(args.prompt),

@@ -52,8 +52,8 @@ def build_splits(
     parts = split_documents(len(tokens), split)
     wanted = (counts.train, counts.valid, counts.test)
     datasets = [
-        GPTDataset(tokens, docs, n, seq_length, seed) if len(docs) and n else None
-        for docs, n in zip(parts, wanted, strict=True)
+        GPTDataset(tokens, docs, n, seq_length, seed, name=name) if len(docs) and n else None
+        for docs, n, name in zip(parts, wanted, ("train", "valid", "test"), strict=True)
     ]
     train, valid, test = datasets
     if train is None:

@@ -19,8 +19,12 @@ _NEVER = 2**31 - 1
 
 def deepspeed_config(run: RunConfig, batch: BatchLayout) -> dict[str, Any]:
     fp16 = run.precision.fp16
-    zero = dataclasses.asdict(run.parallel.zero_optimization)
-    del zero["cpu_offload"]  # GPT-NeoX's legacy alias; refused by the run config when true
+    zero_config = run.parallel.zero_optimization
+    zero = dataclasses.asdict(zero_config)
+    del zero["cpu_offload"]  # GPT-NeoX's name for offload_optimizer: {device: cpu}
+    if zero_config.cpu_offload and not zero_config.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    zero = {key: value for key, value in zero.items() if value is not None}
     return {
         "train_batch_size": batch.global_batch,
         "train_micro_batch_size_per_gpu": batch.micro_batch,

@@ -15,9 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from neox_model import ModelConfig, Transformer
-from neox_model.pipeline import pipeline_loss, pipeline_specs
-from neox_model.tensor_parallel import shard_spec
+from neox_model import ModelConfig, Transformer, pipeline_loss, pipeline_specs, shard_spec
 from neox_train.batch import BatchLayout
 from neox_train.deepspeed_config import deepspeed_config
 from neox_train.optimizer import build_optimizer
@@ -64,11 +62,12 @@ def build_engine(
     parallel: Parallel,
     batch: BatchLayout,
     schedule: Schedule,
+    device: torch.device,
 ) -> Any:
     """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
     import deepspeed
 
-    module = build_module(run, model_config, parallel)
+    module = build_module(run, model_config, parallel).to(device)  # before the optimizer
     mark_tensor_parallel(module)
     optimizer = build_optimizer(module, run.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)

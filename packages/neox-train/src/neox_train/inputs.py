@@ -10,8 +10,8 @@ from neox_train.run_config import RunConfig
 from neox_train.schema import ConfigError
 
 
-def check_inputs(run: RunConfig) -> tuple[str, str]:
-    """(data_path, vocab_file) of a run, once both are known to be usable."""
+def check_inputs(run: RunConfig) -> tuple[str, str | None]:
+    """(data_path, vocab_file) of a run, once they are known to be usable."""
     data = run.data
     if data.data_path is None:
         raise ConfigError("data_path is required for training (a token file prefix)")
@@ -26,6 +26,10 @@ def check_inputs(run: RunConfig) -> tuple[str, str]:
             f"tokenizer_type {data.tokenizer_type!r} is not supported yet; use one of "
             f"{', '.join(SUPPORTED_TOKENIZER_TYPES)}"
         )
-    if data.vocab_file is None or not Path(data.vocab_file).is_file():
+    if data.tokenizer_type == "CharLevelTokenizer":
+        return data.data_path, None  # bytes: no vocabulary file
+    if data.vocab_file is None or not Path(data.vocab_file).exists():
         raise ConfigError(f"vocab_file {data.vocab_file!r} not found (the tokenizer file)")
+    if data.merge_file is not None and not Path(data.merge_file).is_file():
+        raise ConfigError(f"merge_file {data.merge_file!r} not found")
     return data.data_path, data.vocab_file

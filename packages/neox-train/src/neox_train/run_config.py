@@ -51,16 +51,32 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimizerParams:
     lr: float = field(metadata=_doc("Peak learning rate."))
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_doc("Adam betas."))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_doc("Adam / Lion betas."))
     eps: float = field(default=1e-8, metadata=_doc("Adam epsilon."))
+    momentum: float = field(default=0.0, metadata=_doc("SGD momentum."))
+
+
+OptimizerType = Literal[
+    "Adam", "AdamW", "adam", "adamw", "SGD", "sgd", "Lion", "lion", "cpu_adam", "cpu_torch_adam"
+]
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    type: Literal["Adam", "AdamW", "adam", "adamw"] = field(
-        metadata=_doc("Adam with decoupled weight decay (as GPT-NeoX's fused Adam).")
+    type: OptimizerType = field(
+        metadata=_doc(
+            "adam/adamw: Adam with decoupled weight decay (as GPT-NeoX's fused Adam; torch's "
+            "fused kernel on GPUs); sgd; lion (Chen et al., 2023); cpu_adam: DeepSpeed's CPU "
+            "Adam, for zero_optimization.offload_optimizer; cpu_torch_adam: torch's AdamW."
+        )
     )
     params: OptimizerParams = field(metadata=_doc("Optimizer hyper-parameters."))
+
+    @property
+    def kind(self) -> str:
+        """The type, lowercase, with the aliases merged."""
+        kind = self.type.lower()
+        return {"adamw": "adam", "cpu_torch_adam": "adam"}.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -72,18 +88,24 @@ class OptimizerConfig:
     gradient_clipping: float = field(
         default=1.0, metadata=_doc("Clip the global gradient norm to this; 0 disables.")
     )
-    lr_decay_style: Literal["constant", "linear", "cosine"] = field(
+    lr_decay_style: Literal["constant", "linear", "cosine", "inverse_sqrt"] = field(
         default="linear", metadata=_doc("Shape of the decay after warmup.")
     )
     lr_decay_iters: int | None = field(
         default=None, metadata=_doc("Steps over which to decay; default train_iters.")
     )
     min_lr: float = field(default=0.0, metadata=_doc("Learning rate floor."))
-    warmup: float = field(default=0.01, metadata=_doc("Warmup as a fraction of lr_decay_iters."))
+    warmup: float = field(
+        default=0.01,
+        metadata=_doc("Warmup: a fraction of lr_decay_iters when <= 1, else a number of steps."),
+    )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.warmup <= 1.0:
-            raise ValueError(f"warmup is a fraction of lr_decay_iters in [0, 1], got {self.warmup}")
+        if self.warmup < 0 or (self.warmup > 1 and not self.warmup.is_integer()):
+            raise ValueError(
+                f"warmup is a fraction of lr_decay_iters in [0, 1] or a whole number of steps, "
+                f"got {self.warmup}"
+            )
         if self.min_lr > self.optimizer.params.lr:
             raise ValueError(f"min_lr ({self.min_lr}) > lr ({self.optimizer.params.lr})")
         if self.gradient_clipping < 0:
@@ -114,11 +136,17 @@ class TrainingConfig:
     torch_compile: bool = field(
         default=False, metadata=_doc("Compile each transformer block with torch.compile.")
     )
+    exit_interval: int | None = field(
+        default=None,
+        metadata=_doc("Stop (after saving, when save is set) at the first step divisible by this."),
+    )
 
     def __post_init__(self) -> None:
         for name in ("train_iters", "eval_interval", "checkpoint_num_layers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.exit_interval is not None and self.exit_interval <= 0:
+            raise ValueError(f"exit_interval must be positive, got {self.exit_interval}")
         if self.eval_iters < 0:
             raise ValueError(f"eval_iters must be >= 0, got {self.eval_iters}")
 
@@ -173,13 +201,25 @@ class ZeroConfig:
     reduce_scatter: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
     reduce_bucket_size: int = field(default=500_000_000, metadata=_doc("DeepSpeed ZeRO key."))
     contiguous_gradients: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
-    cpu_offload: bool = field(default=False, metadata=_doc("Offload optimizer state to CPU."))
+    cpu_offload: bool = field(
+        default=False, metadata=_doc("GPT-NeoX's switch for offload_optimizer: {device: cpu}.")
+    )
+    offload_optimizer: dict[str, Any] | None = field(
+        default=None, metadata=_doc("DeepSpeed's optimizer offload block, e.g. {device: cpu}.")
+    )
+    offload_param: dict[str, Any] | None = field(
+        default=None, metadata=_doc("DeepSpeed's ZeRO-3 parameter offload block.")
+    )
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_optimization.stage must be 0, 1, 2 or 3, got {self.stage}")
-        if self.cpu_offload:
-            raise ValueError("zero_optimization.cpu_offload is not supported yet")
+        if self.offloads_optimizer and self.stage == 0:
+            raise ValueError("optimizer offload needs zero_optimization.stage 1, 2 or 3")
+
+    @property
+    def offloads_optimizer(self) -> bool:
+        return self.cpu_offload or bool(self.offload_optimizer)
 
 
 @dataclass(frozen=True)
@@ -210,10 +250,35 @@ class CheckpointConfig:
     save: str | None = field(default=None, metadata=_doc("Directory to save checkpoints in."))
     load: str | None = field(default=None, metadata=_doc("Directory to resume from."))
     checkpoint_factor: int | None = field(
-        default=None, metadata=_doc("Save every this many steps (and always at the end).")
+        default=None,
+        metadata=_doc(
+            "Save every this many steps (linear) or at its powers (log); the end is always saved."
+        ),
+    )
+    checkpoint_scale: Literal["linear", "log"] = field(
+        default="linear", metadata=_doc("Spacing of the checkpoint_factor saves.")
+    )
+    extra_save_iters: tuple[int, ...] | None = field(
+        default=None, metadata=_doc("More steps to save at (0 = before the first step).")
     )
     keep_last_n_checkpoints: int | None = field(
         default=None, metadata=_doc("Delete older checkpoints beyond this many.")
+    )
+    finetune: bool = field(
+        default=False,
+        metadata=_doc(
+            "Load only the weights from `load`; restart the step count, optimizer and schedule."
+        ),
+    )
+    no_load_optim: bool = field(
+        default=False, metadata=_doc("Resume without the optimizer state and schedule.")
+    )
+    no_load_rng: bool = field(
+        default=False,
+        metadata=_doc(
+            "Accepted for GPT-NeoX configs: neox's randomness is a function of "
+            "(seed, step, rank), so there is no RNG state to skip."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -221,6 +286,23 @@ class CheckpointConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.checkpoint_scale == "log" and self.checkpoint_factor == 1:
+            raise ValueError("checkpoint_scale log needs checkpoint_factor >= 2")
+        if any(step < 0 for step in self.extra_save_iters or ()):
+            raise ValueError(f"extra_save_iters must be >= 0, got {self.extra_save_iters}")
+
+    def save_steps(self, train_iters: int) -> frozenset[int]:
+        """The steps after which a checkpoint is written (0 = before training)."""
+        steps = {train_iters, *(self.extra_save_iters or ())}
+        factor = self.checkpoint_factor
+        if factor and self.checkpoint_scale == "linear":
+            steps.update(range(factor, train_iters + 1, factor))
+        elif factor:
+            power = 1
+            while power <= train_iters:
+                steps.add(power)
+                power *= factor
+        return frozenset(s for s in steps if s <= train_iters)
 
 
 @dataclass(frozen=True)
@@ -298,7 +380,6 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
     "train_data_weights": "data blending",
     "sequence_parallel": "sequence parallelism",
     "curriculum_learning": "curriculum learning",
-    "finetune": "fine-tuning from a checkpoint",
     "iteration": "starting at a chosen iteration",
     "eval_tasks": "lm-eval tasks during training",
 }
@@ -336,6 +417,11 @@ class RunConfig:
     @property
     def lr_decay_iters(self) -> int:
         return self.optimizer.lr_decay_iters or self.training.train_iters
+
+    @property
+    def warmup_iters(self) -> int:
+        warmup = self.optimizer.warmup
+        return int(warmup) if warmup > 1 else int(warmup * self.lr_decay_iters)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """Every key with its value, flat as in a GPT-NeoX YAML; loads back to this config."""
@@ -425,6 +511,10 @@ def layout_problem(run: RunConfig) -> str | None:
             f"pipe_parallel_size {pipe} needs no_weight_tying: true (tied input and output "
             "embeddings across pipeline stages are not supported yet)"
         )
+    if run.parallel.zero_optimization.offloads_optimizer and (
+        run.optimizer.optimizer.kind != "cpu_adam"
+    ):
+        return "an offloaded optimizer needs optimizer type cpu_adam (DeepSpeed's CPU Adam)"
     if stage == 3 and tp > 1:
         return f"zero_optimization.stage 3 with model_parallel_size {tp} is not supported yet"
     if model.num_attention_heads % tp or model.kv_heads % tp:

@@ -3,7 +3,8 @@
 `learning_rate(step, ...)` is the rate for optimizer step `step` (1-based). Warmup lasts
 `int(warmup * decay_iters)` steps; decay runs from the end of warmup to `decay_iters` and the
 rate never goes below `min_lr`. GPT-NeoX's linear decay reaches 0 at decay_iters and is then
-clamped to min_lr; cosine decays from lr to min_lr.
+clamped to min_lr; cosine decays from lr to min_lr; inverse_sqrt falls as
+lr * sqrt(warmup / step) after warmup (Vaswani et al., 2017).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class Schedule:
     min_lr: float
     warmup_iters: int
     decay_iters: int
-    style: Literal["constant", "linear", "cosine"]
+    style: Literal["constant", "linear", "cosine", "inverse_sqrt"]
 
     def learning_rate(self, step: int) -> float:
         if self.warmup_iters and step <= self.warmup_iters:
@@ -35,6 +36,8 @@ class Schedule:
                 rate = self.min_lr + (self.lr - self.min_lr) * 0.5 * (
                     1 + math.cos(math.pi * progress)
                 )
+            case "inverse_sqrt":
+                rate = self.lr * math.sqrt(max(self.warmup_iters, 1) / step)
         return max(rate, self.min_lr)
 
     def factor(self, completed_steps: int) -> float:

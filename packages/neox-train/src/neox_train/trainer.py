@@ -9,6 +9,7 @@ test loss. Losses are averaged over every data-parallel rank, so every rank logs
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from neox_train.metrics import MetricsLog
 from neox_train.progress import Progress
 from neox_train.run_config import RunConfig
 from neox_train.schedule import Schedule
+from neox_train.schema import ConfigError
 from neox_train.topology import Layout, Parallel, build_parallel
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,11 @@ class TrainResult:
 
 def schedule_for(run: RunConfig) -> Schedule:
     opt = run.optimizer
-    decay = run.lr_decay_iters
     return Schedule(
         lr=opt.optimizer.params.lr,
         min_lr=opt.min_lr,
-        warmup_iters=int(opt.warmup * decay),
-        decay_iters=decay,
+        warmup_iters=run.warmup_iters,
+        decay_iters=run.lr_decay_iters,
         style=opt.lr_decay_style,
     )
 
@@ -78,23 +79,31 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     """Build tokenizer, data, model and engine (the process group must already exist)."""
     data = run.data
     data_path, vocab_file = check_inputs(run)
+    if run.precision.dtype == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "fp16 training needs a GPU (its loss scaling runs on CUDA); use bf16 or fp32 here"
+        )
     batch = run.batch(env.world_size)
     parallel = build_parallel(Layout.of(run, env.world_size))
     tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
     model_config = run.model.with_vocab(tokenizer.vocab_size)
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
-    engine = build_engine(run, model_config, parallel, batch, schedule_for(run))
+    engine = build_engine(run, model_config, parallel, batch, schedule_for(run), device)
     save = run.checkpoint.save
     metrics = MetricsLog(f"{save}/metrics.jsonl" if save and env.rank == 0 else None)
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, metrics, parallel
     )
-    if run.checkpoint.load:
-        saved = checkpoint.load(engine, run.checkpoint.load)
+    ckpt = run.checkpoint
+    if ckpt.load:
+        saved = checkpoint.load(
+            engine, ckpt.load, weights_only=ckpt.finetune, optimizer=not ckpt.no_load_optim
+        )
         if saved is not None:
             session.start_step = saved.iteration
-            log.info("resumed from %s at step %d", run.checkpoint.load, saved.iteration)
+            what = "weights of" if ckpt.finetune else "resumed from"
+            log.info("%s %s at step %d", what, ckpt.load, saved.iteration)
     return session
 
 
@@ -168,7 +177,7 @@ def _save(session: Session, step: int) -> str:
         state=state,
         layout=layout,
         run_yaml=run.to_yaml_dict(),
-        tokenizer_file=run.data.vocab_file,
+        tokenizer_files=tuple(f for f in (run.data.vocab_file, run.data.merge_file) if f),
         keep_last=run.checkpoint.keep_last_n_checkpoints,
     )
     log.info("saved checkpoint %s", path)
@@ -186,27 +195,42 @@ def _validate(session: Session, step: int, result: TrainResult, label: str) -> N
 
 def train(session: Session) -> TrainResult:
     run, result = session.run, TrainResult()
-    training, factor = run.training, run.checkpoint.checkpoint_factor
+    training = run.training
+    saves = run.checkpoint.save_steps(training.train_iters) if run.checkpoint.save else set()
+    if session.start_step == 0 and 0 in saves:
+        _save(session, 0)  # extra_save_iters: [0] keeps the initial weights
     _validate(session, session.start_step, result, "before training at")
     progress = Progress(training.train_iters, session.start_step, tokens_per_step(session))
     for step in range(session.start_step + 1, training.train_iters + 1):
+        lr = session.engine.get_lr()[0]  # the rate this step uses
         result.train_losses[step] = loss = train_step(session, step - 1)
-        progress.update(step, loss, session.engine.get_lr()[0])
+        progress.update(step, loss, lr)
         session.metrics.write(step=step, train_loss=loss, lr=progress.lr, **progress.rates())
         if step % run.logging.log_interval == 0 or step == training.train_iters:
             log.info(progress.line())
         if step % training.eval_interval == 0 and step != training.train_iters:
             _validate(session, step, result, "at")
-        if run.checkpoint.save and factor and step % factor == 0:
+        if step in saves:
             result.last_checkpoint = _save(session, step)
+        if _exit_now(session, step, saves):
+            return result
     _validate(session, training.train_iters, result, "after training at")
     if session.splits.test is not None and training.eval_iters:
         result.test_loss = evaluate(session, session.splits.test)
         log.info("test loss: %.4f (ppl %.1f)", result.test_loss, np.exp(result.test_loss))
         session.metrics.write(step=training.train_iters, test_loss=result.test_loss)
-    if run.checkpoint.save and not (factor and training.train_iters % factor == 0):
-        result.last_checkpoint = _save(session, training.train_iters)  # the end is always saved
     return result
+
+
+def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
+    """At exit_interval: save (once) and stop before the end of training."""
+    interval, last = session.run.training.exit_interval, session.run.training.train_iters
+    if not interval or step % interval or step == last:
+        return False
+    if session.run.checkpoint.save and step not in saves:
+        _save(session, step)
+    log.info("exit_interval %d reached at step %d: stopping", interval, step)
+    return True
 
 
 def tokens_per_step(session: Session) -> int:
