@@ -25,11 +25,15 @@ from neox_model.tensor_parallel import (
 from neox_model.transformer import Block, Transformer
 from neox_model.weights import (
     LATEST,
+    LAYER_FILE,
+    MODEL_FILE,
     ModelManifest,
     WeightFile,
     find_step_dir,
+    layer_file_name,
     load_model,
     load_state_dict,
+    model_file_name,
     read_manifest,
     write_manifest,
 )
@@ -37,6 +41,8 @@ from neox_model.weights import (
 __all__ = [
     "GATED_ACTIVATIONS",
     "LATEST",
+    "LAYER_FILE",
+    "MODEL_FILE",
     "NORM_TYPES",
     "Activation",
     "AttentionType",
@@ -55,9 +61,11 @@ __all__ = [
     "WeightFile",
     "count_parameters",
     "find_step_dir",
+    "layer_file_name",
     "layer_name_map",
     "load_model",
     "load_state_dict",
+    "model_file_name",
     "pipeline_loss",
     "pipeline_specs",
     "read_manifest",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,18 @@ from neox_model.transformer import Transformer
 MANIFEST = "model.json"
 LATEST = "latest"  # in a run directory: the name of the newest complete step directory
 FORMAT_VERSION = 2
+# DeepSpeed's names for the model files of a step: one per tensor-parallel rank, or with a
+# pipeline one per layer and rank; neox checkpoints keep them so that DeepSpeed loads them
+MODEL_FILE = re.compile(r"mp_rank_(\d+)_model_states\.pt$")
+LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")
+
+
+def model_file_name(tp_rank: int) -> str:
+    return f"mp_rank_{tp_rank:02d}_model_states.pt"
+
+
+def layer_file_name(layer: int, tp_rank: int) -> str:
+    return f"layer_{layer:02d}-model_{tp_rank:02d}-model_states.pt"
 
 
 @dataclass(frozen=True)

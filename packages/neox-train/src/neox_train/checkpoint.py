@@ -28,6 +28,8 @@ import yaml
 
 from neox_model import (
     LATEST,
+    LAYER_FILE,
+    MODEL_FILE,
     ModelConfig,
     ModelManifest,
     WeightFile,
@@ -38,8 +40,6 @@ from neox_model import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = re.compile(r"mp_rank_(\d+)_model_states\.pt$")  # DeepSpeed, one per TP rank
-LAYER_FILE = re.compile(r"layer_(\d+)-model_(\d+)-model_states\.pt$")  # pipeline layers
 CONSOLIDATED = "consolidated_model_states.pt"  # ZeRO-3: the gathered weights, by neox
 _STEP_DIR = re.compile(r"global_step(\d+)$")
 
