@@ -77,8 +77,8 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def run_workers(configs, world_size, timeout=300):
-    """Run `python -m neox_train train` as `world_size` ranks, like a launcher would."""
+def start_workers(configs, world_size):
+    """Start `python -m neox_train train` as `world_size` ranks, like a launcher would."""
     port = str(free_port())
     procs = []
     for rank in range(world_size):
@@ -97,6 +97,12 @@ def run_workers(configs, world_size, timeout=300):
                 cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
         )
+    return procs
+
+
+def run_workers(configs, world_size, timeout=300):
+    """Run the ranks to the end; every one must succeed. Returns rank 0's output."""
+    procs = start_workers(configs, world_size)
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, textwrap.shorten(out[-3000:], 3000)

@@ -63,10 +63,16 @@ def _train(configs: list[str]) -> int:
     if env.rank == 0:
         report(loaded)
     _quiet_deepspeed()
+    from neox_train.preemption import PREEMPTED, Preempted, Preemption
     from neox_train.trainer import setup, train
 
     device = init_distributed(env)
-    train(setup(loaded.run, env, device))
+    session = setup(loaded.run, env, device)
+    with Preemption() as preemption:
+        try:
+            train(session, preemption)
+        except Preempted:
+            return PREEMPTED
     return 0
 
 

@@ -308,6 +308,26 @@ class CheckpointConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     log_interval: int = field(default=100, metadata=_doc("Print a progress line every N steps."))
+    log_dir: str | None = field(
+        default=None, metadata=_doc("Where metrics.jsonl goes; default the save directory.")
+    )
+    tensorboard_dir: str | None = field(
+        default=None, metadata=_doc("Write TensorBoard event files here (extra 'tensorboard').")
+    )
+    use_wandb: bool = field(
+        default=False, metadata=_doc("Log to Weights & Biases (extra 'wandb').")
+    )
+    wandb_project: str = field(default="neox", metadata=_doc("wandb project."))
+    wandb_group: str | None = field(default=None, metadata=_doc("wandb group of runs."))
+    wandb_team: str | None = field(default=None, metadata=_doc("wandb entity (team)."))
+    wandb_host: str | None = field(default=None, metadata=_doc("wandb server URL."))
+    log_param_norm: bool = field(
+        default=False, metadata=_doc("Log the parameter norm, whole and per layer.")
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata=_doc("Peak TFLOP/s of one device, for MFU; default: known GPUs' data sheets."),
+    )
 
     def __post_init__(self) -> None:
         if self.log_interval <= 0:
@@ -358,15 +378,7 @@ IGNORED_KEYS: Mapping[str, str] = {
     "steps_per_print": "DeepSpeed's own progress print; neox prints every log_interval",
     "zero_allow_untested_optimizer": "neox always sets it for its own optimizer",
     "num_workers": "data loader worker count; neox reads memory-mapped files directly",
-    "log_dir": _MONITORING,
-    "tensorboard_dir": _MONITORING,
-    "use_wandb": _MONITORING,
-    "wandb_project": _MONITORING,
-    "wandb_group": _MONITORING,
-    "wandb_team": _MONITORING,
-    "wandb_host": _MONITORING,
-    "log_grad_norm": _MONITORING,
-    "log_param_norm": _MONITORING,
+    "log_grad_norm": _MONITORING + " (the global gradient norm is always logged)",
     "log_optimizer_states": _MONITORING,
     "log_gradient_noise_scale": _MONITORING,
 }
@@ -515,6 +527,8 @@ def layout_problem(run: RunConfig) -> str | None:
         run.optimizer.optimizer.kind != "cpu_adam"
     ):
         return "an offloaded optimizer needs optimizer type cpu_adam (DeepSpeed's CPU Adam)"
+    if stage == 3 and run.logging.log_param_norm:
+        return "log_param_norm with zero_optimization.stage 3 is not supported yet"
     if stage == 3 and tp > 1:
         return f"zero_optimization.stage 3 with model_parallel_size {tp} is not supported yet"
     if model.num_attention_heads % tp or model.kv_heads % tp:

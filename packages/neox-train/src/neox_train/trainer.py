@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,15 +19,18 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import ModelConfig
+from neox_model import LATEST, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.data import Splits, build_splits, micro_batches, sample_counts
 from neox_train.distributed import DistEnv
 from neox_train.engine import build_engine
+from neox_train.flops import flops_per_step, peak_tflops
 from neox_train.inputs import check_inputs
-from neox_train.metrics import MetricsLog
-from neox_train.progress import Progress
+from neox_train.monitor import Monitor, build_monitor
+from neox_train.norms import parameter_norms
+from neox_train.preemption import Preempted, Preemption
+from neox_train.progress import Progress, Throughput
 from neox_train.run_config import RunConfig
 from neox_train.schedule import Schedule
 from neox_train.schema import ConfigError
@@ -47,7 +51,7 @@ class Session:
     model_config: ModelConfig
     engine: Any  # deepspeed.DeepSpeedEngine
     splits: Splits
-    metrics: MetricsLog
+    monitor: Monitor
     parallel: Parallel
     start_step: int = 0
 
@@ -90,21 +94,29 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
     engine = build_engine(run, model_config, parallel, batch, schedule_for(run), device)
-    save = run.checkpoint.save
-    metrics = MetricsLog(f"{save}/metrics.jsonl" if save and env.rank == 0 else None)
+    monitor = build_monitor(run.logging, run.checkpoint.save, env.rank, run.to_yaml_dict())
     session = Session(
-        run, env, batch, device, tokenizer, model_config, engine, splits, metrics, parallel
+        run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
     )
     ckpt = run.checkpoint
-    if ckpt.load:
+    source = ckpt.load or _own_checkpoint(ckpt.save)
+    if source:
+        finetune = ckpt.finetune and source == ckpt.load
         saved = checkpoint.load(
-            engine, ckpt.load, weights_only=ckpt.finetune, optimizer=not ckpt.no_load_optim
+            engine, source, weights_only=finetune, optimizer=not ckpt.no_load_optim
         )
         if saved is not None:
             session.start_step = saved.iteration
-            what = "weights of" if ckpt.finetune else "resumed from"
-            log.info("%s %s at step %d", what, ckpt.load, saved.iteration)
+            what = "weights of" if finetune else "resumed from"
+            log.info("%s %s at step %d", what, source, saved.iteration)
     return session
+
+
+def _own_checkpoint(save: str | None) -> str | None:
+    """The save directory, when it already holds a checkpoint of this run to resume from."""
+    if save and (Path(save) / LATEST).is_file():
+        return save
+    return None
 
 
 def _mean_over_ranks(value: float) -> float:
@@ -189,37 +201,51 @@ def _validate(session: Session, step: int, result: TrainResult, label: str) -> N
         return
     loss = evaluate(session, session.splits.valid)
     result.valid_losses[step] = loss
-    session.metrics.write(step=step, valid_loss=loss)
+    session.monitor.log(step, valid_loss=loss, valid_ppl=float(np.exp(loss)))
     log.info("validation loss %s step %d: %.4f (ppl %.1f)", label, step, loss, np.exp(loss))
 
 
-def train(session: Session) -> TrainResult:
+def train(session: Session, preemption: Preemption | None = None) -> TrainResult:
+    """Train to train_iters; with `preemption`, a signal ends the run after a checkpoint
+    (raising `Preempted`)."""
     run, result = session.run, TrainResult()
     training = run.training
     saves = run.checkpoint.save_steps(training.train_iters) if run.checkpoint.save else set()
     if session.start_step == 0 and 0 in saves:
         _save(session, 0)  # extra_save_iters: [0] keeps the initial weights
     _validate(session, session.start_step, result, "before training at")
-    progress = Progress(training.train_iters, session.start_step, tokens_per_step(session))
+    progress = Progress(training.train_iters, session.start_step, throughput(session))
     for step in range(session.start_step + 1, training.train_iters + 1):
         lr = session.engine.get_lr()[0]  # the rate this step uses
         result.train_losses[step] = loss = train_step(session, step - 1)
-        progress.update(step, loss, lr)
-        session.metrics.write(step=step, train_loss=loss, lr=progress.lr, **progress.rates())
+        values = {"train_loss": loss, "lr": lr, **step_extras(session), **progress.rates(step)}
+        session.monitor.log(step, **values)
         if step % run.logging.log_interval == 0 or step == training.train_iters:
-            log.info(progress.line())
+            log.info(progress.line(step, values))
         if step % training.eval_interval == 0 and step != training.train_iters:
             _validate(session, step, result, "at")
         if step in saves:
             result.last_checkpoint = _save(session, step)
         if _exit_now(session, step, saves):
             return result
+        if preemption is not None and preemption.agreed():
+            _stop_for_preemption(session, step, saves)
     _validate(session, training.train_iters, result, "after training at")
     if session.splits.test is not None and training.eval_iters:
         result.test_loss = evaluate(session, session.splits.test)
         log.info("test loss: %.4f (ppl %.1f)", result.test_loss, np.exp(result.test_loss))
-        session.metrics.write(step=training.train_iters, test_loss=result.test_loss)
+        ppl = float(np.exp(result.test_loss))
+        session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
+    session.monitor.close()
     return result
+
+
+def _stop_for_preemption(session: Session, step: int, saves: AbstractSet[int]) -> None:
+    if session.run.checkpoint.save and step not in saves:
+        _save(session, step)
+    log.info("preempted: stopping after step %d (exit code %d)", step, Preempted.exit_code)
+    session.monitor.close()
+    raise Preempted(step)
 
 
 def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
@@ -233,5 +259,40 @@ def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
     return True
 
 
-def tokens_per_step(session: Session) -> int:
-    return session.batch.global_batch * session.model_config.seq_length
+def throughput(session: Session) -> Throughput:
+    run, config, batch = session.run, session.model_config, session.batch
+    flops = flops_per_step(
+        config,
+        batch.global_batch,
+        config.padded_vocab(session.parallel.layout.model),
+        recompute=run.training.checkpoint_activations,
+    )
+    device = torch.cuda.get_device_name() if session.device.type == "cuda" else None
+    return Throughput(
+        tokens_per_step=batch.global_batch * config.seq_length,
+        samples_per_step=batch.global_batch,
+        flops_per_step=flops,
+        devices=session.env.world_size,
+        peak_tflops=peak_tflops(device, run.logging.peak_tflops),
+    )
+
+
+def step_extras(session: Session) -> dict[str, float | None]:
+    """Gradient norm, the fp16 loss scale, and parameter norms when asked for."""
+    engine = session.engine
+    norm = engine.get_global_grad_norm()
+    extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
+    if session.run.precision.dtype == "fp16":
+        extras["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+        extras["skipped_steps"] = float(engine.skipped_steps)
+    if session.run.logging.log_param_norm:
+        grid = session.parallel.grid
+        extras.update(
+            parameter_norms(
+                engine.module,
+                session.model_config,
+                session.parallel.tp.rank,
+                grid.get_model_parallel_group(),
+            )
+        )
+    return extras

@@ -1,0 +1,167 @@
+"""What a run reports: the progress line, metrics.jsonl, TensorBoard, wandb, parameter norms."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from neox_model import ModelConfig
+from neox_train.flops import flops_per_step, peak_tflops
+from neox_train.metrics import read_metrics
+from neox_train.progress import Progress, Throughput
+
+from conftest import run_workers, tiny_config, write_config
+
+
+def test_flops_reduce_to_six_n_d_for_a_wide_model():
+    """For s << 6h and V << 16Lh the estimate is 6 x (12 L h^2 parameters) x tokens."""
+    config = ModelConfig(
+        num_layers=96, hidden_size=12288, num_attention_heads=96, seq_length=64, vocab_size=8
+    )
+    tokens = 4 * 64
+    params = 12 * 96 * 12288**2
+    assert flops_per_step(config, 4, 128, recompute=False) == pytest.approx(
+        6 * params * tokens, rel=2e-3
+    )
+    assert flops_per_step(config, 4, 128, recompute=True) == pytest.approx(
+        8 * params * tokens, rel=2e-3
+    )
+
+
+def test_mfu_needs_a_known_peak():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", None) == 989.0
+    assert peak_tflops(None, None) is None
+    assert peak_tflops("NVIDIA H100 80GB HBM3", 500.0) == 500.0
+
+
+def test_the_progress_line_has_every_figure():
+    times = iter([0.0, 10.0, 10.0])
+    throughput = Throughput(
+        tokens_per_step=1000, samples_per_step=4, flops_per_step=4e12, devices=2, peak_tflops=10.0
+    )
+    progress = Progress(100, 0, throughput, clock=lambda: next(times))
+    values = {
+        "train_loss": 2.5,
+        "lr": 1e-3,
+        "grad_norm": 0.75,
+        "loss_scale": 1024.0,
+        **progress.rates(20),
+    }
+    line = progress.line(20, values)
+    for part in (
+        "step 20/100",
+        "loss 2.5000",
+        "lr 1.000e-03",
+        "grad norm 0.750",
+        "loss scale 1024",
+        "2,000 tokens/s",
+        "8.0 samples/s",
+        "4.00 TFLOP/s",
+        "MFU 40.0%",
+        "GiB",
+        "elapsed 0:10",
+        "ETA 0:40",
+    ):
+        assert part in line, (part, line)
+
+
+def test_tensorboard_wandb_and_parameter_norms(data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        train_micro_batch_size_per_gpu=2,
+        train_iters=3,
+        tensorboard_dir=str(tmp_path / "tb"),
+        use_wandb=True,
+        wandb_project="neox-test",
+        log_dir=str(tmp_path / "logs"),
+        log_param_norm=True,
+        model_parallel_size=2,
+    )
+    config = write_config(tmp_path / "m.yml", values)
+    os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wandb"), WANDB_SILENT="true")
+    try:
+        run_workers([config], 2)
+    finally:
+        for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_SILENT"):
+            os.environ.pop(key)
+    records = read_metrics(tmp_path / "logs" / "metrics.jsonl")
+    step3 = next(r for r in records if r["step"] == 3 and "train_loss" in r)
+    for key in (
+        "grad_norm",
+        "param_norm",
+        "param_norm/layers.1",
+        "tflops_per_device",
+        "samples_per_s",
+        "memory_gib",
+    ):
+        assert key in step3, key
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train_loss", "lr", "grad_norm", "valid_loss", "param_norm"} <= tags
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2, 3]
+    runs = list((tmp_path / "logs").rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "wandb wrote no offline run"
+    logged = wandb_history_keys(runs[0].read_bytes())
+    assert {"train_loss", "valid_loss", "param_norm", "grad_norm"} <= logged
+
+
+def wandb_history_keys(data: bytes) -> set[str]:
+    """Keys of the history items in a wandb offline run file: protobuf HistoryItem messages,
+    key (field 2, a string) followed by value_json (field 16)."""
+    keys = set()
+    for match in re.finditer(rb"\x12([\x01-\x7f])", data):
+        length = match.group(1)[0]
+        end = match.end() + length
+        if data[end : end + 2] == b"\x82\x01":
+            keys.add(data[match.end() : end].decode("utf-8", "replace"))
+    return keys
+
+
+def test_param_norm_is_the_same_under_tensor_parallelism(data_dir, tmp_path):
+    norms = {}
+    for processes, extra in ((1, {}), (2, {"model_parallel_size": 2})):
+        save = tmp_path / f"p{processes}"
+        values = tiny_config(
+            data_dir,
+            save,
+            train_micro_batch_size_per_gpu=2,
+            train_iters=2,
+            log_param_norm=True,
+            **extra,
+        )
+        run_workers([write_config(tmp_path / f"{processes}.yml", values)], processes)
+        norms[processes] = next(
+            r for r in read_metrics(save / "metrics.jsonl") if "param_norm" in r
+        )
+    for key, value in norms[1].items():
+        if key.startswith("param_norm"):
+            assert norms[2][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_a_missing_extra_is_named(data_dir, tmp_path):
+    values = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        train_micro_batch_size_per_gpu=2,
+        tensorboard_dir=str(tmp_path / "tb"),
+    )
+    config = write_config(tmp_path / "tb.yml", values)
+    code = (
+        "import sys, builtins; real = builtins.__import__\n"
+        "def fake(name, *a, **k):\n"
+        "    if name.startswith('torch.utils.tensorboard'): raise ImportError(name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = fake\n"
+        "from neox_train.cli import main; sys.exit(main(['train', sys.argv[1]]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2
+    assert "pip install 'neox-train[tensorboard]'" in proc.stderr
