@@ -1,19 +1,22 @@
 import torch
 
 from neox_model import ModelConfig, Transformer
-from neox_train.generate import generate, next_token
+from neox_train.generate import Sampling, generate, next_token
 
 
-def test_greedy_is_argmax_and_low_top_p_is_greedy():
-    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
-    assert next_token(logits, 0.0, 1.0, None) == 1
+def test_greedy_top_k_and_top_p():
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0, 2.8])
+    assert next_token(logits, Sampling(), None) == 1
     gen = torch.Generator().manual_seed(0)
-    assert {next_token(logits, 1.0, 0.01, gen) for _ in range(20)} == {1}
-    drawn = {next_token(logits, 1.0, 0.9, gen) for _ in range(200)}
-    assert drawn == {1, 2}  # the nucleus holds the two likely tokens only
+    assert {next_token(logits, Sampling(1.0, top_p=0.01), gen) for _ in range(20)} == {1}
+    assert {next_token(logits, Sampling(1.0, top_k=1), gen) for _ in range(20)} == {1}
+    drawn = {next_token(logits, Sampling(1.0, top_k=2), gen) for _ in range(200)}
+    assert drawn == {1, 2}  # the two likeliest only
+    drawn = {next_token(logits, Sampling(1.0, top_p=0.9), gen) for _ in range(300)}
+    assert drawn == {1, 2, 4}  # the nucleus holds the three likely tokens
 
 
-def test_generation_stops_at_the_stop_token_and_never_emits_padding():
+def model():
     config = ModelConfig(
         num_layers=1,
         hidden_size=16,
@@ -22,11 +25,39 @@ def test_generation_stops_at_the_stop_token_and_never_emits_padding():
         pos_emb="rotary",
         vocab_size=10,
         make_vocab_size_divisible_by=16,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
-    model = Transformer(config, seed=0)
+    m = Transformer(config, seed=0)
     with torch.no_grad():
-        model.embed_in.weight[10:] = 100.0  # padding rows would win every argmax
-    new = generate(model, [1, 2, 3], 20, vocab_size=10)
+        m.embed_in.weight[10:] = 100.0  # padding rows would win every argmax
+    return m
+
+
+def test_generation_stops_and_never_emits_padding():
+    m = model()
+    new = generate(m, [1, 2, 3], 20, vocab_size=10)
     assert len(new) == 20 and max(new) < 10  # also: context longer than seq_length is cut
     stop = new[0]
-    assert generate(model, [1, 2, 3], 20, vocab_size=10, stop_id=stop) == [stop]
+    assert generate(m, [1, 2, 3], 20, vocab_size=10, stop=lambda ids: ids[-1] == stop) == [stop]
+
+
+def test_recompute_and_the_kv_cache_sample_the_same_tokens():
+    m = model()
+    for sampling in (Sampling(), Sampling(temperature=0.8, top_k=5, top_p=0.9)):
+        runs = [
+            generate(
+                m,
+                [1, 2, 3],
+                12,
+                vocab_size=10,
+                sampling=sampling,
+                recompute=recompute,
+                generator=torch.Generator().manual_seed(7),
+            )
+            for recompute in (False, True)
+        ]
+        assert runs[0] == runs[1]
+    streamed = []
+    generate(m, [1, 2], 5, vocab_size=10, on_token=streamed.append)
+    assert len(streamed) == 5

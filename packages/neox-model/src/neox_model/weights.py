@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from neox_model.config import ModelConfig
-from neox_model.tensor_parallel import TPGroup, shard_spec, unshard
+from neox_model.tensor_parallel import TPGroup, shard, shard_spec, unshard
 from neox_model.transformer import Transformer
 
 MANIFEST = "model.json"
@@ -152,16 +152,27 @@ def load_state_dict(path: str | Path) -> tuple[Path, ModelManifest, dict[str, to
     return step_dir, manifest, full
 
 
-def load_model(path: str | Path) -> tuple[Path, ModelManifest, Transformer]:
-    """A `Transformer` with the weights of a checkpoint (step or run directory), on CPU, in
-    eval mode, at tensor-parallel size 1."""
+def load_model(
+    path: str | Path, tp: TPGroup | None = None
+) -> tuple[Path, ModelManifest, Transformer]:
+    """A `Transformer` with the weights of a checkpoint (step or run directory), in eval mode,
+    at tensor-parallel size 1 or, with `tp`, as that rank's shard."""
+    tp = tp or TPGroup.single()
     step_dir, manifest, state = load_state_dict(path)
     with torch.device("meta"):  # no time spent initialising weights that are overwritten
-        model = Transformer(manifest.config, padded_vocab=manifest.padded_vocab)
+        model = Transformer(manifest.config, tp=tp, padded_vocab=manifest.padded_vocab)
     model.to_empty(device="cpu")
     reset_buffers(model)
+    if tp.size > 1:
+        state = {name: _shard_for(model, name, tensor, tp) for name, tensor in state.items()}
     model.load_state_dict(state)
     return step_dir, manifest, model.eval()
+
+
+def _shard_for(model: Transformer, name: str, tensor: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    module_name, _, param = name.rpartition(".")
+    spec = shard_spec(model.get_submodule(module_name), param)
+    return shard(tensor, tp, *spec) if spec else tensor
 
 
 def reset_buffers(model: torch.nn.Module) -> None:

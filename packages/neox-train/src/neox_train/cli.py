@@ -17,7 +17,6 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 from neox_train.run_config import LoadedConfig, load_run_config
 from neox_train.schema import ConfigError
@@ -31,13 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one training worker")
     train.add_argument("configs", nargs="+", help="YAML files, merged left to right")
-    gen = sub.add_parser("generate", help="generate text from a checkpoint")
-    gen.add_argument("--checkpoint", required=True, help="run directory or step directory")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0)
+    gen = sub.add_parser(
+        "generate", help="sample from a checkpoint (text_gen_type, or one --prompt)"
+    )
+    gen.add_argument("configs", nargs="*", help="run config (text generation keys, load)")
+    gen.add_argument("--checkpoint", help="run or step directory; default: the config's load")
+    gen.add_argument("--prompt", help="continue this text once and print it")
+    gen.add_argument("--max-new-tokens", type=int, help="overrides maximum_tokens")
+    gen.add_argument("--temperature", type=float, help="overrides temperature (0 = greedy)")
+    gen.add_argument("--top-k", type=int, help="overrides top_k")
+    gen.add_argument("--top-p", type=float, help="overrides top_p")
+    gen.add_argument("--seed", type=int, help="overrides seed")
     check = sub.add_parser("check", help="validate configs and print what a run would use")
     check.add_argument("configs", nargs="+")
     check.add_argument("--world-size", type=int, default=1)
@@ -77,29 +80,12 @@ def _train(configs: list[str]) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
+    from neox_train.distributed import DistEnv
+    from neox_train.generation_command import run_generation
 
-    from neox_data import build_tokenizer
-    from neox_model import load_model
-    from neox_train.generate import generate
-
-    step_dir, manifest, model = load_model(args.checkpoint)
-    data = load_run_config([str(step_dir / "config.yml")]).run.data
-    vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
-    merges = step_dir / Path(data.merge_file).name if data.merge_file else None
-    tokenizer = build_tokenizer(data.tokenizer_type, vocab, merges)
-    new = generate(
-        model,
-        tokenizer.encode(args.prompt),
-        args.max_new_tokens,
-        vocab_size=tokenizer.vocab_size,
-        stop_id=tokenizer.eod_id,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
-    print(args.prompt + tokenizer.decode(new))
-    return 0
+    env = DistEnv.from_environ(os.environ)
+    _configure_logging(env.rank)
+    return run_generation(args, env)
 
 
 def _check(configs: list[str], world_size: int) -> int:

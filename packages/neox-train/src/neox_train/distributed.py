@@ -41,24 +41,47 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def init_distributed(env: DistEnv, timeout_minutes: float = 30.0) -> torch.device:
-    """Join the process group (through DeepSpeed) and return this rank's device."""
-    import deepspeed  # heavy: imported when a run starts, not when the package is imported
-
+def _device(env: DistEnv) -> tuple[torch.device, str]:
     if torch.cuda.is_available():
-        device, backend = torch.device("cuda", env.local_rank), "nccl"
+        device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
-    else:
-        device, backend = torch.device("cpu"), "gloo"
+        return device, "nccl"
+    return torch.device("cpu"), "gloo"
+
+
+def _init_method(env: DistEnv) -> str:
     if env.master_port is None and env.world_size > 1:
         raise RuntimeError("MASTER_PORT is not set: start multi-rank runs with a launcher")
-    port = env.master_port or _free_port(env.master_addr)
+    return f"tcp://{env.master_addr}:{env.master_port or _free_port(env.master_addr)}"
+
+
+def init_distributed(env: DistEnv, timeout_minutes: float = 30.0) -> torch.device:
+    """Join the process group through DeepSpeed (training) and return this rank's device."""
+    import deepspeed  # heavy: imported when a run starts, not when the package is imported
+
+    device, backend = _device(env)
     # DeepSpeed's engine insists on reading LOCAL_RANK from the environment
     os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
     deepspeed.init_distributed(
         dist_backend=backend,
         auto_mpi_discovery=False,
-        init_method=f"tcp://{env.master_addr}:{port}",
+        init_method=_init_method(env),
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+        verbose=False,
+    )
+    return device
+
+
+def init_process_group(env: DistEnv, timeout_minutes: float = 30.0) -> torch.device:
+    """Join the process group with torch alone (inference needs no DeepSpeed)."""
+    import torch.distributed as dist
+
+    device, backend = _device(env)
+    dist.init_process_group(
+        backend,
+        init_method=_init_method(env),
         rank=env.rank,
         world_size=env.world_size,
         timeout=datetime.timedelta(minutes=timeout_minutes),

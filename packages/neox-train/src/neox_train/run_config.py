@@ -334,6 +334,45 @@ class LoggingConfig:
             raise ValueError(f"log_interval must be positive, got {self.log_interval}")
 
 
+@dataclass(frozen=True)
+class TextGenConfig:
+    text_gen_type: Literal["unconditional", "input-file", "interactive"] | None = field(
+        default=None, metadata=_doc("How `neox generate` samples: its three GPT-NeoX modes.")
+    )
+    maximum_tokens: int = field(default=64, metadata=_doc("New tokens per sample at most."))
+    temperature: float = field(default=0.0, metadata=_doc("0 = greedy."))
+    top_k: int = field(default=0, metadata=_doc("Sample among the k likeliest tokens; 0 = all."))
+    top_p: float = field(
+        default=0.0, metadata=_doc("Nucleus sampling mass; 0 (or 1) = no nucleus filter.")
+    )
+    num_samples: int = field(default=1, metadata=_doc("Samples per prompt (or unconditional)."))
+    prompt_end: str = field(default="\n", metadata=_doc("Separator of prompts in the input file."))
+    sample_input_file: str | None = field(
+        default=None, metadata=_doc("Prompts for input-file mode.")
+    )
+    sample_output_file: str = field(
+        default="samples.txt", metadata=_doc("Where samples go: one JSON object per line.")
+    )
+    recompute: bool = field(
+        default=False, metadata=_doc("Recompute the whole context for every token (no KV cache).")
+    )
+    stop_tokens: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Stop a sample when its text ends with one of these.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.maximum_tokens <= 0 or self.num_samples <= 0 or self.top_k < 0:
+            raise ValueError(
+                f"maximum_tokens ({self.maximum_tokens}) and num_samples ({self.num_samples}) "
+                f"must be positive and top_k ({self.top_k}) >= 0"
+            )
+        if not 0.0 <= self.top_p <= 1.0 or self.temperature < 0:
+            raise ValueError(
+                f"top_p must be in [0, 1] and temperature >= 0, got {self.top_p}, "
+                f"{self.temperature}"
+            )
+
+
 Launcher = Literal[
     "pdsh", "local", "openmpi", "mvapich", "mpich", "impi", "slurm", "jsrun", "torchrun"
 ]
@@ -385,6 +424,7 @@ IGNORED_KEYS: Mapping[str, str] = {
 
 # GPT-NeoX keys that would change what is trained, for features neox does not have yet.
 UNSUPPORTED_KEYS: Mapping[str, str] = {
+    "return_logits": "returning logits from text generation",
     "sparsity_config": "sparse attention",
     "train_data_paths": "separate train/valid/test token files (use data_path and split)",
     "valid_data_paths": "separate train/valid/test token files (use data_path and split)",
@@ -412,6 +452,7 @@ class RunConfig:
     checkpoint: CheckpointConfig
     logging: LoggingConfig
     launch: LaunchConfig
+    text_generation: TextGenConfig
 
     def batch(self, world_size: int) -> BatchLayout:
         """The batch layout for `world_size` ranks (raises ConfigError when impossible)."""
@@ -454,6 +495,7 @@ _SECTIONS: tuple[tuple[str, type], ...] = (
     ("checkpoint", CheckpointConfig),
     ("logging", LoggingConfig),
     ("launch", LaunchConfig),
+    ("text_generation", TextGenConfig),
 )
 
 

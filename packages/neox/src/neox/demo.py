@@ -149,7 +149,11 @@ def sample(save: Path, max_new_tokens: int) -> Sample:
     tokenizer = HFTokenizer(step_dir / manifest.tokenizer)
     prompt = tokenizer.encode(PROMPT)
     new = generate(
-        model, prompt, max_new_tokens, vocab_size=tokenizer.vocab_size, stop_id=tokenizer.eod_id
+        model,
+        prompt,
+        max_new_tokens,
+        vocab_size=tokenizer.vocab_size,
+        stop=lambda ids: ids[-1] == tokenizer.eod_id,
     )
     step(f"5. sample: greedy continuation from {step_dir.name}")
     print(PROMPT + tokenizer.decode(new))
