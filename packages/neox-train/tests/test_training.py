@@ -227,3 +227,32 @@ def test_a_tiny_model_learns_the_corpus(data_dir, tmp_path):
     valid = losses(tmp_path / "run", "valid_loss")
     assert valid[0] > 5.5
     assert valid[100] < LEARNED, valid
+
+
+def test_a_diverged_run_skips_steps_then_stops_with_one_line(data_dir, tmp_path):
+    """Weights of std 1e30 make every gradient non-finite: each step is skipped (DeepSpeed's
+    overflow check), and after max_skipped_steps in a row the run stops."""
+    values = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        train_micro_batch_size_per_gpu=2,
+        train_iters=20,
+        init_method_std=1.0e30,
+        max_skipped_steps=3,
+        eval_iters=0,
+    )
+    config = write_config(tmp_path / "nan.yml", values)
+    proc = subprocess.run(
+        [sys.executable, "-m", "neox_train", "train", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "neox-train: error: 3 optimizer steps in a row had non-finite gradients (the last at "
+        "step 3): the run has diverged; lower the learning rate, check the data, or resume from "
+        "an earlier checkpoint"
+    )
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["skipped_steps"] for r in records if "train_loss" in r] == [1.0, 2.0]

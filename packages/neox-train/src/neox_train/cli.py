@@ -129,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _generate(args)
             case "check":
                 return _check(args.configs, args.world_size)
+    except RuntimeError as err:
+        if args.debug or type(err).__name__ != "Diverged":
+            raise
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"neox-train: error: {err}", file=sys.stderr)
+        return 1
     except USER_ERRORS as err:
         if args.debug:
             raise

@@ -39,7 +39,8 @@ def deepspeed_config(run: RunConfig, batch: BatchLayout) -> dict[str, Any]:
             "min_loss_scale": fp16.min_loss_scale,
             "initial_scale_power": fp16.initial_scale_power,
         },
-        "bf16": {"enabled": run.precision.dtype == "bf16"},
+        # skip (and count) steps whose gradients are not finite, as fp16 and fp32 ZeRO do
+        "bf16": {"enabled": run.precision.dtype == "bf16", "check_grad_overflow": True},
         "zero_allow_untested_optimizer": True,  # the optimizer is torch's AdamW, built by neox
         "steps_per_print": _NEVER,
         "wall_clock_breakdown": False,

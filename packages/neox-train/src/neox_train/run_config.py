@@ -136,6 +136,13 @@ class TrainingConfig:
     torch_compile: bool = field(
         default=False, metadata=_doc("Compile each transformer block with torch.compile.")
     )
+    max_skipped_steps: int = field(
+        default=20,
+        metadata=_doc(
+            "Stop when this many optimizer steps in a row were skipped for non-finite "
+            "gradients (a diverged run)."
+        ),
+    )
     exit_interval: int | None = field(
         default=None,
         metadata=_doc("Stop (after saving, when save is set) at the first step divisible by this."),

@@ -215,9 +215,12 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
         _save(session, 0)  # extra_save_iters: [0] keeps the initial weights
     _validate(session, session.start_step, result, "before training at")
     progress = Progress(training.train_iters, session.start_step, throughput(session))
+    skips = SkipCounter(training.max_skipped_steps)
     for step in range(session.start_step + 1, training.train_iters + 1):
         lr = session.engine.get_lr()[0]  # the rate this step uses
+        skipped_before = session.engine.skipped_steps
         result.train_losses[step] = loss = train_step(session, step - 1)
+        skips.update(step, session.engine.skipped_steps > skipped_before)
         values = {"train_loss": loss, "lr": lr, **step_extras(session), **progress.rates(step)}
         session.monitor.log(step, **values)
         if step % run.logging.log_interval == 0 or step == training.train_iters:
@@ -238,6 +241,29 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
         session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
     session.monitor.close()
     return result
+
+
+class Diverged(RuntimeError):
+    """Too many optimizer steps in a row skipped for non-finite gradients."""
+
+
+class SkipCounter:
+    """Counts optimizer steps skipped in a row (DeepSpeed skips a step whose gradients are not
+    finite) and stops a run that keeps skipping."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row = limit, 0
+
+    def update(self, step: int, skipped: bool) -> None:
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        if skipped:
+            log.warning("step %d skipped: non-finite gradients (%d in a row)", step, self.in_a_row)
+        if self.in_a_row >= self.limit:
+            raise Diverged(
+                f"{self.in_a_row} optimizer steps in a row had non-finite gradients (the last at "
+                f"step {step}): the run has diverged; lower the learning rate, check the data, or "
+                "resume from an earlier checkpoint"
+            )
 
 
 def _stop_for_preemption(session: Session, step: int, saves: AbstractSet[int]) -> None:
@@ -282,9 +308,9 @@ def step_extras(session: Session) -> dict[str, float | None]:
     engine = session.engine
     norm = engine.get_global_grad_norm()
     extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
+    extras["skipped_steps"] = float(engine.skipped_steps)
     if session.run.precision.dtype == "fp16":
         extras["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
-        extras["skipped_steps"] = float(engine.skipped_steps)
     if session.run.logging.log_param_norm:
         grid = session.parallel.grid
         extras.update(
