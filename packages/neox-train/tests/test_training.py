@@ -256,3 +256,28 @@ def test_a_diverged_run_skips_steps_then_stops_with_one_line(data_dir, tmp_path)
     )
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["skipped_steps"] for r in records if "train_loss" in r] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("pipe", [0, 2])
+def test_the_sequence_length_curriculum(data_dir, tmp_path, pipe):
+    """DeepSpeed's fixed_linear schedule from 8 to 32 tokens over 4 steps, in steps of 8."""
+    curriculum = {
+        "enabled": True,
+        "curriculum_type": "seqlen",
+        "min_difficulty": 8,
+        "max_difficulty": 32,
+        "schedule_type": "fixed_linear",
+        "schedule_config": {"total_curriculum_step": 4, "difficulty_step": 8},
+    }
+    values = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        train_micro_batch_size_per_gpu=2,
+        train_iters=6,
+        curriculum_learning=curriculum,
+        pipe_parallel_size=pipe,
+    )
+    out = run_workers([write_config(tmp_path / "cl.yml", values)], max(pipe, 1))
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_loss" in r]
+    assert [r["seqlen"] for r in records] == [8, 16, 24, 32, 32, 32]
+    assert "seqlen 8" in out

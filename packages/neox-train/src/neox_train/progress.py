@@ -74,6 +74,8 @@ class Progress:
         ]
         if values.get("grad_norm") is not None:
             parts.append(f"grad norm {values['grad_norm']:.3f}")
+        if values.get("seqlen") is not None:
+            parts.append(f"seqlen {values['seqlen']:.0f}")
         if values.get("loss_scale") is not None:
             parts.append(f"loss scale {values['loss_scale']:g}")
         parts += [

@@ -113,6 +113,27 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """GPT-NeoX / DeepSpeed's sequence-length curriculum (Li et al., 2022): train on the first
+    `difficulty` tokens of each sample, the difficulty growing with the step."""
+
+    enabled: bool = field(default=False, metadata=_doc("Use the curriculum."))
+    curriculum_type: Literal["seqlen"] = field(default="seqlen", metadata=_doc("What grows."))
+    min_difficulty: int = field(default=8, metadata=_doc("Sequence length at the start."))
+    max_difficulty: int = field(default=2048, metadata=_doc("Sequence length at the end."))
+    schedule_type: Literal["fixed_linear", "fixed_root", "fixed_discrete"] = field(
+        default="fixed_linear", metadata=_doc("How the length grows (DeepSpeed's schedules).")
+    )
+    schedule_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "total_curriculum_step, difficulty_step, root_degree (fixed_root); or "
+            "difficulty and max_step lists (fixed_discrete)."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     train_iters: int = field(metadata=_doc("Optimizer steps to train."))
     train_batch_size: int | None = field(
@@ -135,6 +156,9 @@ class TrainingConfig:
     )
     torch_compile: bool = field(
         default=False, metadata=_doc("Compile each transformer block with torch.compile.")
+    )
+    curriculum_learning: CurriculumConfig | None = field(
+        default=None, metadata=_doc("Sequence-length curriculum.")
     )
     max_skipped_steps: int = field(
         default=20,
@@ -438,7 +462,6 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
     "test_data_paths": "separate train/valid/test token files (use data_path and split)",
     "train_data_weights": "data blending",
     "sequence_parallel": "sequence parallelism",
-    "curriculum_learning": "curriculum learning",
     "iteration": "starting at a chosen iteration",
     "eval_tasks": "lm-eval tasks during training",
 }
@@ -576,6 +599,16 @@ def layout_problem(run: RunConfig) -> str | None:
         run.optimizer.optimizer.kind != "cpu_adam"
     ):
         return "an offloaded optimizer needs optimizer type cpu_adam (DeepSpeed's CPU Adam)"
+    curriculum = run.training.curriculum_learning
+    if (
+        curriculum
+        and curriculum.enabled
+        and not (0 < curriculum.min_difficulty <= curriculum.max_difficulty <= model.seq_length)
+    ):
+        return (
+            f"curriculum_learning needs 0 < min_difficulty ({curriculum.min_difficulty}) <= "
+            f"max_difficulty ({curriculum.max_difficulty}) <= seq_length ({model.seq_length})"
+        )
     if stage == 3 and run.logging.log_param_norm:
         return "log_param_norm with zero_optimization.stage 3 is not supported yet"
     if stage == 3 and tp > 1:

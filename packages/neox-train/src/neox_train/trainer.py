@@ -22,6 +22,7 @@ from neox_data import Tokenizer, build_tokenizer
 from neox_model import LATEST, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
+from neox_train.curriculum import SeqlenCurriculum
 from neox_train.data import Splits, build_splits, micro_batches, sample_counts
 from neox_train.distributed import DistEnv
 from neox_train.engine import build_engine
@@ -53,6 +54,7 @@ class Session:
     splits: Splits
     monitor: Monitor
     parallel: Parallel
+    curriculum: SeqlenCurriculum | None = None
     start_step: int = 0
 
     @property
@@ -98,6 +100,9 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
     )
+    curriculum = run.training.curriculum_learning
+    if curriculum is not None and curriculum.enabled:
+        session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
     ckpt = run.checkpoint
     source = ckpt.load or _own_checkpoint(ckpt.save)
     if source:
@@ -132,11 +137,14 @@ def _seed_step(session: Session, step: int) -> None:
     torch.manual_seed(int(seq.generate_state(1)[0]))
 
 
-def _pairs(session: Session, dataset: Any, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, labels) of each of this rank's micro batches of global step `step`."""
-    rank = session.parallel.data_rank
+def _pairs(
+    session: Session, dataset: Any, step: int, seqlen: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of each of this rank's micro batches of global step `step`, the first
+    `seqlen` positions only when a curriculum shortens them."""
+    rank, end = session.parallel.data_rank, seqlen or session.model_config.seq_length
     return [
-        (tokens[:, :-1].to(session.device), tokens[:, 1:].to(session.device))
+        (tokens[:, :end].to(session.device), tokens[:, 1 : end + 1].to(session.device))
         for tokens in micro_batches(dataset, step, session.batch, rank)
     ]
 
@@ -145,8 +153,11 @@ def train_step(session: Session, step: int) -> float:
     """One optimizer step (all micro batches); returns the loss averaged over all ranks."""
     engine = session.engine
     _seed_step(session, step)
-    pairs = _pairs(session, session.splits.train, step)
+    seqlen = session.curriculum.seqlen(step + 1) if session.curriculum else None
+    pairs = _pairs(session, session.splits.train, step, seqlen)
     if session.pipeline:
+        if seqlen is not None:
+            engine.reset_activation_shape()  # the pipeline's buffers follow the length
         return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
     total = 0.0
     for inputs, labels in pairs:
@@ -221,7 +232,8 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
         skipped_before = session.engine.skipped_steps
         result.train_losses[step] = loss = train_step(session, step - 1)
         skips.update(step, session.engine.skipped_steps > skipped_before)
-        values = {"train_loss": loss, "lr": lr, **step_extras(session), **progress.rates(step)}
+        values = {"train_loss": loss, "lr": lr, **step_extras(session, step)}
+        values.update(progress.rates(step))
         session.monitor.log(step, **values)
         if step % run.logging.log_interval == 0 or step == training.train_iters:
             log.info(progress.line(step, values))
@@ -303,12 +315,14 @@ def throughput(session: Session) -> Throughput:
     )
 
 
-def step_extras(session: Session) -> dict[str, float | None]:
+def step_extras(session: Session, step: int) -> dict[str, float | None]:
     """Gradient norm, the fp16 loss scale, and parameter norms when asked for."""
     engine = session.engine
     norm = engine.get_global_grad_norm()
     extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
     extras["skipped_steps"] = float(engine.skipped_steps)
+    if session.curriculum is not None:
+        extras["seqlen"] = float(session.curriculum.seqlen(step))
     if session.run.precision.dtype == "fp16":
         extras["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
     if session.run.logging.log_param_norm:
