@@ -105,3 +105,25 @@ def test_a_bad_config_is_one_line_a_nonzero_exit_and_nothing_written(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "save").exists()
+
+
+def test_sbatch_writes_a_batch_script_for_the_run(corpus, tmp_path):
+    config = write_yaml(
+        tmp_path / "run.yml",
+        run_config(
+            corpus,
+            tmp_path / "save",
+            num_gpus=2,
+            train_micro_batch_size_per_gpu=2,
+            launcher="slurm",
+            partition="debug",
+        ),
+    )
+    result = neox("train", config, "--sbatch", tmp_path / "job.sh")
+    assert result.returncode == 0, result.stderr
+    script = (tmp_path / "job.sh").read_text()
+    assert script.startswith("#!")
+    assert "#SBATCH --nodes=1" in script and "#SBATCH --ntasks-per-node=2" in script
+    assert "#SBATCH --partition=debug" in script
+    assert "srun" in script and f"neox_train train {config}" in script
+    assert not (tmp_path / "save").exists()  # nothing started

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import neox_launch
+from neox_launch import Machine
+
 # Prepended to every worker script: `out` is the directory given as argv[1], `mark` writes a file
 # there atomically, `wait_for` polls for one (giving up after 30 s so a broken test cannot hang).
 WORKER_PRELUDE = """
@@ -90,3 +93,33 @@ def gone() -> Iterator[Callable[[int], bool]]:
     for pid in asked:
         if _is_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Machine:
+    """A launching machine with a small, fixed environment; home and cwd are empty folders."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "run").mkdir()
+    return Machine(
+        environ={
+            "PATH": "/venv/bin:/usr/bin",
+            "PYTHONPATH": "/src",
+            "NCCL_DEBUG": "WARN",
+            "HOME": str(tmp_path / "home"),
+            "TERM": "xterm",
+        },
+        cwd=str(tmp_path / "run"),
+        python="/venv/bin/python",
+        home=str(tmp_path / "home"),
+        hostname="node0.cluster",
+        is_root=False,
+        cpu_count=8,
+        gpu_count=4,
+    )
+
+
+@pytest.fixture
+def source_env() -> dict[str, str]:
+    """This environment with this checkout of neox_launch importable by child processes."""
+    source = str(Path(neox_launch.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}

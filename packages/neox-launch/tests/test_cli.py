@@ -91,7 +91,7 @@ def test_dry_run_prints_one_line_per_worker_and_starts_nothing(tmp_path, capsys)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--nproc-per-node", "0", "--", "true"], "nproc_per_node=0 must be at least 1"),
+        (["--nproc-per-node", "0", "--", "true"], "num_gpus=0 must be at least 1"),
         (["--nproc-per-node", "two", "--", "true"], "invalid int value: 'two'"),
         (["--master-port", "70000", "--", "true"], "master_port=70000 is outside 1..65535"),
         (["--nproc-per-node", "1"], "no command given; put it after '--'"),
@@ -112,7 +112,9 @@ def test_debug_adds_the_traceback(capsys):
     assert main(["--debug", "--nproc-per-node", "0", "--", "true"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err
-    assert err.splitlines()[-1] == "neox-launch: error: nproc_per_node=0 must be at least 1"
+    assert err.splitlines()[-1] == (
+        "neox-launch: error: num_gpus=0 must be at least 1 (workers per node)"
+    )
 
 
 def test_a_missing_program_exits_1(capsys):
@@ -130,3 +132,41 @@ def test_default_nproc_is_one_per_visible_gpu(visible, workers, monkeypatch, cap
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert main(["--dry-run", "--", "python", "train.py"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == workers
+
+
+def test_sbatch_writes_a_script_for_the_job(tmp_path, capsys):
+    script = tmp_path / "job.sh"
+    argv = ["--sbatch", str(script), "--num-nodes", "2", "--num-gpus", "4", "--gpus-per-node", "4"]
+    assert main([*argv, "--partition", "gpu", "--", "python", "train.py"]) == 0
+    text = script.read_text()
+    for directive in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
+        assert f"#SBATCH {directive}\n" in text
+    assert "srun --nodes=2 --ntasks=8 " in text and text.endswith(" -- python train.py\n")
+    assert f"submit it with: sbatch {script}" in capsys.readouterr().out
+
+
+def test_write_hostfile_lists_the_slurm_jobs_nodes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[01-02]")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "8")
+    assert main(["--write-hostfile", str(tmp_path / "hosts")]) == 0
+    assert (tmp_path / "hosts").read_text() == "gpu01 slots=8\ngpu02 slots=8\n"
+
+
+def test_dry_run_with_a_hostfile_and_a_scheduler(tmp_path, capsys):
+    (tmp_path / "hosts").write_text("node1 slots=2\nnode2 slots=2\n")
+    argv = ["--dry-run", "--launcher", "mpich", "--hostfile", str(tmp_path / "hosts")]
+    assert main([*argv, "--", "python", "train.py"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("mpirun -np 4 -ppn 2 -hosts node1,node2 ")
+
+
+def test_a_bad_hostfile_is_refused_with_its_line(tmp_path, capsys):
+    (tmp_path / "hosts").write_text("node1 slots=2\nnode2 slots=\n")
+    assert main(["--hostfile", str(tmp_path / "hosts"), "--", "true"]) == 2
+    assert f"{tmp_path / 'hosts'}:2: slots must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_missing_launcher_program_exits_1_naming_the_package(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["--launcher", "slurm", "--num-gpus", "2", "--", "true"]) == 1
+    assert "install the Debian package slurm-client" in capsys.readouterr().err

@@ -30,10 +30,53 @@ def test_the_console_script_runs():
     assert out.returncode == 0 and "neox train CONFIG" in out.stdout
 
 
-def test_launch_spec_from_the_launch_keys():
+def test_launch_spec_from_the_launch_keys(monkeypatch):
+    monkeypatch.delenv("DLTS_HOSTFILE", raising=False)
     spec = launch_spec(LaunchConfig(num_gpus=3, master_port=29511))
-    assert (spec.nproc_per_node, spec.world_size, spec.master_port) == (3, 3, 29511)
-    with pytest.raises(ConfigError, match="multi-node launch is not supported yet"):
+    assert (spec.launcher, spec.nproc_per_node, spec.world_size, spec.master_port) == (
+        "local",
+        3,
+        3,
+        29511,
+    )
+    with pytest.raises(ConfigError, match="num_nodes=2 needs a hostfile"):
         launch_spec(LaunchConfig(num_gpus=2, num_nodes=2))
-    with pytest.raises(ConfigError, match="launcher 'slurm' is not supported yet"):
-        launch_spec(LaunchConfig(launcher="slurm"))
+    slurm = launch_spec(LaunchConfig(launcher="slurm", num_gpus=2, num_nodes=2))
+    assert (slurm.launcher, slurm.world_size) == ("slurm", 4)
+    assert launch_spec(LaunchConfig(num_gpus=1, deepspeed_mpi=True)).launcher == "openmpi"
+
+
+def test_launch_spec_reads_the_hostfile(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
+    spec = launch_spec(LaunchConfig(hostfile=str(hostfile), num_gpus=2))
+    assert (spec.launcher, spec.hosts, spec.world_size) == ("pdsh", ("node1", "node2"), 4)
+    hostfile.write_text("node1 slots=4\nnode2 four\n")
+    with pytest.raises(ConfigError, match="hosts:2: expected 'HOST slots=N'"):
+        launch_spec(LaunchConfig(hostfile=str(hostfile)))
+    with pytest.raises(ConfigError, match="num_gpus=8 workers per node, but node1 has 4"):
+        hostfile.write_text("node1 slots=4\n")
+        launch_spec(LaunchConfig(hostfile=str(hostfile), num_gpus=8))
+
+
+def test_a_missing_launcher_program_is_one_error_line(tmp_path, monkeypatch, capsys):
+    from neox import train_command
+
+    monkeypatch.setattr(train_command, "load_run_config", _fake_run_config)
+    monkeypatch.setattr(train_command, "check_inputs", lambda run: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert train_command.main(["run.yml"]) == 1
+    assert "neox train: error: launcher 'openmpi' needs mpirun" in capsys.readouterr().err
+
+
+def _fake_run_config(paths):
+    class Run:
+        launch = LaunchConfig(launcher="openmpi", num_gpus=2)
+
+        def batch(self, world_size):
+            return None
+
+    class Loaded:
+        run = Run()
+
+    return Loaded()

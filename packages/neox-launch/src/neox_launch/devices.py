@@ -4,19 +4,21 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
 _NVIDIA_SMI_TIMEOUT = 30.0
 
 
-def count_local_gpus() -> int:
+def count_local_gpus(environ: Mapping[str, str] | None = None) -> int:
     """How many GPUs a worker on this machine may use.
 
-    ``CUDA_VISIBLE_DEVICES`` wins when set (empty → 0; otherwise the number of listed devices,
-    stopping at the first negative one as CUDA does); else the GPUs ``nvidia-smi -L`` lists; else 0.
+    ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default: this process's) wins when set (empty → 0;
+    otherwise the number of listed devices, stopping at the first negative one as CUDA does);
+    else the GPUs ``nvidia-smi -L`` lists; else 0.
     """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return _count_visible(visible)
     return _count_nvidia_smi()

@@ -13,9 +13,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import IO
 
 from neox_launch.worker import WorkerCommand
 
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE_PERIOD = 5.0
 _POLL_INTERVAL = 0.05
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Asked on every poll: a reason to stop all workers now (e.g. "the launcher went away"), or None.
+StopCheck = Callable[[], str | None]
+# What the workers read as stdin: inherited (None), subprocess.DEVNULL, or an open file.
+Stdin = int | IO[bytes] | None
 
 
 class WorkerStartError(RuntimeError):
@@ -69,60 +75,73 @@ class _SignalInbox:
 
 
 def supervise(
-    commands: Sequence[WorkerCommand], *, grace_period: float = DEFAULT_GRACE_PERIOD
+    commands: Sequence[WorkerCommand],
+    *,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    stdin: Stdin = None,
+    stop_check: StopCheck | None = None,
 ) -> int:
     """Run ``commands`` as workers until they end; the launcher's exit code.
 
     0 when every worker succeeds; the first failing worker's code (128 + signal number when it
-    was killed by a signal); 128 + signal number when the launcher got SIGINT/SIGTERM.
+    was killed by a signal); 128 + signal number when the launcher got SIGINT/SIGTERM; 128 +
+    SIGHUP when ``stop_check`` gave a reason to stop.
     """
     inbox = _SignalInbox()
     with inbox.installed():
-        workers = _start_all(commands, grace_period)
+        workers = _start_all(commands, grace_period, stdin)
         try:
-            return _watch(workers, inbox, grace_period)
+            return _watch(workers, inbox, grace_period, stop_check)
         finally:
             _kill_running(workers)
 
 
-def _start_all(commands: Sequence[WorkerCommand], grace_period: float) -> list[_Worker]:
+def _start_all(
+    commands: Sequence[WorkerCommand], grace_period: float, stdin: Stdin
+) -> list[_Worker]:
     workers: list[_Worker] = []
     for command in commands:
         try:
-            process = subprocess.Popen(command.argv, env=dict(command.env), start_new_session=True)
+            process = subprocess.Popen(
+                command.argv, env=dict(command.env), stdin=stdin, start_new_session=True
+            )
         except OSError as error:
             _stop(workers, signal.SIGTERM, grace_period, None)
             raise WorkerStartError(
-                f"cannot start worker {command.rank}: {command.argv[0]!r}: "
+                f"cannot start {command.name}: {command.argv[0]!r}: "
                 f"{error.strerror or error}; check that the command exists and is executable"
             ) from error
-        log.info(
-            "started worker %d (pid %d): %s", command.rank, process.pid, shlex.join(command.argv)
-        )
+        log.info("started %s (pid %d): %s", command.name, process.pid, shlex.join(command.argv))
         workers.append(_Worker(command, process))
     return workers
 
 
-def _watch(workers: list[_Worker], inbox: _SignalInbox, grace_period: float) -> int:
+def _watch(
+    workers: list[_Worker], inbox: _SignalInbox, grace_period: float, stop_check: StopCheck | None
+) -> int:
     while True:
         if inbox.received:
             signum = inbox.received[0]
-            log.warning("received %s; forwarding it to the workers", _signal_name(signum))
+            log.warning("received %s; forwarding it to the workers", signal_name(signum))
             _stop(workers, signum, grace_period, inbox)
             return 128 + signum
         failed = _first_failure(workers)
         if failed is not None:
-            code = _exit_code(failed.process.returncode)
             log.error(
-                "worker %d (pid %d) %s; stopping the other workers",
-                failed.command.rank,
+                "%s (pid %d) %s; stopping the others",
+                failed.command.name,
                 failed.process.pid,
-                _exit_description(failed.process.returncode),
+                exit_description(failed.process.returncode),
             )
             _stop(workers, signal.SIGTERM, grace_period, inbox)
-            return code
+            return _exit_code(failed.process.returncode)
         if not _running(workers):
             return 0
+        reason = stop_check() if stop_check is not None else None
+        if reason is not None:
+            log.warning("%s; stopping the workers", reason)
+            _stop(workers, signal.SIGTERM, grace_period, inbox)
+            return 128 + signal.SIGHUP
         time.sleep(_POLL_INTERVAL)
 
 
@@ -154,7 +173,7 @@ def _stop(
         time.sleep(_POLL_INTERVAL)
     left = _running(workers)
     if left:
-        log.warning("killing %d worker(s) still running: %s", len(left), _ranks(left))
+        log.warning("killing what is still running: %s", _names(left))
     # Also reaches processes the workers spawned that outlived them.
     _signal_groups(workers, signal.SIGKILL)
     for worker in workers:
@@ -165,7 +184,7 @@ def _kill_running(workers: list[_Worker]) -> None:
     """Last resort when supervision ends early (an unexpected exception)."""
     left = _running(workers)
     if left:
-        log.warning("killing workers %s", _ranks(left))
+        log.warning("killing %s", _names(left))
         _signal_groups(left, signal.SIGKILL)
         for worker in left:
             worker.process.wait()
@@ -173,26 +192,29 @@ def _kill_running(workers: list[_Worker]) -> None:
 
 def _signal_groups(workers: list[_Worker], signum: int) -> None:
     for worker in workers:
+        sent = worker.command.interrupt_signal if signum == signal.SIGINT else signum
         # The group is gone once its leader and everything it spawned have exited.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(worker.process.pid, signum)
+            os.killpg(worker.process.pid, sent)
 
 
-def _ranks(workers: list[_Worker]) -> str:
-    return ", ".join(str(worker.command.rank) for worker in workers)
+def _names(workers: list[_Worker]) -> str:
+    return ", ".join(worker.command.name for worker in workers)
 
 
 def _exit_code(returncode: int) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
-def _exit_description(returncode: int) -> str:
+def exit_description(returncode: int) -> str:
+    """``exited with code N`` or ``was killed by SIGNAME`` for a Popen return code."""
     if returncode >= 0:
         return f"exited with code {returncode}"
-    return f"was killed by {_signal_name(-returncode)}"
+    return f"was killed by {signal_name(-returncode)}"
 
 
-def _signal_name(signum: int) -> str:
+def signal_name(signum: int) -> str:
+    """SIGTERM, SIGINT, ... for a signal number."""
     try:
         return signal.Signals(signum).name
     except ValueError:

@@ -1,8 +1,9 @@
 """A worker command: the argv and environment of one worker process, as a runner builds it."""
 
 import shlex
+import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 # The variables a runner sets for every worker; torch.distributed's env:// rendezvous reads them.
@@ -16,20 +17,38 @@ LAUNCH_VARIABLES = (
 )
 
 
+def default_omp_threads(local_world_size: int, cpu_count: int) -> int:
+    """OMP_NUM_THREADS for a worker when unset: the node's CPUs shared out, at least one."""
+    return max(1, cpu_count // max(1, local_world_size))
+
+
 @dataclass(frozen=True)
 class WorkerCommand:
-    """One worker process to start: its global rank, argv and complete environment.
+    """One process to start: a worker (its global rank), or a launcher program that starts them.
 
-    ``env`` is the whole environment of the process (not a delta), stored read-only.
+    ``env`` is the whole environment of the process (not a delta), stored read-only. ``label``
+    names the process in messages (default ``worker RANK``). ``interrupt_signal`` is what the
+    supervisor sends it in place of SIGINT (pdsh takes one SIGINT as a status request).
     """
 
     rank: int
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(hash=False)
+    label: str = ""
+    interrupt_signal: int = signal.SIGINT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    @property
+    def name(self) -> str:
+        """How messages name the process."""
+        return self.label or f"worker {self.rank}"
+
+    def with_program(self, program: str) -> "WorkerCommand":
+        """The same command with ``argv[0]`` replaced (by the program's full path)."""
+        return replace(self, argv=(program, *self.argv[1:]))
 
     def shell_line(self, names: Iterable[str]) -> str:
         """One shell line: ``NAME=value`` for each of ``names`` that env sets, then argv."""

@@ -422,6 +422,23 @@ class LaunchConfig:
     )
     deepspeed_mpi: bool = field(default=False, metadata=_doc("Ranks come from MPI."))
     deepspeed_slurm: bool = field(default=False, metadata=_doc("Ranks come from Slurm."))
+    include: str = field(default="", metadata=_doc("Hosts/devices to use, e.g. 'node1:0,1@node2'."))
+    exclude: str = field(
+        default="", metadata=_doc("Hosts/devices to leave out, e.g. 'node3@node4:7'.")
+    )
+    master_addr: str | None = field(
+        default=None,
+        metadata=_doc("Host of rank 0; default: 127.0.0.1 on one node, else the first node."),
+    )
+    launcher_args: str = field(
+        default="", metadata=_doc("Extra flags for the launcher program, split like a shell.")
+    )
+    no_ssh_check: bool = field(
+        default=False, metadata=_doc("pdsh: skip the SSH check of every node before starting.")
+    )
+    comment: str | None = field(default=None, metadata=_doc("Slurm job comment."))
+    account: str | None = field(default=None, metadata=_doc("Slurm account."))
+    partition: str | None = field(default=None, metadata=_doc("Slurm partition."))
 
     def __post_init__(self) -> None:
         if self.num_gpus is not None and self.num_gpus <= 0:

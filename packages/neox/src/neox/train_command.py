@@ -1,45 +1,70 @@
 """`neox train CONFIG...`: validate the run config once, then start one worker per device.
 
-The launch keys (num_gpus, num_nodes, launcher, hostfile, master_port) come from the validated
-run config and become a `neox_launch.LaunchSpec`; each worker runs `python -m neox_train train`
-with the same files.
+The launch keys (num_gpus, num_nodes, launcher, hostfile, master_port, deepspeed_mpi,
+deepspeed_slurm, ...) come from the validated run config and, with the hostfile, become a
+`neox_launch.LaunchSpec`; each worker runs `python -m neox_train train` with the same files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from neox_launch import LaunchSpec, count_local_gpus, describe, launch
-from neox_train import ConfigError, load_run_config
-from neox_train.inputs import check_inputs
-from neox_train.run_config import LaunchConfig
+from neox_launch import (
+    LaunchRequest,
+    LaunchSpec,
+    Machine,
+    SlurmOptions,
+    WorkerStartError,
+    describe,
+    launch,
+    plan,
+    sbatch_script,
+)
+from neox_train import ConfigError, LaunchConfig, check_inputs, load_run_config
 
 
 def launch_spec(config: LaunchConfig) -> LaunchSpec:
-    """The launch spec for a run, refusing what the local launcher cannot do yet."""
-    if config.hostfile or config.num_nodes > 1:
-        raise ConfigError(
-            f"hostfile {config.hostfile!r} / num_nodes {config.num_nodes}: multi-node launch is "
-            "not supported yet; remove hostfile and set num_nodes to 1"
-        )
-    if config.launcher not in ("pdsh", "local") or config.deepspeed_mpi or config.deepspeed_slurm:
-        raise ConfigError(
-            f"launcher {config.launcher!r} is not supported yet; on one node use 'local'"
-        )
-    workers = config.num_gpus or count_local_gpus() or 1
-    return LaunchSpec(nproc_per_node=workers, master_port=config.master_port)
+    """The launch spec for a run: its launch keys resolved against the hostfile and this machine
+    (a bad hostfile or an impossible selection is a ConfigError, before anything starts)."""
+    request = LaunchRequest(
+        launcher=config.launcher,
+        hostfile=config.hostfile,
+        include=config.include,
+        exclude=config.exclude,
+        num_nodes=config.num_nodes,
+        num_gpus=config.num_gpus,
+        master_addr=config.master_addr,
+        master_port=config.master_port,
+        deepspeed_mpi=config.deepspeed_mpi,
+        deepspeed_slurm=config.deepspeed_slurm,
+        launcher_args=config.launcher_args,
+        no_ssh_check=config.no_ssh_check,
+        slurm=SlurmOptions(
+            comment=config.comment, account=config.account, partition=config.partition
+        ),
+    )
+    try:
+        return plan(request, Machine.current())
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def worker_command(configs: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "neox_train", "train", *configs]
+    """Each worker trains from the same files (absolute: workers may start elsewhere)."""
+    return [sys.executable, "-m", "neox_train", "train", *map(os.path.abspath, configs)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="neox train", description="Train a model.")
     parser.add_argument("configs", nargs="+", help="YAML files, merged left to right")
     parser.add_argument("--dry-run", action="store_true", help="print the worker commands")
+    parser.add_argument(
+        "--sbatch", metavar="FILE", help="write a Slurm batch script for the run instead"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
@@ -55,5 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print("\n".join(describe(spec, worker_command(args.configs))))
         return 0
-    print(f"neox train: starting {spec.world_size} worker(s) on this node", flush=True)
-    return launch(spec, worker_command(args.configs))
+    if args.sbatch:
+        return _write_sbatch(Path(args.sbatch), spec, args.configs)
+    where = "on this node" if spec.num_nodes == 1 else f"on {spec.num_nodes} nodes"
+    print(f"neox train: starting {spec.world_size} worker(s) {where}", flush=True)
+    try:
+        return launch(spec, worker_command(args.configs))
+    except WorkerStartError as err:  # e.g. the launcher program is not installed
+        print(f"neox train: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _write_sbatch(path: Path, spec: LaunchSpec, configs: Sequence[str]) -> int:
+    """The run as a Slurm batch script (submit it with sbatch)."""
+    machine = Machine.current()
+    gpus = spec.nproc_per_node if machine.gpus() else 0  # GPUs are asked for where used
+    path.write_text(sbatch_script(spec, worker_command(configs), machine, gpus_per_node=gpus))
+    print(f"neox train: wrote {path}; submit it with: sbatch {path}")
+    return 0

@@ -1,0 +1,88 @@
+"""`neox convert from-hf` then `neox train` with `finetune: true`: DeepSpeed loads the imported
+files at tensor size 2 and pipeline size 2, training continues from them and lowers the loss."""
+
+import json
+import shutil
+
+import torch
+from tokenizers import Tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from neox_model import load_model, load_state_dict
+from neox_train.metrics import read_metrics
+from neox_train.run_config import load_run_config
+
+from conftest import neox, run_config, write_yaml
+
+TRAINING_KEYS = (
+    "data_path",
+    "split",
+    "optimizer",
+    "lr_decay_style",
+    "warmup",
+    "eval_interval",
+    "eval_iters",
+    "log_interval",
+    "zero_optimization",
+    "seed",
+    "launcher",
+)
+
+
+def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
+    vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+    )
+    torch.manual_seed(0)
+    hf_dir = tmp_path / "hf"
+    LlamaForCausalLM(config).save_pretrained(hf_dir)
+    shutil.copyfile(corpus / "tokenizer.json", hf_dir / "tokenizer.json")
+    imported = tmp_path / "imported"
+    result = neox(
+        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported,
+        "--model_parallel_size", 2, "--pipe_parallel_size", 2,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    step_yaml = imported / "global_step0" / "config.yml"
+    assert load_run_config([str(step_yaml)]).run.checkpoint.finetune  # a valid run config
+
+    reference = run_config(corpus, tmp_path / "tuned")
+    training = {k: reference[k] for k in TRAINING_KEYS}  # the model is the imported one
+    data = write_yaml(
+        tmp_path / "data.yml",
+        {
+            **training,
+            "save": str(tmp_path / "tuned"),
+            "num_gpus": 4,
+            "train_micro_batch_size_per_gpu": 4,
+            "train_iters": 6,
+        },
+    )
+    result = neox("train", step_yaml, data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "weights of" in result.stdout  # loaded as a fine-tune, from step 0
+
+    records = read_metrics(tmp_path / "tuned" / "metrics.jsonl")
+    losses = [r["train_loss"] for r in records if "train_loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0], losses
+    # training moved the imported weights a little; a fresh initialisation would be far away
+    _, _, start = load_state_dict(imported)
+    _, _, end = load_state_dict(tmp_path / "tuned")
+    for name in ("layers.0.attention.query_key_value.weight", "embed_out.weight"):
+        change = (end[name] - start[name]).norm() / start[name].norm()
+        assert 0 < change.item() < 0.2, (name, change.item())
+    # and the fine-tuned model predicts the corpus better than the imported one
+    text = json.loads((corpus / "docs.jsonl").read_text().splitlines()[3])["text"]
+    ids = torch.tensor([Tokenizer.from_file(str(corpus / "tokenizer.json")).encode(text).ids[:65]])
+    before, after = (
+        load_model(run)[2](ids[:, :-1], labels=ids[:, 1:]) for run in (imported, tmp_path / "tuned")
+    )
+    assert after.item() < before.item() - 0.05, (before.item(), after.item())
