@@ -5,65 +5,13 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, GPTNeoXForCausalLM
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalLM
 
 from neox_convert import ExportError, export_to_hf
 from neox_convert.cli import main
-from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
 
-TEXT = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int\n    y: int\n"] * 20
-
-
-def build_tokenizer(path):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|padding|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(TEXT, trainer)
-    tok.save(str(path))
-    return tok
-
-
-def make_checkpoint(root, **overrides):
-    """A step directory laid out as neox-train saves one (DeepSpeed's module file + manifest)."""
-    values = dict(
-        num_layers=2,
-        hidden_size=64,
-        num_attention_heads=4,
-        seq_length=32,
-        pos_emb="rotary",
-        rotary_pct=0.25,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        vocab_size=300,
-        make_vocab_size_divisible_by=128,
-    )
-    values.update(overrides)
-    config = ModelConfig(**values)
-    step = root / "global_step10"
-    step.mkdir(parents=True)
-    model = Transformer(config, seed=3)
-    with torch.no_grad():  # make norms and biases non-trivial so a mix-up would show
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn_like(param) * 0.1)
-    torch.save({"module": model.state_dict(), "ds_config": {}}, step / "mp_rank_00_model_states.pt")
-    build_tokenizer(step / "tokenizer.json")
-    write_manifest(
-        step,
-        ModelManifest(
-            config,
-            (WeightFile("mp_rank_00_model_states.pt", "module"),),
-            tokenizer="tokenizer.json",
-        ),
-    )
-    (root / "latest").write_text("global_step10\n")
-    return model.eval()
+from conftest import LLAMA_STYLE, greedy, hf_greedy, make_checkpoint, random_ids
 
 
 @pytest.mark.parametrize(
@@ -80,10 +28,95 @@ def test_hf_logits_equal_neox_logits(tmp_path, overrides):
     out = export_to_hf(tmp_path / "run", tmp_path / "hf")
     hf, info = GPTNeoXForCausalLM.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info  # no missing, unexpected or mismatched tensors
-    ids = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(0))
+    ids = random_ids()
     with torch.no_grad():
         diff = (hf.eval()(ids).logits - model(ids)).abs().max().item()
-    assert diff <= 1e-4
+    assert diff <= 1e-5
+
+
+GATED_EXPORTS = {
+    "llama-gqa-swiglu": ("llama", LLAMA_STYLE),
+    "llama-tied-biases-geglu": (
+        "llama",
+        {
+            **LLAMA_STYLE,
+            "no_weight_tying": False,
+            "use_bias_in_attn_linear": True,
+            "use_bias_in_mlp": True,
+            "activation": "geglu",
+            "num_kv_heads": 1,
+        },
+    ),
+    "mistral-sliding-window": ("mistral", {**LLAMA_STYLE, "sliding_window_width": 7}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GATED_EXPORTS))
+def test_llama_and_mistral_exports_compute_the_neox_logits_and_continuation(tmp_path, name):
+    architecture, overrides = GATED_EXPORTS[name]
+    model = make_checkpoint(tmp_path / "run", **overrides)
+    out = export_to_hf(tmp_path / "run", tmp_path / "hf", architecture=architecture)
+    hf, info = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info
+    assert (
+        type(hf).__name__
+        == {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[architecture]
+    )
+    assert hf.config.intermediate_size == 96
+    ids = random_ids()
+    with torch.no_grad():
+        diff = (hf.eval()(ids).logits - model(ids)).abs().max().item()
+    assert diff <= 1e-5
+    assert hf_greedy(hf).tolist() == greedy(model).tolist()
+
+
+def test_mistral_window_is_one_more_than_neox_width(tmp_path):
+    """transformers counts the query itself in `sliding_window`: one less (or no window) would
+    compute other logits over a sequence longer than the window."""
+    model = make_checkpoint(tmp_path / "run", **LLAMA_STYLE, sliding_window_width=7)
+    out = export_to_hf(tmp_path / "run", tmp_path / "hf", architecture="mistral")
+    assert json.loads((out / "config.json").read_text())["sliding_window"] == 8
+    ids = random_ids()
+    for window in (7, None):
+        hf = AutoModelForCausalLM.from_pretrained(out, sliding_window=window).eval()
+        with torch.no_grad():
+            assert (hf(ids).logits - model(ids)).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("architecture", "change", "reason"),
+    [
+        ("llama", dict(norm="layernorm", use_bias_in_norms=True), "norm 'layernorm'"),
+        ("llama", dict(activation="gelu"), "activation 'gelu'"),
+        ("llama", dict(rotary_pct=0.5), "rotary_pct 0.5"),
+        ("llama", dict(pos_emb="alibi"), "pos_emb 'alibi'"),
+        ("llama", dict(gpt_j_residual=True), "gpt_j_residual"),
+        ("llama", dict(sliding_window_width=8), "sliding_window_width"),
+        ("mistral", dict(use_bias_in_mlp=True), "use_bias_in_attn_linear False, use_bias_in_mlp"),
+    ],
+)
+def test_llama_and_mistral_refuse_what_they_cannot_express(tmp_path, architecture, change, reason):
+    make_checkpoint(tmp_path / "run", **{**LLAMA_STYLE, **change})
+    family = architecture.capitalize()
+    with pytest.raises(
+        ExportError, match=f"no exact Hugging Face {family} equivalent for {reason}"
+    ):
+        export_to_hf(tmp_path / "run", tmp_path / "hf", architecture=architecture)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_large_exports_are_sharded_with_an_index(tmp_path):
+    model = make_checkpoint(tmp_path / "run", **LLAMA_STYLE)
+    out = export_to_hf(
+        tmp_path / "run", tmp_path / "hf", architecture="llama", max_shard_bytes=40_000
+    )
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 2
+    assert not (out / "model.safetensors").exists()
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = random_ids()
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids)).abs().max().item() <= 1e-5
 
 
 def test_tokenizer_and_generation_config_are_exported(tmp_path):

@@ -56,3 +56,28 @@ def test_latest_pointing_at_an_incomplete_step_is_an_error(tmp_path):
     (tmp_path / "latest").write_text("global_step9")
     with pytest.raises(FileNotFoundError, match="not a complete step"):
         find_step_dir(tmp_path)
+
+
+def test_saved_rotary_frequencies_may_be_absent_but_nothing_else(tmp_path):
+    config = ModelConfig(
+        num_layers=1,
+        hidden_size=16,
+        num_attention_heads=2,
+        seq_length=8,
+        pos_emb="rotary",
+        rotary_save_freqs_buffer=True,
+        vocab_size=30,
+        make_vocab_size_divisible_by=8,
+    )
+    step = tmp_path / "global_step1"
+    step.mkdir()
+    state = Transformer(config, seed=1).state_dict()
+    del state["rotary.inv_freq"]  # pipeline layer files do not hold it
+    torch.save(state, step / "w.pt")
+    write_manifest(step, ModelManifest(config, (WeightFile("w.pt"),)))
+    _, _, model = load_model(step)
+    torch.testing.assert_close(model.rotary.inv_freq, Transformer(config).rotary.inv_freq)
+    del state["final_layer_norm.weight"]
+    torch.save(state, step / "w.pt")
+    with pytest.raises(ValueError, match=r"missing \['final_layer_norm.weight'\]"):
+        load_model(step)

@@ -1,7 +1,16 @@
 """`neox-convert`: convert neox checkpoints to and from other formats.
 
-neox-convert to-hf --input_dir CKPT --output_dir OUT [--precision auto|fp32|fp16|bf16]
-                   [--architecture neox] [--overwrite]
+neox-convert to-hf      --input_dir CKPT --output_dir OUT [--architecture neox|llama|mistral]
+neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
+                        [--pipe_parallel_size N]
+neox-convert reshard    --input_dir CKPT --output_dir RUN --model_parallel_size N
+                        --pipe_parallel_size M          (model weights only, no optimizer state)
+neox-convert from-llama --input_dir META_DIR --output_dir RUN [--seq_length N] [--tokenizer F]
+neox-convert from-neox  --input_dir GPT_NEOX_STEP --output_dir RUN [--config_file YML ...]
+
+The from-* commands take the layout flags of from-hf; from-* and to-hf take --precision
+auto|fp32|fp16|bf16; every command takes --overwrite and writes its output under a temporary
+name, renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -9,9 +18,46 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from neox_convert.architecture import ArchitectureName
+from neox_convert.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    from neox_convert.checkpoint import Layout
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+FINETUNE_HELP = (
+    "writes model weights only (no optimizer state) and a config.yml with finetune: true; "
+    "fine-tune with `neox train RUN/global_step0/config.yml your_data.yml`"
+)
+
+
+def _common(parser: argparse.ArgumentParser, input_help: str, precision: bool = True) -> None:
+    parser.add_argument("--input_dir", "--input-dir", required=True, help=input_help)
+    parser.add_argument("--output_dir", "--output-dir", required=True)
+    if precision:
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default="auto",
+            help="dtype of the written weights (auto: the source's)",
+        )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
+
+
+def _layout(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    for flag, what in (("model_parallel_size", "tensor"), ("pipe_parallel_size", "pipeline")):
+        parser.add_argument(
+            f"--{flag}",
+            f"--{flag.replace('_', '-')}",
+            type=int,
+            default=None if required else 1,
+            required=required,
+            help=f"{what}-parallel size of the written checkpoint",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,33 +65,126 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     to_hf = sub.add_parser("to-hf", help="export to a Hugging Face model directory")
-    to_hf.add_argument(
-        "--input_dir",
-        "--input-dir",
-        required=True,
-        help="checkpoint step directory, or the run directory (its latest step)",
+    _common(to_hf, "checkpoint step directory, or the run directory (its latest step)")
+    to_hf.add_argument("--architecture", choices=get_args(ArchitectureName), default="neox")
+    reshard = sub.add_parser(
+        "reshard",
+        help="change a checkpoint's tensor/pipeline layout (model weights only)",
+        description="Optimizer state is not carried over (not supported yet): " + FINETUNE_HELP,
     )
-    to_hf.add_argument("--output_dir", "--output-dir", required=True)
-    to_hf.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    to_hf.add_argument(
-        "--architecture",
-        choices=["neox"],
-        default="neox",
-        help="Hugging Face architecture (llama/mistral come later)",
-    )
-    to_hf.add_argument("--overwrite", action="store_true")
+    _common(reshard, "checkpoint step directory, or the run directory", precision=False)
+    _layout(reshard, required=True)
+    _import_parsers(sub)
     return parser
+
+
+def _import_parsers(sub: Any) -> None:
+    """from-hf, from-llama and from-neox: a source in, a run directory out."""
+    importers = {
+        "from-hf": ("a GPTNeoX, Llama or Mistral directory", "config.json and weights"),
+        "from-llama": ("Meta's original LLaMA 1/2", "params.json and consolidated.XX.pth"),
+        "from-neox": ("a checkpoint written by GPT-NeoX", "GPT-NeoX global_stepN, or its save"),
+    }
+    parsers = {}
+    for name, (what, holds) in importers.items():
+        parsers[name] = sub.add_parser(name, help=f"import {what}", description=FINETUNE_HELP)
+        _common(parsers[name], f"the directory: {holds}")
+        _layout(parsers[name])
+    parsers["from-llama"].add_argument(
+        "--seq_length", "--seq-length", type=int, default=4096, help="longest sequence (positions)"
+    )
+    parsers["from-llama"].add_argument(
+        "--tokenizer", help="tokenizer.model (default: beside the weights or one folder up)"
+    )
+    parsers["from-neox"].add_argument(
+        "--config_file",
+        "--config-file",
+        nargs="+",
+        default=None,
+        help="the run's YAML file(s), merged in order (default: STEP/configs/*.yml)",
+    )
+    parsers["from-neox"].add_argument(
+        "--tokenizer", help="the tokenizer file (default: the config's vocab_file)"
+    )
+
+
+def _run(args: argparse.Namespace) -> Path:
+    from neox_convert.checkpoint import Layout
+
+    layout = Layout(getattr(args, "model_parallel_size", 1), getattr(args, "pipe_parallel_size", 1))
+    commands: dict[str, Callable[[], Path]] = {
+        "to-hf": lambda: _to_hf(args),
+        "from-hf": lambda: _from_hf(args, layout),
+        "reshard": lambda: _reshard(args, layout),
+        "from-llama": lambda: _from_llama(args, layout),
+        "from-neox": lambda: _from_neox(args, layout),
+    }
+    return commands[args.command]()
+
+
+def _to_hf(args: argparse.Namespace) -> Path:
+    from neox_convert.export import export_to_hf
+
+    return export_to_hf(
+        args.input_dir,
+        args.output_dir,
+        precision=args.precision,
+        architecture=args.architecture,
+        overwrite=args.overwrite,
+    )
+
+
+def _from_hf(args: argparse.Namespace, layout: Layout) -> Path:
+    from neox_convert.import_hf import import_from_hf
+
+    return import_from_hf(
+        args.input_dir,
+        args.output_dir,
+        layout=layout,
+        precision=args.precision,
+        overwrite=args.overwrite,
+    )
+
+
+def _reshard(args: argparse.Namespace, layout: Layout) -> Path:
+    from neox_convert.reshard import reshard
+
+    return reshard(args.input_dir, args.output_dir, layout=layout, overwrite=args.overwrite)
+
+
+def _from_llama(args: argparse.Namespace, layout: Layout) -> Path:
+    from neox_convert.meta_llama import import_from_llama
+
+    return import_from_llama(
+        args.input_dir,
+        args.output_dir,
+        layout=layout,
+        seq_length=args.seq_length,
+        tokenizer=args.tokenizer,
+        precision=args.precision,
+        overwrite=args.overwrite,
+    )
+
+
+def _from_neox(args: argparse.Namespace, layout: Layout) -> Path:
+    from neox_convert.gpt_neox_checkpoint import import_from_neox
+
+    return import_from_neox(
+        args.input_dir,
+        args.output_dir,
+        config_files=args.config_file,
+        tokenizer=args.tokenizer,
+        layout=layout,
+        precision=args.precision,
+        overwrite=args.overwrite,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[neox] %(message)s", stream=sys.stdout)
-    from neox_convert.export import export_to_hf
-
     try:
-        out = export_to_hf(
-            args.input_dir, args.output_dir, precision=args.precision, overwrite=args.overwrite
-        )
+        out = _run(args)
     except USER_ERRORS as err:
         if args.debug:
             raise

@@ -1,26 +1,29 @@
 """`to-hf`: write a checkpoint as a Hugging Face model directory, atomically.
 
-The directory (config.json, model.safetensors, generation_config.json, tokenizer files) is
-built under a temporary name beside the destination and renamed into place only when complete.
+The directory (config.json, model.safetensors or its shards, generation_config.json, tokenizer
+files) is built under a temporary name beside the destination and renamed into place only when
+complete. The vocabulary is written padded as for one device (`vocab`): rows a tensor-parallel
+layout added are dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from neox_convert.gpt_neox import check_exportable, hf_config, to_hf_state_dict
-from neox_model import ModelManifest, load_state_dict
+from neox_convert.architecture import ARCHITECTURES, Architecture, ArchitectureName
+from neox_convert.hf_files import MAX_SHARD_BYTES, hf_tokenizer, write_weights
+from neox_convert.key_map import StateDict
+from neox_convert.precision import Precision, cast, resolve_dtype
+from neox_convert.staging import check_destination, staged_directory
+from neox_convert.vocab import resize_rows
+from neox_model import ModelConfig, load_state_dict
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 EOD_TOKEN = "<|endoftext|>"  # GPT-NeoX's end-of-document token
 
 
@@ -29,50 +32,53 @@ def export_to_hf(
     output_dir: str | Path,
     *,
     precision: Precision = "auto",
+    architecture: ArchitectureName = "neox",
     overwrite: bool = False,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
 ) -> Path:
     """Export the checkpoint (step or run directory) to `output_dir`; returns the directory."""
+    arch = ARCHITECTURES[architecture]
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass --overwrite")
+    check_destination(output_dir, overwrite, Path(checkpoint))
     step_dir, manifest, state = load_state_dict(checkpoint)
-    check_exportable(manifest.config)
-    dtype = _DTYPES[precision] if precision != "auto" else next(iter(state.values())).dtype
+    arch.check_exportable(manifest.config)
+    dtype = resolve_dtype(precision, state)
+    state = resize_rows(state, manifest.config.padded_vocab_size)
     tokenizer_file = step_dir / manifest.tokenizer if manifest.tokenizer else None
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staged_directory(output_dir) as staging:
         eod_id = _write_tokenizer(tokenizer_file, staging) if tokenizer_file else None
-        _write_model(manifest, state, dtype, eod_id, staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log.info("exported %s to %s (%s)", step_dir, output_dir, dtype)
+        _write_model(arch, manifest.config, state, dtype, eod_id, staging, max_shard_bytes)
+    log.info("exported %s to %s (%s, %s)", step_dir, output_dir, arch.hf_class, dtype)
     return output_dir
 
 
 def _write_model(
-    manifest: ModelManifest,
-    state: dict[str, torch.Tensor],
+    arch: Architecture,
+    config: ModelConfig,
+    state: StateDict,
     dtype: torch.dtype,
     eod_id: int | None,
     out: Path,
+    max_shard_bytes: int,
 ) -> None:
-    from safetensors.torch import save_file
     from transformers import GenerationConfig
 
-    hf_config(manifest.config, eod_id, dtype, manifest.padded_vocab).save_pretrained(out)
+    arch.hf_config(config, eod_id, dtype, config.padded_vocab_size).save_pretrained(out)
     GenerationConfig(bos_token_id=eod_id, eos_token_id=eod_id).save_pretrained(out)
-    save_file(to_hf_state_dict(state, dtype), out / "model.safetensors", metadata={"format": "pt"})
+    write_weights(cast(arch.to_hf(state, config), dtype), out, max_shard_bytes)
 
 
 def _write_tokenizer(tokenizer_file: Path, out: Path) -> int | None:
-    """Save the tokenizer as a fast HF tokenizer; returns the end-of-document id."""
+    """Save the tokenizer as a fast HF tokenizer; returns the end-of-document id. Files that
+    came from a Hugging Face directory (with their tokenizer_config.json) are copied as they are."""
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (tokenizer_file.parent / "tokenizer_config.json").is_file():
+        for path in hf_tokenizer(tokenizer_file.parent).files:
+            shutil.copyfile(path, out / path.name)
+        eos: int | None = AutoTokenizer.from_pretrained(out).eos_token_id
+        return eos
 
     try:
         Tokenizer.from_file(str(tokenizer_file))

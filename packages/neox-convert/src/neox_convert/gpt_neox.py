@@ -1,7 +1,8 @@
-"""Export a neox checkpoint to a Hugging Face `GPTNeoXForCausalLM` directory.
+"""Hugging Face `GPTNeoXForCausalLM` <-> neox.
 
-neox's module names are Hugging Face GPTNeoX's without the `gpt_neox.` prefix; the key map
-below is written out literally so that every tensor's destination can be read here.
+neox's module names are Hugging Face GPTNeoX's without the `gpt_neox.` prefix and its fused QKV
+is GPTNeoX's per-head (heads, 3, head_dim) layout, so the map is a rename, written out literally
+so that every tensor's destination can be read here.
 """
 
 from __future__ import annotations
@@ -10,36 +11,42 @@ from typing import Any
 
 import torch
 
+from neox_convert.errors import ConversionError, ExportError
+from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
+from neox_convert.rope import rope_base, rope_problems, rotary_fraction
 from neox_model import ModelConfig
 
-# per block: neox name -> Hugging Face name (under gpt_neox.layers.{i}.)
-LAYER_KEYS: dict[str, str] = {
-    "input_layernorm.weight": "input_layernorm.weight",
-    "input_layernorm.bias": "input_layernorm.bias",
-    "attention.query_key_value.weight": "attention.query_key_value.weight",
-    "attention.query_key_value.bias": "attention.query_key_value.bias",
-    "attention.dense.weight": "attention.dense.weight",
-    "attention.dense.bias": "attention.dense.bias",
-    "post_attention_layernorm.weight": "post_attention_layernorm.weight",
-    "post_attention_layernorm.bias": "post_attention_layernorm.bias",
-    "mlp.dense_h_to_4h.weight": "mlp.dense_h_to_4h.weight",
-    "mlp.dense_h_to_4h.bias": "mlp.dense_h_to_4h.bias",
-    "mlp.dense_4h_to_h.weight": "mlp.dense_4h_to_h.weight",
-    "mlp.dense_4h_to_h.bias": "mlp.dense_4h_to_h.bias",
-}
-TOP_KEYS: dict[str, str] = {
-    "embed_in.weight": "gpt_neox.embed_in.weight",
-    "final_layer_norm.weight": "gpt_neox.final_layer_norm.weight",
-    "final_layer_norm.bias": "gpt_neox.final_layer_norm.bias",
-    "embed_out.weight": "embed_out.weight",  # absent when the output is tied to embed_in
-}
+KEYS = KeyMap(
+    format="Hugging Face GPTNeoX",
+    top={
+        "embed_in.weight": "gpt_neox.embed_in.weight",
+        "final_layer_norm.weight": "gpt_neox.final_layer_norm.weight",
+        "final_layer_norm.bias": "gpt_neox.final_layer_norm.bias",
+        "embed_out.weight": "embed_out.weight",  # absent when the output is tied to embed_in
+    },
+    layer={
+        "input_layernorm.weight": "input_layernorm.weight",
+        "input_layernorm.bias": "input_layernorm.bias",
+        "attention.query_key_value.weight": "attention.query_key_value.weight",
+        "attention.query_key_value.bias": "attention.query_key_value.bias",
+        "attention.dense.weight": "attention.dense.weight",
+        "attention.dense.bias": "attention.dense.bias",
+        "post_attention_layernorm.weight": "post_attention_layernorm.weight",
+        "post_attention_layernorm.bias": "post_attention_layernorm.bias",
+        "mlp.dense_h_to_4h.weight": "mlp.dense_h_to_4h.weight",
+        "mlp.dense_h_to_4h.bias": "mlp.dense_h_to_4h.bias",
+        "mlp.dense_4h_to_h.weight": "mlp.dense_4h_to_h.weight",
+        "mlp.dense_4h_to_h.bias": "mlp.dense_4h_to_h.bias",
+    },
+    layer_prefix="gpt_neox.layers.{}.",
+    # buffers older transformers versions saved: the causal mask and rotary frequencies
+    derived=("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq"),
+    aliases={"lm_head.weight": "embed_out.weight"},  # transformers 5's module name for it
+)
 
-
-class ExportError(ValueError):
-    """The checkpoint cannot be expressed exactly in the target format."""
-
-
-HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
+# neox activation -> Hugging Face's name for the same function (exact GELU is "gelu")
+HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "mish": "mish"}
+NEOX_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu", "mish": "mish"}
 
 
 def export_problems(config: ModelConfig) -> list[str]:
@@ -71,32 +78,20 @@ def check_exportable(config: ModelConfig) -> None:
         raise ExportError("no exact Hugging Face GPTNeoX equivalent for " + "; ".join(problems))
 
 
-def hf_key(key: str) -> str:
-    if key in TOP_KEYS:
-        return TOP_KEYS[key]
-    prefix, _, rest = key.partition(".")
-    index, _, name = rest.partition(".")
-    if prefix != "layers" or not index.isdigit() or name not in LAYER_KEYS:
-        raise ExportError(f"no Hugging Face GPTNeoX name for tensor {key!r}")
-    return f"gpt_neox.layers.{index}.{LAYER_KEYS[name]}"
+def to_hf(state: StateDict, config: ModelConfig) -> StateDict:
+    return to_format(state, config, KEYS)
 
 
-DERIVED = ("rotary.inv_freq",)  # buffers recomputed from the config, never exported
-
-
-def to_hf_state_dict(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(state: StateDict, dtype: torch.dtype) -> StateDict:
     """Rename every tensor (an unknown one is an error) and cast it to `dtype`."""
-    return {
-        hf_key(k): v.detach().to(dtype).contiguous().clone()
-        for k, v in state.items()
-        if k not in DERIVED
-    }
+    renamed = to_format(state, None, KEYS)  # a rename: no config needed
+    return {k: v.detach().to(dtype).contiguous().clone() for k, v in renamed.items()}
 
 
 def hf_config(
     config: ModelConfig, eod_id: int | None, dtype: torch.dtype, padded_vocab: int | None = None
 ) -> Any:
-    """The GPTNeoXConfig of `config`; `padded_vocab` is the saved embedding's row count."""
+    """The GPTNeoXConfig of `config`; `padded_vocab` is the exported embedding's row count."""
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
@@ -124,3 +119,44 @@ def hf_config(
         architectures=["GPTNeoXForCausalLM"],
         dtype=dtype,
     )
+
+
+def import_problems(hf: Any) -> list[str]:
+    """Why neox-model cannot reproduce the GPTNeoX model `hf` describes; empty when it can."""
+    problems = rope_problems(hf)
+    if hf.hidden_act not in NEOX_ACTIVATIONS:
+        problems.append(f"hidden_act {hf.hidden_act!r} (neox-model has {sorted(NEOX_ACTIVATIONS)})")
+    return problems
+
+
+def model_config(hf: Any) -> ModelConfig:
+    """The neox architecture of a GPTNeoXConfig (vocabulary not set)."""
+    problems = import_problems(hf)
+    if problems:
+        raise ConversionError(
+            "neox-model cannot reproduce this GPTNeoX model: " + "; ".join(problems)
+        )
+    return ModelConfig(
+        num_layers=hf.num_hidden_layers,
+        hidden_size=hf.hidden_size,
+        num_attention_heads=hf.num_attention_heads,
+        seq_length=hf.max_position_embeddings,
+        max_position_embeddings=hf.max_position_embeddings,
+        intermediate_size=hf.intermediate_size,
+        pos_emb="rotary",
+        rotary_pct=rotary_fraction(hf),
+        rotary_emb_base=rope_base(hf),
+        gpt_j_residual=hf.use_parallel_residual,
+        norm="layernorm",
+        layernorm_epsilon=hf.layer_norm_eps,
+        use_bias_in_attn_linear=hf.attention_bias,
+        activation=NEOX_ACTIVATIONS[hf.hidden_act],  # type: ignore[arg-type]
+        no_weight_tying=not hf.tie_word_embeddings,
+        hidden_dropout=float(hf.hidden_dropout),
+        attention_dropout=float(hf.attention_dropout),
+        init_method_std=hf.initializer_range,
+    )
+
+
+def from_hf(theirs: StateDict, config: ModelConfig) -> StateDict:
+    return from_format(theirs, config, KEYS)

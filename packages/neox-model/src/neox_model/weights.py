@@ -25,6 +25,7 @@ from neox_model.tensor_parallel import TPGroup, shard, shard_spec, unshard
 from neox_model.transformer import Transformer
 
 MANIFEST = "model.json"
+DERIVED_BUFFERS = ("rotary.inv_freq",)  # saved with rotary_save_freqs_buffer, else recomputed
 LATEST = "latest"  # in a run directory: the name of the newest complete step directory
 FORMAT_VERSION = 2
 # DeepSpeed's names for the model files of a step: one per tensor-parallel rank, or with a
@@ -165,7 +166,12 @@ def load_model(
     reset_buffers(model)
     if tp.size > 1:
         state = {name: _shard_for(model, name, tensor, tp) for name, tensor in state.items()}
-    model.load_state_dict(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) - set(DERIVED_BUFFERS) or unexpected:  # derived buffers were just recomputed
+        raise ValueError(
+            f"{step_dir}: the checkpoint does not fit its model.json: missing "
+            f"{sorted(set(missing) - set(DERIVED_BUFFERS))}, unexpected {sorted(unexpected)}"
+        )
     return step_dir, manifest, model.eval()
 
 

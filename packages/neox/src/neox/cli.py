@@ -4,7 +4,7 @@ neox train CONFIG...          validate, then start the workers (neox-launch + ne
 neox generate ...             sample from a checkpoint (neox-train)
 neox check CONFIG...          validate a config, print batch math and DeepSpeed JSON
 neox data ...                 tokenizers and token files (neox-data)
-neox convert ...              Hugging Face export (neox-convert)
+neox convert ...              HF / Meta LLaMA / GPT-NeoX import and export, reshard
 neox eval ...                 lm-eval adapter (neox-eval)
 neox launch ...               start any command on N workers (neox-launch)
 neox demo                     the end-to-end CPU demo

@@ -1,0 +1,230 @@
+"""Import parity: a Hugging Face model imported into neox computes the same logits and greedy
+continuation in every tensor/pipeline layout, and exports back to the very same tensors."""
+
+import json
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+from neox_convert import ConversionError, Layout, export_to_hf, import_from_hf
+from neox_convert.cli import main
+from neox_model import ModelConfig, TPGroup, Transformer, load_model, read_manifest
+
+from conftest import VOCAB, greedy, hf_greedy, hf_model, random_ids, save_hf
+
+LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
+
+
+HF_KINDS = ("neox", "llama", "mistral")
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    """Each kind saved once (tokenizer of 300 tokens, embedding padded to 384 rows)."""
+    root = tmp_path_factory.mktemp("hf")
+    models = {kind: hf_model(kind) for kind in HF_KINDS}
+    return {kind: (model, save_hf(model, root / kind)) for kind, model in models.items()}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: f"tp{x[0]}-pp{x[1]}")
+@pytest.mark.parametrize("kind", HF_KINDS)
+def test_import_computes_the_hf_logits_and_continuation(hf_dirs, tmp_path, kind, layout):
+    hf, directory = hf_dirs[kind]
+    import_from_hf(directory, tmp_path / "run", layout=Layout(*layout))
+    _, manifest, model = load_model(tmp_path / "run")
+    assert manifest.tensor_parallel == layout[0]
+    assert any("layer_01" in f.file for f in manifest.files) == (layout[1] > 1)
+    ids = random_ids()
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits
+    assert ours.shape[-1] == manifest.padded_vocab >= theirs.shape[-1]
+    assert (ours[..., :384] - theirs).abs().max().item() <= 1e-5
+    assert greedy(model, vocab=384).tolist() == hf_greedy(hf).tolist()
+
+
+@pytest.mark.parametrize("kind", HF_KINDS)
+def test_hf_to_neox_to_hf_gives_identical_tensors(hf_dirs, tmp_path, kind):
+    """Through a tensor- and pipeline-parallel checkpoint whose vocabulary had to grow."""
+    _, directory = hf_dirs[kind]
+    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 2))
+    assert read_manifest(tmp_path / "run" / "global_step0").padded_vocab == 512  # 300 -> x 256
+    out = export_to_hf(tmp_path / "run", tmp_path / "back", architecture=kind)
+    original, back = (
+        load_file(directory / "model.safetensors"),
+        load_file(out / "model.safetensors"),
+    )
+    assert sorted(original) == sorted(back)
+    assert all(torch.equal(original[k], back[k]) for k in original)
+    source, exported = (json.loads((d / "config.json").read_text()) for d in (directory, out))
+    for key in ("vocab_size", "intermediate_size", "num_key_value_heads", "sliding_window"):
+        assert source.get(key) == exported.get(key), key
+
+
+def test_vocabulary_padding_is_chosen_to_reproduce_the_rows(hf_dirs, tmp_path):
+    _, directory = hf_dirs["llama"]
+    import_from_hf(directory, tmp_path / "run")
+    config = read_manifest(tmp_path / "run" / "global_step0").config
+    tokens = Tokenizer.from_file(str(directory / "tokenizer.json")).get_vocab_size()
+    assert 256 < tokens <= VOCAB
+    assert (config.vocab_size, config.make_vocab_size_divisible_by) == (tokens, 128)
+    assert config.padded_vocab(1) == 384 and config.padded_vocab(2) == 512
+
+
+def test_without_a_tokenizer_the_embedding_is_the_vocabulary(tmp_path):
+    hf = hf_model("llama", vocab_rows=301)
+    directory = save_hf(hf, tmp_path / "hf", tokenizer=False)
+    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1))
+    _, manifest, model = load_model(tmp_path / "run")
+    assert (manifest.config.vocab_size, manifest.config.make_vocab_size_divisible_by) == (301, 1)
+    assert manifest.padded_vocab == 302  # one zero row so that two ranks split it
+    with torch.no_grad():
+        assert torch.equal(model.embed_in.weight[301], torch.zeros(64))
+        diff = (model(random_ids(301))[..., :301] - hf(random_ids(301)).logits).abs().max()
+    assert diff.item() <= 1e-5
+    assert not (tmp_path / "run" / "global_step0" / "tokenizer.json").exists()
+
+
+def test_llama_mlp_width_is_gpt_neox_sizing(hf_dirs, tmp_path):
+    _, directory = hf_dirs["llama"]
+    import_from_hf(directory, tmp_path / "run")
+    config = read_manifest(tmp_path / "run" / "global_step0").config
+    assert (config.intermediate_size, config.mlp_multiple_of, config.ffn_size) == (288, 32, 96)
+    assert config.num_kv_heads == 2 and config.activation == "swiglu" and config.norm == "rmsnorm"
+
+
+def test_sharded_safetensors_and_pytorch_bin_inputs(tmp_path):
+    hf = hf_model("llama")
+    sharded = save_hf(hf, tmp_path / "sharded", max_shard_size="50KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    (binary / "config.json").write_text((sharded / "config.json").read_text())
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    names = sorted(state)
+    halves = {"pytorch_model-1.bin": names[::2], "pytorch_model-2.bin": names[1::2]}
+    for file, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, binary / file)
+    weight_map = {k: file for file, keys in halves.items() for k in keys}
+    (binary / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    ids = random_ids()
+    for directory in (sharded, binary):
+        import_from_hf(directory, tmp_path / f"run-{directory.name}")
+        _, _, model = load_model(tmp_path / f"run-{directory.name}")
+        with torch.no_grad():
+            assert (model(ids) - hf(ids).logits).abs().max().item() <= 1e-5
+
+
+def test_precision_is_applied(hf_dirs, tmp_path):
+    _, directory = hf_dirs["mistral"]
+    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1), precision="bf16")
+    for rank in (0, 1):
+        blob = torch.load(tmp_path / "run" / "global_step0" / f"mp_rank_0{rank}_model_states.pt")
+        assert {t.dtype for t in blob["module"].values()} == {torch.bfloat16}
+    out = export_to_hf(tmp_path / "run", tmp_path / "hf", architecture="mistral", precision="fp16")
+    assert {t.dtype for t in load_file(out / "model.safetensors").values()} == {torch.float16}
+
+
+def test_the_run_directory_is_ready_for_fine_tuning(hf_dirs, tmp_path, capsys):
+    _, directory = hf_dirs["neox"]
+    args = ["from-hf", "--input_dir", str(directory), "--output_dir", str(tmp_path / "run")]
+    assert main([*args, "--model_parallel_size", "2", "--pipe_parallel_size", "2"]) == 0
+    run = tmp_path / "run"
+    assert (run / "latest").read_text().strip() == "global_step0"
+    step = run / "global_step0"
+    names = sorted(p.name for p in step.iterdir())
+    assert names[:2] == ["config.yml", "layer_00-model_00-model_states.pt"]
+    assert [n for n in names if n.startswith("mp_rank")] == [
+        f"mp_rank_0{i}_model_states.pt" for i in range(4)
+    ]
+    text = (step / "config.yml").read_text()
+    assert text.startswith("# neox-convert from-hf") and "no optimizer state" in text
+    values = yaml.safe_load(text)
+    assert values["finetune"] is True and values["load"] == str(run.resolve())
+    assert (values["model_parallel_size"], values["pipe_parallel_size"]) == (2, 2)
+    assert values["tokenizer_type"] == "HFTokenizer"
+    assert values["vocab_file"] == str(step.resolve() / "tokenizer.json")
+    model_keys = {k: v for k, v in values.items() if k in ModelConfig.__dataclass_fields__}
+    config = read_manifest(step).config
+    assert ModelConfig.from_dict({**model_keys, "vocab_size": config.vocab_size}) == config
+
+
+def test_bad_inputs_are_one_clear_error_and_nothing_is_written(hf_dirs, tmp_path, capsys):
+    _, good = hf_dirs["llama"]
+    cases = {
+        "empty": ({}, "is not a Hugging Face model directory: no config.json"),
+        "bert": ({"architectures": ["BertForMaskedLM"]}, "neox imports GPTNeoXForCausalLM"),
+        "layers": ({"num_hidden_layers": 3}, "missing from the weights"),
+        "width": ({"intermediate_size": 128}, "in the model its config describes"),
+        "scaling": ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_type 'linear'"),
+        "kv_heads": ({"num_key_value_heads": 4}, "do not fit the config"),
+    }
+    for name, (change, message) in cases.items():
+        directory = tmp_path / name
+        directory.mkdir()
+        if name != "empty":
+            config = json.loads((good / "config.json").read_text())
+            (directory / "config.json").write_text(json.dumps({**config, **change}))
+            (directory / "model.safetensors").symlink_to(good / "model.safetensors")
+        out = tmp_path / f"out-{name}"
+        assert main(["from-hf", "--input_dir", str(directory), "--output_dir", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (name, err)
+        assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_layouts_the_model_cannot_take_are_refused(hf_dirs, tmp_path):
+    _, directory = hf_dirs["llama"]
+    with pytest.raises(ConversionError, match="cannot split this model over 4 tensor-parallel"):
+        import_from_hf(directory, tmp_path / "run", layout=Layout(4, 1))  # 2 kv heads
+    tied = save_hf(hf_model("llama", tie_word_embeddings=True), tmp_path / "tied")
+    with pytest.raises(ConversionError, match="a pipeline needs an untied output layer"):
+        import_from_hf(tied, tmp_path / "run", layout=Layout(1, 2))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_output_is_kept_without_overwrite(hf_dirs, tmp_path):
+    _, directory = hf_dirs["llama"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        import_from_hf(directory, tmp_path / "run")
+    with pytest.raises(FileExistsError, match="overlaps the input"):
+        import_from_hf(directory, directory.parent, overwrite=True)
+    import_from_hf(directory, tmp_path / "run", overwrite=True)
+    assert not (tmp_path / "run" / "keep.txt").exists()
+
+
+def tp_worker(rank, port, run, out):
+    """One of two tensor-parallel ranks: a Transformer on a real gloo group, loading its shard."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        manifest = read_manifest(f"{run}/global_step0")
+        model = Transformer(manifest.config, tp=TPGroup.of(None))
+        blob = torch.load(f"{run}/global_step0/mp_rank_0{rank}_model_states.pt")
+        model.load_state_dict(blob["module"])
+        with torch.no_grad():
+            logits = model.eval()(random_ids())
+        if rank == 0:
+            torch.save(logits, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path):
+    hf, directory = hf_dirs["llama"]
+    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "logits.pt"
+    mp.spawn(tp_worker, args=(port, str(tmp_path / "run"), str(out)), nprocs=2, join=True)
+    with torch.no_grad():
+        theirs = hf(random_ids()).logits
+    assert (torch.load(out)[..., :384] - theirs).abs().max().item() <= 1e-5

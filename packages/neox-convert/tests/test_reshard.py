@@ -1,0 +1,65 @@
+"""`reshard`: the same model in another tensor/pipeline layout, and back to the same tensors."""
+
+import pytest
+import torch
+import yaml
+
+from neox_convert.cli import main
+from neox_model import load_model, load_state_dict, read_manifest
+
+from conftest import LLAMA_STYLE, make_checkpoint, random_ids
+
+
+def reshard(source, out, tp, pp, *extra):
+    args = ["reshard", "--input_dir", str(source), "--output_dir", str(out)]
+    return main([*args, "--model_parallel_size", str(tp), "--pipe_parallel_size", str(pp), *extra])
+
+
+@pytest.mark.parametrize("style", ["pythia", "llama"])
+def test_reshard_there_and_back(tmp_path, style):
+    overrides = LLAMA_STYLE if style == "llama" else dict(gpt_j_residual=True, no_weight_tying=True)
+    model = make_checkpoint(tmp_path / "run", **overrides)
+    assert reshard(tmp_path / "run", tmp_path / "tp2pp2", 2, 2) == 0
+    step_dir, manifest, resharded = load_model(tmp_path / "tp2pp2")
+    assert step_dir.name == "global_step10" and manifest.tensor_parallel == 2
+    assert manifest.padded_vocab == 512  # 300 tokens padded to a multiple of 128 x 2
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(resharded(ids)[..., :384], model(ids))
+    assert reshard(tmp_path / "tp2pp2", tmp_path / "back", 1, 1) == 0
+    _, _, original = load_state_dict(tmp_path / "run")
+    _, back_manifest, back = load_state_dict(tmp_path / "back")
+    assert back_manifest.tensor_parallel == 1 and sorted(back) == sorted(original)
+    assert all(torch.equal(back[k], original[k]) for k in original)
+
+
+def test_the_config_follows_the_new_layout(tmp_path):
+    make_checkpoint(tmp_path / "run", no_weight_tying=True)
+    step = tmp_path / "run" / "global_step10"
+    trained = {"num_layers": 2, "vocab_file": "/data/tokenizer.json", "model_parallel_size": 1}
+    (step / "config.yml").write_text(yaml.safe_dump({**trained, "save": str(tmp_path / "run")}))
+    assert reshard(tmp_path / "run", tmp_path / "out", 2, 1) == 0
+    new_step = (tmp_path / "out" / "global_step10").resolve()
+    text = (new_step / "config.yml").read_text()
+    assert "optimizer state is not carried over" in text
+    values = yaml.safe_load(text)
+    assert values["vocab_file"] == str(new_step / "tokenizer.json")
+    assert (new_step / "tokenizer.json").is_file()
+    assert (values["model_parallel_size"], values["pipe_parallel_size"]) == (2, 1)
+    assert values["load"] == values["save"] == str(new_step.parent) and values["finetune"] is True
+    assert read_manifest(new_step).tokenizer == "tokenizer.json"
+
+
+def test_the_help_says_optimizer_state_is_not_carried(capsys):
+    with pytest.raises(SystemExit):
+        main(["reshard", "--help"])
+    assert "Optimizer state is not carried over" in capsys.readouterr().out
+
+
+def test_a_layout_the_model_cannot_take_leaves_nothing(tmp_path, capsys):
+    make_checkpoint(tmp_path / "run", no_weight_tying=False)
+    assert reshard(tmp_path / "run", tmp_path / "out", 1, 2) == 2
+    assert "a pipeline needs an untied output layer" in capsys.readouterr().err
+    assert reshard(tmp_path / "run", tmp_path / "out", 3, 1) == 2
+    assert "cannot split this model over 3 tensor-parallel ranks" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
