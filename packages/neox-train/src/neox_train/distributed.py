@@ -6,6 +6,7 @@ A process started without a launcher is rank 0 of a world of 1.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import socket
@@ -41,6 +42,15 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _destroy_process_group() -> None:
+    """Leave the process group before the interpreter exits: gloo's threads otherwise outlive
+    it now and then, and the process aborts ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _device(env: DistEnv) -> tuple[torch.device, str]:
     if torch.cuda.is_available():
         device = torch.device("cuda", env.local_rank)
@@ -71,6 +81,7 @@ def init_distributed(env: DistEnv, timeout_minutes: float = 30.0) -> torch.devic
         timeout=datetime.timedelta(minutes=timeout_minutes),
         verbose=False,
     )
+    atexit.register(_destroy_process_group)
     return device
 
 
@@ -86,4 +97,5 @@ def init_process_group(env: DistEnv, timeout_minutes: float = 30.0) -> torch.dev
         world_size=env.world_size,
         timeout=datetime.timedelta(minutes=timeout_minutes),
     )
+    atexit.register(_destroy_process_group)
     return device
