@@ -34,7 +34,7 @@ ALL_PACKAGES = (
     "neox-launch",
     "neox-train",
     "neox-convert",
-    "neox-eval",
+    "neox-eval[test]",
     "neox[test]",
 )
 
