@@ -74,7 +74,7 @@ def _evaluate(args: argparse.Namespace, env: LaunchEnv) -> None:
     try:
         loaded = load_checkpoint(checkpoint, tp=tp, overrides=given)
         lm = NeoxLM(
-            loaded.model.to(env.device),
+            loaded.model.to(env.device()[0]),
             loaded.tokenizer,
             seq_length=loaded.seq_length,
             batch_size=args.batch_size or loaded.micro_batch_size or 1,

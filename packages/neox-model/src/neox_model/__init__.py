@@ -13,6 +13,7 @@ from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
 from neox_model.parameters import count_parameters
 from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
+from neox_model.process_group import LaunchEnv, join_process_group, leave_process_group
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -51,6 +52,7 @@ __all__ = [
     "ColumnParallelLinear",
     "InitMethod",
     "KVCache",
+    "LaunchEnv",
     "ModelConfig",
     "ModelManifest",
     "Norm",
@@ -62,8 +64,10 @@ __all__ = [
     "WeightFile",
     "count_parameters",
     "find_step_dir",
+    "join_process_group",
     "layer_file_name",
     "layer_name_map",
+    "leave_process_group",
     "load_model",
     "load_state_dict",
     "model_file_name",

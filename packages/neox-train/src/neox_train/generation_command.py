@@ -16,8 +16,14 @@ from pathlib import Path
 import torch
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import TPGroup, Transformer, find_step_dir, load_model
-from neox_train.distributed import DistEnv, init_process_group
+from neox_model import (
+    LaunchEnv,
+    TPGroup,
+    Transformer,
+    find_step_dir,
+    join_process_group,
+    load_model,
+)
 from neox_train.run_config import RunConfig, TextGenConfig, load_run_config
 from neox_train.schema import ConfigError
 from neox_train.text_generation import batch_samples, interactive, sample, write_samples
@@ -49,10 +55,10 @@ def _settings(run: RunConfig, args: argparse.Namespace) -> TextGenConfig:
     )
 
 
-def _load(step_dir: Path, run: RunConfig, env: DistEnv) -> tuple[Transformer, Tokenizer]:
+def _load(step_dir: Path, run: RunConfig, env: LaunchEnv) -> tuple[Transformer, Tokenizer]:
     tp = TPGroup.single()
     if env.world_size > 1:
-        init_process_group(env)
+        join_process_group(env)
         tp = TPGroup.of(None)
     _, manifest, model = load_model(step_dir, tp=tp)
     data = run.data
@@ -61,7 +67,7 @@ def _load(step_dir: Path, run: RunConfig, env: DistEnv) -> tuple[Transformer, To
     return model, build_tokenizer(data.tokenizer_type, vocab, merges)
 
 
-def run_generation(args: argparse.Namespace, env: DistEnv) -> int:
+def run_generation(args: argparse.Namespace, env: LaunchEnv) -> int:
     run, step_dir = _run_config(args)
     settings = _settings(run, args)
     model, tokenizer = _load(step_dir, run, env)

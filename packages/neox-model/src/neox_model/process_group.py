@@ -1,0 +1,81 @@
+"""Joining the processes a launcher started (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT in the environment): the training workers', generation's and evaluation's shared
+first step. A process started without a launcher is rank 0 of a world of 1.
+
+GPUs use NCCL, one device per local rank; without a GPU every process runs on the CPU with gloo.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> LaunchEnv:
+        port = environ.get("MASTER_PORT")
+        return cls(
+            rank=int(environ.get("RANK", 0)),
+            local_rank=int(environ.get("LOCAL_RANK", 0)),
+            world_size=int(environ.get("WORLD_SIZE", 1)),
+            master_addr=environ.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(port) if port else None,
+        )
+
+    def device(self) -> tuple[torch.device, str]:
+        """This rank's device (made current on a GPU) and its collective backend."""
+        if torch.cuda.is_available():
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+            return device, "nccl"
+        return torch.device("cpu"), "gloo"
+
+    def init_method(self) -> str:
+        """The rendezvous address; a free local port for a world of one."""
+        if self.master_port is None and self.world_size > 1:
+            raise ValueError(
+                f"WORLD_SIZE is {self.world_size} but MASTER_PORT is not set: start "
+                "multi-process runs with a launcher (neox launch, torchrun, ...)"
+            )
+        port = self.master_port
+        if port is None:
+            with socket.socket() as sock:
+                sock.bind((self.master_addr, 0))
+                port = int(sock.getsockname()[1])
+        return f"tcp://{self.master_addr}:{port}"
+
+
+def leave_process_group() -> None:
+    """Leave the process group (registered at exit by `join_process_group`): gloo's threads
+    otherwise outlive it now and then, and the process aborts ("terminate called without an
+    active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def join_process_group(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.device:
+    """Join the launcher's processes with torch alone; returns this rank's device."""
+    device, backend = env.device()
+    dist.init_process_group(
+        backend,
+        init_method=env.init_method(),
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
+    atexit.register(leave_process_group)
+    return device
