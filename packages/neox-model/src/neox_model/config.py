@@ -9,7 +9,6 @@ RMSNorm, SwiGLU, no biases), Mistral (plus a sliding window), Falcon- and PaLM-s
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -104,7 +103,10 @@ class ModelConfig:
     )
     attention_config: AttentionConfig | None = field(
         default=None,
-        metadata=_doc("Attention per layer, e.g. [[['flash'], 12]]; default global (SDPA)."),
+        metadata=_doc(
+            "Attention per layer, e.g. [[['flash'], 12]]; default global (SDPA). 'flash' needs "
+            "flash-attn (the neox-model[flash] extra) where the model trains or runs."
+        ),
     )
     output_layer_parallelism: Literal["column"] = field(
         default="column", metadata=_doc("Output layer split over the vocabulary.")
@@ -181,11 +183,6 @@ class ModelConfig:
             raise ValueError(
                 f"attention_config describes {len(types)} layers but num_layers is "
                 f"{self.num_layers}"
-            )
-        if "flash" in types and importlib.util.find_spec("flash_attn") is None:
-            raise ValueError(
-                "attention_config asks for 'flash' attention but flash-attn is not installed; "
-                "install the GPU extra (pip install 'neox-model[flash]') or use 'global'"
             )
 
     @property

@@ -4,6 +4,9 @@
                                      launcher; without them, a single-process run)
     neox-train generate --checkpoint DIR --prompt TEXT [...]
     neox-train check CONFIG... [--world-size N]   validate; print the batch and DeepSpeed JSON
+    neox-train plan CONFIG... [--num-gpus N] [--gpu-memory GiB] [--vocab-size N]
+                                     parameters, memory per GPU, batch math, FLOPs per step
+    neox-train keys [--markdown]     every config key: type, default, meaning
 
 Most users run `neox train`, which validates the config once and starts the workers.
 """
@@ -18,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from neox_train.run_config import LoadedConfig, load_run_config
+from neox_train.run_config import LoadedConfig, RunConfig, load_run_config
 from neox_train.schema import ConfigError
 
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
@@ -44,14 +47,24 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate configs and print what a run would use")
     check.add_argument("configs", nargs="+")
     check.add_argument("--world-size", type=int, default=1)
+    plan = sub.add_parser("plan", help="memory per GPU and FLOPs per step, without a model")
+    plan.add_argument("configs", nargs="+", help="YAML files, merged left to right")
+    plan.add_argument("--num-gpus", type=int, help="GPUs in all; default: the launch keys")
+    plan.add_argument("--gpu-memory", type=float, help="GiB per GPU; default: this GPU's")
+    plan.add_argument("--vocab-size", type=int, help="default: from the config's tokenizer")
+    keys = sub.add_parser("keys", help="every config key with its type, default and meaning")
+    keys.add_argument("--markdown", action="store_true", help="as configs/neox_arguments.md")
     return parser
 
 
 def report(loaded: LoadedConfig) -> None:
-    """Say once which values later files overrode and which GPT-NeoX keys are ignored."""
+    """Say once which values later files overrode, which older GPT-NeoX spellings were read as
+    today's keys, and which GPT-NeoX keys are ignored."""
     log = logging.getLogger("neox_train.config")
     for override in loaded.overrides:
         log.info("override %s", override)
+    for line in loaded.rewritten:
+        log.info("older key %s", line)
     for line in loaded.ignored:
         log.info("ignored key %s", line)
 
@@ -100,6 +113,49 @@ def _check(configs: list[str], world_size: int) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from neox_train.plan import describe, make_plan, planning_vocab
+
+    loaded = load_run_config(args.configs)
+    run = loaded.run
+    if run.parallel.pipe_parallel_size > 1:
+        _quiet_deepspeed()  # its pipeline partitioning is imported from DeepSpeed
+    vocab, source = planning_vocab(run, args.vocab_size)
+    plan = make_plan(run, vocab, _plan_world_size(args, run), _gpu_memory(args.gpu_memory))
+    print(describe(plan, run, source))
+    return 0
+
+
+def _plan_world_size(args: argparse.Namespace, run: RunConfig) -> int:
+    """--num-gpus, else num_gpus x num_nodes from the config, else the smallest layout."""
+    if args.num_gpus is not None:
+        return int(args.num_gpus)
+    launch, parallel = run.launch, run.parallel
+    if launch.num_gpus is not None:
+        return launch.num_gpus * max(launch.num_nodes, 1)
+    return max(parallel.pipe_parallel_size, 1) * parallel.model_parallel_size
+
+
+def _gpu_memory(gib: float | None) -> int | None:
+    if gib is not None:
+        if gib <= 0:
+            raise ConfigError(f"--gpu-memory must be positive GiB, got {gib}")
+        return int(gib * 2**30)
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return None
+
+
+def _keys(markdown: bool) -> int:
+    from neox_train.key_reference import markdown as reference
+    from neox_train.key_reference import plain_text
+
+    sys.stdout.write(reference() if markdown else plain_text())
+    return 0
+
+
 def _configure_logging(rank: int) -> None:
     """neox's own messages at INFO on rank 0 only; other libraries' at WARNING."""
     logging.basicConfig(
@@ -129,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _generate(args)
             case "check":
                 return _check(args.configs, args.world_size)
+            case "plan":
+                return _plan(args)
+            case "keys":
+                return _keys(args.markdown)
     except RuntimeError as err:
         if args.debug or type(err).__name__ != "Diverged":
             raise

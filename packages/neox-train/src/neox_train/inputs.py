@@ -1,8 +1,10 @@
-"""The files a training run reads, checked before any worker starts and before anything is
-written: the token file pair and the tokenizer."""
+"""What a training run needs from the machine, checked before any worker starts and before
+anything is written: the token file pair, the tokenizer, and flash-attn where the config asks for
+flash attention (a config itself loads and plans anywhere)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from neox_data import SUPPORTED_TOKENIZER_TYPES
@@ -12,6 +14,7 @@ from neox_train.schema import ConfigError
 
 def check_inputs(run: RunConfig) -> tuple[str, str | None]:
     """(data_path, vocab_file) of a run, once they are known to be usable."""
+    check_flash_attention(run)
     data = run.data
     if data.data_path is None:
         raise ConfigError("data_path is required for training (a token file prefix)")
@@ -33,3 +36,12 @@ def check_inputs(run: RunConfig) -> tuple[str, str | None]:
     if data.merge_file is not None and not Path(data.merge_file).is_file():
         raise ConfigError(f"merge_file {data.merge_file!r} not found")
     return data.data_path, data.vocab_file
+
+
+def check_flash_attention(run: RunConfig) -> None:
+    """Refuse `attention_config` 'flash' layers on a machine without flash-attn."""
+    if "flash" in run.model.attention_types and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "attention_config asks for 'flash' attention but flash-attn is not installed; "
+            "install the GPU extra (pip install 'neox-model[flash]') or use 'global'"
+        )

@@ -3,7 +3,8 @@
 Every key has exactly one home (a field of one section below, or of `neox_model.ModelConfig`).
 GPT-NeoX keys that only tune GPT-NeoX's own implementation are accepted and reported once
 (`IGNORED_KEYS`); GPT-NeoX keys for features neox does not have yet are refused with the reason
-(`UNSUPPORTED_KEYS`); anything else unknown is an error naming the closest valid key.
+(`UNSUPPORTED_KEYS`); older GPT-NeoX spellings are rewritten into today's keys first
+(`legacy_keys`); anything else unknown is an error naming the closest valid key.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from neox_model import ModelConfig
 from neox_train.batch import BatchLayout, data_parallel_size, resolve_batch
+from neox_train.legacy_keys import LEGACY_KEYS, rewrite_legacy_keys
 from neox_train.schema import ConfigError, build, closest, field_names
 from neox_train.yaml_files import Override, merge_files
 
@@ -468,6 +470,24 @@ IGNORED_KEYS: Mapping[str, str] = {
     "log_grad_norm": _MONITORING + " (the global gradient norm is always logged)",
     "log_optimizer_states": _MONITORING,
     "log_gradient_noise_scale": _MONITORING,
+    "layernorm_fusion": _FUSION,
+    "gas": (
+        "GPT-NeoX's derived copy of gradient_accumulation_steps, which GPT-NeoX overwrites; "
+        "set gradient_accumulation_steps"
+    ),
+    "checkpoint_validation_with_forward_pass": (
+        "GPT-NeoX's after-save check of a checkpoint's logits; neox checkpoints are verified "
+        "when loaded"
+    ),
+    "use_cpu_initialization": "where GPT-NeoX builds its weights; neox's do not depend on it",
+    "attention_softmax_in_fp32": "neox's attention kernels accumulate the softmax in fp32 anyway",
+    "apply_query_key_layer_scaling": (
+        "GPT-NeoX's fp16 overflow guard that divides and multiplies back by the layer number; the "
+        "result is the same"
+    ),
+    "fp16_lm_cross_entropy": "neox always computes the loss in fp32",
+    "wandb_init_all_ranks": "neox logs to wandb from rank 0 only",
+    "git_hash": "GPT-NeoX writes its own commit here",
 }
 
 # GPT-NeoX keys that would change what is trained, for features neox does not have yet.
@@ -481,6 +501,15 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
     "sequence_parallel": "sequence parallelism",
     "iteration": "starting at a chosen iteration",
     "eval_tasks": "lm-eval tasks during training",
+    "deepspeed_extra_args": "extra DeepSpeed config entries (neox writes the DeepSpeed config)",
+    "override_lr_scheduler": (
+        "taking the schedule from the config instead of the checkpoint on resume (neox resumes "
+        "the checkpoint's schedule; finetune: true starts a fresh one from the config)"
+    ),
+    "use_checkpoint_lr_scheduler": (
+        "choosing between the checkpoint's and the config's schedule on resume (neox resumes "
+        "the checkpoint's)"
+    ),
 }
 
 _MODEL_KEYS = tuple(name for name in field_names(ModelConfig) if name != "vocab_size")
@@ -552,6 +581,17 @@ class LoadedConfig:
     files: tuple[str, ...]
     overrides: tuple[Override, ...]  # values replaced by a later file
     ignored: tuple[str, ...]  # "key: reason" lines for accepted-but-ignored GPT-NeoX keys
+    rewritten: tuple[str, ...] = ()  # "key: read as ..." lines for older GPT-NeoX spellings
+
+
+def config_sections() -> tuple[tuple[str, type], ...]:
+    """(name, class) of every section a run config's keys belong to, the model first."""
+    return (("model", ModelConfig), *_SECTIONS)
+
+
+def model_keys() -> tuple[str, ...]:
+    """The ModelConfig fields a config file sets (vocab_size comes from the tokenizer)."""
+    return _MODEL_KEYS
 
 
 def all_keys() -> dict[str, type]:
@@ -575,7 +615,8 @@ def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
     owners = all_keys()
     ignored = []
     split: dict[type, dict[str, Any]] = {}
-    for key, value in merged.values.items():
+    values, rewritten = rewrite_legacy_keys(merged.values, where)
+    for key, value in values.items():
         if key in IGNORED_KEYS:
             ignored.append(f"{key}: {IGNORED_KEYS[key]}")
         elif key in UNSUPPORTED_KEYS:
@@ -595,7 +636,7 @@ def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
     problem = layout_problem(run)
     if problem:
         raise ConfigError(f"{', '.join(files)}: {problem}")
-    return LoadedConfig(run, files, merged.overrides, tuple(ignored))
+    return LoadedConfig(run, files, merged.overrides, tuple(ignored), tuple(rewritten))
 
 
 def layout_problem(run: RunConfig) -> str | None:
@@ -639,7 +680,7 @@ def layout_problem(run: RunConfig) -> str | None:
 
 
 def _suggestion(key: str, owners: Mapping[str, type]) -> str:
-    hint = closest(key, [*owners, *IGNORED_KEYS])
+    hint = closest(key, [*owners, *IGNORED_KEYS, *LEGACY_KEYS])
     return f"; did you mean {hint!r}?" if hint else ""
 
 

@@ -3,6 +3,8 @@
 neox train CONFIG...          validate, then start the workers (neox-launch + neox-train)
 neox generate ...             sample from a checkpoint (neox-train)
 neox check CONFIG...          validate a config, print batch math and DeepSpeed JSON
+neox plan CONFIG...           parameters, memory per GPU, batch math and FLOPs per step
+                              [--num-gpus N] [--gpu-memory GiB] [--vocab-size N]
 neox data ...                 tokenizers and token files (neox-data)
 neox convert ...              HF / Meta LLaMA / GPT-NeoX import and export, reshard
 neox eval ...                 lm-eval adapter (neox-eval)
@@ -44,6 +46,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "generate": _train_cli("generate"),
     "check": _train_cli("check"),
+    "plan": _train_cli("plan"),
     "data": _package("neox_data.cli"),
     "convert": _package("neox_convert.cli"),
     "eval": _package("neox_eval.cli"),

@@ -1,0 +1,176 @@
+"""Bytes a training rank holds: model states (weights, gradients, optimizer) and activations.
+
+Model states follow the ZeRO accounting (Rajbhandari et al., 2020, "ZeRO: Memory Optimizations
+Toward Training Trillion Parameter Models") with what DeepSpeed actually keeps for neox's configs,
+per parameter P held by the rank and D data-parallel replicas:
+
+    weights      w P            w = 2 (fp16, bf16) or 4 (fp32); / D under ZeRO-3
+    gradients    w P            / D under ZeRO-2 and 3
+    optimizer    (m + 4 k) P    k moments of 4 bytes (Adam 2, Lion 1, SGD 1 with momentum);
+                                m = 4 for the fp32 master copy, kept with 16-bit weights or any
+                                ZeRO stage; / D under ZeRO >= 1 (and under bf16 pipelines, whose
+                                DeepSpeed optimizer partitions like ZeRO-1); on the CPU when
+                                the optimizer is offloaded
+
+Activations follow Korthikanti et al. (2022, "Reducing Activation Recomputation in Large
+Transformer Models"), Section 4: the tensors each layer saves for its backward pass, counted for
+neox's block as it runs (SDPA/flash attention, which keeps no (seq x seq) matrix). Per layer and
+micro-batch, with E = seq x micro batch x hidden elements, w the activation width, t the tensor-
+parallel size, r = kv heads / heads and f = MLP inner width / hidden:
+
+    norms      w E per norm input and output (RMSNorm also keeps its normalised x, and its
+               input in fp32); the parallel residual's two norms read one input
+    attention  w E (1 + 2r) / t  QKV output      + w E (1 + r) / t  rotated q and k
+               + 2 w E / t  attention output and its copy into the output projection
+               + 4 E heads / (hidden t)  the attention's log-sum-exp
+    MLP        2 w E f / t plain (activation input and output), 4 w E f / t gated
+    dropout    E bytes per mask when hidden_dropout > 0; attention_dropout > 0 adds the
+               (seq x seq) probabilities: (2 w + 1) E seq heads / (hidden t) (an estimate)
+
+The last stage adds its final norm and the loss's fp32 softmax over the vocabulary shard
+(4 seq x batch x vocab / t). With activation checkpointing every chunk of checkpoint_num_layers
+keeps only its input (w E) and the backward pass recomputes one chunk at a time, so the peak
+adds one chunk's full activations. These formulas are checked against the tensors a small
+model saves on CPU (packages/neox-train/tests/test_plan.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from neox_model import ModelConfig
+
+Dtype = Literal["fp32", "fp16", "bf16"]
+FP32 = 4
+
+
+def width(dtype: Dtype) -> int:
+    """Bytes per weight or activation element in this training precision."""
+    return FP32 if dtype == "fp32" else 2
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    parameters: int  # bytes of weights on one GPU
+    gradients: int
+    optimizer: int  # on the GPU
+    optimizer_on_cpu: int  # offloaded to the host
+
+    @property
+    def on_gpu(self) -> int:
+        return self.parameters + self.gradients + self.optimizer
+
+
+@dataclass(frozen=True)
+class Training:
+    """What the memory of a rank depends on besides the model."""
+
+    dtype: Dtype
+    zero_stage: int
+    data_parallel: int
+    moments: int  # optimizer moments kept per parameter
+    offload: bool  # the optimizer lives on the CPU
+    pipeline: bool
+
+
+def model_state_bytes(parameters: int, training: Training) -> ModelStates:
+    """Weights, gradients and optimizer state of a rank holding `parameters` weights."""
+    w, d, stage = width(training.dtype), training.data_parallel, training.zero_stage
+    master = FP32 if training.dtype != "fp32" or stage >= 1 else 0
+    optimizer = (master + FP32 * training.moments) * parameters
+    if stage >= 1 or (training.pipeline and training.dtype == "bf16"):
+        optimizer = _split(optimizer, d)
+    weights = _split(w * parameters, d) if stage == 3 else w * parameters
+    gradients = _split(w * parameters, d) if stage >= 2 else w * parameters
+    if training.offload:
+        return ModelStates(weights, gradients, 0, optimizer)
+    return ModelStates(weights, gradients, optimizer, 0)
+
+
+def _split(total: int, parts: int) -> int:
+    return -(-total // parts)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The activations' shape on one rank: one micro-batch of seq_length tokens."""
+
+    seq: int
+    batch: int
+    tensor_parallel: int
+    dtype: Dtype
+
+    @property
+    def count(self) -> int:
+        return self.seq * self.batch
+
+
+def block_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
+    """Bytes one transformer block saves for backward, for one micro-batch (no recompute)."""
+    w, t, n = width(tokens.dtype), tokens.tensor_parallel, tokens.count
+    e = n * config.hidden_size
+    r = config.kv_heads / config.num_attention_heads
+    f = config.ffn_size / config.hidden_size
+    attention = w * e * (1 + 2 * r) / t + FP32 * n * config.num_attention_heads / t
+    if config.pos_emb == "rotary":  # rotated q and k; the output is copied for the projection
+        attention += w * e * (1 + r) / t + 2 * w * e / t + _rotary_table_bytes(config, tokens)
+    else:  # q, k, v stay views of the QKV output, and the output projection reads a view
+        attention += w * e * (1 if r < 1 else 0) / t + w * e / t
+    mlp = (4 if config.gated else 2) * w * e * f / t
+    dropout = 2 * e if config.hidden_dropout > 0 else 0
+    if config.attention_dropout > 0:
+        heads = config.num_attention_heads / t
+        dropout += int((2 * w + 1) * n * tokens.seq * heads)
+    return int(_block_norm_bytes(config, tokens) + attention + mlp + dropout)
+
+
+def _rotary_table_bytes(config: ModelConfig, tokens: Tokens) -> int:
+    """cos and sin cast to a 16-bit training precision, once for q and once for k."""
+    w = width(tokens.dtype)
+    return 0 if w == FP32 else 4 * tokens.seq * config.rotary_dim * w
+
+
+def _block_norm_bytes(config: ModelConfig, tokens: Tokens) -> int:
+    """The block's norms: inputs (shared by the parallel residual's two norms), outputs and
+    RMSNorm's normalised intermediate."""
+    w, e = width(tokens.dtype), tokens.count * config.hidden_size
+    norms = 1 if config.gpt_j_tied else 2
+    rms = config.norm == "rmsnorm"
+    input_width = FP32 if rms else w
+    shared = config.gpt_j_residual and (not rms or w == FP32)  # one saved copy of x
+    inputs = 1 if config.gpt_j_tied or shared else 2
+    extra = norms * w * e if config.norm != "layernorm" else 0
+    return (
+        inputs * input_width * e + norms * w * e + extra + norms * _norm_statistics(config, tokens)
+    )
+
+
+def _norm_statistics(config: ModelConfig, tokens: Tokens) -> int:
+    """Per-token statistics a norm keeps: LayerNorm's fp32 mean and 1/std, RMSNorm's 1/rms,
+    ScaleNorm's norm."""
+    per_token = {"layernorm": 2 * FP32, "rmsnorm": FP32, "scalenorm": width(tokens.dtype)}
+    return per_token[config.norm] * tokens.count
+
+
+def head_activation_bytes(config: ModelConfig, tokens: Tokens, padded_vocab: int) -> int:
+    """The last stage's final norm and the loss's fp32 softmax over this rank's vocabulary."""
+    w, e = width(tokens.dtype), tokens.count * config.hidden_size
+    rms = config.norm == "rmsnorm"
+    norm = (FP32 if rms else w) * e + w * e + (w * e if config.norm != "layernorm" else 0)
+    norm += _norm_statistics(config, tokens)
+    return norm + FP32 * tokens.count * padded_vocab // tokens.tensor_parallel
+
+
+def embedding_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
+    """The first stage's token ids (int64), the embedding dropout mask, and in fp32 the rotary
+    tables every layer reads (16-bit layers keep their own casts instead)."""
+    mask = tokens.count * config.hidden_size if config.hidden_dropout > 0 else 0
+    fp32_rotary = config.pos_emb == "rotary" and tokens.dtype == "fp32"
+    rotary = 2 * FP32 * tokens.seq * config.rotary_dim if fp32_rotary else 0
+    return 8 * tokens.count + mask + rotary
+
+
+def checkpoint_input_bytes(config: ModelConfig, tokens: Tokens) -> int:
+    """What a checkpointed chunk of layers keeps: its input."""
+    return width(tokens.dtype) * tokens.count * config.hidden_size

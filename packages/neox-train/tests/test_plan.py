@@ -1,0 +1,177 @@
+"""`neox plan`'s numbers against what training actually holds, on CPU.
+
+Model states: neox's real DeepSpeed engine is built for small models on two CPU ranks and one
+step is trained; the weights, gradients and optimizer state each rank keeps must equal the plan's
+bytes exactly, for fp32 and bf16, ZeRO stages 0, 1 and 2, tensor and pipeline parallelism.
+Activations: the tensors a small model saves for its backward pass (counted through autograd's
+saved-tensor hooks, each storage once) must be within 2% of the plan's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neox_model import Transformer
+from neox_train.cli import main
+from neox_train.plan import make_plan
+from neox_train.run_config import load_run_config
+
+from conftest import free_port
+
+CPU_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "cpu"
+PROBE = Path(__file__).parent / "plan_probe.py"
+VOCAB = 512  # the probe's
+ACTIVATION_TOLERANCE = 0.02
+
+LAYOUTS = {
+    "fp32 ZeRO-0": "precision: fp32\nzero_optimization: {stage: 0}\n",
+    "bf16 ZeRO-0": "precision: bfloat16\nzero_optimization: {stage: 0}\n",
+    "bf16 ZeRO-1": "precision: bfloat16\nzero_optimization: {stage: 1}\n",
+    "fp32 ZeRO-2": "precision: fp32\nzero_optimization: {stage: 2}\n",
+    "tensor parallel 2": "model_parallel_size: 2\nzero_optimization: {stage: 1}\n",
+    "pipeline 2": "pipe_parallel_size: 2\nzero_optimization: {stage: 1}\n",
+}
+
+
+def probe(config_sets, world_size=2):
+    """Run plan_probe.py on `world_size` CPU ranks; rank 0's JSON lines, then rank 1's..."""
+    port = str(free_port())
+    procs = []
+    for rank in range(world_size):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+        env.update(WORLD_SIZE=str(world_size), MASTER_PORT=port, OMP_NUM_THREADS="1")
+        cmd = [sys.executable, str(PROBE), json.dumps(config_sets)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    return [json.loads(line) for out in outputs for line in out.splitlines() if line[:1] == "{"]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    sets = {}
+    for base in ("neox_tiny.yml", "llama_tiny.yml"):
+        for name, text in LAYOUTS.items():
+            overlay = root / f"{base}-{name.replace(' ', '_')}.yml"
+            overlay.write_text(text)
+            sets[(base, name)] = [str(CPU_CONFIGS / base), str(overlay)]
+    results = probe(list(sets.values()))
+    by_files = {}
+    for result in results:
+        by_files.setdefault(tuple(result["files"]), []).append(result)
+    return {key: (files, by_files[tuple(files)]) for key, files in sets.items()}
+
+
+@pytest.mark.parametrize("base", ["neox_tiny.yml", "llama_tiny.yml"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_model_state_bytes_are_exact(measured, base, layout):
+    files, ranks = measured[(base, layout)]
+    run = load_run_config(files).run
+    plan = make_plan(run, VOCAB, 2, None)
+    assert len(ranks) == 2
+    for rank in ranks:
+        stage = plan.stages[rank["stage"]]
+        assert rank["parameters"] == stage.parameters
+        assert rank["parameter_bytes"] == stage.states.parameters
+        assert rank["optimizer_bytes"] == stage.states.optimizer
+        if rank["gradient_bytes"] is not None and run.parallel.zero_optimization.stage == 0:
+            assert rank["gradient_bytes"] == stage.states.gradients
+
+
+def saved_bytes(model, input_ids):
+    """Bytes autograd keeps for backward in one forward pass with labels: every saved tensor's
+    storage counted once, the parameters' own left out."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(input_ids, labels=input_ids)
+    loss.backward()
+    return sum(saved.values())
+
+
+ACTIVATION_CASES = {
+    "fp32": "precision: fp32\n",
+    "bf16": "precision: bfloat16\n",
+    "bf16, checkpointed": "precision: bfloat16\ncheckpoint_activations: true\n",
+    "fp32, checkpointed": "checkpoint_activations: true\n",
+}
+
+
+@pytest.mark.parametrize("base", ["neox_tiny.yml", "llama_tiny.yml"])
+@pytest.mark.parametrize("case", list(ACTIVATION_CASES))
+def test_activation_bytes_match_the_saved_tensors(tmp_path, base, case):
+    overlay = tmp_path / "case.yml"
+    overlay.write_text(ACTIVATION_CASES[case])
+    run = load_run_config([CPU_CONFIGS / base, overlay]).run
+    stage = make_plan(run, VOCAB, 1, None).stages[0]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[run.precision.dtype]
+    model = Transformer(run.model.with_vocab(VOCAB), seed=0).to(dtype).train()
+    model.checkpoint_num_layers = (
+        run.training.checkpoint_num_layers if "checkpointed" in case else 0
+    )
+    micro = run.training.train_micro_batch_size_per_gpu
+    ids = torch.randint(0, VOCAB, (micro, run.model.seq_length))
+    measured = saved_bytes(model, ids)
+    assert abs(stage.saved_activations - measured) <= ACTIVATION_TOLERANCE * measured, (
+        stage.saved_activations,
+        measured,
+    )
+
+
+CONFIGS = CPU_CONFIGS.parent
+
+
+def test_plan_prints_the_layout_batch_compute_and_memory(capsys):
+    code = main(
+        ["plan", str(CONFIGS / "pythia/160M.yml"), "--num-gpus", "32", "--gpu-memory", "40"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "model: 162,322,944 parameters; vocabulary 50,277 (assumed for HFTokenizer" in out
+    assert "32 GPUs = 1 pipeline stage(s) x 1 tensor-parallel x 32 data-parallel" in out
+    assert "1024 sequences per step = 32 per GPU x 1 accumulation step(s) x 32 replica(s)" in out
+    assert "2,097,152 tokens per step" in out
+    assert "fits: " in out and "of 40.00 GiB" in out
+
+
+def test_plan_warns_when_a_gpu_is_too_small(capsys):
+    args = ["plan", str(CONFIGS / "llama2/70B.yml"), "--num-gpus", "8", "--gpu-memory", "80"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: stage 0 needs" in out and "more than the 80.00 GiB available" in out
+
+
+def test_plan_splits_pipeline_stages_as_deepspeed_does(capsys):
+    run = load_run_config([CONFIGS / "20B.yml"]).run
+    plan = make_plan(run, 50277, 96, None)
+    assert [stage.blocks for stage in plan.stages] == [11, 11, 11, 11]  # type:transformer
+    assert [(stage.first, stage.last) for stage in plan.stages] == [
+        (True, False),
+        (False, False),
+        (False, False),
+        (False, True),
+    ]
+    # 1F1B: stage i holds (4 - i) micro-batches' activations (the middle stages are alike)
+    assert 2 * plan.stages[1].saved_activations == 3 * plan.stages[2].saved_activations
+    assert (
+        main(["plan", str(CONFIGS / "20B.yml"), "--num-gpus", "96", "--vocab-size", "50277"]) == 0
+    )
+    assert "20,554,567,680 parameters" in capsys.readouterr().out
+
+
+def test_plan_refuses_an_impossible_layout(capsys):
+    assert main(["plan", str(CONFIGS / "20B.yml"), "--num-gpus", "12"]) == 2
+    assert "world size 12 is not divisible by pipe_parallel_size (4)" in capsys.readouterr().err

@@ -1,0 +1,280 @@
+"""Every predefined architecture in configs/ against the published model.
+
+Built on the meta device (nothing allocated), each config's model has exactly as many parameters
+as the Hugging Face model built, also on meta, from the published config.json values, and as
+the published total; where Hugging Face has the architecture, neox-convert's export names every
+Hugging Face tensor once, with its shape, and writes the published config.json values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
+
+from neox_convert import ARCHITECTURES
+from neox_model import ModelConfig, Transformer, count_parameters
+from neox_train import load_run_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+NEOX_VOCAB = 50277  # the GPT-NeoX-20B tokenizer (Pythia, GPT-NeoX-20B)
+GPT2_VOCAB = 50257  # GPT-2's BPE (the classic GPT-NeoX sizes)
+
+
+@dataclass(frozen=True)
+class Published:
+    vocab: int  # the tokenizer's vocabulary, before padding
+    hf_class: str | None  # the transformers class of the same architecture, if any
+    hf: dict[str, Any] = field(default_factory=dict)  # its published config.json values
+    total: int | None = None  # the published parameter count
+    export: str | None = None  # neox-convert's --architecture for it
+
+
+def gpt_neox(layers, hidden, heads, vocab, rotary=1.0, parallel=False, total=None):
+    """A GPTNeoX model; `vocab` is the padded row count Hugging Face's config gives."""
+    hf = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        hidden_act="gelu",
+        max_position_embeddings=2048,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": rotary,
+        },
+        layer_norm_eps=1e-5,
+        use_parallel_residual=parallel,
+        tie_word_embeddings=False,
+    )
+    return Published(NEOX_VOCAB, "GPTNeoXForCausalLM", hf, total, "neox")
+
+
+def classic(layers, hidden, heads, vocab=50304, rotary=1.0, parallel=False):
+    """A classic GPT-NeoX size: the GPT-2 tokenizer, its vocabulary padded as GPT-NeoX pads."""
+    return dataclasses.replace(
+        gpt_neox(layers, hidden, heads, vocab, rotary, parallel), vocab=GPT2_VOCAB
+    )
+
+
+def llama(layers, hidden, heads, inner, total, kv=None, vocab=32000, context=2048, **extra):
+    hf = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv or heads,
+        intermediate_size=inner,
+        hidden_act="silu",
+        max_position_embeddings=context,
+        rms_norm_eps=extra.pop("eps", 1e-5),
+        rope_parameters={"rope_type": "default", "rope_theta": extra.pop("theta", 10000.0)},
+        tie_word_embeddings=False,
+    )
+    hf_class = extra.pop("hf_class", "LlamaForCausalLM")
+    hf.update(extra)
+    export = "mistral" if hf_class == "MistralForCausalLM" else "llama"
+    return Published(vocab, hf_class, hf, total, export)
+
+
+PYTHIA_CLASSIC = 0.25  # rotary on a quarter of each head
+
+
+def palm_8b_total() -> int:
+    """PaLM 8B's parameters from the shapes in Chowdhery et al. (2022), Table 1: 32 layers of
+    width 4096, 16 query heads of 256, one key/value head, a 4 x 4096 SwiGLU, LayerNorm
+    weights only, no biases, a tied 256,000-token embedding."""
+    h, heads, head_dim, ffn, vocab = 4096, 16, 256, 4 * 4096, 256000
+    attention = h * heads * head_dim + 2 * h * head_dim + heads * head_dim * h
+    layer = attention + 3 * h * ffn + h  # one LayerNorm shared by attention and MLP
+    return vocab * h + 32 * layer + h
+
+
+PUBLISHED: dict[str, Published] = {
+    # Pythia (Biderman et al., 2023); Hugging Face EleutherAI/pythia-*
+    "pythia/14M.yml": gpt_neox(6, 128, 4, 50304, PYTHIA_CLASSIC, True, 14_067_712),
+    "pythia/31M.yml": gpt_neox(6, 256, 8, 50304, PYTHIA_CLASSIC, True, 30_494_720),
+    "pythia/70M.yml": gpt_neox(6, 512, 8, 50304, PYTHIA_CLASSIC, True, 70_426_624),
+    "pythia/160M.yml": gpt_neox(12, 768, 12, 50304, PYTHIA_CLASSIC, True, 162_322_944),
+    "pythia/410M.yml": gpt_neox(24, 1024, 16, 50304, PYTHIA_CLASSIC, True, 405_334_016),
+    "pythia/1B.yml": gpt_neox(16, 2048, 8, 50304, PYTHIA_CLASSIC, True, 1_011_781_632),
+    "pythia/1-4B.yml": gpt_neox(24, 2048, 16, 50304, PYTHIA_CLASSIC, True, 1_414_647_808),
+    "pythia/2-8B.yml": gpt_neox(32, 2560, 32, 50304, PYTHIA_CLASSIC, True, 2_775_208_960),
+    "pythia/6-9B.yml": gpt_neox(32, 4096, 32, 50432, PYTHIA_CLASSIC, True, 6_857_302_016),
+    "pythia/12B.yml": gpt_neox(36, 5120, 40, 50688, PYTHIA_CLASSIC, True, 11_846_072_320),
+    # GPT-NeoX-20B (Black et al., 2022); EleutherAI/gpt-neox-20b
+    "20B.yml": gpt_neox(44, 6144, 64, 50432, PYTHIA_CLASSIC, True, 20_554_567_680),
+    # the classic GPT-NeoX sizes: GPT-2 vocabulary padded to 128 x tensor parallel
+    "19M.yml": classic(6, 512, 8),
+    "49M.yml": classic(10, 640, 10, rotary=PYTHIA_CLASSIC, parallel=True),
+    "125M.yml": classic(12, 768, 12),
+    "350M.yml": classic(24, 1024, 16),
+    "760M.yml": classic(24, 1536, 16),
+    "800M.yml": classic(16, 2048, 8),
+    "1-3B.yml": classic(24, 2048, 16),
+    "2-7B.yml": classic(32, 2560, 32),
+    "6-7B.yml": classic(32, 4096, 32),
+    "13B.yml": classic(40, 5120, 40, 50432),
+    "175B.yml": classic(96, 12288, 96, 51200),
+    # LLaMA (Touvron et al., 2023); Meta's params.json
+    "llama/7B.yml": llama(32, 4096, 32, 11008, 6_738_415_616, eps=1e-6),
+    "llama/13B.yml": llama(40, 5120, 40, 13824, 13_015_864_320, eps=1e-6),
+    "llama/30B.yml": llama(60, 6656, 52, 17920, 32_528_943_616, eps=1e-6),
+    "llama/65B.yml": llama(80, 8192, 64, 22016, 65_285_660_672),
+    # Llama 2; meta-llama/Llama-2-*-hf
+    "llama2/7B.yml": llama(32, 4096, 32, 11008, 6_738_415_616, context=4096),
+    "llama2/13B.yml": llama(40, 5120, 40, 13824, 13_015_864_320, context=4096),
+    "llama2/70B.yml": llama(80, 8192, 64, 28672, 68_976_648_192, kv=8, context=4096),
+    # Code Llama; codellama/CodeLlama-*-hf
+    "llama2/codellama_7B.yml": llama(
+        32, 4096, 32, 11008, 6_738_546_688, vocab=32016, context=16384, theta=1e6
+    ),
+    "llama2/codellama_34B.yml": llama(
+        48, 8192, 64, 22016, 33_743_970_304, kv=8, context=16384, theta=1e6
+    ),
+    # Llemma; EleutherAI/llemma_7b, llemma_34b
+    "llemma/7B.yml": llama(32, 4096, 32, 11008, 6_738_546_688, vocab=32016, context=4096),
+    "llemma/34B.yml": llama(48, 8192, 64, 22016, 33_743_970_304, kv=8, context=4096, theta=1e6),
+    # Mistral 7B; mistralai/Mistral-7B-v0.1 (Hugging Face's window counts the query itself)
+    "mistral/7B.yml": llama(
+        32,
+        4096,
+        32,
+        14336,
+        7_241_732_096,
+        kv=8,
+        context=32768,
+        hf_class="MistralForCausalLM",
+        sliding_window=4096,
+    ),
+    # Falcon-7B's sizes (tiiuae/falcon-7b); neox-convert has no Falcon export
+    "falcon/7B.yml": Published(
+        65024,
+        "FalconForCausalLM",
+        dict(
+            vocab_size=65024,
+            hidden_size=4544,
+            num_hidden_layers=32,
+            num_attention_heads=71,
+            multi_query=True,
+            parallel_attn=True,
+            bias=False,
+            new_decoder_architecture=False,
+        ),
+        6_921_720_704,
+    ),
+    # PaLM 8B's sizes; transformers has no PaLM
+    "palm/8B.yml": Published(256000, None, total=palm_8b_total()),
+}
+
+
+def test_every_predefined_architecture_is_checked():
+    shipped = {
+        str(p.relative_to(CONFIGS))
+        for p in CONFIGS.rglob("*.yml")
+        if p.parent.name != "cpu"
+        and p.name
+        not in ("cpu_demo.yml", "local_setup.yml", "slurm_local.yml", "text_generation.yml")
+    }
+    assert shipped == set(PUBLISHED)
+
+
+@functools.cache
+def neox_model(name: str) -> tuple[ModelConfig, int, Transformer]:
+    """(config with the tokenizer's vocabulary, its tensor-parallel size, the model on meta,
+    its vocabulary padded for that size)."""
+    run = load_run_config([CONFIGS / name]).run
+    config = run.model.with_vocab(PUBLISHED[name].vocab)
+    tp = run.parallel.model_parallel_size
+    with torch.device("meta"):
+        model = Transformer(config, padded_vocab=config.padded_vocab(tp))
+    return config, tp, model
+
+
+def hf_config(published: Published) -> Any:
+    assert published.hf_class is not None
+    name = published.hf_class.replace("ForCausalLM", "Config")
+    return getattr(transformers, name)(**published.hf)
+
+
+def hf_model(config: Any, hf_class: str) -> torch.nn.Module:
+    with torch.device("meta"):
+        return getattr(transformers, hf_class)(config)
+
+
+def numel(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # tied weights count once
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_parameter_count_matches_the_published_model(name):
+    published = PUBLISHED[name]
+    config, tp, model = neox_model(name)
+    count = numel(model)
+    assert model.embed_in.weight.device.type == "meta"
+    assert count == count_parameters(config, tp)
+    if published.hf_class is not None:
+        assert config.padded_vocab(tp) == published.hf["vocab_size"]
+        assert count == numel(hf_model(hf_config(published), published.hf_class))
+    if published.total is not None:
+        assert count == published.total
+
+
+EXPORTED = sorted(name for name, p in PUBLISHED.items() if p.export is not None)
+COMPARED = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "hidden_act",
+    "max_position_embeddings",
+    "rope_parameters",
+    "layer_norm_eps",
+    "rms_norm_eps",
+    "use_parallel_residual",
+    "sliding_window",
+    "tie_word_embeddings",
+)
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_export_covers_every_hugging_face_tensor(name):
+    published = PUBLISHED[name]
+    assert published.export is not None and published.hf_class is not None
+    config, tp, model = neox_model(name)
+    arch = ARCHITECTURES[published.export]  # type: ignore[index]
+    assert arch.export_problems(config) == []
+    exported_config = arch.hf_config(config, None, torch.float32, config.padded_vocab(tp))
+    expected = hf_config(published)
+    for key in COMPARED:
+        if hasattr(expected, key):
+            assert getattr(exported_config, key) == getattr(expected, key), key
+    exported = arch.to_hf(model.state_dict(), config)
+    theirs = hf_model(expected, published.hf_class)
+    loaded_as = {as_loaded(k, published.hf_class): tuple(v.shape) for k, v in exported.items()}
+    assert len(loaded_as) == len(exported)
+    assert loaded_as == {k: tuple(p.shape) for k, p in theirs.named_parameters()}
+
+
+def as_loaded(name: str, hf_class: str) -> str:
+    """The parameter a checkpoint tensor called `name` loads into: transformers renames some
+    names of older checkpoints as it loads them (GPTNeoX's embed_out is lm_head in 5.x)."""
+    renames = get_checkpoint_conversion_mapping(hf_class) or []
+    for rename in renames:
+        if isinstance(rename, WeightRenaming):
+            name = re.sub(rename.source_patterns[0], rename.target_patterns[0], name)
+    return name
