@@ -15,6 +15,7 @@ from neox_train.schema import ConfigError
 def check_inputs(run: RunConfig) -> tuple[str, str | None]:
     """(data_path, vocab_file) of a run, once they are known to be usable."""
     check_flash_attention(run)
+    check_extras(run)
     data = run.data
     if data.data_path is None:
         raise ConfigError("data_path is required for training (a token file prefix)")
@@ -45,3 +46,21 @@ def check_flash_attention(run: RunConfig) -> None:
             "attention_config asks for 'flash' attention but flash-attn is not installed; "
             "install the GPU extra (pip install 'neox-model[flash]') or use 'global'"
         )
+
+
+def check_extras(run: RunConfig) -> None:
+    """The optional packages a run asks for are installed (else: which extra to install)."""
+    import importlib.util
+
+    wanted = {
+        "neox_eval": ("eval_tasks", "eval", bool(run.training.eval_tasks)),
+        "boto3": ("s3_path / an s3:// load", "s3", _uses_s3(run)),
+    }
+    for module, (key, extra, used) in wanted.items():
+        if used and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key} needs the '{extra}' extra: pip install 'neox-train[{extra}]'")
+
+
+def _uses_s3(run: RunConfig) -> bool:
+    load = run.checkpoint.load or ""
+    return bool(run.checkpoint.s3_path) or load.startswith("s3://")

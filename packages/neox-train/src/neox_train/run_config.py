@@ -159,6 +159,16 @@ class TrainingConfig:
     torch_compile: bool = field(
         default=False, metadata=_doc("Compile each transformer block with torch.compile.")
     )
+    eval_tasks: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "lm-eval tasks (names or task YAML paths) run at every eval_interval "
+            "and at the end (extra 'eval')."
+        ),
+    )
+    eval_tasks_limit: int | None = field(
+        default=None, metadata=_doc("Documents per task at most, for eval_tasks.")
+    )
     curriculum_learning: CurriculumConfig | None = field(
         default=None, metadata=_doc("Sequence-length curriculum.")
     )
@@ -281,7 +291,16 @@ class ParallelConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     save: str | None = field(default=None, metadata=_doc("Directory to save checkpoints in."))
-    load: str | None = field(default=None, metadata=_doc("Directory to resume from."))
+    load: str | None = field(
+        default=None, metadata=_doc("Directory (or s3://bucket/prefix) to resume from.")
+    )
+    s3_path: str | None = field(
+        default=None,
+        metadata=_doc("Also upload every checkpoint to this s3://bucket/prefix (extra 's3')."),
+    )
+    s3_chunk_size: int = field(
+        default=104_857_600, metadata=_doc("Multipart upload part size in bytes.")
+    )
     checkpoint_factor: int | None = field(
         default=None,
         metadata=_doc(
@@ -500,7 +519,6 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
     "train_data_weights": "data blending",
     "sequence_parallel": "sequence parallelism",
     "iteration": "starting at a chosen iteration",
-    "eval_tasks": "lm-eval tasks during training",
     "deepspeed_extra_args": "extra DeepSpeed config entries (neox writes the DeepSpeed config)",
     "override_lr_scheduler": (
         "taking the schedule from the config instead of the checkpoint on resume (neox resumes "
@@ -666,6 +684,11 @@ def layout_problem(run: RunConfig) -> str | None:
         return (
             f"curriculum_learning needs 0 < min_difficulty ({curriculum.min_difficulty}) <= "
             f"max_difficulty ({curriculum.max_difficulty}) <= seq_length ({model.seq_length})"
+        )
+    if run.training.eval_tasks and (pipe > 1 or stage == 3):
+        return (
+            "eval_tasks during training needs the whole model on each rank: not with "
+            "pipe_parallel_size > 1 or zero_optimization.stage 3 (run neox eval on a checkpoint)"
         )
     if stage == 3 and run.logging.log_param_norm:
         return "log_param_norm with zero_optimization.stage 3 is not supported yet"

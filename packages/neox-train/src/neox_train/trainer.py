@@ -33,6 +33,7 @@ from neox_train.norms import parameter_norms
 from neox_train.preemption import Preempted, Preemption
 from neox_train.progress import Progress, Throughput
 from neox_train.run_config import RunConfig
+from neox_train.s3 import S3Uploader, download_latest
 from neox_train.schedule import Schedule
 from neox_train.schema import ConfigError
 from neox_train.topology import Layout, Parallel, build_parallel
@@ -55,6 +56,7 @@ class Session:
     monitor: Monitor
     parallel: Parallel
     curriculum: SeqlenCurriculum | None = None
+    uploader: S3Uploader | None = None  # rank 0, when s3_path is set
     start_step: int = 0
 
     @property
@@ -104,7 +106,9 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     if curriculum is not None and curriculum.enabled:
         session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
     ckpt = run.checkpoint
-    source = ckpt.load or _own_checkpoint(ckpt.save)
+    if ckpt.s3_path and env.rank == 0:
+        session.uploader = S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size)
+    source = _local_source(ckpt.load, ckpt.save, env.rank) or _own_checkpoint(ckpt.save)
     if source:
         finetune = ckpt.finetune and source == ckpt.load
         saved = checkpoint.load(
@@ -115,6 +119,21 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
             what = "weights of" if finetune else "resumed from"
             log.info("%s %s at step %d", what, source, saved.iteration)
     return session
+
+
+def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
+    """`load` as a local directory: an s3:// address is downloaded first (by rank 0, into
+    SAVE/from_s3, on the filesystem the ranks share)."""
+    if not load or not load.startswith("s3://"):
+        return load
+    local = Path(save or ".") / "from_s3"
+    found = download_latest(load, local) if rank == 0 else None
+    box = [str(found) if found else None]
+    if dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] is None:
+        log.info("%s holds no checkpoint yet: starting from scratch", load)
+    return box[0]
 
 
 def _own_checkpoint(save: str | None) -> str | None:
@@ -204,6 +223,8 @@ def _save(session: Session, step: int) -> str:
         keep_last=run.checkpoint.keep_last_n_checkpoints,
     )
     log.info("saved checkpoint %s", path)
+    if session.uploader is not None:
+        session.uploader.upload(path)  # in the background; `latest` goes up last
     return str(path)
 
 
@@ -239,6 +260,7 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
             log.info(progress.line(step, values))
         if step % training.eval_interval == 0 and step != training.train_iters:
             _validate(session, step, result, "at")
+            _run_eval_tasks(session, step)
         if step in saves:
             result.last_checkpoint = _save(session, step)
         if _exit_now(session, step, saves):
@@ -246,12 +268,13 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
         if preemption is not None and preemption.agreed():
             _stop_for_preemption(session, step, saves)
     _validate(session, training.train_iters, result, "after training at")
+    _run_eval_tasks(session, training.train_iters)
     if session.splits.test is not None and training.eval_iters:
         result.test_loss = evaluate(session, session.splits.test)
         log.info("test loss: %.4f (ppl %.1f)", result.test_loss, np.exp(result.test_loss))
         ppl = float(np.exp(result.test_loss))
         session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
-    session.monitor.close()
+    _finish(session)
     return result
 
 
@@ -278,11 +301,44 @@ class SkipCounter:
             )
 
 
+def _finish(session: Session) -> None:
+    """Close the metric writers and wait for the checkpoint uploads."""
+    session.monitor.close()
+    if session.uploader is not None:
+        session.uploader.wait()
+
+
+def _run_eval_tasks(session: Session, step: int) -> None:
+    """lm-eval's tasks on the model as it is now; metrics logged as eval/TASK/METRIC."""
+    training = session.run.training
+    if not training.eval_tasks:
+        return
+    from neox_eval import evaluate_tasks  # the 'eval' extra, checked before training
+
+    results = evaluate_tasks(
+        session.engine.module,
+        session.tokenizer,
+        list(training.eval_tasks),
+        seq_length=session.model_config.seq_length,
+        limit=training.eval_tasks_limit,
+        batch_size=session.batch.micro_batch,
+    )
+    flat = {
+        f"eval/{task}/{name}": value
+        for task, metrics in results.items()
+        for name, value in metrics.items()
+    }
+    session.monitor.log(step, **flat)
+    for task, metrics in results.items():
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        log.info("lm-eval %s at step %d: %s", task, step, shown)
+
+
 def _stop_for_preemption(session: Session, step: int, saves: AbstractSet[int]) -> None:
     if session.run.checkpoint.save and step not in saves:
         _save(session, step)
     log.info("preempted: stopping after step %d (exit code %d)", step, Preempted.exit_code)
-    session.monitor.close()
+    _finish(session)
     raise Preempted(step)
 
 
