@@ -58,7 +58,12 @@ def install_local(session: nox.Session, packages: tuple[str, ...]) -> None:
 
 def test_env(session: nox.Session) -> None:
     session.env.update(
-        {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
     )
 
 
