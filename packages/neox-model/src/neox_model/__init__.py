@@ -13,7 +13,12 @@ from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
 from neox_model.parameters import count_parameters
 from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
-from neox_model.process_group import LaunchEnv, join_process_group, leave_process_group
+from neox_model.process_group import (
+    LaunchEnv,
+    exit_process,
+    join_process_group,
+    leave_process_group,
+)
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
@@ -63,6 +68,7 @@ __all__ = [
     "VocabParallelEmbedding",
     "WeightFile",
     "count_parameters",
+    "exit_process",
     "find_step_dir",
     "join_process_group",
     "layer_file_name",
