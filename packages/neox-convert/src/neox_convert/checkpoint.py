@@ -45,7 +45,7 @@ from neox_model import (
     layer_name_map,
     model_file_name,
     shard,
-    shard_spec,
+    tensor_parallel_specs,
     write_manifest,
 )
 
@@ -113,19 +113,11 @@ def check_state(state: StateDict, config: ModelConfig, rows: int, source: str) -
 def shard_specs(config: ModelConfig, tensor_parallel: int) -> dict[str, tuple[int, int]]:
     """(dim, chunks) of every parameter split over tensor-parallel ranks."""
     try:
-        with torch.device("meta"):  # only to learn how each parameter is split
-            model = Transformer(config, tp=TPGroup(None, 0, tensor_parallel))
+        return tensor_parallel_specs(config, tensor_parallel)
     except ValueError as err:
         raise ConversionError(
             f"cannot split this model over {tensor_parallel} tensor-parallel ranks: {err}"
         ) from err
-    specs = {}
-    for module_name, module in model.named_modules():
-        for name, _ in module.named_parameters(recurse=False):
-            spec = shard_spec(module, name)
-            if spec is not None:
-                specs[f"{module_name}.{name}" if module_name else name] = spec
-    return specs
 
 
 def rank_states(state: StateDict, config: ModelConfig, tensor_parallel: int) -> list[StateDict]:

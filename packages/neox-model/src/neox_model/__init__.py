@@ -42,6 +42,7 @@ from neox_model.weights import (
     load_state_dict,
     model_file_name,
     read_manifest,
+    tensor_parallel_specs,
     write_manifest,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "read_manifest",
     "shard",
     "shard_spec",
+    "tensor_parallel_specs",
     "unshard",
     "vocab_parallel_cross_entropy",
     "write_manifest",

@@ -30,9 +30,11 @@ from neox_model.transformer import Block, WithEmbeddings
 
 
 class EmbeddingPipe(WithEmbeddings):
-    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int) -> None:
+    def __init__(
+        self, config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
+    ) -> None:
         super().__init__()
-        self.add_embeddings(config, tp, config.padded_vocab(tp.size))
+        self.add_embeddings(config, tp, padded_vocab or config.padded_vocab(tp.size))
         init_weights(self, config, seed)
 
     def model_name(self, name: str) -> str:
@@ -82,7 +84,9 @@ class FinalNormPipe(nn.Module):
 class OutputPipe(nn.Module):
     """hidden -> logits over this tensor-parallel rank's share of the vocabulary."""
 
-    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int) -> None:
+    def __init__(
+        self, config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
+    ) -> None:
         super().__init__()
         if not config.no_weight_tying:
             raise ValueError(
@@ -91,7 +95,7 @@ class OutputPipe(nn.Module):
             )
         self.tp = tp
         self.embed_out = ColumnParallelLinear(
-            config.hidden_size, config.padded_vocab(tp.size), tp, bias=False
+            config.hidden_size, padded_vocab or config.padded_vocab(tp.size), tp, bias=False
         )
         init_weights(self, config, seed)
 
@@ -103,16 +107,17 @@ class OutputPipe(nn.Module):
 
 
 def pipeline_specs(
-    config: ModelConfig, tp: TPGroup, seed: int
+    config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
 ) -> list[tuple[type[nn.Module], tuple[Any, ...]]]:
     """(layer class, constructor arguments) of every layer, in order; a pipeline engine builds
-    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`)."""
+    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`). `padded_vocab` overrides
+    the vocabulary padding, as `Transformer`'s does."""
     blocks = [(TransformerLayerPipe, (config, tp, seed, i)) for i in range(config.num_layers)]
     return [
-        (EmbeddingPipe, (config, tp, seed)),
+        (EmbeddingPipe, (config, tp, seed, padded_vocab)),
         *blocks,
         (FinalNormPipe, (config,)),
-        (OutputPipe, (config, tp, seed)),
+        (OutputPipe, (config, tp, seed, padded_vocab)),
     ]
 
 

@@ -131,6 +131,21 @@ def _rank_states(step_dir: Path, manifest: ModelManifest) -> list[dict[str, torc
     return ranks
 
 
+def tensor_parallel_specs(config: ModelConfig, tensor_parallel: int) -> dict[str, tuple[int, int]]:
+    """(dim, chunks) of every `Transformer` parameter split over `tensor_parallel` ranks, by
+    name; parameters every rank holds whole are left out. Raises ValueError when the model does
+    not split over that many ranks."""
+    with torch.device("meta"):  # only to learn how each parameter is split
+        model = Transformer(config, tp=TPGroup(None, 0, tensor_parallel))
+    specs = {}
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            spec = shard_spec(module, name)
+            if spec is not None:
+                specs[f"{module_name}.{name}" if module_name else name] = spec
+    return specs
+
+
 def load_state_dict(path: str | Path) -> tuple[Path, ModelManifest, dict[str, torch.Tensor]]:
     """The step directory, manifest and full model state dict (on CPU) of a checkpoint, the
     tensor-parallel shards joined. `path` is a step directory or a run directory."""
@@ -139,13 +154,7 @@ def load_state_dict(path: str | Path) -> tuple[Path, ModelManifest, dict[str, to
     ranks = _rank_states(step_dir, manifest)
     if manifest.tensor_parallel == 1:
         return step_dir, manifest, ranks[0]
-    with torch.device("meta"):  # only to learn how each parameter is split
-        layout = Transformer(manifest.config, tp=TPGroup(None, 0, manifest.tensor_parallel))
-    specs = {
-        f"{module_name}.{name}" if module_name else name: shard_spec(module, name)
-        for module_name, module in layout.named_modules()
-        for name, _ in module.named_parameters(recurse=False)
-    }
+    specs = tensor_parallel_specs(manifest.config, manifest.tensor_parallel)
     full = {}
     for name, tensor in ranks[0].items():
         spec = specs.get(name)

@@ -4,11 +4,13 @@
                            (or layer_LL-model_XX-model_states.pt per pipeline layer), optimizer
                            shards; with ZeRO-3 also consolidated_model_states.pt
                            model.json (architecture + which file holds which weights),
+                           layout.json (the layout, and which files hold each rank's state),
                            config.yml (the resolved run config), tokenizer file, neox_state.json
     SAVE/latest            "global_step{N}", written last and atomically
 
 A step directory without `latest` pointing at it is never read, so a crash mid-save leaves the
-previous checkpoint in force.
+previous checkpoint in force. A run at the saved layout resumes through DeepSpeed; a run at
+another reads the step through layout.json (`neox_train.relayout`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,20 @@ from neox_model import (
     MODEL_FILE,
     ModelConfig,
     ModelManifest,
+    TPGroup,
     WeightFile,
     find_step_dir,
     layer_name_map,
+    read_manifest,
     write_manifest,
+)
+from neox_train.relayout import (
+    EngineLayout,
+    SavedLayout,
+    describe_rank,
+    load_relayout,
+    read_layout,
+    write_layout,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,8 @@ def save(
     *,
     state: SavedStep,
     layout: ModelLayout,
+    engine_layout: EngineLayout,
+    parallel: Any,
     run_yaml: dict[str, Any],
     tokenizer_files: tuple[str, ...],
     keep_last: int | None,
@@ -81,9 +95,12 @@ def save(
     engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False)
     step_dir = save_dir / tag
     consolidated = engine._zero3_consolidated_16bit_state_dict() if layout.zero3 else None
+    entries: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(entries, describe_rank(engine, parallel, step_dir))
     if dist.get_rank() == 0:
         if consolidated is not None:
             torch.save(dict(consolidated), step_dir / CONSOLIDATED)
+        write_layout(step_dir, engine_layout, entries)
         _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
         _write_atomic(save_dir / LATEST, tag + "\n")
         if keep_last:
@@ -147,28 +164,74 @@ def _prune(save_dir: Path, keep_last: int) -> None:
         shutil.rmtree(path)
 
 
+def saved_padded_vocab(load_dir: str | Path) -> int | None:
+    """The embedding rows of the newest checkpoint in `load_dir` (None: there is none)."""
+    if not (Path(load_dir) / LATEST).is_file():
+        return None
+    return read_manifest(find_step_dir(load_dir)).padded_vocab
+
+
+def _saved_layout(step_dir: Path, weights_only: bool) -> SavedLayout | None:
+    """layout.json; for a step without one (written by neox-convert, or by an older neox) and
+    read for its weights alone, the tensor-parallel size its model.json gives."""
+    saved = read_layout(step_dir)
+    if saved is not None or not weights_only:
+        return saved
+    manifest = read_manifest(step_dir)
+    pipeline = any(LAYER_FILE.match(f.file) for f in manifest.files)
+    if pipeline:
+        return None  # DeepSpeed reads the layer files at any pipeline size
+    layout = EngineLayout(manifest.tensor_parallel, 1, 0, 0, "")
+    return SavedLayout(layout, "none", ())
+
+
 def load(
-    engine: Any, load_dir: str | Path, *, weights_only: bool = False, optimizer: bool = True
+    engine: Any,
+    load_dir: str | Path,
+    *,
+    current: EngineLayout,
+    tp: TPGroup,
+    weights_only: bool = False,
+    optimizer: bool = True,
 ) -> SavedStep | None:
     """Restore the engine from the newest checkpoint in `load_dir`; None when there is none.
 
     `weights_only` (fine-tuning) loads the model alone and restarts at step 0; `optimizer`
-    False keeps the fresh optimizer and schedule.
+    False keeps the fresh optimizer and schedule. A checkpoint saved at a layout other than
+    `current` is read through its layout.json.
     """
     if not (Path(load_dir) / LATEST).is_file():
         return None
     step_dir = find_step_dir(load_dir)
     with_state = optimizer and not weights_only
-    path, _ = engine.load_checkpoint(
-        str(load_dir),
-        tag=step_dir.name,
-        load_module_only=weights_only,
-        load_optimizer_states=with_state,
-        load_lr_scheduler_states=with_state,
-    )
-    if path is None:
-        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {step_dir}")
+    saved = _saved_layout(step_dir, weights_only)
+    if saved is not None and _differs(saved.layout, current, weights_only):
+        log.info(
+            "%s was saved at %s; continuing at %s",
+            step_dir,
+            saved.layout.describe(),
+            current.describe(),
+        )
+        load_relayout(engine, step_dir, saved, tp, optimizer=with_state)
+    else:
+        path, _ = engine.load_checkpoint(
+            str(load_dir),
+            tag=step_dir.name,
+            load_module_only=weights_only,
+            load_optimizer_states=with_state,
+            load_lr_scheduler_states=with_state,
+        )
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load the checkpoint in {step_dir}")
     if weights_only:
         return SavedStep(0, 0)
     body = json.loads((step_dir / "neox_state.json").read_text())
     return SavedStep(body["iteration"], body["consumed_samples"])
+
+
+def _differs(saved: EngineLayout, current: EngineLayout, weights_only: bool) -> bool:
+    """Whether DeepSpeed cannot read the step back as saved (for the weights alone, only the
+    model-parallel sizes matter)."""
+    if weights_only:  # DeepSpeed reads pipeline layer files at any number of stages
+        return (saved.tensor, saved.pipe > 1) != (current.tensor, current.pipe > 1)
+    return saved != current

@@ -32,10 +32,14 @@ def mark_tensor_parallel(model: nn.Module) -> None:
             setattr(param, "model_parallel", shard_spec(module, name) is not None)  # noqa: B010
 
 
-def build_module(run: RunConfig, model_config: ModelConfig, parallel: Parallel) -> nn.Module:
+def build_module(
+    run: RunConfig, model_config: ModelConfig, parallel: Parallel, padded_vocab: int | None = None
+) -> nn.Module:
+    """`padded_vocab`: the embedding rows of a checkpoint saved at another tensor-parallel size,
+    kept on resume (the padding rows take part in the softmax)."""
     seed, training = run.training.seed, run.training
     if parallel.layout.pipe == 1:
-        model = Transformer(model_config, tp=parallel.tp, seed=seed)
+        model = Transformer(model_config, tp=parallel.tp, seed=seed, padded_vocab=padded_vocab)
         if training.checkpoint_activations:
             model.checkpoint_num_layers = training.checkpoint_num_layers
         if training.torch_compile:
@@ -43,7 +47,8 @@ def build_module(run: RunConfig, model_config: ModelConfig, parallel: Parallel) 
         return model
     from deepspeed.pipe import LayerSpec, PipelineModule
 
-    specs = [LayerSpec(cls, *args) for cls, args in pipeline_specs(model_config, parallel.tp, seed)]
+    layers = pipeline_specs(model_config, parallel.tp, seed, padded_vocab)
+    specs = [LayerSpec(cls, *args) for cls, args in layers]
     return PipelineModule(
         layers=specs,
         topology=parallel.topology,
@@ -63,11 +68,13 @@ def build_engine(
     batch: BatchLayout,
     schedule: Schedule,
     device: torch.device,
+    padded_vocab: int | None = None,
 ) -> Any:
     """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
     import deepspeed
 
-    module = build_module(run, model_config, parallel).to(device)  # before the optimizer
+    # on the device before the optimizer is built
+    module = build_module(run, model_config, parallel, padded_vocab).to(device)
     mark_tensor_parallel(module)
     optimizer = build_optimizer(module, run.optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)

@@ -32,6 +32,7 @@ from neox_train.monitor import Monitor, build_monitor
 from neox_train.norms import parameter_norms
 from neox_train.preemption import Preempted, Preemption
 from neox_train.progress import Progress, Throughput
+from neox_train.relayout import EngineLayout
 from neox_train.run_config import RunConfig
 from neox_train.s3 import S3Uploader, download_latest
 from neox_train.schedule import Schedule
@@ -97,7 +98,12 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     model_config = run.model.with_vocab(tokenizer.vocab_size)
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
-    engine = build_engine(run, model_config, parallel, batch, schedule_for(run), device)
+    ckpt = run.checkpoint
+    source = _local_source(ckpt.load, ckpt.save, env.rank) or _own_checkpoint(ckpt.save)
+    padded_vocab = _resume_padded_vocab(source, model_config, parallel) if source else None
+    engine = build_engine(
+        run, model_config, parallel, batch, schedule_for(run), device, padded_vocab
+    )
     monitor = build_monitor(run.logging, run.checkpoint.save, env.rank, run.to_yaml_dict())
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
@@ -105,20 +111,44 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     curriculum = run.training.curriculum_learning
     if curriculum is not None and curriculum.enabled:
         session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
-    ckpt = run.checkpoint
     if ckpt.s3_path and env.rank == 0:
         session.uploader = S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size)
-    source = _local_source(ckpt.load, ckpt.save, env.rank) or _own_checkpoint(ckpt.save)
     if source:
         finetune = ckpt.finetune and source == ckpt.load
         saved = checkpoint.load(
-            engine, source, weights_only=finetune, optimizer=not ckpt.no_load_optim
+            engine,
+            source,
+            current=engine_layout(session),
+            tp=parallel.tp,
+            weights_only=finetune,
+            optimizer=not ckpt.no_load_optim,
         )
         if saved is not None:
             session.start_step = saved.iteration
             what = "weights of" if finetune else "resumed from"
             log.info("%s %s at step %d", what, source, saved.iteration)
     return session
+
+
+def _resume_padded_vocab(source: str, config: ModelConfig, parallel: Parallel) -> int | None:
+    """The checkpoint's embedding rows, kept when resuming at another tensor-parallel size."""
+    saved = checkpoint.saved_padded_vocab(source)
+    tensor = parallel.layout.model
+    if saved is None or saved == config.padded_vocab(tensor):
+        return None
+    if saved % tensor or saved < (config.vocab_size or 0):
+        raise ConfigError(
+            f"{source} holds an embedding of {saved} rows, which does not split over "
+            f"model_parallel_size {tensor} (or is smaller than the vocabulary, "
+            f"{config.vocab_size}): resume at a model_parallel_size that divides it"
+        )
+    return saved
+
+
+def engine_layout(session: Session) -> EngineLayout:
+    layout = session.parallel.layout
+    stage = session.run.parallel.zero_optimization.stage
+    return EngineLayout(layout.model, layout.pipe, layout.data, stage, session.run.precision.dtype)
 
 
 def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
@@ -218,6 +248,8 @@ def _save(session: Session, step: int) -> str:
         step,
         state=state,
         layout=layout,
+        engine_layout=engine_layout(session),
+        parallel=session.parallel,
         run_yaml=run.to_yaml_dict(),
         tokenizer_files=tuple(f for f in (run.data.vocab_file, run.data.merge_file) if f),
         keep_last=run.checkpoint.keep_last_n_checkpoints,
