@@ -95,6 +95,14 @@ def run_config(corpus, save, **overrides):
     return values
 
 
+def train_losses(save):
+    """step -> training loss of a run's metrics.jsonl."""
+    from neox_train.metrics import read_metrics
+
+    records = read_metrics(save / "metrics.jsonl")
+    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
+
+
 def write_yaml(path, values):
     path.write_text(yaml.safe_dump(values))
     return path

@@ -5,17 +5,8 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from neox_model import load_model
-from neox_train.metrics import read_metrics
 
-from conftest import neox, run_config, write_yaml
-
-
-def train_losses(save):
-    return {
-        r["step"]: r["train_loss"]
-        for r in read_metrics(save / "metrics.jsonl")
-        if "train_loss" in r
-    }
+from conftest import neox, run_config, train_losses, write_yaml
 
 
 @pytest.fixture(scope="module")

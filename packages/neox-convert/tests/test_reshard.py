@@ -5,7 +5,16 @@ import torch
 import yaml
 
 from neox_convert.cli import main
-from neox_model import load_model, load_state_dict, read_manifest
+from neox_model import (
+    EngineLayout,
+    RankFiles,
+    SavedLayout,
+    load_model,
+    load_state_dict,
+    read_layout,
+    read_manifest,
+    write_layout,
+)
 
 from conftest import LLAMA_STYLE, make_checkpoint, random_ids
 
@@ -41,7 +50,7 @@ def test_the_config_follows_the_new_layout(tmp_path):
     assert reshard(tmp_path / "run", tmp_path / "out", 2, 1) == 0
     new_step = (tmp_path / "out" / "global_step10").resolve()
     text = (new_step / "config.yml").read_text()
-    assert "optimizer state is not carried over" in text
+    assert "model weights only" in text  # the source has no optimizer state
     values = yaml.safe_load(text)
     assert values["vocab_file"] == str(new_step / "tokenizer.json")
     assert (new_step / "tokenizer.json").is_file()
@@ -50,10 +59,42 @@ def test_the_config_follows_the_new_layout(tmp_path):
     assert read_manifest(new_step).tokenizer == "tokenizer.json"
 
 
-def test_the_help_says_optimizer_state_is_not_carried(capsys):
+def test_the_help_says_what_happens_to_the_optimizer_state(capsys):
     with pytest.raises(SystemExit):
         main(["reshard", "--help"])
-    assert "Optimizer state is not carried over" in capsys.readouterr().out
+    assert "keeps its optimizer state" in " ".join(capsys.readouterr().out.split())
+
+
+def test_optimizer_state_is_carried_as_saved(tmp_path):
+    """A step with layout.json: the files it names are copied under optimizer/, the new
+    layout.json names them there and is marked resharded, and the config resumes."""
+    make_checkpoint(tmp_path / "run", no_weight_tying=True)
+    step = tmp_path / "run" / "global_step10"
+    (step / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"flat partitions")
+    (step / "neox_state.json").write_text('{"iteration": 10, "consumed_samples": 80}\n')
+    names = {"embed_in.weight": "embed_in.weight"}
+    rank = RankFiles(
+        0, 0, 0, "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt", names
+    )
+    write_layout(step, SavedLayout(EngineLayout(1, 1, 1, 1, "fp32"), "flat", (rank,)))
+    assert reshard(tmp_path / "run", tmp_path / "out", 2, 1) == 0
+    new_step = tmp_path / "out" / "global_step10"
+    carried = read_layout(new_step)
+    assert carried is not None and carried.resharded and carried.layout.tensor == 1
+    assert carried.ranks[0].optim_file == "optimizer/zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    for name in (rank.model_file, rank.optim_file):
+        assert (new_step / "optimizer" / name).read_bytes() == (step / name).read_bytes()
+    assert (new_step / "neox_state.json").read_text() == (step / "neox_state.json").read_text()
+    values = yaml.safe_load((new_step / "config.yml").read_text())
+    assert values["finetune"] is False and values["model_parallel_size"] == 2
+    # ZeRO-3 state is not readable at another layout: the weights alone, to fine-tune
+    write_layout(step, SavedLayout(EngineLayout(1, 1, 1, 3, "fp32"), "flat", (rank,)))
+    assert reshard(tmp_path / "run", tmp_path / "out3", 2, 1) == 0
+    assert not (tmp_path / "out3" / "global_step10" / "optimizer").exists()
+    assert read_layout(tmp_path / "out3" / "global_step10") is None
+    assert yaml.safe_load((tmp_path / "out3" / "global_step10" / "config.yml").read_text())[
+        "finetune"
+    ]
 
 
 def test_a_layout_the_model_cannot_take_leaves_nothing(tmp_path, capsys):

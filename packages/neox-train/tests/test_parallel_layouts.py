@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from neox_model import load_model
-from neox_train.metrics import read_metrics
 
-from conftest import run_workers, tiny_config, write_config
+from conftest import losses, run_workers, tiny_config, write_config
 
 GLOBAL_BATCH = 8
 LAYOUTS = {
@@ -22,11 +21,6 @@ LAYOUTS = {
     "tp2-pp2": (4, dict(model_parallel_size=2, pipe_parallel_size=2)),
     "dp2-pp2-zero1": (4, dict(pipe_parallel_size=2, zero_optimization={"stage": 1})),
 }
-
-
-def train_losses(save_dir):
-    records = read_metrics(save_dir / "metrics.jsonl")
-    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
 
 
 def run_layout(data_dir, root, name, processes, overrides):
@@ -53,17 +47,17 @@ def final_logits(save):
 @pytest.fixture(scope="module")
 def single(data_dir, tmp_path_factory):
     save = run_layout(data_dir, tmp_path_factory.mktemp("single"), "single", 1, {})
-    return train_losses(save), final_logits(save)
+    return losses(save), final_logits(save)
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_layout_gives_the_single_process_losses(data_dir, tmp_path, single, name):
     processes, overrides = LAYOUTS[name]
     save = run_layout(data_dir, tmp_path, name, processes, overrides)
-    losses, (single_losses, single_logits) = train_losses(save), single
-    assert sorted(losses) == sorted(single_losses) == [1, 2, 3, 4, 5]
+    trained, (single_losses, single_logits) = losses(save), single
+    assert sorted(trained) == sorted(single_losses) == [1, 2, 3, 4, 5]
     for step, loss in single_losses.items():
-        assert abs(losses[step] - loss) <= 1e-5 * abs(loss), (name, step, loss, losses[step])
+        assert abs(trained[step] - loss) <= 1e-5 * abs(loss), (name, step, loss, trained[step])
     files = {p.name for p in (save / "global_step5").iterdir()}
     if "pipe_parallel_size" in overrides:  # really a pipeline: one file per layer
         assert "layer_01-model_00-model_states.pt" in files, files

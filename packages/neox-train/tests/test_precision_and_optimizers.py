@@ -3,17 +3,7 @@
 import subprocess
 import sys
 
-from neox_train.metrics import read_metrics
-
-from conftest import run_workers, tiny_config, write_config
-
-
-def losses(save):
-    return {
-        r["step"]: r["train_loss"]
-        for r in read_metrics(save / "metrics.jsonl")
-        if "train_loss" in r
-    }
+from conftest import losses, run_workers, tiny_config, write_config
 
 
 def test_bf16_two_workers_track_one_within_a_stated_tolerance(data_dir, tmp_path):

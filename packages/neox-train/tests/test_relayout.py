@@ -8,9 +8,7 @@ import shutil
 
 import pytest
 
-from neox_train.metrics import read_metrics
-
-from conftest import run_workers, tiny_config, write_config
+from conftest import losses, run_workers, tiny_config, write_config
 
 TOLERANCE = 1e-5
 ZERO0 = {"stage": 0}
@@ -20,11 +18,6 @@ LAYOUTS = {
     "single-zero1": (1, dict(zero_optimization={"stage": 1})),
     "dp2-zero1": (2, dict(zero_optimization={"stage": 1})),
 }
-
-
-def losses(save_dir):
-    records = read_metrics(save_dir / "metrics.jsonl")
-    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
 
 
 def config(data_dir, save, layout, **extra):

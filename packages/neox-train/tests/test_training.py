@@ -10,11 +10,7 @@ from neox_train import load_run_config
 from neox_train.metrics import read_metrics
 from neox_train.trainer import schedule_for
 
-from conftest import run_workers, tiny_config, write_config
-
-
-def losses(save_dir, key="train_loss"):
-    return {r["step"]: r[key] for r in read_metrics(save_dir / "metrics.jsonl") if key in r}
+from conftest import losses, run_workers, tiny_config, write_config
 
 
 def test_two_rank_zero1_matches_one_rank_with_the_same_global_batch(data_dir, tmp_path):

@@ -4,7 +4,7 @@ neox-convert to-hf      --input_dir CKPT --output_dir OUT [--architecture neox|l
 neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
                         [--pipe_parallel_size N]
 neox-convert reshard    --input_dir CKPT --output_dir RUN --model_parallel_size N
-                        --pipe_parallel_size M          (model weights only, no optimizer state)
+                        --pipe_parallel_size M    (weights, and the optimizer state as saved)
 neox-convert from-llama --input_dir META_DIR --output_dir RUN [--seq_length N] [--tokenizer F]
 neox-convert from-neox  --input_dir GPT_NEOX_STEP --output_dir RUN [--config_file YML ...]
 
@@ -69,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     to_hf.add_argument("--architecture", choices=get_args(ArchitectureName), default="neox")
     reshard = sub.add_parser(
         "reshard",
-        help="change a checkpoint's tensor/pipeline layout (model weights only)",
-        description="Optimizer state is not carried over (not supported yet): " + FINETUNE_HELP,
+        help="change a checkpoint's tensor/pipeline layout",
+        description=(
+            "Writes the weights at the new layout. A step saved by neox train keeps its "
+            "optimizer state, copied as saved under optimizer/ and named by layout.json: "
+            "`neox train RUN/STEP/config.yml` resumes from it at any layout (finetune: false). "
+            "Without one (an import, ZeRO-3, fp16 without ZeRO) the weights alone are written "
+            "and config.yml says finetune: true."
+        ),
     )
     _common(reshard, "checkpoint step directory, or the run directory", precision=False)
     _layout(reshard, required=True)

@@ -1,14 +1,23 @@
-"""`reshard`: a neox checkpoint's model weights at another tensor and pipeline layout.
+"""`reshard`: a neox checkpoint at another tensor and pipeline layout.
 
-The checkpoint is read whole (`neox_model.load_state_dict` joins any layout) and written at the
-new one (`checkpoint`), under the same step name, with its tokenizer files and its config.yml,
-whose layout, `load`, `save` and `finetune` keys are updated. Optimizer state is not carried over
-(not supported yet): neox-train continues from the weights with `finetune: true`.
+The weights are read whole (`neox_model.load_state_dict` joins any layout) and written at the
+new layout (`checkpoint`), under the same step name, with the tokenizer files and config.yml,
+whose layout, `load` and `save` keys are updated.
+
+A step written by neox-train has the optimizer state too, described by its layout.json. That
+state is carried over as it was saved: DeepSpeed's files holding it are copied under
+`optimizer/` and layout.json, naming them there, is marked `resharded`. neox-train, resuming
+from the result at any layout, cuts each rank's share out of them (`neox_train.relayout`), with
+the step, schedule and data position; config.yml keeps `finetune: false`. Without readable
+optimizer state (an import, ZeRO-3, fp16 without ZeRO) the weights alone are written and
+config.yml says `finetune: true`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +27,20 @@ from neox_convert.checkpoint import Destination, Layout, run_config, write_check
 from neox_convert.hf_files import TOKENIZER_FILES
 from neox_convert.staging import check_destination, staged_directory
 from neox_convert.tokenizer_files import TokenizerFiles
-from neox_model import ModelManifest, load_state_dict
+from neox_model import ModelManifest, SavedLayout, load_state_dict, read_layout, write_layout
 
 log = logging.getLogger(__name__)
 
+OPTIMIZER_DIR = "optimizer"
 NOTE = (
-    "model weights only: optimizer state is not carried over by reshard (not supported yet);\n"
-    "neox train continues from the weights with finetune: true (set here)"
+    "model weights only: the source has no optimizer state neox can read (an import, ZeRO-3,\n"
+    "or fp16 without ZeRO); neox train continues from the weights with finetune: true (set here)"
 )
+RESUME_NOTE = (
+    "the optimizer state is carried over as saved (optimizer/, named by layout.json);\n"
+    "neox train resumes from this step at any layout, schedule and data position included"
+)
+STATE_FILE = "neox_state.json"  # the step and data position neox-train saved
 
 
 def _tokenizer(step_dir: Path, manifest: ModelManifest) -> TokenizerFiles:
@@ -37,7 +52,7 @@ def _tokenizer(step_dir: Path, manifest: ModelManifest) -> TokenizerFiles:
 
 
 def resharded_config(
-    step_dir: Path, manifest: ModelManifest, layout: Layout, dest: Destination
+    step_dir: Path, manifest: ModelManifest, layout: Layout, dest: Destination, resume: bool
 ) -> dict[str, Any]:
     """The source's config.yml (or one made from the manifest) for the new layout and place."""
     source = step_dir / "config.yml"
@@ -55,24 +70,48 @@ def resharded_config(
         pipe_parallel_size=layout.pipe_parallel,
         load=str(dest.final),
         save=str(dest.final),
-        finetune=True,
+        finetune=not resume,
     )
     return values
+
+
+def carry_optimizer_state(step_dir: Path, new_step: Path) -> SavedLayout | None:
+    """Copy the files layout.json names into `new_step/optimizer/`, with the step's position,
+    and write the layout.json that names them there; None when there is no readable state."""
+    saved = read_layout(step_dir)
+    if saved is None or not saved.readable_optimizer:
+        return None
+    if not (step_dir / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{step_dir} has layout.json but no {STATE_FILE}")
+    (new_step / OPTIMIZER_DIR).mkdir()
+    for name in sorted(set().union(*(r.files() for r in saved.ranks))):
+        shutil.copyfile(step_dir / name, new_step / OPTIMIZER_DIR / name)
+    shutil.copyfile(step_dir / STATE_FILE, new_step / STATE_FILE)
+    ranks = tuple(r.moved(OPTIMIZER_DIR) for r in saved.ranks)
+    carried = dataclasses.replace(saved, ranks=ranks, resharded=True)
+    write_layout(new_step, carried)
+    return carried
 
 
 def reshard(
     input_dir: str | Path, output_dir: str | Path, *, layout: Layout, overwrite: bool = False
 ) -> Path:
-    """Write the model weights of a checkpoint (step or run directory) at `layout`."""
+    """Write a checkpoint (step or run directory) at `layout`: the weights, and the optimizer
+    state as saved where the step has it."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_destination(output_dir, overwrite, input_dir)
     step_dir, manifest, state = load_state_dict(input_dir)
     layout.check(manifest.config)
+    resume = (saved := read_layout(step_dir)) is not None and saved.readable_optimizer
     with staged_directory(output_dir) as staging:
         dest = Destination(staging, output_dir.resolve(), step_dir.name)
-        values = resharded_config(step_dir, manifest, layout, dest)
-        header = f"neox-convert reshard {step_dir.resolve()}\n{NOTE}"
+        values = resharded_config(step_dir, manifest, layout, dest, resume)
+        note = RESUME_NOTE if resume else NOTE
+        header = f"neox-convert reshard {step_dir.resolve()}\n{note}"
         tokenizer = _tokenizer(step_dir, manifest)
         write_checkpoint(dest, manifest.config, state, layout, tokenizer, values, header)
-    log.info("resharded %s into %s (%s)", step_dir, output_dir, layout)
+        if resume:
+            carry_optimizer_state(step_dir, staging / step_dir.name)
+    what = "weights and optimizer state" if resume else "weights"
+    log.info("resharded %s of %s into %s (%s)", what, step_dir, output_dir, layout)
     return output_dir

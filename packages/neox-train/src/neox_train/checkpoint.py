@@ -32,23 +32,20 @@ from neox_model import (
     LATEST,
     LAYER_FILE,
     MODEL_FILE,
+    EngineLayout,
     ModelConfig,
     ModelManifest,
+    SavedLayout,
     TPGroup,
     WeightFile,
     find_step_dir,
     layer_name_map,
+    read_layout,
     read_manifest,
+    write_layout,
     write_manifest,
 )
-from neox_train.relayout import (
-    EngineLayout,
-    SavedLayout,
-    describe_rank,
-    load_relayout,
-    read_layout,
-    write_layout,
-)
+from neox_train.relayout import describe_rank, load_relayout, saved_layout
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +97,7 @@ def save(
     if dist.get_rank() == 0:
         if consolidated is not None:
             torch.save(dict(consolidated), step_dir / CONSOLIDATED)
-        write_layout(step_dir, engine_layout, entries)
+        write_layout(step_dir, saved_layout(engine_layout, entries))
         _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
         _write_atomic(save_dir / LATEST, tag + "\n")
         if keep_last:
@@ -205,7 +202,7 @@ def load(
     step_dir = find_step_dir(load_dir)
     with_state = optimizer and not weights_only
     saved = _saved_layout(step_dir, weights_only)
-    if saved is not None and _differs(saved.layout, current, weights_only):
+    if saved is not None and (saved.resharded or _differs(saved.layout, current, weights_only)):
         log.info(
             "%s was saved at %s; continuing at %s",
             step_dir,

@@ -23,11 +23,9 @@ only when the number of replicas is unchanged.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,10 @@ import torch.distributed as dist
 from torch import nn
 
 from neox_model import (
+    READABLE_OPTIMIZERS,
+    EngineLayout,
+    RankFiles,
+    SavedLayout,
     TPGroup,
     load_state_dict,
     read_manifest,
@@ -47,46 +49,7 @@ from neox_model import (
 
 log = logging.getLogger(__name__)
 
-LAYOUT_FILE = "layout.json"
-FORMAT_VERSION = 1
 MASTER = "fp32"  # the fp32 master weights, beside the optimizer's own state keys
-
-
-@dataclass(frozen=True)
-class EngineLayout:
-    """What decides whether DeepSpeed can read a checkpoint back as it is."""
-
-    tensor: int
-    pipe: int
-    data: int
-    zero_stage: int
-    precision: str
-
-    def describe(self) -> str:
-        return (
-            f"tensor {self.tensor} x pipeline {self.pipe} x data {self.data}, "
-            f"ZeRO stage {self.zero_stage}, {self.precision}"
-        )
-
-
-@dataclass(frozen=True)
-class RankFiles:
-    """One rank's share of a saved step."""
-
-    tp: int
-    pp: int
-    dp: int
-    model_file: str  # DeepSpeed's mp_rank_XX_model_states.pt of its model-parallel slice
-    optim_file: str | None  # its flat partitions (ZeRO 1/2, bf16 optimizer)
-    names: dict[str, str]  # local parameter name -> name in the whole Transformer
-    groups: tuple[tuple[str, ...], ...]  # torch optimizer: local names by group, in order
-
-
-@dataclass(frozen=True)
-class SavedLayout:
-    layout: EngineLayout
-    optimizer: str  # "torch", "flat", or the class DeepSpeed wrapped the optimizer in
-    ranks: tuple[RankFiles, ...]
 
 
 # -- what this rank's engine looks like ------------------------------------------------------
@@ -126,65 +89,35 @@ def whole_model_names(module: nn.Module) -> dict[str, str]:
     return names
 
 
-def describe_rank(engine: Any, parallel: Any, step_dir: Path) -> dict[str, Any]:
-    """This rank's entry of layout.json (every rank, at save)."""
+def describe_rank(engine: Any, parallel: Any, step_dir: Path) -> tuple[RankFiles, str]:
+    """This rank's entry of layout.json and its optimizer kind (every rank, at save)."""
     kind = optimizer_kind(engine)
     local = {id(p): n for n, p in engine.module.named_parameters()}
     groups = (
-        [[local[id(p)] for p in g["params"]] for g in engine.optimizer.param_groups]
+        tuple(tuple(local[id(p)] for p in g["params"]) for g in engine.optimizer.param_groups)
         if kind == "torch"
-        else []
+        else ()
     )
     optim_file = None
     if kind == "flat":
         optim_file = Path(engine._get_zero_ckpt_name(str(step_dir.parent), step_dir.name)).name
-    return {
-        "tp": parallel.tp.rank,
-        "pp": parallel.pipe_stage,
-        "dp": parallel.data_rank,
-        "model_file": Path(engine._get_ckpt_name(str(step_dir.parent), step_dir.name)).name,
-        "optim_file": optim_file,
-        "names": whole_model_names(engine.module),
-        "groups": groups,
-        "optimizer": kind,
-    }
-
-
-def write_layout(step_dir: Path, layout: EngineLayout, entries: list[dict[str, Any]]) -> None:
-    """Rank 0, with every rank's `describe_rank` entry."""
-    kinds = {e.pop("optimizer") for e in entries}
-    body = {
-        "format_version": FORMAT_VERSION,
-        "layout": layout.__dict__,
-        "optimizer": kinds.pop() if len(kinds) == 1 else "mixed",
-        "ranks": entries,
-    }
-    tmp = step_dir / (LAYOUT_FILE + ".tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(step_dir / LAYOUT_FILE)
-
-
-def read_layout(step_dir: Path) -> SavedLayout | None:
-    """The step's layout.json; None for a step saved before neox wrote one."""
-    path = step_dir / LAYOUT_FILE
-    if not path.is_file():
-        return None
-    body = json.loads(path.read_text())
-    if body.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {body.get('format_version')}")
-    ranks = tuple(
-        RankFiles(
-            tp=r["tp"],
-            pp=r["pp"],
-            dp=r["dp"],
-            model_file=r["model_file"],
-            optim_file=r["optim_file"],
-            names=r["names"],
-            groups=tuple(tuple(g) for g in r["groups"]),
-        )
-        for r in body["ranks"]
+    entry = RankFiles(
+        tp=parallel.tp.rank,
+        pp=parallel.pipe_stage,
+        dp=parallel.data_rank,
+        model_file=Path(engine._get_ckpt_name(str(step_dir.parent), step_dir.name)).name,
+        optim_file=optim_file,
+        names=whole_model_names(engine.module),
+        groups=groups,
     )
-    return SavedLayout(EngineLayout(**body["layout"]), body["optimizer"], ranks)
+    return entry, kind
+
+
+def saved_layout(layout: EngineLayout, described: list[tuple[RankFiles, str]]) -> SavedLayout:
+    """The step's layout.json, from every rank's `describe_rank`."""
+    kinds = {kind for _, kind in described}
+    kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    return SavedLayout(layout, kind, tuple(entry for entry, _ in described))
 
 
 # -- the saved step as whole-model tensors ---------------------------------------------------
@@ -283,7 +216,7 @@ def check_supported(saved: SavedLayout, engine: Any, with_optimizer: bool) -> No
         return
     kind = optimizer_kind(engine)
     for name in (saved.optimizer, kind):
-        if name not in ("torch", "flat"):
+        if name not in READABLE_OPTIMIZERS:
             raise ValueError(
                 f"resuming at another layout cannot carry the optimizer state of {name} "
                 f"(saved at {saved.layout.describe()}); set no_load_optim: true to continue "
@@ -314,13 +247,35 @@ def load_relayout(
         name = names[local]
         if name not in weights:
             raise ValueError(f"{step_dir} has no weight {name}: it is a different model")
-        masters[name] = state.get(name, {}).pop(MASTER, weights[name])
+        saved_state = state.get(name, {})
+        masters[name] = _fit(saved_state.pop(MASTER, weights[name]), weights[name], name)
+        for key, value in saved_state.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                saved_state[key] = _fit(value, weights[name], name, zeros=True)
         with torch.no_grad():
             param.copy_(_local_share(module, local, masters[name], tp))
     if optimizer:
         _set_optimizer_state(engine, module, names, params, state, masters, tp, step_dir)
         _load_schedule(engine, step_dir, saved)
     dist.barrier()
+
+
+def _fit(saved: torch.Tensor, weight: torch.Tensor, name: str, zeros: bool = False) -> torch.Tensor:
+    """`saved` (a master weight or optimizer state) in the shape of `weight`. Only the rows of
+    an embedding may differ, when neox-convert reshard padded the vocabulary for its new layout:
+    rows beyond the saved ones come from the weight (zeros for optimizer state)."""
+    if saved.shape == weight.shape:
+        return saved
+    if saved.shape[1:] != weight.shape[1:]:
+        raise ValueError(
+            f"the saved state of {name} has shape {tuple(saved.shape)}, the weight "
+            f"{tuple(weight.shape)}: the checkpoint's files do not belong together"
+        )
+    rows = weight.shape[0]
+    if saved.shape[0] >= rows:
+        return saved[:rows]
+    rest = torch.zeros_like(weight[saved.shape[0] :]) if zeros else weight[saved.shape[0] :]
+    return torch.cat([saved, rest.to(saved.dtype)])
 
 
 def _per_param(module: nn.Module, local: str, state: dict[str, Any], tp: TPGroup) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import LATEST, ModelConfig
+from neox_model import LATEST, EngineLayout, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.curriculum import SeqlenCurriculum
@@ -32,7 +32,6 @@ from neox_train.monitor import Monitor, build_monitor
 from neox_train.norms import parameter_norms
 from neox_train.preemption import Preempted, Preemption
 from neox_train.progress import Progress, Throughput
-from neox_train.relayout import EngineLayout
 from neox_train.run_config import RunConfig
 from neox_train.s3 import S3Uploader, download_latest
 from neox_train.schedule import Schedule
