@@ -174,3 +174,37 @@ def test_cli_refuses_to_overwrite_and_reports_one_line(tmp_path, capsys):
 def test_missing_checkpoint(tmp_path, capsys):
     assert main(["to-hf", "--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]) == 2
     assert "holds no neox checkpoint" in capsys.readouterr().err
+
+
+def test_config_file_is_checked_against_the_checkpoint(tmp_path, capsys):
+    """GPT-NeoX's --config_file: the run's YAML must describe the checkpoint's model; its
+    vocab_file is the tokenizer when the checkpoint holds none."""
+    make_checkpoint(tmp_path / "run", no_weight_tying=True)
+    step = tmp_path / "run" / "global_step10"
+    model = dict(num_layers=2, hidden_size=64, num_attention_heads=4, rotary_pct=0.25)
+    run = {
+        **model,
+        "seq-length": 32,
+        "train_iters": 100,
+        "vocab_file": str(step / "tokenizer.json"),
+    }
+    good = tmp_path / "run.yml"
+    good.write_text(json.dumps(run))  # YAML is a superset of JSON
+    args = ["to-hf", "--input_dir", str(step), "--config_file", str(good)]
+    assert main([*args, "--output_dir", str(tmp_path / "hf")]) == 0
+
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text(json.dumps({**run, "hidden_size": 128, "rotary_pct": 1.0}))
+    assert main([*args, str(wrong), "--output_dir", str(tmp_path / "hf2")]) == 2
+    err = capsys.readouterr().err
+    assert "does not describe this checkpoint" in err
+    assert "hidden_size: 128 in the config, 64 in the checkpoint" in err and "rotary_pct" in err
+    assert not (tmp_path / "hf2").exists()
+
+    manifest = json.loads((step / "model.json").read_text())  # a checkpoint without a tokenizer
+    (step / "model.json").write_text(json.dumps({**manifest, "tokenizer": None}))
+    (step / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    run["vocab_file"] = str(tmp_path / "tokenizer.json")
+    good.write_text(json.dumps(run))
+    assert main([*args, "--output_dir", str(tmp_path / "hf3")]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf3")("def f").input_ids

@@ -1,6 +1,7 @@
 """`neox-convert`: convert neox checkpoints to and from other formats.
 
 neox-convert to-hf      --input_dir CKPT --output_dir OUT [--architecture neox|llama|mistral]
+                        [--config_file YML ...]
 neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
                         [--pipe_parallel_size N]
 neox-convert reshard    --input_dir CKPT --output_dir RUN --model_parallel_size N
@@ -67,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     to_hf = sub.add_parser("to-hf", help="export to a Hugging Face model directory")
     _common(to_hf, "checkpoint step directory, or the run directory (its latest step)")
     to_hf.add_argument("--architecture", choices=get_args(ArchitectureName), default="neox")
+    to_hf.add_argument(
+        "--config_file",
+        "--config-file",
+        nargs="+",
+        default=(),
+        help="the run's YAML file(s), merged in order: checked against the checkpoint's "
+        "architecture, and their vocab_file used when the checkpoint holds no tokenizer",
+    )
     reshard = sub.add_parser(
         "reshard",
         help="change a checkpoint's tensor/pipeline layout",
@@ -137,6 +146,7 @@ def _to_hf(args: argparse.Namespace) -> Path:
         precision=args.precision,
         architecture=args.architecture,
         overwrite=args.overwrite,
+        config_files=args.config_file,
     )
 
 

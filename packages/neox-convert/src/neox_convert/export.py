@@ -4,17 +4,25 @@ The directory (config.json, model.safetensors or its shards, generation_config.j
 files) is built under a temporary name beside the destination and renamed into place only when
 complete. The vocabulary is written padded as for one device (`vocab`): rows a tensor-parallel
 layout added are dropped.
+
+The architecture comes from the checkpoint's model.json. `config_files` (GPT-NeoX's
+`--config_file`: the run's YAML files) are checked against it, every architecture key they set
+must agree, and name the tokenizer when the checkpoint holds none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from neox_convert.architecture import ARCHITECTURES, Architecture, ArchitectureName
+from neox_convert.errors import ConversionError
+from neox_convert.gpt_neox_checkpoint import model_config, read_yaml
 from neox_convert.hf_files import MAX_SHARD_BYTES, hf_tokenizer, write_weights
 from neox_convert.key_map import StateDict
 from neox_convert.precision import Precision, cast, resolve_dtype
@@ -35,21 +43,47 @@ def export_to_hf(
     architecture: ArchitectureName = "neox",
     overwrite: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    config_files: Sequence[str | Path] = (),
 ) -> Path:
     """Export the checkpoint (step or run directory) to `output_dir`; returns the directory."""
     arch = ARCHITECTURES[architecture]
     output_dir = Path(output_dir)
     check_destination(output_dir, overwrite, Path(checkpoint))
     step_dir, manifest, state = load_state_dict(checkpoint)
+    values = read_yaml([Path(p) for p in config_files]) if config_files else {}
+    if values:
+        check_config(values, manifest.config, config_files)
     arch.check_exportable(manifest.config)
     dtype = resolve_dtype(precision, state)
     state = resize_rows(state, manifest.config.padded_vocab_size)
     tokenizer_file = step_dir / manifest.tokenizer if manifest.tokenizer else None
+    if tokenizer_file is None and values.get("vocab_file"):
+        tokenizer_file = Path(values["vocab_file"])
+        if not tokenizer_file.is_file():
+            raise ConversionError(f"the config's vocab_file {tokenizer_file} is not a file")
     with staged_directory(output_dir) as staging:
         eod_id = _write_tokenizer(tokenizer_file, staging) if tokenizer_file else None
         _write_model(arch, manifest.config, state, dtype, eod_id, staging, max_shard_bytes)
     log.info("exported %s to %s (%s, %s)", step_dir, output_dir, arch.hf_class, dtype)
     return output_dir
+
+
+def check_config(
+    values: dict[str, object], config: ModelConfig, files: Sequence[str | Path]
+) -> None:
+    """Every architecture key the YAML files set must be the checkpoint's (model.json)."""
+    given = model_config(values)
+    keys = {f.name for f in dataclasses.fields(ModelConfig)} & set(values) - {"vocab_size"}
+    if "mlp_type" in values:
+        keys.add("activation")  # GPT-NeoX's mlp_type llama is a gated activation here
+    wrong = [
+        f"{k}: {getattr(given, k)!r} in the config, {getattr(config, k)!r} in the checkpoint"
+        for k in sorted(keys)
+        if getattr(given, k) != getattr(config, k)
+    ]
+    if wrong:
+        names = ", ".join(str(f) for f in files)
+        raise ConversionError(f"{names} does not describe this checkpoint: " + "; ".join(wrong))
 
 
 def _write_model(
