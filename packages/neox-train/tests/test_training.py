@@ -164,6 +164,33 @@ def test_checkpoint_schedule_and_exit_interval(data_dir, tmp_path):
     assert (tmp_path / "run" / "latest").read_text().strip() == "global_step5"
 
 
+def test_a_damaged_checkpoint_is_named_and_an_earlier_step_resumes(data_dir, tmp_path):
+    values = tiny_config(
+        data_dir, tmp_path / "run", train_micro_batch_size_per_gpu=2, train_iters=4,
+        checkpoint_factor=2,
+    )  # fmt: skip
+    run_workers([write_config(tmp_path / "run.yml", values)], 1)  # saves steps 2 and 4
+    damaged = tmp_path / "run" / "global_step4" / "mp_rank_00_model_states.pt"
+    damaged.write_bytes(damaged.read_bytes()[:2000])  # as a full disk would leave it
+    again = dict(values, load=str(tmp_path / "run"), save=str(tmp_path / "again"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "neox_train", "train", str(write_config(tmp_path / "a.yml", again))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"neox-train: error: {tmp_path / 'run' / 'global_step4'} cannot be")
+    assert f"load: {tmp_path / 'run' / 'global_step2'}`" in error
+    # naming the earlier step resumes from it
+    earlier = dict(again, load=str(tmp_path / "run" / "global_step2"))
+    out = run_workers([write_config(tmp_path / "b.yml", earlier)], 1)
+    assert "resumed from" in out and "at step 2" in out
+    resumed, first = losses(tmp_path / "again"), losses(tmp_path / "run")
+    assert resumed == {step: first[step] for step in (3, 4)}  # the same run, continued exactly
+
+
 def test_bad_config_fails_with_one_line_and_writes_nothing(data_dir, tmp_path):
     values = tiny_config(data_dir, tmp_path / "never", train_micro_batch_size_per_gpu=2)
     values["hidden_sise"] = 32

@@ -42,6 +42,7 @@ from neox_model.transformer import Block, Transformer
 from neox_model.weights import (
     LATEST,
     LAYER_FILE,
+    MANIFEST,
     MODEL_FILE,
     ModelManifest,
     WeightFile,
@@ -60,6 +61,7 @@ __all__ = [
     "LATEST",
     "LAYER_FILE",
     "LAYOUT_FILE",
+    "MANIFEST",
     "MODEL_FILE",
     "NORM_TYPES",
     "READABLE_OPTIMIZERS",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import yaml
 from neox_model import (
     LATEST,
     LAYER_FILE,
+    MANIFEST,
     MODEL_FILE,
     EngineLayout,
     ModelConfig,
@@ -161,11 +163,51 @@ def _prune(save_dir: Path, keep_last: int) -> None:
         shutil.rmtree(path)
 
 
-def saved_padded_vocab(load_dir: str | Path) -> int | None:
-    """The embedding rows of the newest checkpoint in `load_dir` (None: there is none)."""
-    if not (Path(load_dir) / LATEST).is_file():
+class CorruptCheckpoint(ValueError):
+    """A step directory whose files cannot be read back."""
+
+
+def step_to_load(load_dir: str | Path) -> Path | None:
+    """The step `load` names: a run directory's newest complete step (its `latest`), or a step
+    directory named directly (to go back to an earlier one); None when there is none yet."""
+    path = Path(load_dir)
+    if (path / MANIFEST).is_file():
+        return path
+    if not (path / LATEST).is_file():
         return None
-    return read_manifest(find_step_dir(load_dir)).padded_vocab
+    return find_step_dir(path)
+
+
+def saved_padded_vocab(load_dir: str | Path) -> int | None:
+    """The embedding rows of the checkpoint `load_dir` names (None: there is none)."""
+    step_dir = step_to_load(load_dir)
+    return read_manifest(step_dir).padded_vocab if step_dir is not None else None
+
+
+def complete_steps(run_dir: Path) -> list[Path]:
+    """The run's step directories whose metadata was written (the last thing a save does),
+    oldest first."""
+    steps = [
+        (int(m.group(1)), p)
+        for p in run_dir.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / MANIFEST).is_file()
+    ]
+    return [p for _, p in sorted(steps)]
+
+
+def _corrupt(step_dir: Path, err: BaseException) -> CorruptCheckpoint:
+    earlier = [p for p in complete_steps(step_dir.parent) if p.name != step_dir.name]
+    hint = (
+        f"name an earlier complete step with `load: {earlier[-1]}` (others: "
+        f"{', '.join(p.name for p in earlier[:-1]) or 'none'})"
+        if earlier
+        else "the run holds no other complete step"
+    )
+    detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+    return CorruptCheckpoint(
+        f"{step_dir} cannot be read back ({detail}): a file is damaged or belongs to another "
+        f"model; {hint}"
+    )
 
 
 def _saved_layout(step_dir: Path, weights_only: bool) -> SavedLayout | None:
@@ -197,10 +239,30 @@ def load(
     False keeps the fresh optimizer and schedule. A checkpoint saved at a layout other than
     `current` is read through its layout.json.
     """
-    if not (Path(load_dir) / LATEST).is_file():
+    step_dir = step_to_load(load_dir)
+    if step_dir is None:
         return None
-    step_dir = find_step_dir(load_dir)
     with_state = optimizer and not weights_only
+    try:
+        _load_step(engine, step_dir, current, tp, weights_only, with_state)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise _corrupt(step_dir, err) from err
+    if weights_only:
+        return SavedStep(0, 0)
+    body = json.loads((step_dir / "neox_state.json").read_text())
+    return SavedStep(body["iteration"], body["consumed_samples"])
+
+
+def _load_step(
+    engine: Any,
+    step_dir: Path,
+    current: EngineLayout,
+    tp: TPGroup,
+    weights_only: bool,
+    with_state: bool,
+) -> None:
     saved = _saved_layout(step_dir, weights_only)
     if saved is not None and (saved.resharded or _differs(saved.layout, current, weights_only)):
         log.info(
@@ -210,20 +272,16 @@ def load(
             current.describe(),
         )
         load_relayout(engine, step_dir, saved, tp, optimizer=with_state)
-    else:
-        path, _ = engine.load_checkpoint(
-            str(load_dir),
-            tag=step_dir.name,
-            load_module_only=weights_only,
-            load_optimizer_states=with_state,
-            load_lr_scheduler_states=with_state,
-        )
-        if path is None:
-            raise RuntimeError(f"DeepSpeed could not load the checkpoint in {step_dir}")
-    if weights_only:
-        return SavedStep(0, 0)
-    body = json.loads((step_dir / "neox_state.json").read_text())
-    return SavedStep(body["iteration"], body["consumed_samples"])
+        return
+    path, _ = engine.load_checkpoint(
+        str(step_dir.parent),
+        tag=step_dir.name,
+        load_module_only=weights_only,
+        load_optimizer_states=with_state,
+        load_lr_scheduler_states=with_state,
+    )
+    if path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint files in {step_dir}")
 
 
 def _differs(saved: EngineLayout, current: EngineLayout, weights_only: bool) -> bool:

@@ -292,7 +292,11 @@ class ParallelConfig:
 class CheckpointConfig:
     save: str | None = field(default=None, metadata=_doc("Directory to save checkpoints in."))
     load: str | None = field(
-        default=None, metadata=_doc("Directory (or s3://bucket/prefix) to resume from.")
+        default=None,
+        metadata=_doc(
+            "Run directory (its newest complete step), one of its global_stepN directories, or "
+            "s3://bucket/prefix to resume from; saved at any layout."
+        ),
     )
     s3_path: str | None = field(
         default=None,
