@@ -1,5 +1,6 @@
 """What a run reports: the progress line, metrics.jsonl, TensorBoard, wandb, parameter norms."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,10 +8,11 @@ import sys
 
 import pytest
 
-from neox_model import ModelConfig
+from neox_model import ModelConfig, read_layout
 from neox_train.flops import flops_per_step, peak_tflops
 from neox_train.metrics import read_metrics
 from neox_train.progress import Progress, Throughput
+from neox_train.relayout import saved_optimizer_state
 
 from conftest import run_workers, tiny_config, write_config
 
@@ -123,25 +125,42 @@ def wandb_history_keys(data: bytes) -> set[str]:
     return keys
 
 
-def test_param_norm_is_the_same_under_tensor_parallelism(data_dir, tmp_path):
+NORM_LAYOUTS = {
+    "single-zero1": (1, {}),
+    "tp2-zero1": (2, {"model_parallel_size": 2}),
+    "dp2-zero0": (2, {"zero_optimization": {"stage": 0}}),
+}
+
+
+def test_param_and_optimizer_state_norms_are_the_same_in_every_layout(data_dir, tmp_path):
     norms = {}
-    for processes, extra in ((1, {}), (2, {"model_parallel_size": 2})):
-        save = tmp_path / f"p{processes}"
+    for name, (processes, extra) in NORM_LAYOUTS.items():
+        save = tmp_path / name
         values = tiny_config(
             data_dir,
             save,
+            train_batch_size=4,
             train_micro_batch_size_per_gpu=2,
             train_iters=2,
             log_param_norm=True,
+            log_optimizer_states=True,
             **extra,
         )
-        run_workers([write_config(tmp_path / f"{processes}.yml", values)], processes)
-        norms[processes] = next(
-            r for r in read_metrics(save / "metrics.jsonl") if "param_norm" in r
-        )
-    for key, value in norms[1].items():
-        if key.startswith("param_norm"):
-            assert norms[2][key] == pytest.approx(value, rel=1e-5), key
+        run_workers([write_config(tmp_path / f"{name}.yml", values)], processes)
+        norms[name] = [r for r in read_metrics(save / "metrics.jsonl") if "param_norm" in r][-1]
+    single = norms["single-zero1"]
+    assert {"optimizer_state_norm/exp_avg", "optimizer_state_norm/exp_avg_sq"} <= set(single)
+    for name, logged in norms.items():
+        for key, value in single.items():
+            if key.startswith(("param_norm", "optimizer_state_norm")):
+                assert logged[key] == pytest.approx(value, rel=1e-5), (name, key)
+    # the logged norm is that of the state the checkpoint holds, read back independently
+    step_dir = tmp_path / "single-zero1" / "global_step2"
+    saved = read_layout(step_dir)
+    state = saved_optimizer_state(step_dir, saved, set(saved.ranks[0].names.values()))
+    for key in ("exp_avg", "exp_avg_sq"):
+        total = sum(float(s[key].double().pow(2).sum()) for s in state.values())
+        assert single[f"optimizer_state_norm/{key}"] == pytest.approx(total**0.5, rel=1e-6)
 
 
 def test_a_missing_extra_is_named(data_dir, tmp_path):
@@ -165,3 +184,45 @@ def test_a_missing_extra_is_named(data_dir, tmp_path):
     )
     assert proc.returncode == 2
     assert "pip install 'neox-train[tensorboard]'" in proc.stderr
+
+
+def test_profiling_writes_a_trace_of_the_chosen_steps(data_dir, tmp_path):
+    """profile: a torch profiler trace of steps 2-3 with named ranges; memory_profiling on a CPU:
+    a trace with memory events."""
+    values = tiny_config(
+        data_dir,
+        tmp_path / "run",
+        train_micro_batch_size_per_gpu=2,
+        train_iters=4,
+        profile=True,
+        profile_step_start=2,
+        profile_step_stop=3,
+        memory_profiling=True,
+        memory_profiling_path=str(tmp_path / "memory"),
+    )
+    out = run_workers([write_config(tmp_path / "p.yml", values)], 1)
+    assert "profiling steps 2 to 3" in out
+    trace = json.loads((tmp_path / "run" / "profile" / "trace_rank0.json").read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert {"step 2", "step 3", "forward", "backward", "optimizer"} <= names
+    assert not {"step 1", "step 4"} & names  # only the chosen steps
+    memory = json.loads((tmp_path / "memory" / "memory_rank0.json").read_text())
+    assert any(e.get("name") == "[memory]" for e in memory["traceEvents"])
+
+
+def test_profile_steps_are_checked(data_dir, tmp_path):
+    values = tiny_config(data_dir, tmp_path / "run", memory_profiling=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neox_train",
+            "check",
+            str(write_config(tmp_path / "c.yml", values)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "memory_profiling needs memory_profiling_path" in proc.stderr

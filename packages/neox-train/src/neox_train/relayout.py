@@ -77,6 +77,15 @@ def _flat_partitions(engine: Any) -> list[torch.Tensor]:
     return list(parts if parts is not None else opt.fp32_groups_flat_partition)
 
 
+def flat_groups(engine: Any) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+    """(the model's parameters, this rank's flat fp32 partition) of each parameter group of a
+    ZeRO 1/2 or bf16 optimizer."""
+    opt = engine.optimizer
+    params = getattr(opt, "bit16_groups", None)
+    params = params if params is not None else opt.bf16_groups
+    return list(zip(params, _flat_partitions(engine), strict=True))
+
+
 def whole_model_names(module: nn.Module) -> dict[str, str]:
     """Local parameter name -> the Transformer's name of it (a pipeline stage's layers are
     registered by their index, and each layer maps its names with `model_name`)."""

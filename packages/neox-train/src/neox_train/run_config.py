@@ -384,10 +384,44 @@ class LoggingConfig:
         default=None,
         metadata=_doc("Peak TFLOP/s of one device, for MFU; default: known GPUs' data sheets."),
     )
+    log_optimizer_states: bool = field(
+        default=False,
+        metadata=_doc("Log the norm of each optimizer state (Adam's exp_avg, exp_avg_sq, ...)."),
+    )
+    profile: bool = field(
+        default=False,
+        metadata=_doc(
+            "Profile steps profile_step_start..profile_step_stop: a torch profiler trace per "
+            "rank in LOG_DIR/profile/ (log_dir, else save), and on GPUs NVTX ranges and "
+            "cudaProfilerStart/Stop for Nsight (nsys --capture-range=cudaProfilerApi)."
+        ),
+    )
+    profile_step_start: int = field(default=10, metadata=_doc("First profiled step."))
+    profile_step_stop: int = field(default=12, metadata=_doc("Last profiled step."))
+    memory_profiling: bool = field(
+        default=False,
+        metadata=_doc(
+            "Record memory over the profiled steps into memory_profiling_path: a torch CUDA "
+            "memory snapshot per rank on GPUs (memory_rankN.pickle, for pytorch.org/memory_viz), "
+            "a torch profiler trace with memory events on CPUs (memory_rankN.json)."
+        ),
+    )
+    memory_profiling_path: str | None = field(
+        default=None, metadata=_doc("Directory for memory_profiling's files.")
+    )
 
     def __post_init__(self) -> None:
         if self.log_interval <= 0:
             raise ValueError(f"log_interval must be positive, got {self.log_interval}")
+        if (self.profile or self.memory_profiling) and not (
+            0 < self.profile_step_start <= self.profile_step_stop
+        ):
+            raise ValueError(
+                f"profile_step_start ({self.profile_step_start}) must be positive and at most "
+                f"profile_step_stop ({self.profile_step_stop})"
+            )
+        if self.memory_profiling and not self.memory_profiling_path:
+            raise ValueError("memory_profiling needs memory_profiling_path (where files go)")
 
 
 @dataclass(frozen=True)
@@ -491,7 +525,6 @@ IGNORED_KEYS: Mapping[str, str] = {
     "zero_allow_untested_optimizer": "neox always sets it for its own optimizer",
     "num_workers": "data loader worker count; neox reads memory-mapped files directly",
     "log_grad_norm": _MONITORING + " (the global gradient norm is always logged)",
-    "log_optimizer_states": _MONITORING,
     "log_gradient_noise_scale": _MONITORING,
     "layernorm_fusion": _FUSION,
     "gas": (

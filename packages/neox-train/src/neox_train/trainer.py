@@ -8,7 +8,9 @@ test loss. Losses are averaged over every data-parallel rank, so every rank logs
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,9 @@ from neox_train.engine import build_engine
 from neox_train.flops import flops_per_step, peak_tflops
 from neox_train.inputs import check_inputs
 from neox_train.monitor import Monitor, build_monitor
-from neox_train.norms import parameter_norms
+from neox_train.norms import optimizer_state_norms, parameter_norms
 from neox_train.preemption import Preempted, Preemption
+from neox_train.profiling import StepProfiler
 from neox_train.progress import Progress, Throughput
 from neox_train.run_config import RunConfig
 from neox_train.s3 import S3Uploader, download_latest
@@ -58,6 +61,7 @@ class Session:
     curriculum: SeqlenCurriculum | None = None
     uploader: S3Uploader | None = None  # rank 0, when s3_path is set
     start_step: int = 0
+    profiler: StepProfiler | None = None  # when profile or memory_profiling is set
 
     @property
     def pipeline(self) -> bool:
@@ -107,6 +111,8 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
     )
+    profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
+    session.profiler = profiler if profiler.enabled else None
     curriculum = run.training.curriculum_learning
     if curriculum is not None and curriculum.enabled:
         session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
@@ -208,10 +214,14 @@ def train_step(session: Session, step: int) -> float:
             engine.reset_activation_shape()  # the pipeline's buffers follow the length
         return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
     total = 0.0
+    scope = session.profiler.range if session.profiler else _no_range
     for inputs, labels in pairs:
-        loss = engine(inputs, labels=labels)
-        engine.backward(loss)
-        engine.step()
+        with scope("forward"):
+            loss = engine(inputs, labels=labels)
+        with scope("backward"):
+            engine.backward(loss)
+        with scope("optimizer"):
+            engine.step()
         total += loss.item()
     return _mean_over_ranks(total / session.batch.grad_accum)
 
@@ -277,12 +287,32 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
     if session.start_step == 0 and 0 in saves:
         _save(session, 0)  # extra_save_iters: [0] keeps the initial weights
     _validate(session, session.start_step, result, "before training at")
+    try:
+        return _train_steps(session, preemption, result, saves)
+    finally:
+        if session.profiler is not None:
+            session.profiler.stop()  # a run that ends inside the profiled steps
+
+
+def _train_steps(
+    session: Session,
+    preemption: Preemption | None,
+    result: TrainResult,
+    saves: AbstractSet[int],
+) -> TrainResult:
+    run, training, profiler = session.run, session.run.training, session.profiler
     progress = Progress(training.train_iters, session.start_step, throughput(session))
     skips = SkipCounter(training.max_skipped_steps)
     for step in range(session.start_step + 1, training.train_iters + 1):
         lr = session.engine.get_lr()[0]  # the rate this step uses
         skipped_before = session.engine.skipped_steps
-        result.train_losses[step] = loss = train_step(session, step - 1)
+        if profiler is not None:
+            profiler.before_step(step)
+            with profiler.range(f"step {step}"):
+                result.train_losses[step] = loss = train_step(session, step - 1)
+            profiler.after_step(step)
+        else:
+            result.train_losses[step] = loss = train_step(session, step - 1)
         skips.update(step, session.engine.skipped_steps > skipped_before)
         values = {"train_loss": loss, "lr": lr, **step_extras(session, step)}
         values.update(progress.rates(step))
@@ -307,6 +337,11 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
         session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
     _finish(session)
     return result
+
+
+@contextlib.contextmanager
+def _no_range(name: str) -> Iterator[None]:
+    yield
 
 
 class Diverged(RuntimeError):
@@ -422,4 +457,7 @@ def step_extras(session: Session, step: int) -> dict[str, float | None]:
                 grid.get_model_parallel_group(),
             )
         )
+    if session.run.logging.log_optimizer_states:
+        group = session.parallel.grid.get_model_parallel_group()
+        extras.update(optimizer_state_norms(engine, session.parallel.tp.rank, group))
     return extras
