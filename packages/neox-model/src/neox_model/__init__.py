@@ -15,6 +15,7 @@ from neox_model.parameters import count_parameters
 from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
 from neox_model.process_group import (
     LaunchEnv,
+    collective_timeout,
     exit_process,
     join_process_group,
     leave_process_group,
@@ -84,6 +85,7 @@ __all__ = [
     "Transformer",
     "VocabParallelEmbedding",
     "WeightFile",
+    "collective_timeout",
     "count_parameters",
     "exit_process",
     "find_step_dir",

@@ -72,6 +72,18 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def collective_timeout(minutes: float) -> datetime.timedelta:
+    """The timeout of every collective, also in the groups made later (tensor, pipeline and data
+    parallel ones, DeepSpeed's): torch gives a new group its module default, not the world's."""
+    import torch.distributed.distributed_c10d as c10d
+
+    timeout = datetime.timedelta(minutes=minutes)
+    c10d.default_pg_timeout = timeout
+    if getattr(c10d, "default_pg_nccl_timeout", None) is not None:
+        c10d.default_pg_nccl_timeout = timeout
+    return timeout
+
+
 def join_process_group(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.device:
     """Join the launcher's processes with torch alone; returns this rank's device."""
     device, backend = env.device()
@@ -80,7 +92,7 @@ def join_process_group(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.d
         init_method=env.init_method(),
         rank=env.rank,
         world_size=env.world_size,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
+        timeout=collective_timeout(timeout_minutes),
     )
     atexit.register(leave_process_group)
     return device

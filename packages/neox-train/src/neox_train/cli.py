@@ -82,7 +82,7 @@ def _train(configs: list[str]) -> int:
     from neox_train.preemption import PREEMPTED, Preempted, Preemption
     from neox_train.trainer import setup, train
 
-    device = init_distributed(env)
+    device = init_distributed(env, loaded.run.parallel.distributed_timeout_minutes)
     session = setup(loaded.run, env, device)
     with Preemption() as preemption:
         try:
@@ -190,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "keys":
                 return _keys(args.markdown)
     except RuntimeError as err:
+        if type(err).__name__ == "HungRank" and not args.debug:
+            print(f"neox-train: error: {err}", file=sys.stderr)  # whichever rank waited
+            return 1
         if args.debug or type(err).__name__ != "Diverged":
             raise
         if int(os.environ.get("RANK", 0)) == 0:

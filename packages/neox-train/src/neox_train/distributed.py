@@ -6,12 +6,11 @@ Generation and evaluation join with torch alone (`neox_model.join_process_group`
 from __future__ import annotations
 
 import atexit
-import datetime
 import os
 
 import torch
 
-from neox_model import LaunchEnv, leave_process_group
+from neox_model import LaunchEnv, collective_timeout, leave_process_group
 
 DistEnv = LaunchEnv  # the launcher's RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 
@@ -29,7 +28,7 @@ def init_distributed(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.dev
         init_method=env.init_method(),
         rank=env.rank,
         world_size=env.world_size,
-        timeout=datetime.timedelta(minutes=timeout_minutes),
+        timeout=collective_timeout(timeout_minutes),
         verbose=False,
     )
     atexit.register(leave_process_group)

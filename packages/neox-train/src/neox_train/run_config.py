@@ -279,12 +279,24 @@ class ParallelConfig:
             "or 'type:REGEX' (balance layers whose class matches)."
         ),
     )
+    distributed_timeout_minutes: float = field(
+        default=30.0,
+        metadata=_doc(
+            "How long a collective may wait for the other ranks before the run stops, naming "
+            "the ranks that stopped answering."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.pipe_parallel_size < 0 or self.model_parallel_size < 1:
             raise ValueError(
                 f"pipe_parallel_size ({self.pipe_parallel_size}) must be >= 0 and "
                 f"model_parallel_size ({self.model_parallel_size}) >= 1"
+            )
+        if self.distributed_timeout_minutes <= 0:
+            raise ValueError(
+                f"distributed_timeout_minutes must be positive, got "
+                f"{self.distributed_timeout_minutes}"
             )
 
 

@@ -40,6 +40,7 @@ from neox_train.s3 import S3Uploader, download_latest
 from neox_train.schedule import Schedule
 from neox_train.schema import ConfigError
 from neox_train.topology import Layout, Parallel, build_parallel
+from neox_train.watchdog import Heartbeat, HungRank, is_timeout
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Session:
     uploader: S3Uploader | None = None  # rank 0, when s3_path is set
     start_step: int = 0
     profiler: StepProfiler | None = None  # when profile or memory_profiling is set
+    heartbeat: Heartbeat | None = None  # with more than one rank
 
     @property
     def pipeline(self) -> bool:
@@ -111,6 +113,8 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
     )
+    if env.world_size > 1:
+        session.heartbeat = Heartbeat(env, run.parallel.distributed_timeout_minutes)
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
     session.profiler = profiler if profiler.enabled else None
     curriculum = run.training.curriculum_learning
@@ -289,6 +293,10 @@ def train(session: Session, preemption: Preemption | None = None) -> TrainResult
     _validate(session, session.start_step, result, "before training at")
     try:
         return _train_steps(session, preemption, result, saves)
+    except RuntimeError as err:
+        if session.heartbeat is None or isinstance(err, HungRank) or not is_timeout(err):
+            raise
+        raise HungRank(session.heartbeat.explain(err)) from err
     finally:
         if session.profiler is not None:
             session.profiler.stop()  # a run that ends inside the profiled steps
@@ -313,6 +321,8 @@ def _train_steps(
             profiler.after_step(step)
         else:
             result.train_losses[step] = loss = train_step(session, step - 1)
+        if session.heartbeat is not None:
+            session.heartbeat.finished(step)
         skips.update(step, session.engine.skipped_steps > skipped_before)
         values = {"train_loss": loss, "lr": lr, **step_extras(session, step)}
         values.update(progress.rates(step))
