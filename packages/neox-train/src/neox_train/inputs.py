@@ -12,19 +12,26 @@ from neox_train.run_config import RunConfig
 from neox_train.schema import ConfigError
 
 
-def check_inputs(run: RunConfig) -> tuple[str, str | None]:
-    """(data_path, vocab_file) of a run, once they are known to be usable."""
+def check_inputs(run: RunConfig) -> tuple[str | None, str | None]:
+    """(data_path, vocab_file) of a run, once they are known to be usable (data_path is None
+    when the run reads train_data_paths)."""
     check_flash_attention(run)
     check_extras(run)
     data = run.data
-    if data.data_path is None:
-        raise ConfigError("data_path is required for training (a token file prefix)")
-    for suffix in (".bin", ".idx"):
-        if not Path(data.data_path + suffix).is_file():
-            raise ConfigError(
-                f"data_path {data.data_path!r}: {data.data_path}{suffix} not found; make it "
-                "with `neox data preprocess`"
-            )
+    if data.data_path is None and not data.train_data_paths:
+        raise ConfigError(
+            "data_path (a token file prefix) or train_data_paths is required for training"
+        )
+    named = [("data_path", data.data_path)] if data.data_path else []
+    for kind in ("train", "valid", "test"):
+        named += [(f"{kind}_data_paths", p) for p in getattr(data, f"{kind}_data_paths") or ()]
+    for key, prefix in named:
+        for suffix in (".bin", ".idx"):
+            if not Path(prefix + suffix).is_file():
+                raise ConfigError(
+                    f"{key} {prefix!r}: {prefix}{suffix} not found; make it with "
+                    "`neox data preprocess`"
+                )
     if data.tokenizer_type not in SUPPORTED_TOKENIZER_TYPES:
         raise ConfigError(
             f"tokenizer_type {data.tokenizer_type!r} is not supported yet; use one of "

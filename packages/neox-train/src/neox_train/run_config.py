@@ -48,6 +48,65 @@ class DataConfig:
     vocab_file: str | None = field(default=None, metadata=_doc("Tokenizer file."))
     merge_file: str | None = field(default=None, metadata=_doc("BPE merges (GPT-2 tokenizers)."))
     data_impl: Literal["mmap"] = field(default="mmap", metadata=_doc("Token file format."))
+    train_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "Token file prefixes to train on, whole, blended by train_data_weights (instead of "
+            "data_path and split)."
+        ),
+    )
+    valid_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Token file prefixes to validate on (with train_data_paths).")
+    )
+    test_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Token file prefixes to test on (with train_data_paths).")
+    )
+    train_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of train_data_paths; default equal.")
+    )
+    valid_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of valid_data_paths; default equal.")
+    )
+    test_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of test_data_paths; default equal.")
+    )
+    weight_by_num_documents: bool = field(
+        default=False,
+        metadata=_doc(
+            "Blend weights from each file's number of documents (weighted_sampler_alpha) "
+            "instead of the *_data_weights."
+        ),
+    )
+    weighted_sampler_alpha: float = field(
+        default=1.0,
+        metadata=_doc(
+            "Alpha of weight_by_num_documents: 1 samples in proportion to documents; toward 0 "
+            "every file alike (small files boosted)."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.train_data_paths and self.data_path:
+            raise ValueError(
+                "set data_path (one token file, divided by split) or train_data_paths (files "
+                "per purpose), not both"
+            )
+        if (self.valid_data_paths or self.test_data_paths) and not self.train_data_paths:
+            raise ValueError("valid_data_paths and test_data_paths need train_data_paths")
+        for kind in ("train", "valid", "test"):
+            paths = getattr(self, f"{kind}_data_paths") or ()
+            weights = getattr(self, f"{kind}_data_weights")
+            if weights is not None and len(weights) != len(paths):
+                raise ValueError(
+                    f"{kind}_data_weights has {len(weights)} weights for {len(paths)} "
+                    f"{kind}_data_paths"
+                )
+            if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+                raise ValueError(f"{kind}_data_weights must be >= 0 and not all 0: {weights}")
+        if self.weighted_sampler_alpha <= 0:
+            raise ValueError(
+                f"weighted_sampler_alpha must be positive: {self.weighted_sampler_alpha}"
+            )
 
 
 @dataclass(frozen=True)
@@ -562,10 +621,6 @@ IGNORED_KEYS: Mapping[str, str] = {
 UNSUPPORTED_KEYS: Mapping[str, str] = {
     "return_logits": "returning logits from text generation",
     "sparsity_config": "sparse attention",
-    "train_data_paths": "separate train/valid/test token files (use data_path and split)",
-    "valid_data_paths": "separate train/valid/test token files (use data_path and split)",
-    "test_data_paths": "separate train/valid/test token files (use data_path and split)",
-    "train_data_weights": "data blending",
     "sequence_parallel": "sequence parallelism",
     "iteration": "starting at a chosen iteration",
     "deepspeed_extra_args": "extra DeepSpeed config entries (neox writes the DeepSpeed config)",

@@ -25,7 +25,7 @@ from neox_model import LATEST, EngineLayout, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.curriculum import SeqlenCurriculum
-from neox_train.data import Splits, build_splits, micro_batches, sample_counts
+from neox_train.data import Splits, build_datasets, micro_batches, sample_counts
 from neox_train.distributed import DistEnv
 from neox_train.engine import build_engine
 from neox_train.flops import flops_per_step, peak_tflops
@@ -92,7 +92,7 @@ def schedule_for(run: RunConfig) -> Schedule:
 def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     """Build tokenizer, data, model and engine (the process group must already exist)."""
     data = run.data
-    data_path, vocab_file = check_inputs(run)
+    _, vocab_file = check_inputs(run)
     if run.precision.dtype == "fp16" and device.type != "cuda":
         raise ConfigError(
             "fp16 training needs a GPU (its loss scaling runs on CUDA); use bf16 or fp32 here"
@@ -102,7 +102,7 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
     model_config = run.model.with_vocab(tokenizer.vocab_size)
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
-    splits = build_splits(data_path, data.split, model_config.seq_length, counts, run.training.seed)
+    splits = build_datasets(data, model_config.seq_length, counts, run.training.seed)
     ckpt = run.checkpoint
     source = _local_source(ckpt.load, ckpt.save, env.rank) or _own_checkpoint(ckpt.save)
     padded_vocab = _resume_padded_vocab(source, model_config, parallel) if source else None
