@@ -3,7 +3,7 @@ import json
 from deepspeed.runtime.config import DeepSpeedConfig
 
 from neox_train import load_run_config
-from neox_train.deepspeed_config import deepspeed_config
+from neox_train.deepspeed_config import deepspeed_config, zero_stage
 
 BASE = """
 num_layers: 2
@@ -19,18 +19,42 @@ gradient_accumulation_steps: 2
 
 def test_default_values_are_written_out(tmp_path):
     path = tmp_path / "a.yml"
-    path.write_text(BASE)
+    path.write_text(BASE + "zero_optimization: {stage: 1}\n")
     run = load_run_config([path]).run
-    config = deepspeed_config(run, run.batch(1))
+    config = deepspeed_config(run, run.batch(2))
     assert config["gradient_clipping"] == 1.0  # the GPT-NeoX default, not dropped
-    assert config["zero_optimization"]["stage"] == 0
+    assert config["zero_optimization"]["stage"] == 1
     assert config["fp16"]["enabled"] is False and config["bf16"]["enabled"] is False
     assert (
         config["train_batch_size"],
         config["train_micro_batch_size_per_gpu"],
         config["gradient_accumulation_steps"],
-    ) == (8, 4, 2)
+    ) == (16, 4, 2)
     json.dumps(config)  # plain JSON
+
+
+def test_zero_over_one_fp32_replica_runs_as_stage_0_and_neox_clips(tmp_path):
+    """ZeRO 1/2 over one replica partitions nothing: in fp32 the engine runs stage 0 and
+    DeepSpeed's clipping is off (neox's GradientGuard clips); bf16 and offload keep ZeRO."""
+    cases = {
+        "": (1, 0, 0.0),  # stage 0, fp32: neox clips
+        "zero_optimization: {stage: 1}": (1, 0, 0.0),
+        "zero_optimization: {stage: 2}": (1, 0, 0.0),
+        "zero_optimization: {stage: 3}": (1, 3, 1.0),
+        "zero_optimization: {stage: 1}\nbf16: {enabled: true}": (1, 1, 1.0),
+        "zero_optimization: {stage: 0}\nbf16: {enabled: true}": (1, 0, 1.0),
+        "zero_optimization: {stage: 1, cpu_offload: true}\n"
+        "optimizer: {type: cpu_adam, params: {lr: 1.0e-3}}": (1, 1, 1.0),
+        "zero_optimization: {stage: 2}\ngradient_clipping: 0.5": (2, 2, 0.5),
+        "zero_optimization: {stage: 0}\ngradient_clipping: 0.5": (2, 0, 0.0),
+    }
+    for extra, (replicas, stage, clipping) in cases.items():
+        path = tmp_path / "a.yml"
+        path.write_text(BASE + extra + "\n")
+        run = load_run_config([path]).run
+        config = deepspeed_config(run, run.batch(replicas))
+        assert zero_stage(run, replicas) == config["zero_optimization"]["stage"] == stage, extra
+        assert config["gradient_clipping"] == clipping, extra
 
 
 def test_deepspeed_reads_the_same_values(tmp_path):

@@ -129,10 +129,11 @@ NORM_LAYOUTS = {
     "single-zero1": (1, {}),
     "tp2-zero1": (2, {"model_parallel_size": 2}),
     "dp2-zero0": (2, {"zero_optimization": {"stage": 0}}),
+    "dp2-zero1": (2, {}),  # DeepSpeed's ZeRO computes the gradient norm; the others neox
 }
 
 
-def test_param_and_optimizer_state_norms_are_the_same_in_every_layout(data_dir, tmp_path):
+def test_param_grad_and_optimizer_state_norms_are_the_same_in_every_layout(data_dir, tmp_path):
     norms = {}
     for name, (processes, extra) in NORM_LAYOUTS.items():
         save = tmp_path / name
@@ -152,7 +153,7 @@ def test_param_and_optimizer_state_norms_are_the_same_in_every_layout(data_dir, 
     assert {"optimizer_state_norm/exp_avg", "optimizer_state_norm/exp_avg_sq"} <= set(single)
     for name, logged in norms.items():
         for key, value in single.items():
-            if key.startswith(("param_norm", "optimizer_state_norm")):
+            if key.startswith(("param_norm", "optimizer_state_norm", "grad_norm")):
                 assert logged[key] == pytest.approx(value, rel=1e-5), (name, key)
     # the logged norm is that of the state the checkpoint holds, read back independently
     step_dir = tmp_path / "single-zero1" / "global_step2"

@@ -1,7 +1,7 @@
 import torch
 
 from neox_model import ModelConfig, Transformer
-from neox_train.optimizer import build_optimizer, parameter_groups
+from neox_train.optimizer import GradientGuard, build_optimizer, parameter_groups
 from neox_train.run_config import OptimizerConfig, OptimizerParams, OptimizerSpec
 
 
@@ -37,6 +37,40 @@ def test_adam_means_adamw_with_the_configured_hyper_parameters():
     optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-6
+    assert optimizer.defaults["fused"]  # torch's fused kernel, on CPU too
+
+
+def _guarded(clip, *grads):
+    params = [torch.nn.Parameter(torch.ones_like(g)) for g in grads]
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad.clone()
+    return params, GradientGuard(torch.optim.SGD(params, lr=1.0), clip, None, 0)
+
+
+def test_the_guard_clips_to_the_global_norm():
+    grads = (torch.tensor([3.0, 0.0]), torch.tensor([[4.0]]))  # global norm 5
+    params, guard = _guarded(1.0, *grads)
+    guard.step()
+    assert guard._global_grad_norm == 5.0 and not guard.overflow
+    # SGD with lr 1 after clipping to norm 1: p = 1 - g / 5 (to ZeRO's 1e-6 in the divisor)
+    torch.testing.assert_close(params[0].detach(), torch.tensor([1 - 0.6, 1.0]))
+    torch.testing.assert_close(params[1].detach(), torch.tensor([[1 - 0.8]]))
+    params, guard = _guarded(10.0, *grads)  # below the bound: unchanged gradients
+    guard.step()
+    torch.testing.assert_close(params[0].detach(), torch.tensor([-2.0, 1.0]))
+
+
+def test_the_guard_skips_a_non_finite_step_and_keeps_the_state():
+    params, guard = _guarded(1.0, torch.tensor([1.0, float("nan")]), torch.tensor([2.0]))
+    guard.optimizer = torch.optim.AdamW(params, lr=0.1)
+    guard.step()
+    assert guard.overflow and guard._global_grad_norm != guard._global_grad_norm  # NaN
+    assert all(torch.equal(p.detach(), torch.ones_like(p)) for p in params)
+    assert guard.state_dict()["state"] == {}  # the optimizer never stepped
+    params[0].grad = torch.tensor([0.0, 1.0])
+    guard.step()
+    assert not guard.overflow and len(guard.state) == 2
+    assert guard.param_groups is guard.optimizer.param_groups
 
 
 def test_lion_takes_a_signed_momentum_step():

@@ -17,10 +17,34 @@ from neox_train.run_config import RunConfig
 _NEVER = 2**31 - 1
 
 
+def zero_stage(run: RunConfig, data_parallel: int) -> int:
+    """The ZeRO stage the engine runs with `data_parallel` replicas.
+
+    ZeRO 1 and 2 over one replica partition nothing; in fp32 they only add a second fp32 copy of
+    the weights and gradients and copy through it every step (on CPU a third of the step time),
+    so such a run is stage 0, its gradients checked and clipped by `GradientGuard` as ZeRO would.
+    In bf16/fp16 the ZeRO optimizer is what holds the fp32 master weights, and optimizer offload
+    needs ZeRO: those keep the stage asked for.
+    """
+    zero = run.parallel.zero_optimization
+    one_replica_fp32 = data_parallel == 1 and run.precision.dtype == "fp32"
+    if zero.stage in (1, 2) and one_replica_fp32 and not zero.offloads_optimizer:
+        return 0
+    return zero.stage
+
+
+def neox_checks_gradients(run: RunConfig, data_parallel: int) -> bool:
+    """Whether neox's `GradientGuard`, not DeepSpeed, computes the gradient norm, clips and skips
+    non-finite steps: fp32 without ZeRO, where DeepSpeed does no check and reports no norm."""
+    return run.precision.dtype == "fp32" and zero_stage(run, data_parallel) == 0
+
+
 def deepspeed_config(run: RunConfig, batch: BatchLayout) -> dict[str, Any]:
     fp16 = run.precision.fp16
     zero_config = run.parallel.zero_optimization
     zero = dataclasses.asdict(zero_config)
+    zero["stage"] = zero_stage(run, batch.data_parallel)
+    guarded = neox_checks_gradients(run, batch.data_parallel)
     del zero["cpu_offload"]  # GPT-NeoX's name for offload_optimizer: {device: cpu}
     if zero_config.cpu_offload and not zero_config.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -29,7 +53,8 @@ def deepspeed_config(run: RunConfig, batch: BatchLayout) -> dict[str, Any]:
         "train_batch_size": batch.global_batch,
         "train_micro_batch_size_per_gpu": batch.micro_batch,
         "gradient_accumulation_steps": batch.grad_accum,
-        "gradient_clipping": run.optimizer.gradient_clipping,
+        # 0: neox's GradientGuard clips (fp32 without ZeRO)
+        "gradient_clipping": 0.0 if guarded else run.optimizer.gradient_clipping,
         "zero_optimization": zero,
         "fp16": {
             "enabled": run.precision.dtype == "fp16",

@@ -9,6 +9,7 @@ layers. Either way every weight starts as the same number whatever the layout.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
@@ -17,11 +18,13 @@ from torch.utils.checkpoint import checkpoint
 
 from neox_model import ModelConfig, Transformer, pipeline_loss, pipeline_specs, shard_spec
 from neox_train.batch import BatchLayout
-from neox_train.deepspeed_config import deepspeed_config
-from neox_train.optimizer import build_optimizer
+from neox_train.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
+from neox_train.optimizer import GradientGuard, build_optimizer
 from neox_train.run_config import RunConfig
 from neox_train.schedule import Schedule
 from neox_train.topology import ModelParallelUnit, Parallel
+
+log = logging.getLogger(__name__)
 
 
 def mark_tensor_parallel(model: nn.Module) -> None:
@@ -77,6 +80,19 @@ def build_engine(
     module = build_module(run, model_config, parallel, padded_vocab).to(device)
     mark_tensor_parallel(module)
     optimizer = build_optimizer(module, run.optimizer)
+    replicas = parallel.layout.data
+    if neox_checks_gradients(run, replicas):
+        clip, grid = run.optimizer.gradient_clipping, parallel.grid
+        group, tp_rank = grid.get_model_parallel_group(), grid.get_slice_parallel_rank()
+        optimizer = GradientGuard(optimizer, clip, group, tp_rank)
+    stage = zero_stage(run, replicas)
+    if stage != run.parallel.zero_optimization.stage:
+        log.info(
+            "zero_optimization.stage %d over one data-parallel replica in fp32 runs as stage %d "
+            "(nothing to partition)",
+            run.parallel.zero_optimization.stage,
+            stage,
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     mpu = ModelParallelUnit(parallel) if parallel.layout.pipe == 1 else None
     engine, _, _, _ = deepspeed.initialize(
@@ -86,4 +102,7 @@ def build_engine(
         config=deepspeed_config(run, batch),
         mpu=mpu,
     )
+    if replicas == 1 and stage == 0:  # DeepSpeed all-reduces the gradients over one replica
+        engine.enable_backward_allreduce = False
+        engine.pipeline_enable_backward_allreduce = False
     return engine

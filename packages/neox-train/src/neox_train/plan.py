@@ -15,6 +15,7 @@ import torch
 
 from neox_model import ModelConfig, TPGroup, Transformer, count_parameters, pipeline_specs
 from neox_train.batch import BatchLayout
+from neox_train.deepspeed_config import zero_stage
 from neox_train.flops import flops_per_step
 from neox_train.memory_model import (
     ModelStates,
@@ -163,7 +164,7 @@ def training_of(run: RunConfig, layout: Layout) -> Training:
     zero = run.parallel.zero_optimization
     return Training(
         dtype=run.precision.dtype,
-        zero_stage=zero.stage,
+        zero_stage=zero_stage(run, layout.data),
         data_parallel=layout.data,
         moments=moments,
         offload=zero.offloads_optimizer,
@@ -231,7 +232,7 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
         f"({vocab_source}), padded to {config.padded_vocab(layout.model):,}",
         f"layout: {layout.pipe * layout.model * layout.data} GPUs = {layout.pipe} pipeline "
         f"stage(s) x {layout.model} tensor-parallel x {layout.data} data-parallel; ZeRO stage "
-        f"{run.parallel.zero_optimization.stage}, {run.precision.dtype}",
+        f"{zero_stage(run, layout.data)}, {run.precision.dtype}",
         f"batch: {batch.global_batch} sequences per step = {batch.micro_batch} per GPU x "
         f"{batch.grad_accum} accumulation step(s) x {batch.data_parallel} replica(s); "
         f"{tokens:,} tokens per step",

@@ -26,6 +26,7 @@ from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.curriculum import SeqlenCurriculum
 from neox_train.data import Splits, build_datasets, micro_batches, sample_counts
+from neox_train.deepspeed_config import zero_stage
 from neox_train.distributed import DistEnv
 from neox_train.engine import build_engine
 from neox_train.flops import flops_per_step, peak_tflops
@@ -156,7 +157,7 @@ def _resume_padded_vocab(source: str, config: ModelConfig, parallel: Parallel) -
 
 def engine_layout(session: Session) -> EngineLayout:
     layout = session.parallel.layout
-    stage = session.run.parallel.zero_optimization.stage
+    stage = zero_stage(session.run, layout.data)
     return EngineLayout(layout.model, layout.pipe, layout.data, stage, session.run.precision.dtype)
 
 
