@@ -58,7 +58,10 @@ class _Backed:
         return self._tokenizer.encode(text).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
+        """The ids of each text; `encode_batch_fast` (tokenizers >= 0.20) computes the same ids
+        without the character offsets, about a quarter faster per core."""
+        fast = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        return [encoding.ids for encoding in fast(list(texts))]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens such as ``<|endoftext|>`` are kept in the text.
