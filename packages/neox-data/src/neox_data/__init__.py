@@ -9,7 +9,13 @@ from neox_data.blended_dataset import (
 from neox_data.char_tokenizer import CharLevelTokenizer
 from neox_data.corpus import Document, iter_documents
 from neox_data.dependency import MissingDependencyError
-from neox_data.gpt_dataset import GPTDataset, split_documents
+from neox_data.gpt_dataset import (
+    IGNORE_INDEX,
+    PACK_IMPLS,
+    GPTDataset,
+    PackImpl,
+    split_documents,
+)
 from neox_data.hf_tokenizer import (
     GPT2BPETokenizer,
     HFGPT2Tokenizer,
@@ -29,6 +35,8 @@ from neox_data.tokenizer import (
 )
 
 __all__ = [
+    "IGNORE_INDEX",
+    "PACK_IMPLS",
     "SUPPORTED_TOKENIZER_TYPES",
     "BlendedDataset",
     "CharLevelTokenizer",
@@ -38,6 +46,7 @@ __all__ = [
     "HFGPT2Tokenizer",
     "HFTokenizer",
     "MissingDependencyError",
+    "PackImpl",
     "PreprocessResult",
     "SPMTokenizer",
     "TiktokenTokenizer",

@@ -20,7 +20,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,6 +31,16 @@ class SampleSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> np.ndarray: ...
+
+
+@runtime_checkable
+class LabelledSource(SampleSource, Protocol):
+    """A dataset whose samples have labels besides their tokens (as `GPTDataset.labels`)."""
+
+    @property
+    def has_labels(self) -> bool: ...
+
+    def labels(self, index: int) -> np.ndarray: ...
 
 
 def _integer_weights(weights: Sequence[float]) -> tuple[list[int], int]:
@@ -134,7 +144,22 @@ class BlendedDataset:
         return len(self.dataset_index)
 
     def __getitem__(self, index: int) -> np.ndarray:
+        dataset, sample = self._locate(index)
+        return dataset[sample]
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether any blended dataset's labels can differ from its tokens."""
+        return any(isinstance(d, LabelledSource) and d.has_labels for d in self.datasets)
+
+    def labels(self, index: int) -> np.ndarray:
+        """Sample ``index``'s labels: its dataset's, or its tokens where that has none."""
+        dataset, sample = self._locate(index)
+        if isinstance(dataset, LabelledSource):
+            return dataset.labels(sample)
+        return np.array(dataset[sample], dtype=np.int64)
+
+    def _locate(self, index: int) -> tuple[SampleSource, int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
-        dataset = self.datasets[int(self.dataset_index[index])]
-        return dataset[int(self.dataset_sample_index[index])]
+        return self.datasets[int(self.dataset_index[index])], int(self.dataset_sample_index[index])

@@ -13,13 +13,32 @@ named as GPT-NeoX names them plus a digest of what they depend on:
 ``{prefix}_{name}_indexmap_{num_samples}ns_{seq_length}sl_{seed}s_{digest}_doc_idx.npy``. The
 digest keeps a cache from being reused for another document set or token file, and keeps
 GPT-NeoX's own cache files (built by a different shuffle) from being mistaken for ours.
+
+That is ``pack_impl="packed"``. GPT-NeoX's two other packings keep documents whole, as
+fine-tuning wants: each pass over the documents is a fresh seeded shuffle, and
+
+- ``pack_until_overflow`` appends documents to a sample while they fit in ``seq_length + 1``
+  tokens; the first that does not starts the next sample;
+- ``unpacked`` puts one document in each sample.
+
+A document longer than ``seq_length + 1`` is cut to that length (``allow_chopped``, the default)
+or left out. Samples are padded with token 0 to ``seq_length + 1``. For these two, ``doc_idx``
+is the order of the documents used and sample ``k`` is ``doc_idx[sample_idx[k]:sample_idx[k +
+1]]``; the cache names carry ``{pack_impl}pi`` (and ``_ac`` when chopping), as GPT-NeoX's do.
+
+`GPTDataset.labels` gives each sample's labels, aligned with its tokens: ``IGNORE_INDEX``
+(-100) where a position carries no loss (padding, or a negative id in a label file: a second
+token file with the same document sizes, as GPT-NeoX's ``*_label_data_paths``), else the token
+id to predict there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -30,6 +49,12 @@ _MAX_SEED = 2**32 - 1  # np.random.RandomState's seed range
 _INDEX_VERSION = b"neox-gpt-index-1"  # change when the index construction changes
 INDEX_NAMES = ("doc_idx", "sample_idx", "shuffle_idx")
 _STREAM_CHUNK = 1 << 20  # doc_idx entries processed at a time by build_sample_idx
+_DOCUMENT_INDEX_VERSION = b"neox-document-index-1"  # the same, for the whole-document packings
+
+PackImpl = Literal["packed", "pack_until_overflow", "unpacked"]
+PACK_IMPLS: tuple[PackImpl, ...] = get_args(PackImpl)
+IGNORE_INDEX = -100  # the label of a position without loss (GPT-NeoX's and Hugging Face's)
+PAD_TOKEN = 0  # what pads a sample's tokens (its labels say to ignore them)
 
 
 def split_documents(
@@ -76,6 +101,8 @@ class GPTDataset:
     ``name`` (GPT-NeoX: ``train``, ``valid``, ``test``, ``train_0``...) goes into the cache file
     names; ``cache_dir`` puts them elsewhere than beside the token file, and ``cache=False``
     keeps the index in memory. ``index_source`` says whether this process built or loaded it.
+    ``pack_impl`` and ``allow_chopped`` choose the packing (see the module docstring);
+    ``labels`` is a label file read in step with ``token_file``.
     """
 
     def __init__(
@@ -89,81 +116,211 @@ class GPTDataset:
         name: str = "train",
         cache: bool = True,
         cache_dir: str | Path | None = None,
+        pack_impl: PackImpl = "packed",
+        allow_chopped: bool = True,
+        labels: TokenFile | None = None,
     ) -> None:
         documents = _check_documents(token_file, documents)
-        if num_samples < 1 or seq_length < 1:
-            raise ValueError(
-                f"num_samples and seq_length must be positive, got {num_samples} and {seq_length}"
-            )
-        if not 0 <= seed <= _MAX_SEED:
-            raise ValueError(f"seed must be in 0..{_MAX_SEED}, got {seed}")
-        tokens_per_epoch = int(token_file.sizes[documents].sum(dtype=np.int64))
-        if tokens_per_epoch == 0:
-            raise ValueError(f"the {len(documents)} documents given hold no tokens")
-        self.token_file = token_file
-        self.seq_length = seq_length
-        # The stream needs num_samples * seq_length + 1 tokens: samples overlap by one token.
-        self.num_epochs = math.ceil((num_samples * seq_length + 1) / tokens_per_epoch)
-
-        def build() -> dict[str, np.ndarray]:
-            return build_index(token_file.sizes, documents, num_samples, seq_length, seed)
-
-        if cache:
-            stem = index_stem(token_file, documents, name, num_samples, seq_length, seed, cache_dir)
-            arrays, self.index_source = load_or_build(stem, INDEX_NAMES, build)
-        else:
-            arrays, self.index_source = build(), CacheSource.MEMORY
+        _check_arguments(num_samples, seq_length, seed, pack_impl)
+        if labels is not None:
+            _check_label_file(token_file, labels)
+        self.token_file, self.label_file = token_file, labels
+        self.seq_length, self.pack_impl = seq_length, pack_impl
+        spec = IndexSpec(documents, num_samples, seq_length, seed, pack_impl, allow_chopped)
+        arrays, self.index_source = _index_arrays(token_file, spec, name, cache, cache_dir)
         self.doc_idx, self.sample_idx, self.shuffle_idx = (arrays[n] for n in INDEX_NAMES)
-        self._reader = _SampleReader(token_file, self.doc_idx, self.sample_idx, seq_length)
+        self.num_epochs = spec.passes(token_file.sizes, len(self.doc_idx))
+        reader = _SampleReader if pack_impl == "packed" else _DocumentReader
+        self._reader = reader(self.doc_idx, self.sample_idx, seq_length)
+        self._tokens = _Source(token_file)
+        self._labels = _Source(labels) if labels is not None else None
 
     def __len__(self) -> int:
         return len(self.shuffle_idx)
 
     def __getitem__(self, index: int) -> np.ndarray:
         """Sample ``index`` in served (shuffled) order."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"sample {index} out of range for {len(self)} samples")
-        return self._reader.read(int(self.shuffle_idx[index]))
+        return self._reader.read(self._tokens, self._stream_position(index), PAD_TOKEN)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether a sample's labels can differ from its tokens (a label file, or padding)."""
+        return self._labels is not None or self.pack_impl != "packed"
+
+    def labels(self, index: int) -> np.ndarray:
+        """Labels of sample ``index`` (served order), aligned with its tokens: the label file's
+        ids, else the tokens themselves; ``IGNORE_INDEX`` at padding and negative labels."""
+        sample = self._stream_position(index)
+        if self._labels is None:  # token ids are never negative: padding alone is ignored
+            return self._reader.read(self._tokens, sample, IGNORE_INDEX)
+        labels = self._reader.read(self._labels, sample, IGNORE_INDEX)
+        labels[labels < 0] = IGNORE_INDEX
+        return labels
 
     def unshuffled(self, sample: int) -> np.ndarray:
-        """Sample number ``sample`` of the stream: tokens ``sample * seq_length`` onwards."""
+        """Sample number ``sample`` of the stream (packed: tokens ``sample * seq_length`` on)."""
         if not 0 <= sample < len(self):
             raise IndexError(f"sample {sample} out of range for {len(self)} samples")
-        return self._reader.read(sample)
+        return self._reader.read(self._tokens, sample, PAD_TOKEN)
+
+    def _stream_position(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        return int(self.shuffle_idx[index])
 
 
-class _SampleReader:
-    """Joins one sample's tokens from the documents it spans (plain slices: no index arrays)."""
+@dataclass(frozen=True, eq=False)
+class IndexSpec:
+    """What a dataset's index depends on, besides the token file's document sizes."""
 
-    def __init__(
-        self, token_file: TokenFile, doc_idx: np.ndarray, sample_idx: np.ndarray, seq_length: int
-    ) -> None:
+    documents: np.ndarray
+    num_samples: int
+    seq_length: int
+    seed: int
+    pack_impl: PackImpl = "packed"
+    allow_chopped: bool = True
+
+    def passes(self, sizes: np.ndarray, doc_idx_length: int) -> int:
+        """How many passes over the documents the samples take (epochs)."""
+        if self.pack_impl == "packed":
+            tokens_per_epoch = int(sizes[self.documents].sum(dtype=np.int64))
+            # The stream needs num_samples * seq_length + 1 tokens: samples overlap by one token.
+            return math.ceil((self.num_samples * self.seq_length + 1) / tokens_per_epoch)
+        usable = usable_documents(sizes, self.documents, self.seq_length, self.allow_chopped)
+        return math.ceil(doc_idx_length / len(usable))
+
+    def build(self, sizes: np.ndarray) -> dict[str, np.ndarray]:
+        if self.pack_impl == "packed":
+            return build_index(sizes, self.documents, self.num_samples, self.seq_length, self.seed)
+        return build_document_index(
+            sizes,
+            self.documents,
+            self.num_samples,
+            self.seq_length,
+            self.seed,
+            self.pack_impl,
+            self.allow_chopped,
+        )
+
+
+def _index_arrays(
+    token_file: TokenFile, spec: IndexSpec, name: str, cache: bool, cache_dir: str | Path | None
+) -> tuple[dict[str, np.ndarray], CacheSource]:
+    def build() -> dict[str, np.ndarray]:
+        return spec.build(token_file.sizes)
+
+    if not cache:
+        return build(), CacheSource.MEMORY
+    stem = index_stem(
+        token_file,
+        spec.documents,
+        name,
+        spec.num_samples,
+        spec.seq_length,
+        spec.seed,
+        cache_dir,
+        pack_impl=spec.pack_impl,
+        allow_chopped=spec.allow_chopped,
+    )
+    return load_or_build(stem, INDEX_NAMES, build)
+
+
+def _check_arguments(num_samples: int, seq_length: int, seed: int, pack_impl: str) -> None:
+    if num_samples < 1 or seq_length < 1:
+        raise ValueError(
+            f"num_samples and seq_length must be positive, got {num_samples} and {seq_length}"
+        )
+    if not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"seed must be in 0..{_MAX_SEED}, got {seed}")
+    if pack_impl not in PACK_IMPLS:
+        raise ValueError(f"pack_impl must be one of {', '.join(PACK_IMPLS)}; got {pack_impl!r}")
+
+
+def _check_label_file(token_file: TokenFile, labels: TokenFile) -> None:
+    """A label file holds one signed label per token of ``token_file``, document by document."""
+    where = f"label file {labels.prefix} for token file {token_file.prefix}"
+    if labels.dtype.kind != "i":
+        raise ValueError(
+            f"{where}: labels must be signed integers (int32, as GPT-NeoX writes them) so that "
+            f"-100 can mark positions without loss; it holds {labels.dtype.name}"
+        )
+    if len(labels) != len(token_file):
+        raise ValueError(
+            f"{where}: {len(labels)} documents of labels for {len(token_file)} documents of "
+            "tokens; the two must be written together, one label per token"
+        )
+    differ = np.flatnonzero(labels.sizes != token_file.sizes)
+    if len(differ):
+        doc = int(differ[0])
+        raise ValueError(
+            f"{where}: document {doc} has {labels.sizes[doc]} labels and "
+            f"{token_file.sizes[doc]} tokens ({len(differ)} documents differ); the two must "
+            "be written together, one label per token"
+        )
+
+
+class _Source:
+    """One token file's arrays, looked up once (its properties are slower to call per sample)."""
+
+    def __init__(self, token_file: TokenFile) -> None:
         self.tokens = token_file.tokens
         self.pointers = token_file.pointers
         self.itemsize = token_file.dtype.itemsize
         self.sizes = token_file.sizes
+
+    def start(self, document: int) -> int:
+        """Where ``document`` starts in ``tokens``."""
+        return int(self.pointers[document]) // self.itemsize
+
+
+class _SampleReader:
+    """Joins one packed sample's tokens from the documents it spans (plain slices)."""
+
+    def __init__(self, doc_idx: np.ndarray, sample_idx: np.ndarray, seq_length: int) -> None:
         self.doc_idx = doc_idx
         self.sample_idx = sample_idx
         self.length = seq_length + 1
 
-    def read(self, sample: int) -> np.ndarray:
+    def read(self, source: _Source, sample: int, pad: int) -> np.ndarray:
+        """Packed samples are always full: ``pad`` is never used."""
         first, first_offset, last, last_offset = (
             self.sample_idx[sample : sample + 2].ravel().tolist()
         )
         if first == last:  # inside one document: one slice
-            start = int(self.pointers[self.doc_idx[first]]) // self.itemsize + first_offset
-            return self.tokens[start : start + self.length].astype(np.int64)
+            start = source.start(int(self.doc_idx[first])) + first_offset
+            return source.tokens[start : start + self.length].astype(np.int64)
         documents = self.doc_idx[first : last + 1]
-        starts = (self.pointers[documents] // self.itemsize).tolist()
+        starts = (source.pointers[documents] // source.itemsize).tolist()
         ends = [
-            start + size for start, size in zip(starts, self.sizes[documents].tolist(), strict=True)
+            start + size
+            for start, size in zip(starts, source.sizes[documents].tolist(), strict=True)
         ]
         starts[0] += first_offset
         ends[-1] = starts[-1] + last_offset + 1
-        pieces = [self.tokens[start:end] for start, end in zip(starts, ends, strict=True)]
+        pieces = [source.tokens[start:end] for start, end in zip(starts, ends, strict=True)]
         tokens = np.concatenate(pieces).astype(np.int64)
         assert len(tokens) == self.length, (sample, len(tokens))
         return tokens
+
+
+class _DocumentReader:
+    """One sample of whole documents, cut to ``seq_length + 1`` tokens and padded to it."""
+
+    def __init__(self, doc_idx: np.ndarray, sample_idx: np.ndarray, seq_length: int) -> None:
+        self.doc_idx = doc_idx
+        self.sample_idx = sample_idx
+        self.length = seq_length + 1
+
+    def read(self, source: _Source, sample: int, pad: int) -> np.ndarray:
+        first, last = self.sample_idx[sample : sample + 2].tolist()
+        out = np.full(self.length, pad, dtype=np.int64)
+        filled = 0
+        for document in self.doc_idx[first:last].tolist():
+            start = source.start(document)
+            take = min(int(source.sizes[document]), self.length - filled)
+            out[filled : filled + take] = source.tokens[start : start + take]
+            filled += take
+        return out
 
 
 def _check_documents(token_file: TokenFile, documents: np.ndarray) -> np.ndarray:
@@ -177,6 +334,8 @@ def _check_documents(token_file: TokenFile, documents: np.ndarray) -> np.ndarray
             f"document indices must be in 0..{len(token_file) - 1} for {token_file.prefix}, "
             f"got {documents.min()}..{documents.max()}"
         )
+    if int(token_file.sizes[documents].sum(dtype=np.int64)) == 0:
+        raise ValueError(f"the {len(documents)} documents given hold no tokens")
     return documents.astype(np.int64)
 
 
@@ -188,17 +347,24 @@ def index_stem(
     seq_length: int,
     seed: int,
     cache_dir: str | Path | None = None,
+    *,
+    pack_impl: PackImpl = "packed",
+    allow_chopped: bool = True,
 ) -> Path:
     """The cache entry's path without its ``_doc_idx.npy`` (etc.) ending."""
-    digest = hashlib.blake2b(_INDEX_VERSION, digest_size=6)
+    packed = pack_impl == "packed"
+    digest = hashlib.blake2b(_INDEX_VERSION if packed else _DOCUMENT_INDEX_VERSION, digest_size=6)
     digest.update(np.array([len(token_file), token_file.idx_path.stat().st_size], "<i8").tobytes())
     if _is_range(documents):
         digest.update(np.array([documents[0], len(documents)], "<i8").tobytes())
     else:
         digest.update(documents.astype("<i8").tobytes())
+    label = f"{name}_indexmap_{num_samples}ns_{seq_length}sl_{seed}s"
+    if not packed:
+        digest.update(f"{pack_impl} chopped={allow_chopped}".encode())
+        label += f"_{pack_impl}pi" + ("_ac" if allow_chopped else "")
     directory = Path(cache_dir) if cache_dir is not None else token_file.prefix.parent
-    label = f"{name}_indexmap_{num_samples}ns_{seq_length}sl_{seed}s_{digest.hexdigest()}"
-    return directory / f"{token_file.prefix.name}_{label}"
+    return directory / f"{token_file.prefix.name}_{label}_{digest.hexdigest()}"
 
 
 def _is_range(documents: np.ndarray) -> bool:
@@ -278,3 +444,80 @@ def build_sample_idx(
             f"tokens; the stream holds {chunk_start_position}"
         )
     return sample_idx
+
+
+def usable_documents(
+    sizes: np.ndarray, documents: np.ndarray, seq_length: int, allow_chopped: bool
+) -> np.ndarray:
+    """The documents a whole-document packing uses: not empty, and when not ``allow_chopped``
+    no longer than a sample (``seq_length + 1`` tokens)."""
+    lengths = sizes[documents]
+    keep = lengths > 0 if allow_chopped else (lengths > 0) & (lengths <= seq_length + 1)
+    return documents[keep]
+
+
+def build_document_index(
+    sizes: np.ndarray,
+    documents: np.ndarray,
+    num_samples: int,
+    seq_length: int,
+    seed: int,
+    pack_impl: PackImpl,
+    allow_chopped: bool,
+) -> dict[str, np.ndarray]:
+    """doc_idx, sample_idx and shuffle_idx of ``pack_until_overflow`` or ``unpacked`` samples:
+    sample ``k`` holds documents ``doc_idx[sample_idx[k]:sample_idx[k + 1]]``."""
+    usable = usable_documents(sizes, documents, seq_length, allow_chopped)
+    if len(usable) == 0:
+        raise ValueError(
+            f"none of the {len(documents)} documents given can make a sample: they are empty"
+            + ("" if allow_chopped else f" or longer than seq_length + 1 ({seq_length + 1})")
+            + ("; set allow_chopped to cut long ones" if not allow_chopped else "")
+        )
+    capacity = seq_length + 1
+    lengths = np.minimum(sizes[usable], capacity).astype(np.int64)  # tokens each one gives
+    rng = np.random.RandomState(seed)
+    if pack_impl == "unpacked":
+        order = _passes(len(usable), math.ceil(num_samples / len(usable)), rng)[:num_samples]
+        sample_idx = np.arange(num_samples + 1, dtype=np.int64)
+    else:
+        # Each sample holds at most `capacity` tokens, so a stream of more than
+        # num_samples * capacity tokens makes more than num_samples samples.
+        passes = num_samples * capacity // int(lengths.sum()) + 1
+        order = _passes(len(usable), passes, rng)
+        sample_idx = pack_until_overflow(lengths[order], capacity, num_samples)
+        order = order[: sample_idx[-1]]
+    doc_idx = usable[order]
+    dtype = np.int32 if int(documents.max()) <= np.iinfo(np.int32).max else np.int64
+    shuffle_rng = np.random.RandomState((seed + 1) % (_MAX_SEED + 1))
+    shuffle_idx = shuffle_rng.permutation(num_samples).astype(np.int64)
+    return {"doc_idx": doc_idx.astype(dtype), "sample_idx": sample_idx, "shuffle_idx": shuffle_idx}
+
+
+def _passes(count: int, passes: int, rng: np.random.RandomState) -> np.ndarray:
+    """``passes`` permutations of ``range(count)`` back to back, one drawn per pass."""
+    order = np.empty(passes * count, dtype=np.int64)
+    for p in range(passes):
+        order[p * count : (p + 1) * count] = rng.permutation(count)
+    return order
+
+
+def pack_until_overflow(lengths: np.ndarray, capacity: int, num_samples: int) -> np.ndarray:
+    """The first entry of each of ``num_samples`` samples, plus one past the last, packing the
+    entries of ``lengths`` (each 1..capacity) in order: an entry joins the current sample while
+    the sample stays within ``capacity``, else starts the next one.
+
+    Where the sample starting at each entry would end comes from one vectorised search over the
+    running total; then the chain of starts is followed, one step per sample.
+    """
+    ends = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ends[1:])
+    # A sample starting at i ends before the first entry j whose end passes ends[i] + capacity.
+    nxt = (np.searchsorted(ends, ends[:-1] + capacity, side="right") - 1).tolist()
+    starts, position = [0], 0
+    for _ in range(num_samples):
+        position = nxt[position]
+        if position >= len(lengths):  # the stream ended inside sample len(starts) - 1
+            raise ValueError(f"{len(starts) - 1} samples from the stream, {num_samples} needed")
+        starts.append(position)
+    return np.array(starts, dtype=np.int64)
