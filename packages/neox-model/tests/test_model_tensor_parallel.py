@@ -1,4 +1,5 @@
-"""The whole model at tensor-parallel size 2 (two gloo processes) against size 1."""
+"""The whole model at tensor-parallel size 2 (two gloo processes) against size 1, also with
+sequence parallelism (the Transformer, activation checkpointing and the pipeline's layers)."""
 
 import os
 import socket
@@ -8,12 +9,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from neox_model import ColumnParallelLinear, RowParallelLinear, TPGroup, Transformer
+from neox_model import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    TPGroup,
+    Transformer,
+    pipeline_loss,
+    pipeline_specs,
+)
 from neox_model.tensor_parallel import VocabParallelEmbedding
 
 from styles import style
 
 TP_STYLES = ("pythia", "llama", "mistral")
+# with tied output layers, ALiBi, learned positions (a replicated weight), ScaleNorm
+SP_STYLES = (*TP_STYLES, "alibi", "learned", "sinusoidal")
 SEED = 9
 
 
@@ -21,14 +31,54 @@ def ids():
     return torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
 
 
-def run(model):
+def masked_labels():
+    """Next-token labels of `ids()` with about half of them ignored (-100)."""
+    labels = ids()[:, 1:].clone()
+    labels[torch.rand(labels.shape, generator=torch.Generator().manual_seed(2)) < 0.5] = -100
+    return labels
+
+
+def run(model, labels=None):
     """Logits, loss and gradients of one forward/backward."""
     batch = ids()
     with torch.no_grad():
         logits = model(batch)
+    loss = model(batch[:, :-1], labels=batch[:, 1:] if labels is None else labels)
+    loss.backward()
+    return logits, loss.detach()
+
+
+def sp_ids():
+    """12 input positions (a multiple of the tensor-parallel size) and their next tokens."""
+    return torch.randint(0, 64, (2, 13), generator=torch.Generator().manual_seed(3))
+
+
+def run_sp(model):
+    """Logits, loss and gradients of one forward/backward on `sp_ids()`."""
+    batch = sp_ids()
+    with torch.no_grad():
+        logits = model(batch[:, :-1])
     loss = model(batch[:, :-1], labels=batch[:, 1:])
     loss.backward()
     return logits, loss.detach()
+
+
+def run_pipeline_layers(config, tp):
+    """Loss and full gradients of the pipeline's layers, called in sequence, under sequence
+    parallelism: each layer's output is this rank's part of the sequence."""
+    specs = pipeline_specs(config, tp, SEED, sequence_parallel=True)
+    layers = [cls(*args) for cls, args in specs]
+    batch = sp_ids()
+    x = batch[:, :-1]
+    for layer in layers:
+        x = layer(x)
+    assert x.shape == (2, 12, 64 // tp.size)  # logits: the whole sequence, a vocabulary shard
+    loss = pipeline_loss(tp)(x, batch[:, 1:])
+    loss.backward()
+    grads = {}
+    for layer in layers:
+        grads.update({layer.model_name(k): g for k, g in full_gradients(layer, tp).items()})
+    return loss.detach(), grads
 
 
 def sharding(module, name):
@@ -72,6 +122,22 @@ def worker(rank, port, out_dir):
         model = Transformer(style(name), tp=tp, seed=SEED)
         logits, loss = run(model)
         results[name] = (logits, loss, full_gradients(model, tp))
+    model = Transformer(style("llama"), tp=tp, seed=SEED)
+    _, loss = run(model, masked_labels())
+    results["masked"] = (None, loss, full_gradients(model, tp))
+    for name in SP_STYLES:
+        model = Transformer(style(name), tp=tp, seed=SEED, sequence_parallel=True)
+        logits, loss = run_sp(model)
+        results[f"sp-{name}"] = (logits, loss, full_gradients(model, tp))
+    model = Transformer(style("pythia"), tp=tp, seed=SEED, sequence_parallel=True)
+    model.checkpoint_num_layers = 1
+    results["sp-checkpointed"] = (*run_sp(model), full_gradients(model, tp))
+    model = Transformer(style("llama"), tp=tp, seed=SEED, sequence_parallel=True)
+    model.compile_blocks()
+    results["sp-compiled"] = (*run_sp(model), full_gradients(model, tp))
+    for name in TP_STYLES:
+        loss, grads = run_pipeline_layers(style(name), tp)
+        results[f"sp-pipeline-{name}"] = (None, loss, grads)
     if rank == 0:
         torch.save(results, os.path.join(out_dir, "tp2.pt"))
     dist.destroy_process_group()
@@ -91,14 +157,75 @@ def max_relative(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
 
 
-@pytest.mark.parametrize("name", TP_STYLES)
-def test_tensor_parallel_2_equals_1(tp2_results, name):
-    single = Transformer(style(name), seed=SEED)
-    logits, loss = run(single)
-    tp_logits, tp_loss, tp_grads = tp2_results[name]
-    assert max_relative(tp_logits, logits) <= 1e-5
+def assert_same(result, logits, loss, single):
+    """A tensor-parallel (logits, loss, full gradients) equals the single process's, fp32."""
+    tp_logits, tp_loss, tp_grads = result
+    if tp_logits is not None:
+        assert max_relative(tp_logits, logits) <= 1e-5
     assert abs(tp_loss.item() - loss.item()) <= 1e-5 * abs(loss.item())
     grads = {n: p.grad for n, p in single.named_parameters()}
     assert sorted(grads) == sorted(tp_grads)
     for key, grad in grads.items():
         assert max_relative(tp_grads[key], grad) <= 1e-5, key
+
+
+@pytest.mark.parametrize("name", TP_STYLES)
+def test_tensor_parallel_2_equals_1(tp2_results, name):
+    single = Transformer(style(name), seed=SEED)
+    assert_same(tp2_results[name], *run(single), single)
+
+
+@pytest.mark.parametrize("name", SP_STYLES)
+def test_sequence_parallel_2_equals_1(tp2_results, name):
+    """Logits, loss and every gradient (norms and row biases summed over the group)."""
+    single = Transformer(style(name), seed=SEED)
+    assert_same(tp2_results[f"sp-{name}"], *run_sp(single), single)
+
+
+def test_sequence_parallel_2_with_activation_checkpointing_equals_1(tp2_results):
+    single = Transformer(style("pythia"), seed=SEED)
+    assert_same(tp2_results["sp-checkpointed"], *run_sp(single), single)
+
+
+def test_sequence_parallel_2_with_compiled_blocks_equals_1(tp2_results):
+    single = Transformer(style("llama"), seed=SEED)
+    assert_same(tp2_results["sp-compiled"], *run_sp(single), single)
+
+
+@pytest.mark.parametrize("name", TP_STYLES)
+def test_sequence_parallel_pipeline_layers_equal_the_single_model(tp2_results, name):
+    single = Transformer(style(name), seed=SEED)
+    _, loss = run_sp(single)
+    assert_same(tp2_results[f"sp-pipeline-{name}"], None, loss, single)
+
+
+def test_sequence_parallel_at_tensor_parallel_1_changes_nothing():
+    plain = Transformer(style("pythia"), seed=SEED)
+    flagged = Transformer(style("pythia"), seed=SEED, sequence_parallel=True)
+    assert not flagged.sequence_parallel
+    (logits, loss), (flag_logits, flag_loss) = run(plain), run(flagged)
+    assert torch.equal(logits, flag_logits) and torch.equal(loss, flag_loss)
+    for (name, param), other in zip(plain.named_parameters(), flagged.parameters(), strict=True):
+        assert torch.equal(param.grad, other.grad), name
+
+
+def test_sequence_parallel_refuses_what_it_cannot_split():
+    tp = TPGroup(None, 0, 2)  # no collective runs before these errors
+    with pytest.raises(ValueError, match=r"seq_length \(13\).*tensor-parallel size \(2\)"):
+        Transformer(style("llama", seq_length=13), tp=tp, sequence_parallel=True)
+    model = Transformer(style("llama"), tp=tp, sequence_parallel=True)
+    with pytest.raises(ValueError, match="input has 11 tokens: give a length that is a multiple"):
+        model(ids()[:, :11])
+    with pytest.raises(ValueError, match="KV cache needs a model built without sequence_parallel"):
+        model(ids()[:, :4], cache=model.new_cache(2))
+
+
+def test_tensor_parallel_2_masked_loss_equals_1(tp2_results):
+    single = Transformer(style("llama"), seed=SEED)
+    labels = masked_labels()
+    assert 0 < int((labels == -100).sum()) < labels.numel()
+    _, loss = run(single, labels)
+    _, tp_loss, tp_grads = tp2_results["masked"]
+    assert abs(tp_loss.item() - loss.item()) <= 1e-5 * abs(loss.item())
+    for key, param in single.named_parameters():
+        assert max_relative(tp_grads[key], param.grad) <= 1e-5, key

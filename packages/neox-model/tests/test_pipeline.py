@@ -21,6 +21,12 @@ def test_the_layers_in_sequence_compute_the_model():
     torch.testing.assert_close(x, model(ids))
     loss = pipeline_loss(TPGroup.single())(x[:, :-1], ids[:, 1:])
     torch.testing.assert_close(loss, model(ids[:, :-1], labels=ids[:, 1:]))
+    labels = ids[:, 1:].masked_fill(ids[:, 1:] % 2 == 1, -100)  # odd labels carry no loss
+    loss = pipeline_loss(TPGroup.single())(x[:, :-1], labels)
+    logits = x[:, :-1].flatten(0, 1)
+    expected = torch.nn.functional.cross_entropy(logits, labels.flatten(), ignore_index=-100)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, model(ids[:, :-1], labels=labels))
 
 
 def test_a_stage_built_alone_has_the_whole_models_weights():

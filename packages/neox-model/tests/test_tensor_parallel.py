@@ -27,11 +27,17 @@ from neox_model.tensor_parallel import (
     RowParallelLinear,
     TPGroup,
     VocabParallelEmbedding,
+    column_parallel_linear,
     copy_to_tp,
     gather_from_tp,
+    gather_sequence,
+    next_token_loss,
     reduce_from_tp,
+    reduce_scatter_sequence,
     scatter_to_tp,
+    sequence_part,
     shard,
+    sum_replicated_gradients,
     vocab_parallel_cross_entropy,
 )
 
@@ -195,13 +201,17 @@ def check_embedding(tp: TPGroup) -> list[Pair]:
     return [("output", y, y_ref), ("grad weight", grad_w, grad_of(w_ref))]
 
 
-def check_cross_entropy(tp: TPGroup, dtype: torch.dtype) -> list[Pair]:
+def check_cross_entropy(tp: TPGroup, dtype: torch.dtype, ignore: bool = False) -> list[Pair]:
     full = randn(2, 3, 12, seed=1, scale=4.0).to(dtype)
     target = torch.tensor([[0, 11, 5], [6, 2, 9]])  # owned by both ranks
+    if ignore:  # F.cross_entropy's ignore_index: loss 0, no gradient
+        target = torch.tensor([[0, -100, 5], [-100, 2, -100]])
     g = randn(2, 3, seed=2)
     ref = leaf(full.float())
     loss_ref = F.cross_entropy(ref.view(-1, 12), target.view(-1), reduction="none").view(2, 3)
     loss_ref.backward(g)
+    if ignore:
+        assert (loss_ref[target == -100] == 0).all()
 
     logits = leaf(local_part(full, -1, tp.rank))
     loss = vocab_parallel_cross_entropy(logits, target, tp)
@@ -214,6 +224,22 @@ def check_cross_entropy(tp: TPGroup, dtype: torch.dtype) -> list[Pair]:
         ("loss", loss, loss_ref),
         ("grad logits", grad, grad_of(ref).to(dtype).float(), grad_tol),
     ]
+
+
+def check_next_token_loss(tp: TPGroup) -> list[Pair]:
+    """The masked mean over a shard equals F.cross_entropy's mean with ignore_index."""
+    full = randn(3, 5, 12, seed=3, scale=3.0)
+    target = torch.randint(0, 12, (3, 5), generator=torch.Generator().manual_seed(4))
+    target[0, ::2] = -100
+    target[2, 1:] = -100
+    ref = leaf(full)
+    loss_ref = F.cross_entropy(ref.view(-1, 12), target.view(-1), ignore_index=-100)
+    loss_ref.backward()
+    logits = leaf(local_part(full, -1, tp.rank))
+    loss = next_token_loss(logits, target, tp)
+    loss.backward()
+    grad = gather_full(grad_of(logits), -1, tp.group)
+    return [("loss", loss, loss_ref), ("grad logits", grad, grad_of(ref))]
 
 
 def check_mlp(tp: TPGroup) -> list[Pair]:
@@ -270,6 +296,112 @@ def check_gated_mlp(tp: TPGroup) -> list[Pair]:
     ]
 
 
+# Sequence parallelism: activations (batch, seq, features) split along dim -2 (the sequence).
+# batch 2 > 1, so the exchange is not a plain split of a contiguous buffer.
+
+
+def check_gather_sequence(tp: TPGroup) -> list[Pair]:
+    full = randn(2, 6, 4, seed=30)
+    x = leaf(local_part(full, -2, tp.rank))  # (2, 3, 4): this rank's positions
+    y = gather_sequence(x, tp)
+    y.backward(randn(2, 6, 4, seed=31 + tp.rank))  # each rank's own gradient of the whole
+    summed = randn(2, 6, 4, seed=31) + randn(2, 6, 4, seed=32)
+    return [("output", y, full), ("grad x", grad_of(x), local_part(summed, -2, tp.rank))]
+
+
+def check_reduce_scatter_sequence(tp: TPGroup) -> list[Pair]:
+    x = leaf(randn(2, 6, 4, seed=33 + tp.rank))  # each rank's partial sum of the whole
+    summed = randn(2, 6, 4, seed=33) + randn(2, 6, 4, seed=34)
+    g = randn(2, 6, 4, seed=35)
+    y = reduce_scatter_sequence(x, tp)
+    y.backward(local_part(g, -2, tp.rank))
+    return [("output", y, local_part(summed, -2, tp.rank)), ("grad x", grad_of(x), g)]
+
+
+def check_column_linear_sequence(tp: TPGroup, bias: bool) -> list[Pair]:
+    """The gathering matmul against F.linear on the whole sequence."""
+    x, w, b, g = (
+        randn(2, 6, 5, seed=36),
+        randn(8, 5, seed=37),
+        randn(8, seed=38),
+        randn(2, 6, 8, seed=39),
+    )
+    x_ref, w_ref, b_ref = leaf(x), leaf(w), leaf(b)
+    F.linear(x_ref, w_ref, b_ref if bias else None).backward(g)
+    x_tp, w_tp, b_tp = leaf(local_part(x, -2, tp.rank)), leaf(local_part(w, 0, tp.rank)), None
+    if bias:
+        b_tp = leaf(local_part(b, 0, tp.rank))
+    y = column_parallel_linear(x_tp, w_tp, b_tp, tp, sequence_parallel=True)
+    y.backward(local_part(g, -1, tp.rank))
+    pairs: list[Pair] = [
+        ("output", gather_full(y, -1, tp.group), F.linear(x, w, b if bias else None)),
+        ("grad x", gather_full(grad_of(x_tp), -2, tp.group), grad_of(x_ref)),
+        ("grad weight", gather_full(grad_of(w_tp), 0, tp.group), grad_of(w_ref)),
+    ]
+    if bias:
+        pairs.append(("grad bias", gather_full(grad_of(b_tp), 0, tp.group), grad_of(b_ref)))
+    return pairs
+
+
+def check_mlp_sequence_parallel(tp: TPGroup, chunks: int) -> list[Pair]:
+    """norm -> column (gathers) -> act -> row (reduce-scatters) on this rank's positions, with
+    the replicated norm and row-bias gradients summed by `sum_replicated_gradients`."""
+    x, g = randn(2, 6, 6, seed=40), randn(2, 6, 6, seed=41)
+    w1, b1 = randn(8 * chunks, 6, seed=42), randn(8 * chunks, seed=43)
+    w2, b2 = randn(6, 8, seed=44), randn(6, seed=45)
+    ln_ref = nn.LayerNorm(6)
+    ref = [leaf(t) for t in (x, w1, b1, w2, b2)]
+    h_ref = F.linear(ln_ref(ref[0]), ref[1], ref[2])
+    h_ref = h_ref.chunk(2, -1)[0] * F.silu(h_ref.chunk(2, -1)[1]) if chunks == 2 else F.gelu(h_ref)
+    y_ref = F.linear(h_ref, ref[3], ref[4])
+    y_ref.backward(g)
+
+    ln = nn.LayerNorm(6)
+    up = ColumnParallelLinear(6, 8 * chunks, tp, chunks=chunks, sequence_parallel=True)
+    down = RowParallelLinear(8, 6, tp, sequence_parallel=True)
+    with torch.no_grad():
+        up.weight.copy_(up.shard_weight(w1))
+        up.bias.copy_(up.shard_bias(b1))
+        down.weight.copy_(down.shard_weight(w2))
+        down.bias.copy_(b2)
+    block = nn.ModuleList([ln, up, down])
+    sum_replicated_gradients(block, tp)
+    x_tp = leaf(local_part(x, -2, tp.rank))
+    h = up(ln(x_tp))  # (2, 6, 8 * chunks / size): the whole sequence
+    h = h.chunk(2, -1)[0] * F.silu(h.chunk(2, -1)[1]) if chunks == 2 else F.gelu(h)
+    y = down(h)  # (2, 3, 6): this rank's positions
+    y.backward(local_part(g, -2, tp.rank))
+    return [
+        ("output", y, local_part(y_ref.detach(), -2, tp.rank)),
+        ("grad x", gather_full(grad_of(x_tp), -2, tp.group), grad_of(ref[0])),
+        ("grad w1", gather_full(grad_of(up.weight), 0, tp.group, chunks), grad_of(ref[1])),
+        ("grad b1", gather_full(grad_of(up.bias), 0, tp.group, chunks), grad_of(ref[2])),
+        ("grad w2", gather_full(grad_of(down.weight), 1, tp.group), grad_of(ref[3])),
+        ("grad b2 (summed)", grad_of(down.bias), grad_of(ref[4])),
+        ("grad norm weight (summed)", grad_of(ln.weight), grad_of(ln_ref.weight)),
+        ("grad norm bias (summed)", grad_of(ln.bias), grad_of(ln_ref.bias)),
+    ]
+
+
+def check_embedding_sequence_parallel(tp: TPGroup) -> list[Pair]:
+    ids = torch.tensor([[0, 3, 4, 7, 3, 1], [5, 5, 1, 6, 2, 0]])  # both halves, repeated ids
+    w, g = randn(8, 5, seed=46), randn(2, 6, 5, seed=47)
+    w_ref = leaf(w)
+    w_ref[ids].backward(g)
+    layer = VocabParallelEmbedding(8, 5, tp, sequence_parallel=True)
+    with torch.no_grad():
+        layer.weight.copy_(layer.shard_weight(w))
+    y = layer(ids)  # (2, 3, 5): this rank's positions
+    y.backward(local_part(g, -2, tp.rank))
+    grad_w = gather_full(grad_of(layer.weight), 0, tp.group)
+    return [("output", y, local_part(w[ids], -2, tp.rank)), ("grad weight", grad_w, w_ref.grad)]
+
+
+def check_sequence_part(tp: TPGroup) -> list[Pair]:
+    positions = torch.arange(6.0)
+    return [("positions", sequence_part(positions, tp, dim=-1), local_part(positions, -1, tp.rank))]
+
+
 def _dist_checks() -> dict[str, Callable[[TPGroup], list[Pair]]]:
     checks: dict[str, Callable[[TPGroup], list[Pair]]] = {
         "tpgroup_of": check_tpgroup_of,
@@ -289,8 +421,24 @@ def _dist_checks() -> dict[str, Callable[[TPGroup], list[Pair]]]:
     checks["vocab_embedding"] = check_embedding
     checks["cross_entropy-fp32"] = functools.partial(check_cross_entropy, dtype=torch.float32)
     checks["cross_entropy-bf16"] = functools.partial(check_cross_entropy, dtype=torch.bfloat16)
+    checks["cross_entropy-ignored"] = functools.partial(
+        check_cross_entropy, dtype=torch.float32, ignore=True
+    )
+    checks["next_token_loss-ignored"] = check_next_token_loss
     checks["mlp-column_gelu_row"] = check_mlp
     checks["mlp-gated_chunks_2"] = check_gated_mlp
+    checks["gather_sequence"] = check_gather_sequence
+    checks["reduce_scatter_sequence"] = check_reduce_scatter_sequence
+    checks["sequence_part"] = check_sequence_part
+    for bias in (True, False):
+        checks[f"column_linear_sequence-bias_{bias}"] = functools.partial(
+            check_column_linear_sequence, bias=bias
+        )
+    checks["vocab_embedding-sequence_parallel"] = check_embedding_sequence_parallel
+    for chunks in (1, 2):
+        checks[f"mlp-sequence_parallel-chunks_{chunks}"] = functools.partial(
+            check_mlp_sequence_parallel, chunks=chunks
+        )
     return checks
 
 
@@ -407,6 +555,24 @@ def test_single_cross_entropy_is_f_cross_entropy():
     torch.testing.assert_close(x1.grad, x2.grad)
 
 
+def test_next_token_loss_without_ignored_labels_is_exactly_the_mean():
+    logits, target = randn(4, 7, 11, seed=5, scale=4.0), torch.randint(0, 11, (4, 7))
+    x1, x2 = leaf(logits), leaf(logits)
+    loss = next_token_loss(x1, target, SINGLE)
+    mean = vocab_parallel_cross_entropy(x2, target, SINGLE).mean()
+    assert torch.equal(loss, mean)  # bit for bit: unmasked training is unchanged
+    loss.backward()
+    mean.backward()
+    assert torch.equal(x1.grad, x2.grad)
+
+
+def test_next_token_loss_of_only_ignored_labels_is_zero_without_gradient():
+    x = leaf(randn(2, 3, 11, seed=6))
+    loss = next_token_loss(x, torch.full((2, 3), -100), SINGLE)
+    loss.backward()
+    assert loss.item() == 0.0 and not x.grad.any()
+
+
 def test_cross_entropy_computes_in_fp32_for_bf16_logits():
     logits = randn(3, 50, seed=1, scale=30.0).bfloat16()
     target = torch.randint(0, 50, (3,))
@@ -424,8 +590,39 @@ def test_cross_entropy_rejects_mismatched_shapes():
 
 def test_size_one_collectives_return_input_unchanged():
     x = torch.randn(2, 3)
-    for collective in (copy_to_tp, reduce_from_tp, gather_from_tp, scatter_to_tp):
+    collectives = (
+        copy_to_tp,
+        reduce_from_tp,
+        gather_from_tp,
+        scatter_to_tp,
+        gather_sequence,
+        reduce_scatter_sequence,
+    )
+    for collective in collectives:
         assert collective(x, SINGLE) is x
+
+
+def test_sequence_parallel_at_size_one_is_plain_layers_without_hooks():
+    column = ColumnParallelLinear(6, 8, SINGLE, sequence_parallel=True)
+    row = RowParallelLinear(8, 6, SINGLE, sequence_parallel=True)
+    embedding = VocabParallelEmbedding(8, 6, SINGLE, sequence_parallel=True)
+    assert not (column.sequence_parallel or row.sequence_parallel or embedding.sequence_parallel)
+    norm = nn.LayerNorm(6)
+    sum_replicated_gradients(norm, SINGLE)
+    x = leaf(randn(2, 3, 6, seed=1))
+    norm(x).square().sum().backward()
+    want = nn.LayerNorm(6)
+    want(x.detach()).square().sum().backward()
+    assert torch.equal(norm.weight.grad, want.weight.grad)
+
+
+def test_sequence_part_and_row_layer_reject_what_cannot_split():
+    with pytest.raises(ValueError, match=r"sequence length \(5\).*tensor-parallel size \(2\)"):
+        sequence_part(torch.zeros(2, 5, 3), TPGroup(None, 0, 2))
+    with pytest.raises(ValueError, match="input_is_parallel"):
+        RowParallelLinear(
+            8, 6, TPGroup(None, 0, 2), input_is_parallel=False, sequence_parallel=True
+        )
 
 
 def test_shard_with_chunks_takes_matching_slices_of_each_block():

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from neox_model import ModelConfig, Transformer, count_parameters
+from neox_model import IGNORE_INDEX, ModelConfig, Transformer, count_parameters
 
 import reference
 from styles import STYLES, style
@@ -196,6 +196,27 @@ def test_loss_is_the_mean_cross_entropy_of_the_logits():
     logits = m(ids[:, :-1])
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
     torch.testing.assert_close(m(ids[:, :-1], labels=ids[:, 1:]), expected)
+
+
+def test_ignored_labels_are_left_out_of_the_loss_and_its_gradient():
+    m = model(style("llama"))
+    ids = tokens()
+    labels = ids[:, 1:].clone()
+    labels[0, ::2] = IGNORE_INDEX  # half of the first row, the end of the second
+    labels[1, 7:] = IGNORE_INDEX
+    loss = m(ids[:, :-1], labels=labels)
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    # independently: -log p(label) averaged over the kept positions only
+    log_probs = m(ids[:, :-1]).log_softmax(-1)
+    kept = labels != IGNORE_INDEX
+    expected = -log_probs[kept].gather(-1, labels[kept].unsqueeze(-1)).mean()
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    for name, param in m.named_parameters():
+        torch.testing.assert_close(ours[name], param.grad, msg=name)
+    assert abs(loss.item() - m(ids[:, :-1], labels=ids[:, 1:]).item()) > 1e-3  # masking counts
 
 
 def test_rotary_frequencies_are_saved_only_when_asked():

@@ -3,7 +3,10 @@ of files, build neox's DeepSpeed engine for it (vocabulary 512), train one step 
 and print what this rank holds as one JSON line: its parameters and their bytes, the gradient
 bytes after backward (where DeepSpeed leaves them on the parameters), and the bytes the
 optimizer keeps (every tensor reachable from it with more than one element, parameters' own
-storage and shape-only meta tensors excluded; the scalars left out are step counters)."""
+storage and shape-only meta tensors excluded; the scalars left out are step counters).
+
+With a second argument `activations`: build the model as training builds it (its tensor- and
+sequence-parallel shard) and print the bytes one forward pass saves for backward instead."""
 
 import gc
 import json
@@ -13,7 +16,7 @@ import sys
 import torch
 
 from neox_train.distributed import DistEnv, init_distributed
-from neox_train.engine import build_engine
+from neox_train.engine import build_engine, build_module
 from neox_train.run_config import load_run_config
 from neox_train.topology import Layout, build_parallel
 from neox_train.trainer import schedule_for
@@ -83,13 +86,42 @@ def measure(files, env, device):
     }
 
 
+def saved_bytes(model, input_ids):
+    """Bytes autograd keeps for backward in one forward pass with labels: every saved tensor's
+    storage counted once, the parameters' own left out."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(input_ids, labels=input_ids)
+    loss.backward()
+    return sum(saved.values())
+
+
+def activations(files, env, device):
+    run = load_run_config(files).run
+    parallel = build_parallel(Layout.of(run, env.world_size))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[run.precision.dtype]
+    model = build_module(run, run.model.with_vocab(VOCAB), parallel).to(device, dtype).train()
+    shape = (run.training.train_micro_batch_size_per_gpu, run.model.seq_length)
+    ids = torch.randint(0, VOCAB, shape, generator=torch.Generator().manual_seed(0))
+    return {"rank": env.rank, "activation_bytes": saved_bytes(model, ids.to(device))}
+
+
 def main():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     env = DistEnv.from_environ(os.environ)
     device = init_distributed(env)
     torch.manual_seed(env.rank)
+    probe = activations if sys.argv[2:] == ["activations"] else measure
     for files in json.loads(sys.argv[1]):
-        print(json.dumps({"files": files, **measure(files, env, device)}), flush=True)
+        print(json.dumps({"files": files, **probe(files, env, device)}), flush=True)
         gc.collect()
 
 

@@ -70,3 +70,23 @@ def test_deepspeed_reads_the_same_values(tmp_path):
     assert parsed.zero_config.reduce_bucket_size == 50_000_000
     assert parsed.bfloat16_config.enabled and not parsed.float16_config.enabled
     assert parsed.train_batch_size == 8
+
+
+def test_a_sequence_parallel_pipeline_sends_each_ranks_part_whole(tmp_path):
+    """DeepSpeed's pipeline sends 1 / tp of a stage's output per tensor rank, which assumes the
+    output is the same on every rank; under sequence parallelism each holds its own part."""
+    cases = {
+        "": True,
+        "model_parallel_size: 2\n": True,
+        "sequence_parallel: true\n": True,  # at tensor-parallel size 1 it changes nothing
+        "model_parallel_size: 2\nsequence_parallel: true\n": False,
+    }
+    for extra, partitioned in cases.items():
+        path = tmp_path / "a.yml"
+        path.write_text(BASE + "pipe_parallel_size: 2\nno_weight_tying: true\n" + extra)
+        run = load_run_config([path]).run
+        config = deepspeed_config(run, run.batch(2 * run.parallel.model_parallel_size))
+        want = {"pipe_partitioned": partitioned, "grad_partitioned": partitioned}
+        assert config["pipeline"] == want, extra
+        parsed = DeepSpeedConfig(config)
+        assert parsed.pipeline["pipe_partitioned"] is partitioned, extra

@@ -19,6 +19,12 @@ LAYOUTS = {
     "tp2": (2, dict(model_parallel_size=2)),
     "pp2": (2, dict(pipe_parallel_size=2)),
     "tp2-pp2": (4, dict(model_parallel_size=2, pipe_parallel_size=2)),
+    "tp2-sp": (2, dict(model_parallel_size=2, sequence_parallel=True)),
+    "tp2-pp2-sp": (4, dict(model_parallel_size=2, pipe_parallel_size=2, sequence_parallel=True)),
+    "dp2-tp2-sp-zero2": (
+        4,
+        dict(model_parallel_size=2, sequence_parallel=True, zero_optimization={"stage": 2}),
+    ),
     "dp2-pp2-zero1": (4, dict(pipe_parallel_size=2, zero_optimization={"stage": 1})),
 }
 

@@ -22,6 +22,7 @@ from neox_train.plan import make_plan
 from neox_train.run_config import load_run_config
 
 from conftest import free_port
+from plan_probe import saved_bytes
 
 CPU_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "cpu"
 PROBE = Path(__file__).parent / "plan_probe.py"
@@ -38,14 +39,14 @@ LAYOUTS = {
 }
 
 
-def probe(config_sets, world_size=2):
+def probe(config_sets, world_size=2, *mode):
     """Run plan_probe.py on `world_size` CPU ranks; rank 0's JSON lines, then rank 1's..."""
     port = str(free_port())
     procs = []
     for rank in range(world_size):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
         env.update(WORLD_SIZE=str(world_size), MASTER_PORT=port, OMP_NUM_THREADS="1")
-        cmd = [sys.executable, str(PROBE), json.dumps(config_sets)]
+        cmd = [sys.executable, str(PROBE), json.dumps(config_sets), *mode]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -84,24 +85,6 @@ def test_model_state_bytes_are_exact(measured, base, layout):
             assert rank["gradient_bytes"] == stage.states.gradients
 
 
-def saved_bytes(model, input_ids):
-    """Bytes autograd keeps for backward in one forward pass with labels: every saved tensor's
-    storage counted once, the parameters' own left out."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = model(input_ids, labels=input_ids)
-    loss.backward()
-    return sum(saved.values())
-
-
 ACTIVATION_CASES = {
     "fp32": "precision: fp32\n",
     "bf16": "precision: bfloat16\n",
@@ -129,6 +112,53 @@ def test_activation_bytes_match_the_saved_tensors(tmp_path, base, case):
         stage.saved_activations,
         measured,
     )
+
+
+SEQUENCE_PARALLEL = "model_parallel_size: 2\nsequence_parallel: true\n"
+TENSOR_PARALLEL_CASES = {
+    "fp32, sequence parallel": SEQUENCE_PARALLEL,
+    "bf16, sequence parallel": SEQUENCE_PARALLEL + "precision: bfloat16\n",
+    "bf16, sequence parallel, checkpointed": (
+        SEQUENCE_PARALLEL + "precision: bfloat16\ncheckpoint_activations: true\n"
+    ),
+    "fp32, tensor parallel only": "model_parallel_size: 2\n",
+}
+
+
+@pytest.fixture(scope="module")
+def measured_tensor_parallel(tmp_path_factory):
+    """Activation bytes each of two tensor-parallel ranks saves, per (base, case)."""
+    root = tmp_path_factory.mktemp("tensor_parallel")
+    sets = {}
+    for base in ("neox_tiny.yml", "llama_tiny.yml"):
+        for name, text in TENSOR_PARALLEL_CASES.items():
+            overlay = root / f"{base}-{name.replace(' ', '_').replace(',', '')}.yml"
+            overlay.write_text(text)
+            sets[(base, name)] = [str(CPU_CONFIGS / base), str(overlay)]
+    by_files = {}
+    for result in probe(list(sets.values()), 2, "activations"):
+        by_files.setdefault(tuple(result["files"]), []).append(result["activation_bytes"])
+    return {key: (files, by_files[tuple(files)]) for key, files in sets.items()}
+
+
+@pytest.mark.parametrize("base", ["neox_tiny.yml", "llama_tiny.yml"])
+@pytest.mark.parametrize("case", list(TENSOR_PARALLEL_CASES))
+def test_tensor_parallel_activation_bytes_match_the_saved_tensors(
+    measured_tensor_parallel, base, case
+):
+    """Under sequence parallelism the norms, dropout and residual stream hold 1 / t of the
+    sequence; the plan divides them, and each rank saves what the plan says."""
+    files, ranks = measured_tensor_parallel[(base, case)]
+    stage = make_plan(load_run_config(files).run, VOCAB, 2, None).stages[0]
+    assert len(ranks) == 2
+    for measured in ranks:
+        assert abs(stage.saved_activations - measured) <= ACTIVATION_TOLERANCE * measured, (
+            stage.saved_activations,
+            measured,
+        )
+    if case == "fp32, sequence parallel":
+        _, without = measured_tensor_parallel[(base, "fp32, tensor parallel only")]
+        assert max(ranks) < 0.9 * min(without)  # the memory it is for
 
 
 CONFIGS = CPU_CONFIGS.parent

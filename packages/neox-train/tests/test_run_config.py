@@ -187,6 +187,55 @@ def test_world_size_must_divide_by_the_parallel_sizes(neox_file, tmp_path):
         run.batch(3)
 
 
+SEQUENCE_PARALLEL = "model_parallel_size: 2\nsequence_parallel: true\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            SEQUENCE_PARALLEL + "seq_length: 2047\n",
+            r"sequence_parallel splits the sequence over the tensor-parallel ranks: seq_length "
+            r"\(2047\) must be divisible by model_parallel_size \(2\)",
+        ),
+        (
+            SEQUENCE_PARALLEL + "eval_tasks: [lambada_openai]\n",
+            "eval_tasks during training with sequence_parallel",
+        ),
+        (
+            SEQUENCE_PARALLEL + "curriculum_learning: {enabled: true, min_difficulty: 64, "
+            "max_difficulty: 2048, schedule_config: {total_curriculum_step: 10, "
+            "difficulty_step: 9}}\n",
+            "every curriculum_learning sequence length to be a multiple of 2; 9 is not",
+        ),
+        (
+            SEQUENCE_PARALLEL + "curriculum_learning: {enabled: true, min_difficulty: 64, "
+            "max_difficulty: 2048, schedule_type: fixed_discrete, "
+            "schedule_config: {difficulty: [64, 1001, 2048], max_step: [5, 10]}}\n",
+            "every curriculum_learning sequence length to be a multiple of 2; 1001 is not",
+        ),
+    ],
+)
+def test_sequence_parallel_refuses_what_it_cannot_split(neox_file, tmp_path, text, message):
+    bad = write(tmp_path, "sp.yml", text)
+    with pytest.raises(ConfigError, match=message):
+        load_run_config([neox_file, bad])
+
+
+def test_sequence_parallel_is_a_parallel_switch(neox_file, tmp_path):
+    """Accepted with tensor and pipeline parallelism; at tensor-parallel size 1 it changes
+    nothing, so a seq_length the ranks could not split is fine there."""
+    pipeline = write(tmp_path, "pp.yml", SEQUENCE_PARALLEL + "pipe_parallel_size: 2\n")
+    parallel = load_run_config([neox_file, pipeline]).run.parallel
+    assert parallel.sequence_parallel and parallel.splits_sequence
+    single = write(tmp_path, "one.yml", "sequence_parallel: true\nseq_length: 2047\n")
+    parallel = load_run_config([neox_file, single]).run.parallel
+    assert parallel.sequence_parallel and not parallel.splits_sequence
+    curriculum = "curriculum_learning: {enabled: true, schedule_config: {difficulty_step: 8}}\n"
+    fine = write(tmp_path, "fine.yml", SEQUENCE_PARALLEL + curriculum)
+    assert load_run_config([neox_file, fine]).run.parallel.splits_sequence
+
+
 def test_every_key_has_one_home_and_a_doc():
     owners = all_keys()
     assert not set(owners) & set(IGNORED_KEYS)

@@ -8,7 +8,7 @@ import pytest
 
 from neox_train import load_run_config
 from neox_train.metrics import read_metrics
-from neox_train.trainer import schedule_for
+from neox_train.trainer import dropout_seed, schedule_for
 
 from conftest import losses, run_workers, tiny_config, write_config
 
@@ -83,6 +83,7 @@ RESUME_LAYOUTS = {
     "single": (1, {}, 0.0),
     "dp2-zero1": (2, dict(zero_optimization={"stage": 1}), 1e-6),
     "tp2-pp2": (4, dict(model_parallel_size=2, pipe_parallel_size=2), 1e-6),
+    "tp2-sp": (2, dict(model_parallel_size=2, sequence_parallel=True), 1e-6),  # dropout per rank
 }
 
 
@@ -304,3 +305,14 @@ def test_the_sequence_length_curriculum(data_dir, tmp_path, pipe):
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_loss" in r]
     assert [r["seqlen"] for r in records] == [8, 16, 24, 32, 32, 32]
     assert "seqlen 8" in out
+
+
+def test_sequence_parallel_ranks_draw_their_own_dropout_masks():
+    """Replicated activations need the same masks on every tensor-parallel rank; under sequence
+    parallelism each rank drops its own positions, and equal seeds would repeat one mask along
+    the sequence."""
+    assert dropout_seed(7, 3, 0, None) == dropout_seed(7, 3, 0, None)
+    assert dropout_seed(7, 3, 0, None) != dropout_seed(7, 3, 1, None)  # data-parallel ranks
+    seeds = {dropout_seed(7, 3, 0, rank) for rank in range(4)}
+    assert len(seeds) == 4
+    assert dropout_seed(7, 4, 0, 1) != dropout_seed(7, 3, 0, 1)  # and each step

@@ -30,10 +30,12 @@ from neox_model.state_layout import (
     write_layout,
 )
 from neox_model.tensor_parallel import (
+    IGNORE_INDEX,
     ColumnParallelLinear,
     RowParallelLinear,
     TPGroup,
     VocabParallelEmbedding,
+    next_token_loss,
     shard,
     shard_spec,
     unshard,
@@ -59,6 +61,7 @@ from neox_model.weights import (
 
 __all__ = [
     "GATED_ACTIVATIONS",
+    "IGNORE_INDEX",
     "LATEST",
     "LAYER_FILE",
     "LAYOUT_FILE",
@@ -96,6 +99,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "model_file_name",
+    "next_token_loss",
     "pipeline_loss",
     "pipeline_specs",
     "read_layout",

@@ -46,7 +46,14 @@ def attention_mask(
 class SelfAttention(nn.Module):
     slopes: torch.Tensor | None
 
-    def __init__(self, config: ModelConfig, tp: TPGroup, layer_index: int) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tp: TPGroup,
+        layer_index: int,
+        *,
+        sequence_parallel: bool = False,
+    ) -> None:
         super().__init__()
         self.layer_index = layer_index
         self.head_dim = config.head_dim
@@ -58,8 +65,16 @@ class SelfAttention(nn.Module):
         self.flash = config.attention_types[layer_index] == "flash"
         bias = config.use_bias_in_attn_linear
         qkv_width = config.kv_heads * (self.q_per_kv + 2) * self.head_dim
-        self.query_key_value = ColumnParallelLinear(config.hidden_size, qkv_width, tp, bias=bias)
-        self.dense = RowParallelLinear(config.hidden_size, config.hidden_size, tp, bias=bias)
+        self.query_key_value = ColumnParallelLinear(
+            config.hidden_size, qkv_width, tp, bias=bias, sequence_parallel=sequence_parallel
+        )
+        self.dense = RowParallelLinear(
+            config.hidden_size,
+            config.hidden_size,
+            tp,
+            bias=bias,
+            sequence_parallel=sequence_parallel,
+        )
         self.alibi_heads = (
             (config.num_attention_heads, tp.rank) if config.pos_emb == "alibi" else None
         )
@@ -85,9 +100,12 @@ class SelfAttention(nn.Module):
         positions: torch.Tensor,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """x (batch, seq, hidden) at `positions` (seq,) -> (batch, seq, hidden)."""
-        batch, seq, _ = x.shape
-        qkv = self.query_key_value(x).view(batch, seq, self.groups, self.q_per_kv + 2, -1)
+        """x (batch, seq, hidden) at `positions` (seq,) -> (batch, seq, hidden). Under sequence
+        parallelism x and the output are this rank's (batch, seq / tp, hidden) part; the
+        attention itself sees the whole sequence, at the whole sequence's `positions`."""
+        qkv = self.query_key_value(x)  # (batch, seq, qkv / tp): the whole sequence
+        batch, seq = qkv.shape[:2]
+        qkv = qkv.view(batch, seq, self.groups, self.q_per_kv + 2, -1)
         q = qkv[:, :, :, :-2].reshape(batch, seq, self.heads, -1).transpose(1, 2)  # (b, h, s, d)
         k, v = qkv[:, :, :, -2].transpose(1, 2), qkv[:, :, :, -1].transpose(1, 2)  # (b, g, s, d)
         if rope is not None:
@@ -97,7 +115,7 @@ class SelfAttention(nn.Module):
             k, v = cache.update(self.layer_index, k, v)
             k_positions = torch.arange(k.shape[2], device=positions.device)
         out = self._attend(q, k, v, positions, k_positions)  # (b, h, s, d)
-        return self.dense(out.transpose(1, 2).reshape(batch, seq, -1))
+        return self.dense(out.transpose(1, 2).reshape(batch, seq, -1))  # (b, s or s / tp, hidden)
 
     def _attend(
         self,

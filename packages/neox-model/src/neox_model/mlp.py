@@ -36,7 +36,9 @@ def activation_function(name: Activation) -> Callable[[torch.Tensor], torch.Tens
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup) -> None:
+    def __init__(
+        self, config: ModelConfig, tp: TPGroup, *, sequence_parallel: bool = False
+    ) -> None:
         super().__init__()
         self.gated = config.gated
         self.act = activation_function(config.activation)
@@ -47,11 +49,15 @@ class MLP(nn.Module):
             tp,
             bias=bias,
             chunks=2 if self.gated else 1,
+            sequence_parallel=sequence_parallel,
         )
-        self.dense_4h_to_h = RowParallelLinear(inner, config.hidden_size, tp, bias=bias)
+        self.dense_4h_to_h = RowParallelLinear(
+            inner, config.hidden_size, tp, bias=bias, sequence_parallel=sequence_parallel
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (batch, seq, hidden) -> (batch, seq, hidden)."""
+        """x (batch, seq, hidden) -> (batch, seq, hidden); under sequence parallelism both are
+        this rank's (batch, seq / tp, hidden) part."""
         h = self.dense_h_to_4h(x)  # (batch, seq, inner or 2 * inner) on this rank's shard
         if self.gated:
             up, gate = h.chunk(2, dim=-1)

@@ -7,6 +7,10 @@ Each layer builds only its own weights, initialised exactly as `Transformer` ini
 same weights (from the seed and the weight's name there), so a pipeline stage builds its layers
 alone and the model is the same whatever the layout. `model_name` maps a layer's parameter names
 to the Transformer's, which is how per-layer checkpoints map back to one model.
+
+With `sequence_parallel` the tensors passed from stage to stage are each tensor-parallel rank's
+part of the sequence, (batch, seq / tp, hidden), sent to the same rank of the next stage (the
+pipeline engine must send them whole: DeepSpeed's `pipe_partitioned` off).
 """
 
 from __future__ import annotations
@@ -24,35 +28,55 @@ from neox_model.rotary import RotaryEmbedding
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     TPGroup,
-    vocab_parallel_cross_entropy,
+    next_token_loss,
+    sum_replicated_gradients,
 )
 from neox_model.transformer import Block, WithEmbeddings
 
 
 class EmbeddingPipe(WithEmbeddings):
     def __init__(
-        self, config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
+        self,
+        config: ModelConfig,
+        tp: TPGroup,
+        seed: int,
+        padded_vocab: int | None = None,
+        sequence_parallel: bool = False,
     ) -> None:
         super().__init__()
-        self.add_embeddings(config, tp, padded_vocab or config.padded_vocab(tp.size))
+        vocab = padded_vocab or config.padded_vocab(tp.size)
+        self.add_embeddings(config, tp, vocab, sequence_parallel)
         init_weights(self, config, seed)
+        if self.sequence_parallel:
+            sum_replicated_gradients(self, tp)
 
     def model_name(self, name: str) -> str:
         return name
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) ids -> (batch, seq, hidden)."""
+        """(batch, seq) ids -> (batch, seq, hidden), or (batch, seq / tp, hidden)."""
         return self.embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
 
 
 class TransformerLayerPipe(nn.Module):
     """One block (named so that GPT-NeoX's `pipe_partition_method: type:transformer` finds it)."""
 
-    def __init__(self, config: ModelConfig, tp: TPGroup, seed: int, index: int) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tp: TPGroup,
+        seed: int,
+        index: int,
+        sequence_parallel: bool = False,
+    ) -> None:
         super().__init__()
         self.index = index
-        self.block = Block(config, tp, index)
+        self.block = Block(config, tp, index, sequence_parallel=sequence_parallel)
         init_weights(self.block, config, seed, prefix=f"layers.{index}")
+        # the input holds 1 / shards of the sequence
+        self.shards = tp.size if sequence_parallel else 1
+        if self.shards > 1:
+            sum_replicated_gradients(self, tp)
         # rotary holds no weights: each stage computes its own cos/sin
         self.rotary = (
             RotaryEmbedding(config.rotary_dim, config.rotary_emb_base)
@@ -64,15 +88,20 @@ class TransformerLayerPipe(nn.Module):
         return name.replace("block.", f"layers.{self.index}.", 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(x.shape[1], device=x.device)
+        """(batch, seq or seq / tp, hidden) -> the same."""
+        positions = torch.arange(x.shape[1] * self.shards, device=x.device)  # the whole sequence
         rope = self.rotary(positions) if self.rotary is not None else None
         return self.block(x, rope, positions, None)  # type: ignore[no-any-return]
 
 
 class FinalNormPipe(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, tp: TPGroup | None = None, sequence_parallel: bool = False
+    ) -> None:
         super().__init__()
         self.final_layer_norm = build_norm(config)
+        if sequence_parallel and tp is not None:
+            sum_replicated_gradients(self, tp)
 
     def model_name(self, name: str) -> str:
         return name
@@ -85,7 +114,12 @@ class OutputPipe(nn.Module):
     """hidden -> logits over this tensor-parallel rank's share of the vocabulary."""
 
     def __init__(
-        self, config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
+        self,
+        config: ModelConfig,
+        tp: TPGroup,
+        seed: int,
+        padded_vocab: int | None = None,
+        sequence_parallel: bool = False,
     ) -> None:
         super().__init__()
         if not config.no_weight_tying:
@@ -95,7 +129,11 @@ class OutputPipe(nn.Module):
             )
         self.tp = tp
         self.embed_out = ColumnParallelLinear(
-            config.hidden_size, padded_vocab or config.padded_vocab(tp.size), tp, bias=False
+            config.hidden_size,
+            padded_vocab or config.padded_vocab(tp.size),
+            tp,
+            bias=False,
+            sequence_parallel=sequence_parallel,
         )
         init_weights(self, config, seed)
 
@@ -103,21 +141,27 @@ class OutputPipe(nn.Module):
         return name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq or seq / tp, hidden) -> (batch, seq, vocab / tp)."""
         return self.embed_out(x)  # type: ignore[no-any-return]
 
 
 def pipeline_specs(
-    config: ModelConfig, tp: TPGroup, seed: int, padded_vocab: int | None = None
+    config: ModelConfig,
+    tp: TPGroup,
+    seed: int,
+    padded_vocab: int | None = None,
+    sequence_parallel: bool = False,
 ) -> list[tuple[type[nn.Module], tuple[Any, ...]]]:
     """(layer class, constructor arguments) of every layer, in order; a pipeline engine builds
-    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`). `padded_vocab` overrides
-    the vocabulary padding, as `Transformer`'s does."""
-    blocks = [(TransformerLayerPipe, (config, tp, seed, i)) for i in range(config.num_layers)]
+    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`). `padded_vocab` and
+    `sequence_parallel` as `Transformer`'s."""
+    sp = sequence_parallel and tp.size > 1
+    blocks = [(TransformerLayerPipe, (config, tp, seed, i, sp)) for i in range(config.num_layers)]
     return [
-        (EmbeddingPipe, (config, tp, seed, padded_vocab)),
+        (EmbeddingPipe, (config, tp, seed, padded_vocab, sp)),
         *blocks,
-        (FinalNormPipe, (config,)),
-        (OutputPipe, (config, tp, seed, padded_vocab)),
+        (FinalNormPipe, (config, tp, sp)),
+        (OutputPipe, (config, tp, seed, padded_vocab, sp)),
     ]
 
 
@@ -125,7 +169,7 @@ def pipeline_loss(tp: TPGroup) -> Callable[[torch.Tensor, torch.Tensor], torch.T
     """The loss DeepSpeed's PipelineModule calls with (logits shard, labels)."""
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return vocab_parallel_cross_entropy(logits, labels, tp).mean()
+        return next_token_loss(logits, labels, tp)  # labels may hold IGNORE_INDEX
 
     return loss
 

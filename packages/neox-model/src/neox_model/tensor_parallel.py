@@ -11,7 +11,21 @@ slice and the ranks exchange activations, not weights:
 - `VocabParallelEmbedding` splits the vocabulary rows; each rank looks up the ids it owns and the
   partial embeddings are summed.
 - `vocab_parallel_cross_entropy` computes the loss from vocabulary-sharded logits without ever
-  gathering the full vocabulary.
+  gathering the full vocabulary; `next_token_loss` averages it over the labels that are not
+  `IGNORE_INDEX` (padding, masked prompts).
+
+Sequence parallelism (Korthikanti et al., 2022, "Reducing Activation Recomputation in Large
+Transformer Models"), `sequence_parallel=True` on the layers: between the tensor-parallel regions
+(norms, dropout, residual adds) each rank holds only its contiguous part of the sequence,
+activations (..., seq / size, hidden) in rank order. The all-reduce of a region's output becomes
+a reduce-scatter along the sequence (`reduce_scatter_sequence`: row-parallel output, vocabulary-
+parallel embedding), and a column-parallel layer all-gathers its input along the sequence
+(`column_parallel_linear`, which keeps only this rank's part of the input for the backward and
+gathers it again there). A parameter every rank holds whole (norms, row-parallel biases, learned
+positions) then sees only this rank's positions: `sum_replicated_gradients` sums its gradient
+over the group as backward computes it. Dropout between the regions acts on different positions
+on each rank, so the ranks must draw different random numbers there (without sequence
+parallelism they must draw the same: the activations are replicated).
 
 The group is a `TPGroup` handed to every layer at construction; nothing here reads or keeps global
 parallel state. With `TPGroup.single()` no communication happens and the layers are plain
@@ -24,6 +38,7 @@ into every rank, so the numbers do not depend on the tensor-parallel size.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -98,6 +113,37 @@ def _split_last(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     return x.narrow(-1, tp.rank * width, width).contiguous()
 
 
+def sequence_part(x: torch.Tensor, tp: TPGroup, dim: int = -2) -> torch.Tensor:
+    """This rank's contiguous part of dim `dim` (the sequence) of a tensor every rank holds whole,
+    a view; a ValueError when the length is not a multiple of the group size."""
+    length = tp.divide(x.shape[dim], "sequence length")
+    return x.narrow(dim, tp.rank * length, length)
+
+
+# The sequence collectives exchange along dim -2 of (..., seq, features). The tensor collectives
+# split dim 0 of a contiguous buffer, so the sequence moves first for the exchange and back after.
+# torch 2.13 renamed them *_single (the old names warn); older torch has the old names only.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def _all_gather_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """(..., seq / size, f) on each rank -> (..., seq, f), the parts in rank order."""
+    local = x.movedim(-2, 0).contiguous()  # (seq / size, ..., f)
+    out = local.new_empty((tp.size * local.shape[0], *local.shape[1:]))
+    _all_gather_single(out, local, group=tp.group)
+    return out.movedim(0, -2).contiguous()  # (..., seq, f)
+
+
+def _reduce_scatter_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """(..., seq, f) summed over the group -> this rank's part, (..., seq / size, f)."""
+    full = x.movedim(-2, 0).contiguous()  # (seq, ..., f)
+    length = tp.divide(full.shape[0], "sequence length")
+    out = full.new_empty((length, *full.shape[1:]))
+    _reduce_scatter_single(out, full, group=tp.group)
+    return out.movedim(0, -2).contiguous()  # (..., seq / size, f)
+
+
 # ---------------------------------------------------------------------------------------------
 # Autograd-aware collectives: each forward is paired with its adjoint in backward.
 
@@ -145,6 +191,58 @@ class _ScatterToTP(torch.autograd.Function):
         return _all_gather_last(grad, ctx.tp), None
 
 
+class _GatherSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        ctx.tp = tp
+        return _all_gather_sequence(x, tp)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _reduce_scatter_sequence(grad, ctx.tp), None
+
+
+class _ReduceScatterSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+        ctx.tp = tp
+        return _reduce_scatter_sequence(x, tp)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _all_gather_sequence(grad, ctx.tp), None
+
+
+class _GatherSequenceLinear(torch.autograd.Function):
+    """F.linear(gather_sequence(x), weight, bias), saving only this rank's part of x: the
+    backward gathers it again for the weight's gradient (Korthikanti et al., Section 4.2.3), so
+    a column-parallel layer's whole-sequence input is never kept."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tp: TPGroup
+    ) -> torch.Tensor:
+        ctx.tp, ctx.has_bias = tp, bias is not None
+        ctx.save_for_backward(x, weight)
+        return F.linear(_all_gather_sequence(x, tp), weight, bias)  # (..., seq, out)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_x = _reduce_scatter_sequence(grad @ weight, ctx.tp) if need_x else None
+        tokens = grad.flatten(0, -2)  # (batch * seq, out)
+        grad_weight = grad_bias = None
+        if need_weight:
+            gathered = _all_gather_sequence(x, ctx.tp).flatten(0, -2)  # (batch * seq, in)
+            grad_weight = tokens.T @ gathered  # (out, in)
+        if ctx.has_bias and need_bias:
+            grad_bias = tokens.sum(dim=0)
+        return grad_x, grad_weight, grad_bias, None
+
+
 def copy_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: identity. Backward: all-reduce (sum) of the gradient over the group."""
     return x if tp.size == 1 else cast(torch.Tensor, _CopyToTP.apply(x, tp))
@@ -163,6 +261,54 @@ def gather_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
 def scatter_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: this rank's slice of the last dim. Backward: all-gather of the gradient."""
     return x if tp.size == 1 else cast(torch.Tensor, _ScatterToTP.apply(x, tp))
+
+
+def gather_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: all-gather of the ranks' parts of the sequence (dim -2) in rank order,
+    (..., seq / size, f) -> (..., seq, f). Backward: reduce-scatter of the gradient (the sum over
+    the group, this rank's part of the sequence)."""
+    return x if tp.size == 1 else cast(torch.Tensor, _GatherSequence.apply(x, tp))
+
+
+def reduce_scatter_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: the sum over the group, this rank's part of the sequence (dim -2),
+    (..., seq, f) -> (..., seq / size, f). Backward: all-gather of the gradient."""
+    return x if tp.size == 1 else cast(torch.Tensor, _ReduceScatterSequence.apply(x, tp))
+
+
+def column_parallel_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tp: TPGroup,
+    *,
+    sequence_parallel: bool = False,
+) -> torch.Tensor:
+    """x W^T + b with this rank's rows of W. x is replicated, (..., seq, in), and its gradient
+    all-reduced; under sequence parallelism it is this rank's part, (..., seq / size, in),
+    gathered along the sequence (only the part is kept for backward) and its gradient
+    reduce-scattered. -> (..., seq, rows of W), the whole sequence either way."""
+    if sequence_parallel and tp.size > 1:
+        return cast(torch.Tensor, _GatherSequenceLinear.apply(x, weight, bias, tp))
+    return F.linear(copy_to_tp(x, tp), weight, bias)
+
+
+def sum_replicated_gradients(module: nn.Module, tp: TPGroup) -> None:
+    """Sum the gradient of every parameter of `module` that each rank holds whole (`shard_spec`
+    None: norms, row-parallel biases, learned positions) over the group, as backward computes it.
+
+    Under sequence parallelism such a parameter acts on this rank's part of the sequence only, so
+    each rank's gradient is a partial sum. A hook on the parameter completes it before the
+    gradient is accumulated, so DeepSpeed (ZeRO 0-2, pipelines) reduces, measures and clips the
+    whole gradient, identical on every rank of the group (gradient norms count it once, as
+    `model_parallel` False says). Register once per parameter: each registration sums again.
+    """
+    if tp.size == 1:
+        return
+    for sub in module.modules():
+        for name, param in sub.named_parameters(recurse=False):
+            if param.requires_grad and shard_spec(sub, name) is None:
+                param.register_hook(functools.partial(_all_reduce, tp=tp))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +349,9 @@ class ColumnParallelLinear(nn.Module):
     Each rank holds `shard(A, tp, dim=0, chunks)`. Without `gather_output` the output stays
     sharded, (..., out_features / size), ready for an elementwise op and a `RowParallelLinear`.
     With it, the output is all-gathered and put back in the full layer's feature order (also when
-    chunks > 1). Parameters start at zero; copy `shard_weight(full)` in.
+    chunks > 1). With `sequence_parallel` the input is this rank's part of the sequence,
+    (..., seq / size, in_features), gathered here; the output covers the whole sequence.
+    Parameters start at zero; copy `shard_weight(full)` in.
     """
 
     def __init__(
@@ -215,6 +363,7 @@ class ColumnParallelLinear(nn.Module):
         bias: bool = True,
         chunks: int = 1,
         gather_output: bool = False,
+        sequence_parallel: bool = False,
     ) -> None:
         super().__init__()
         if chunks < 1 or out_features % chunks != 0:
@@ -224,6 +373,7 @@ class ColumnParallelLinear(nn.Module):
         local_out = out_features // tp.size
         self.in_features, self.out_features = in_features, out_features
         self.tp, self.chunks, self.gather_output = tp, chunks, gather_output
+        self.sequence_parallel = sequence_parallel and tp.size > 1
         self.weight = nn.Parameter(torch.zeros(local_out, in_features))
         self.bias = nn.Parameter(torch.zeros(local_out)) if bias else None
 
@@ -236,9 +386,12 @@ class ColumnParallelLinear(nn.Module):
         return shard(full_bias, self.tp, dim=0, chunks=self.chunks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in_features) -> (..., out_features / size), or (..., out_features) gathered."""
-        x = copy_to_tp(x, self.tp)
-        y = F.linear(x, self.weight, self.bias)  # (..., out_features / size)
+        """x (..., seq, in_features), or this rank's (..., seq / size, in_features) under
+        sequence parallelism -> (..., seq, out_features / size), or (..., seq, out_features)
+        gathered."""
+        y = column_parallel_linear(
+            x, self.weight, self.bias, self.tp, sequence_parallel=self.sequence_parallel
+        )  # (..., seq, out_features / size)
         if not self.gather_output or self.tp.size == 1:
             return y
         y = gather_from_tp(y, self.tp)  # (..., out_features), rank-major
@@ -248,7 +401,7 @@ class ColumnParallelLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"tp_size={self.tp.size}, chunks={self.chunks}, gather_output={self.gather_output}, "
-            f"bias={self.bias is not None}"
+            f"sequence_parallel={self.sequence_parallel}, bias={self.bias is not None}"
         )
 
 
@@ -258,7 +411,10 @@ class RowParallelLinear(nn.Module):
     Each rank holds `shard(B, tp, dim=1)` and a full copy of the bias, which is added once, after
     the partial products are summed. With `input_is_parallel` the input is already this rank's
     slice of the features (the output of a `ColumnParallelLinear`); otherwise it is full and
-    each rank takes its slice. Parameters start at zero; copy `shard_weight(full)` in.
+    each rank takes its slice. With `sequence_parallel` the sum is reduce-scattered: the output
+    is this rank's part of the sequence, (..., seq / size, out_features), and the bias, added
+    there, sees only those positions (see `sum_replicated_gradients`). Parameters start at zero;
+    copy `shard_weight(full)` in.
     """
 
     def __init__(
@@ -269,11 +425,15 @@ class RowParallelLinear(nn.Module):
         *,
         bias: bool = True,
         input_is_parallel: bool = True,
+        sequence_parallel: bool = False,
     ) -> None:
         super().__init__()
         local_in = tp.divide(in_features, "RowParallelLinear in_features")
+        if sequence_parallel and not input_is_parallel:
+            raise ValueError("RowParallelLinear with sequence_parallel needs input_is_parallel")
         self.in_features, self.out_features = in_features, out_features
         self.tp, self.input_is_parallel = tp, input_is_parallel
+        self.sequence_parallel = sequence_parallel and tp.size > 1
         self.weight = nn.Parameter(torch.zeros(out_features, local_in))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
@@ -282,19 +442,25 @@ class RowParallelLinear(nn.Module):
         return shard(full_weight, self.tp, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in_features / size) or (..., in_features) -> (..., out_features)."""
+        """x (..., seq, in_features / size) or (..., seq, in_features) -> (..., seq,
+        out_features), or this rank's (..., seq / size, out_features) under sequence
+        parallelism."""
         if self.tp.size == 1:  # a plain linear layer: one fused matmul + bias
             return F.linear(x, self.weight, self.bias)
         if not self.input_is_parallel:
             x = scatter_to_tp(x, self.tp)  # (..., in_features / size)
-        y = reduce_from_tp(F.linear(x, self.weight), self.tp)  # (..., out_features)
+        partial = F.linear(x, self.weight)  # (..., seq, out_features), this rank's share
+        if self.sequence_parallel:
+            y = reduce_scatter_sequence(partial, self.tp)  # (..., seq / size, out_features)
+        else:
+            y = reduce_from_tp(partial, self.tp)  # (..., seq, out_features)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"tp_size={self.tp.size}, input_is_parallel={self.input_is_parallel}, "
-            f"bias={self.bias is not None}"
+            f"sequence_parallel={self.sequence_parallel}, bias={self.bias is not None}"
         )
 
 
@@ -302,14 +468,23 @@ class VocabParallelEmbedding(nn.Module):
     """An embedding table whose rows (the vocabulary) are split over the group.
 
     This rank owns ids [vocab_start, vocab_end). Ids it does not own contribute zeros, and the
-    partial embeddings are summed over the group, so every rank ends with the full lookup. The
-    weight starts at zero; copy `shard_weight(full)` in.
+    partial embeddings are summed over the group, so every rank ends with the full lookup; with
+    `sequence_parallel` the sum is reduce-scattered and each rank ends with its part of the
+    sequence. The weight starts at zero; copy `shard_weight(full)` in.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, tp: TPGroup) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        tp: TPGroup,
+        *,
+        sequence_parallel: bool = False,
+    ) -> None:
         super().__init__()
         local_vocab = tp.divide(num_embeddings, "VocabParallelEmbedding num_embeddings")
         self.num_embeddings, self.embedding_dim, self.tp = num_embeddings, embedding_dim, tp
+        self.sequence_parallel = sequence_parallel and tp.size > 1
         self.vocab_start = tp.rank * local_vocab
         self.vocab_end = self.vocab_start + local_vocab
         self.weight = nn.Parameter(torch.zeros(local_vocab, embedding_dim))
@@ -319,24 +494,30 @@ class VocabParallelEmbedding(nn.Module):
         return shard(full_weight, self.tp, dim=0)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (...) -> (..., embedding_dim)."""
+        """ids (..., seq) -> (..., seq, embedding_dim), or this rank's (..., seq / size,
+        embedding_dim) under sequence parallelism."""
         if self.tp.size == 1:
             return F.embedding(ids, self.weight)
         outside = (ids < self.vocab_start) | (ids >= self.vocab_end)
         local_ids = (ids - self.vocab_start).masked_fill(outside, 0)
         partial = F.embedding(local_ids, self.weight)  # (..., embedding_dim)
         partial = partial.masked_fill(outside.unsqueeze(-1), 0.0)
+        if self.sequence_parallel:
+            return reduce_scatter_sequence(partial, self.tp)
         return reduce_from_tp(partial, self.tp)
 
     def extra_repr(self) -> str:
         return (
             f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, "
-            f"tp_size={self.tp.size}, vocab=[{self.vocab_start}, {self.vocab_end})"
+            f"tp_size={self.tp.size}, vocab=[{self.vocab_start}, {self.vocab_end}), "
+            f"sequence_parallel={self.sequence_parallel}"
         )
 
 
 # ---------------------------------------------------------------------------------------------
 # Cross entropy over vocabulary-sharded logits.
+
+IGNORE_INDEX = -100  # a label without loss (GPT-NeoX's, Hugging Face's and F.cross_entropy's)
 
 
 def _all_reduce_(x: torch.Tensor, tp: TPGroup, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
@@ -383,18 +564,33 @@ def vocab_parallel_cross_entropy(
     Each rank holds its contiguous block of the vocabulary in the last dim of `logits`. The max
     and the sum of exponentials are all-reduced, and the target's logit is taken on the rank that
     owns it. The backward is analytic: softmax minus one-hot, on this rank's shard. At size 1 this
-    equals `F.cross_entropy(..., reduction="none")` to fp32 rounding. Computes in float32 whatever
-    the logits dtype; the logits' gradient comes back in their dtype.
+    equals `F.cross_entropy(..., reduction="none", ignore_index=IGNORE_INDEX)` to fp32 rounding.
+    Computes in float32 whatever the logits dtype; the logits' gradient comes back in their dtype.
 
-    logits (..., vocab / size), target (...) int64 in [0, vocab) -> loss (...) float32. There is
-    no ignore_index: mask the per-token loss instead.
+    logits (..., vocab / size), target (...) int64 in [0, vocab) or IGNORE_INDEX -> loss (...)
+    float32, 0 (and no gradient) where the target is IGNORE_INDEX.
     """
     if logits.shape[:-1] != target.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must agree on every "
             "dimension but the last (the vocabulary)"
         )
-    return cast(torch.Tensor, _VocabParallelCrossEntropy.apply(logits, target, tp))
+    # An ignored target is owned by no rank: its loss is finite, and zeroed here.
+    loss = cast(torch.Tensor, _VocabParallelCrossEntropy.apply(logits, target, tp))
+    return loss.masked_fill(target == IGNORE_INDEX, 0.0)
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """The training loss: the mean cross entropy over the positions whose label is not
+    IGNORE_INDEX (0 when every one is), from vocabulary-sharded logits.
+
+    logits (batch, seq, vocab / size), labels (batch, seq) -> scalar float32.
+    """
+    per_token = vocab_parallel_cross_entropy(logits, labels, tp)  # (batch, seq), 0 where ignored
+    kept = (labels != IGNORE_INDEX).sum()
+    masked_mean = per_token.sum() / kept.clamp(min=1)
+    # Nothing ignored: exactly `mean()` as before (on GPUs `mean` multiplies by 1 / n instead).
+    return torch.where(kept == labels.numel(), per_token.mean(), masked_mean)
 
 
 def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:

@@ -7,8 +7,13 @@
 A Block is sequential, x + attn(n1(x)) then x + mlp(n2(x)), or GPT-J's parallel residual,
 x + attn(n1(x)) + mlp(n2(x)) (`gpt_j_residual`; `gpt_j_tied` uses one norm for both). Under
 tensor parallelism (a `TPGroup` handed in) the embedding, projections and output layer hold this
-rank's shard; with no group they are plain layers. Module names follow Hugging Face GPTNeoX
-(without its `gpt_neox.` prefix) so that weight conversion is a key map.
+rank's shard; with no group they are plain layers. With `sequence_parallel` (Korthikanti et al.,
+2022) everything between the tensor-parallel regions (embedding output, dropout, norms,
+residual adds, the final norm) holds only this rank's part of the sequence, and the attention
+still sees the whole sequence at its global positions; the ranks must then draw different
+dropout masks (seed each tensor-parallel rank differently). It is for training: a KV cache needs
+a model built without it, and the weights are the same either way. Module names follow Hugging
+Face GPTNeoX (without its `gpt_neox.` prefix) so that weight conversion is a key map.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -32,9 +36,11 @@ from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     TPGroup,
     VocabParallelEmbedding,
-    copy_to_tp,
+    column_parallel_linear,
     gather_from_tp,
-    vocab_parallel_cross_entropy,
+    next_token_loss,
+    sequence_part,
+    sum_replicated_gradients,
 )
 
 
@@ -46,10 +52,18 @@ class WithEmbeddings(nn.Module):
     position_embeddings: nn.Embedding | None
     sinusoidal: SinusoidalEmbedding | None
     embed_dropout: nn.Dropout
+    sequence_parallel: bool
 
-    def add_embeddings(self, config: ModelConfig, tp: TPGroup, vocab: int) -> None:
+    def add_embeddings(
+        self, config: ModelConfig, tp: TPGroup, vocab: int, sequence_parallel: bool = False
+    ) -> None:
         hidden = config.hidden_size
-        self.embed_in = VocabParallelEmbedding(vocab, hidden, tp)
+        self.sequence_parallel = sequence_parallel and tp.size > 1
+        if self.sequence_parallel:
+            tp.divide(config.seq_length, "seq_length")  # sequence parallelism splits it
+        self.embed_in = VocabParallelEmbedding(
+            vocab, hidden, tp, sequence_parallel=self.sequence_parallel
+        )
         self.position_embeddings = (
             nn.Embedding(config.max_positions, hidden) if config.pos_emb == "learned" else None
         )
@@ -57,8 +71,18 @@ class WithEmbeddings(nn.Module):
         self.embed_dropout = nn.Dropout(config.hidden_dropout)
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) ids at `positions` -> (batch, seq, hidden)."""
-        x = self.embed_in(input_ids)
+        """(batch, seq) ids at `positions` (seq,) -> (batch, seq, hidden), or this rank's part
+        of the sequence, (batch, seq / tp, hidden), under sequence parallelism."""
+        if self.sequence_parallel:
+            tp = self.embed_in.tp
+            if input_ids.shape[-1] % tp.size:
+                raise ValueError(
+                    f"sequence_parallel splits the sequence over the {tp.size} tensor-parallel "
+                    f"ranks, but the input has {input_ids.shape[-1]} tokens: give a length "
+                    f"that is a multiple of {tp.size}"
+                )
+            positions = sequence_part(positions, tp, dim=-1)  # this rank's positions
+        x = self.embed_in(input_ids)  # (batch, seq or seq / tp, hidden)
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(positions)
         if self.sinusoidal is not None:
@@ -67,19 +91,22 @@ class WithEmbeddings(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, tp: TPGroup, index: int) -> None:
+    def __init__(
+        self, config: ModelConfig, tp: TPGroup, index: int, *, sequence_parallel: bool = False
+    ) -> None:
         super().__init__()
         self.parallel_residual = config.gpt_j_residual
         self.input_layernorm = build_norm(config)
-        self.attention = SelfAttention(config, tp, index)
+        self.attention = SelfAttention(config, tp, index, sequence_parallel=sequence_parallel)
         self.post_attention_layernorm = None if config.gpt_j_tied else build_norm(config)
-        self.mlp = MLP(config, tp)
+        self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
         self, x: torch.Tensor, rope: Rope, positions: torch.Tensor, cache: KVCache | None
     ) -> torch.Tensor:
-        """x (batch, seq, hidden) -> (batch, seq, hidden)."""
+        """x (batch, seq, hidden) -> (batch, seq, hidden), or this rank's (batch, seq / tp,
+        hidden) part under sequence parallelism; `positions` (seq,) are the whole sequence's."""
         normed = self.input_layernorm(x)
         attn = self.dropout(self.attention(normed, rope, positions, cache))
         if self.parallel_residual:
@@ -100,15 +127,18 @@ class Transformer(WithEmbeddings):
         tp: TPGroup | None = None,
         seed: int = 0,
         padded_vocab: int | None = None,
+        sequence_parallel: bool = False,
     ) -> None:
         """`padded_vocab` overrides the vocabulary padding (a checkpoint saved at another
-        tensor-parallel size keeps the rows it was padded to)."""
+        tensor-parallel size keeps the rows it was padded to). `sequence_parallel` splits the
+        sequence over `tp` outside its tensor-parallel regions (nothing at size 1)."""
         super().__init__()
         self.config = config
         self.tp = tp = tp or TPGroup.single()
         hidden = config.hidden_size
         self.vocab = padded_vocab or config.padded_vocab(tp.size)
-        self.add_embeddings(config, tp, self.vocab)
+        self.add_embeddings(config, tp, self.vocab, sequence_parallel)
+        sp = self.sequence_parallel
         self.rotary = (
             RotaryEmbedding(
                 config.rotary_dim, config.rotary_emb_base, config.rotary_save_freqs_buffer
@@ -116,13 +146,17 @@ class Transformer(WithEmbeddings):
             if config.pos_emb == "rotary"
             else None
         )
-        self.layers = nn.ModuleList(Block(config, tp, i) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(
+            Block(config, tp, i, sequence_parallel=sp) for i in range(config.num_layers)
+        )
         self.final_layer_norm = build_norm(config)
         self.embed_out = (
-            ColumnParallelLinear(hidden, self.vocab, tp, bias=False)
+            ColumnParallelLinear(hidden, self.vocab, tp, bias=False, sequence_parallel=sp)
             if config.no_weight_tying
             else None
         )
+        if sp:  # norms, row-parallel biases, positions: each rank sees its positions only
+            sum_replicated_gradients(self, tp)
         # activation checkpointing: layers per checkpointed chunk, 0 = off; set by the trainer
         self.checkpoint_num_layers = 0
         if self.embed_in.weight.device.type != "meta":
@@ -156,13 +190,19 @@ class Transformer(WithEmbeddings):
         )
 
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """input_ids (batch, seq) after the cached tokens -> final normed (batch, seq, hidden)."""
+        """input_ids (batch, seq) after the cached tokens -> final normed (batch, seq, hidden),
+        or this rank's (batch, seq / tp, hidden) part under sequence parallelism."""
+        if cache is not None and self.sequence_parallel:
+            raise ValueError(
+                "a KV cache needs a model built without sequence_parallel (it is for training; "
+                "build the model for generation or evaluation without it)"
+            )
         start = cache.length if cache is not None else 0
         seq = input_ids.shape[1]
         if start + seq > self.config.max_positions:
             raise ValueError(f"positions up to {start + seq} exceed {self.config.max_positions}")
         positions = torch.arange(start, start + seq, device=input_ids.device)
-        x = self.embed(input_ids, positions)  # (batch, seq, hidden)
+        x = self.embed(input_ids, positions)  # (batch, seq or seq / tp, hidden)
         rope = self.rotary(positions) if self.rotary is not None else None
         chunk = self.checkpoint_num_layers if self.training and cache is None else 0
         for start_layer in range(0, len(self.layers), chunk or len(self.layers)):
@@ -187,11 +227,19 @@ class Transformer(WithEmbeddings):
         return x
 
     def logits(self, hidden: torch.Tensor, gather: bool = True) -> torch.Tensor:
-        """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard."""
+        """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard; under
+        sequence parallelism `hidden` is this rank's (batch, seq / tp, hidden) part and the
+        logits cover the whole sequence."""
         if self.embed_out is not None:
             local = self.embed_out(hidden)  # (batch, seq, vocab / tp)
         else:  # tied: the embedding's shard of the vocabulary is this rank's output shard
-            local = F.linear(copy_to_tp(hidden, self.tp), self.embed_in.weight)
+            local = column_parallel_linear(
+                hidden,
+                self.embed_in.weight,
+                None,
+                self.tp,
+                sequence_parallel=self.sequence_parallel,
+            )
         return gather_from_tp(local, self.tp) if gather else local
 
     def forward(
@@ -201,9 +249,10 @@ class Transformer(WithEmbeddings):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (batch, seq, padded vocab); with `labels` (batch, seq), the mean next-token
-        cross entropy instead, computed without gathering a tensor-parallel vocabulary."""
+        cross entropy instead over the labels that are not IGNORE_INDEX, computed without
+        gathering a tensor-parallel vocabulary."""
         hidden = self.hidden_states(input_ids, cache)
         if labels is None:
             return self.logits(hidden)
         local = self.logits(hidden, gather=False)
-        return vocab_parallel_cross_entropy(local, labels, self.tp).mean()
+        return next_token_loss(local, labels, self.tp)

@@ -66,6 +66,12 @@ def deepspeed_config(run: RunConfig, batch: BatchLayout) -> dict[str, Any]:
         },
         # skip (and count) steps whose gradients are not finite, as fp16 and fp32 ZeRO do
         "bf16": {"enabled": run.precision.dtype == "bf16", "check_grad_overflow": True},
+        # DeepSpeed's pipeline sends 1 / tp of a stage's (replicated) output from each tensor
+        # rank; under sequence parallelism each rank's output is its own part: sent whole
+        "pipeline": {
+            "pipe_partitioned": not run.parallel.splits_sequence,
+            "grad_partitioned": not run.parallel.splits_sequence,
+        },
         "zero_allow_untested_optimizer": True,  # the optimizer is torch's AdamW, built by neox
         "steps_per_print": _NEVER,
         "wall_clock_breakdown": False,

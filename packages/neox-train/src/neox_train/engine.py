@@ -41,8 +41,15 @@ def build_module(
     """`padded_vocab`: the embedding rows of a checkpoint saved at another tensor-parallel size,
     kept on resume (the padding rows take part in the softmax)."""
     seed, training = run.training.seed, run.training
+    sequence_parallel = run.parallel.sequence_parallel
     if parallel.layout.pipe == 1:
-        model = Transformer(model_config, tp=parallel.tp, seed=seed, padded_vocab=padded_vocab)
+        model = Transformer(
+            model_config,
+            tp=parallel.tp,
+            seed=seed,
+            padded_vocab=padded_vocab,
+            sequence_parallel=sequence_parallel,
+        )
         if training.checkpoint_activations:
             model.checkpoint_num_layers = training.checkpoint_num_layers
         if training.torch_compile:
@@ -50,7 +57,7 @@ def build_module(
         return model
     from deepspeed.pipe import LayerSpec, PipelineModule
 
-    layers = pipeline_specs(model_config, parallel.tp, seed, padded_vocab)
+    layers = pipeline_specs(model_config, parallel.tp, seed, padded_vocab, sequence_parallel)
     specs = [LayerSpec(cls, *args) for cls, args in layers]
     return PipelineModule(
         layers=specs,

@@ -24,7 +24,8 @@ def check_inputs(run: RunConfig) -> tuple[str | None, str | None]:
         )
     named = [("data_path", data.data_path)] if data.data_path else []
     for kind in ("train", "valid", "test"):
-        named += [(f"{kind}_data_paths", p) for p in getattr(data, f"{kind}_data_paths") or ()]
+        for key in (f"{kind}_data_paths", f"{kind}_label_data_paths"):
+            named += [(key, p) for p in getattr(data, key) or ()]
     for key, prefix in named:
         for suffix in (".bin", ".idx"):
             if not Path(prefix + suffix).is_file():

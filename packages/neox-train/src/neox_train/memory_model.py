@@ -30,8 +30,11 @@ parallel size, r = kv heads / heads and f = MLP inner width / hidden:
 The last stage adds its final norm and the loss's fp32 softmax over the vocabulary shard
 (4 seq x batch x vocab / t). With activation checkpointing every chunk of checkpoint_num_layers
 keeps only its input (w E) and the backward pass recomputes one chunk at a time, so the peak
-adds one chunk's full activations. These formulas are checked against the tensors a small
-model saves on CPU (packages/neox-train/tests/test_plan.py).
+adds one chunk's full activations. Under sequence parallelism (Section 4.2.2) each rank holds
+1 / t of the sequence between the tensor-parallel regions: the norms, the hidden dropout masks,
+the embedding's mask, the final norm and a checkpointed chunk's input are / t (a column-parallel
+layer keeps its part of the input, not the gathered sequence). These formulas are checked
+against the tensors a small model saves on CPU (packages/neox-train/tests/test_plan.py).
 """
 
 from __future__ import annotations
@@ -100,10 +103,17 @@ class Tokens:
     batch: int
     tensor_parallel: int
     dtype: Dtype
+    sequence_parallel: bool = False
 
     @property
     def count(self) -> int:
         return self.seq * self.batch
+
+    @property
+    def between_regions(self) -> int:
+        """Tokens whose activations the rank holds between the tensor-parallel regions (norms,
+        dropout, residual): all, or its 1 / t of the sequence under sequence parallelism."""
+        return self.count // self.tensor_parallel if self.sequence_parallel else self.count
 
 
 def block_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
@@ -118,7 +128,7 @@ def block_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
     else:  # q, k, v stay views of the QKV output, and the output projection reads a view
         attention += w * e * (1 if r < 1 else 0) / t + w * e / t
     mlp = (4 if config.gated else 2) * w * e * f / t
-    dropout = 2 * e if config.hidden_dropout > 0 else 0
+    dropout = 2 * tokens.between_regions * config.hidden_size if config.hidden_dropout > 0 else 0
     if config.attention_dropout > 0:
         heads = config.num_attention_heads / t
         dropout += int((2 * w + 1) * n * tokens.seq * heads)
@@ -134,7 +144,7 @@ def _rotary_table_bytes(config: ModelConfig, tokens: Tokens) -> int:
 def _block_norm_bytes(config: ModelConfig, tokens: Tokens) -> int:
     """The block's norms: inputs (shared by the parallel residual's two norms), outputs and
     RMSNorm's normalised intermediate."""
-    w, e = width(tokens.dtype), tokens.count * config.hidden_size
+    w, e = width(tokens.dtype), tokens.between_regions * config.hidden_size
     norms = 1 if config.gpt_j_tied else 2
     rms = config.norm == "rmsnorm"
     input_width = FP32 if rms else w
@@ -150,12 +160,12 @@ def _norm_statistics(config: ModelConfig, tokens: Tokens) -> int:
     """Per-token statistics a norm keeps: LayerNorm's fp32 mean and 1/std, RMSNorm's 1/rms,
     ScaleNorm's norm."""
     per_token = {"layernorm": 2 * FP32, "rmsnorm": FP32, "scalenorm": width(tokens.dtype)}
-    return per_token[config.norm] * tokens.count
+    return per_token[config.norm] * tokens.between_regions
 
 
 def head_activation_bytes(config: ModelConfig, tokens: Tokens, padded_vocab: int) -> int:
     """The last stage's final norm and the loss's fp32 softmax over this rank's vocabulary."""
-    w, e = width(tokens.dtype), tokens.count * config.hidden_size
+    w, e = width(tokens.dtype), tokens.between_regions * config.hidden_size
     rms = config.norm == "rmsnorm"
     norm = (FP32 if rms else w) * e + w * e + (w * e if config.norm != "layernorm" else 0)
     norm += _norm_statistics(config, tokens)
@@ -165,7 +175,7 @@ def head_activation_bytes(config: ModelConfig, tokens: Tokens, padded_vocab: int
 def embedding_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
     """The first stage's token ids (int64), the embedding dropout mask, and in fp32 the rotary
     tables every layer reads (16-bit layers keep their own casts instead)."""
-    mask = tokens.count * config.hidden_size if config.hidden_dropout > 0 else 0
+    mask = tokens.between_regions * config.hidden_size if config.hidden_dropout > 0 else 0
     fp32_rotary = config.pos_emb == "rotary" and tokens.dtype == "fp32"
     rotary = 2 * FP32 * tokens.seq * config.rotary_dim if fp32_rotary else 0
     return 8 * tokens.count + mask + rotary
@@ -173,4 +183,4 @@ def embedding_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
 
 def checkpoint_input_bytes(config: ModelConfig, tokens: Tokens) -> int:
     """What a checkpointed chunk of layers keeps: its input."""
-    return width(tokens.dtype) * tokens.count * config.hidden_size
+    return width(tokens.dtype) * tokens.between_regions * config.hidden_size

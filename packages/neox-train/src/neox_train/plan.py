@@ -149,7 +149,13 @@ def _stage(
     blocks = sum(1 for i in range(start, stop) if 1 <= i <= config.num_layers)
     parameters = sum(count for _, count in layers[start:stop])
     states = model_state_bytes(parameters, training_of(run, layout))
-    tokens = Tokens(config.seq_length, batch.micro_batch, layout.model, run.precision.dtype)
+    tokens = Tokens(
+        config.seq_length,
+        batch.micro_batch,
+        layout.model,
+        run.precision.dtype,
+        sequence_parallel=run.parallel.splits_sequence,
+    )
     # 1F1B: stage i holds the activations of up to (stages - i) micro-batches at once
     in_flight = min(layout.pipe - index, batch.grad_accum)
     saved = in_flight * _stage_activations(run, config, tokens, blocks, first, last)
@@ -231,7 +237,9 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
         f"model: {plan.parameters:,} parameters; vocabulary {config.vocab_size:,} "
         f"({vocab_source}), padded to {config.padded_vocab(layout.model):,}",
         f"layout: {layout.pipe * layout.model * layout.data} GPUs = {layout.pipe} pipeline "
-        f"stage(s) x {layout.model} tensor-parallel x {layout.data} data-parallel; ZeRO stage "
+        f"stage(s) x {layout.model} tensor-parallel"
+        + (" (sequence-parallel)" if run.parallel.splits_sequence else "")
+        + f" x {layout.data} data-parallel; ZeRO stage "
         f"{zero_stage(run, layout.data)}, {run.precision.dtype}",
         f"batch: {batch.global_batch} sequences per step = {batch.micro_batch} per GPU x "
         f"{batch.grad_accum} accumulation step(s) x {batch.data_parallel} replica(s); "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from neox_data import PackImpl
 from neox_model import ModelConfig
 from neox_train.batch import BatchLayout, data_parallel_size, resolve_batch
 from neox_train.legacy_keys import LEGACY_KEYS, rewrite_legacy_keys
@@ -84,6 +85,42 @@ class DataConfig:
             "every file alike (small files boosted)."
         ),
     )
+    train_label_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "Label token files, one per train_data_paths file and with its document sizes: the "
+            "token to predict at each position, -100 for no loss (signed, e.g. int32); default: "
+            "every next token."
+        ),
+    )
+    valid_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label token files, one per valid_data_paths file.")
+    )
+    test_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label token files, one per test_data_paths file.")
+    )
+    pack_impl: PackImpl = field(
+        default="packed",
+        metadata=_doc(
+            "How documents become samples: packed (one stream cut every seq_length tokens), "
+            "pack_until_overflow (whole documents while they fit), unpacked (one document per "
+            "sample); the last two pad samples, without loss on the padding."
+        ),
+    )
+    allow_chopped: bool = field(
+        default=True,
+        metadata=_doc(
+            "pack_until_overflow and unpacked: cut a document longer than seq_length + 1 "
+            "tokens to that length; false leaves it out."
+        ),
+    )
+    eod_mask_loss: bool = field(
+        default=False,
+        metadata=_doc(
+            "No loss where the input token is the tokenizer's end-of-document (predicting the "
+            "token after it)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.train_data_paths and self.data_path:
@@ -95,6 +132,7 @@ class DataConfig:
             raise ValueError("valid_data_paths and test_data_paths need train_data_paths")
         for kind in ("train", "valid", "test"):
             paths = getattr(self, f"{kind}_data_paths") or ()
+            self._check_labels(kind, paths)
             weights = getattr(self, f"{kind}_data_weights")
             if weights is not None and len(weights) != len(paths):
                 raise ValueError(
@@ -106,6 +144,21 @@ class DataConfig:
         if self.weighted_sampler_alpha <= 0:
             raise ValueError(
                 f"weighted_sampler_alpha must be positive: {self.weighted_sampler_alpha}"
+            )
+
+    def _check_labels(self, kind: str, paths: tuple[str, ...]) -> None:
+        labels = getattr(self, f"{kind}_label_data_paths")
+        if labels is None:
+            return
+        if not self.train_data_paths:
+            raise ValueError(
+                f"{kind}_label_data_paths needs train_data_paths: label files go with files "
+                "per purpose (as in GPT-NeoX), not with data_path and split"
+            )
+        if len(labels) != len(paths):
+            raise ValueError(
+                f"{kind}_label_data_paths has {len(labels)} files for {len(paths)} "
+                f"{kind}_data_paths: give one label file per data file, in the same order"
             )
 
 
@@ -328,6 +381,16 @@ class ZeroConfig:
 class ParallelConfig:
     pipe_parallel_size: int = field(default=0, metadata=_doc("Pipeline stages (0/1 = none)."))
     model_parallel_size: int = field(default=1, metadata=_doc("Tensor-parallel size."))
+    sequence_parallel: bool = field(
+        default=False,
+        metadata=_doc(
+            "Split the sequence over the tensor-parallel ranks where the activations are "
+            "otherwise replicated (norms, dropout, residual adds): their memory / "
+            "model_parallel_size, reduce-scatter and all-gather instead of all-reduce "
+            "(Korthikanti et al., 2022). Needs seq_length divisible by model_parallel_size; "
+            "changes nothing at model_parallel_size 1."
+        ),
+    )
     zero_optimization: ZeroConfig = field(
         default_factory=ZeroConfig, metadata=_doc("DeepSpeed ZeRO settings.")
     )
@@ -357,6 +420,11 @@ class ParallelConfig:
                 f"distributed_timeout_minutes must be positive, got "
                 f"{self.distributed_timeout_minutes}"
             )
+
+    @property
+    def splits_sequence(self) -> bool:
+        """Whether sequence parallelism is on: asked for, over more than one tensor rank."""
+        return self.sequence_parallel and self.model_parallel_size > 1
 
 
 @dataclass(frozen=True)
@@ -621,7 +689,6 @@ IGNORED_KEYS: Mapping[str, str] = {
 UNSUPPORTED_KEYS: Mapping[str, str] = {
     "return_logits": "returning logits from text generation",
     "sparsity_config": "sparse attention",
-    "sequence_parallel": "sequence parallelism",
     "iteration": "starting at a chosen iteration",
     "deepspeed_extra_args": "extra DeepSpeed config entries (neox writes the DeepSpeed config)",
     "override_lr_scheduler": (
@@ -803,7 +870,44 @@ def layout_problem(run: RunConfig) -> str | None:
             f"model_parallel_size {tp} must divide num_attention_heads "
             f"({model.num_attention_heads}) and the key/value heads ({model.kv_heads})"
         )
+    return _sequence_parallel_problem(run)
+
+
+def _sequence_parallel_problem(run: RunConfig) -> str | None:
+    """Why sequence_parallel cannot train this run, or None."""
+    tp, seq_length = run.parallel.model_parallel_size, run.model.seq_length
+    if not run.parallel.splits_sequence:
+        return None
+    if seq_length % tp:
+        return (
+            f"sequence_parallel splits the sequence over the tensor-parallel ranks: seq_length "
+            f"({seq_length}) must be divisible by model_parallel_size ({tp})"
+        )
+    if run.training.eval_tasks:
+        return (
+            "eval_tasks during training with sequence_parallel: lm-eval's requests have any "
+            "length, the training model takes whole shards of the sequence (run neox eval on a "
+            "checkpoint)"
+        )
+    curriculum = run.training.curriculum_learning
+    if curriculum is not None and curriculum.enabled:
+        odd = [n for n in _curriculum_steps(curriculum) if min(n, seq_length) % tp]
+        if odd:
+            return (
+                f"sequence_parallel with model_parallel_size {tp} needs every curriculum_learning "
+                f"sequence length to be a multiple of {tp}; {odd[0]} is not (choose "
+                f"difficulty_step, max_difficulty or the difficulty list in multiples of {tp})"
+            )
     return None
+
+
+def _curriculum_steps(curriculum: CurriculumConfig) -> list[int]:
+    """Lengths that every sequence length of the curriculum is a multiple of or equal to."""
+    schedule = curriculum.schedule_config
+    if curriculum.schedule_type == "fixed_discrete":
+        return [int(d) for d in schedule.get("difficulty", [])]
+    # DeepSpeed's linear and root schedules: multiples of difficulty_step, capped at the maximum
+    return [int(schedule.get("difficulty_step", 1)), curriculum.max_difficulty]
 
 
 def _suggestion(key: str, owners: Mapping[str, type]) -> str:

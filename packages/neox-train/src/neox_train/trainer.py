@@ -25,7 +25,7 @@ from neox_model import LATEST, EngineLayout, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.curriculum import SeqlenCurriculum
-from neox_train.data import Splits, build_datasets, micro_batches, sample_counts
+from neox_train.data import Splits, build_datasets, sample_counts, training_pairs
 from neox_train.deepspeed_config import zero_stage
 from neox_train.distributed import DistEnv
 from neox_train.engine import build_engine
@@ -189,22 +189,33 @@ def _mean_over_ranks(value: float) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
+def dropout_seed(seed: int, step: int, data_rank: int, tensor_rank: int | None) -> int:
+    """The seed of a rank's dropout at `step`: a function of (seed, step, data-parallel rank),
+    so resumed runs repeat it exactly. The tensor-parallel ranks of a replica draw the same masks
+    (their activations are replicated), except under sequence parallelism, where each drops its
+    own positions: there `tensor_rank` is given and enters the seed."""
+    entropy = [seed, step, data_rank] + ([] if tensor_rank is None else [tensor_rank])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
 def _seed_step(session: Session, step: int) -> None:
-    """Dropout randomness depends only on (seed, step, data-parallel rank): resumed runs repeat
-    it exactly, and the tensor-parallel ranks of a replica draw the same masks."""
-    seq = np.random.SeedSequence([session.run.training.seed, step, session.parallel.data_rank])
-    torch.manual_seed(int(seq.generate_state(1)[0]))
+    split = session.run.parallel.splits_sequence
+    tensor_rank = session.parallel.tp.rank if split else None
+    seed = dropout_seed(session.run.training.seed, step, session.parallel.data_rank, tensor_rank)
+    torch.manual_seed(seed)
 
 
 def _pairs(
     session: Session, dataset: Any, step: int, seqlen: int | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, labels) of each of this rank's micro batches of global step `step`, the first
-    `seqlen` positions only when a curriculum shortens them."""
+    `seqlen` positions only when a curriculum shortens them; labels are IGNORE_INDEX where a
+    position carries no loss (see `neox_train.data`)."""
     rank, end = session.parallel.data_rank, seqlen or session.model_config.seq_length
+    eod = session.tokenizer.eod_id if session.run.data.eod_mask_loss else None
     return [
-        (tokens[:, :end].to(session.device), tokens[:, 1 : end + 1].to(session.device))
-        for tokens in micro_batches(dataset, step, session.batch, rank)
+        (inputs[:, :end].to(session.device), labels[:, :end].to(session.device))
+        for inputs, labels in training_pairs(dataset, step, session.batch, rank, eod)
     ]
 
 
