@@ -39,6 +39,7 @@ into every rank, so the numbers do not depend on the tensor-parallel size.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -148,69 +149,32 @@ def _reduce_scatter_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
 # Autograd-aware collectives: each forward is paired with its adjoint in backward.
 
 
-class _CopyToTP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        ctx.tp = tp
-        return x
+Exchange = Callable[[torch.Tensor, TPGroup], torch.Tensor]
+
+
+def _identity(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    return x
+
+
+class _Collective(torch.autograd.Function):
+    """`forward(x, tp)` in forward, its adjoint `backward(grad, tp)` in backward."""
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _all_reduce(grad, ctx.tp), None
-
-
-class _ReduceFromTP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        return _all_reduce(x, tp)
+    def forward(
+        ctx: Any, x: torch.Tensor, tp: TPGroup, forward: Exchange, backward: Exchange
+    ) -> torch.Tensor:
+        ctx.tp, ctx.adjoint = tp, backward
+        return forward(x, tp)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        return ctx.adjoint(grad, ctx.tp), None, None, None
 
 
-class _GatherFromTP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        ctx.tp = tp
-        return _all_gather_last(x, tp)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _split_last(grad, ctx.tp), None
-
-
-class _ScatterToTP(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        ctx.tp = tp
-        return _split_last(x, tp)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _all_gather_last(grad, ctx.tp), None
-
-
-class _GatherSequence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        ctx.tp = tp
-        return _all_gather_sequence(x, tp)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _reduce_scatter_sequence(grad, ctx.tp), None
-
-
-class _ReduceScatterSequence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
-        ctx.tp = tp
-        return _reduce_scatter_sequence(x, tp)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _all_gather_sequence(grad, ctx.tp), None
+def _collective(
+    x: torch.Tensor, tp: TPGroup, forward: Exchange, backward: Exchange
+) -> torch.Tensor:
+    return x if tp.size == 1 else cast(torch.Tensor, _Collective.apply(x, tp, forward, backward))
 
 
 class _GatherSequenceLinear(torch.autograd.Function):
@@ -245,35 +209,35 @@ class _GatherSequenceLinear(torch.autograd.Function):
 
 def copy_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: identity. Backward: all-reduce (sum) of the gradient over the group."""
-    return x if tp.size == 1 else cast(torch.Tensor, _CopyToTP.apply(x, tp))
+    return _collective(x, tp, _identity, _all_reduce)
 
 
 def reduce_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: all-reduce (sum) over the group. Backward: identity."""
-    return x if tp.size == 1 else cast(torch.Tensor, _ReduceFromTP.apply(x, tp))
+    return _collective(x, tp, _all_reduce, _identity)
 
 
 def gather_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: all-gather along the last dim in rank order. Backward: this rank's slice."""
-    return x if tp.size == 1 else cast(torch.Tensor, _GatherFromTP.apply(x, tp))
+    return _collective(x, tp, _all_gather_last, _split_last)
 
 
 def scatter_to_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: this rank's slice of the last dim. Backward: all-gather of the gradient."""
-    return x if tp.size == 1 else cast(torch.Tensor, _ScatterToTP.apply(x, tp))
+    return _collective(x, tp, _split_last, _all_gather_last)
 
 
 def gather_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: all-gather of the ranks' parts of the sequence (dim -2) in rank order,
     (..., seq / size, f) -> (..., seq, f). Backward: reduce-scatter of the gradient (the sum over
     the group, this rank's part of the sequence)."""
-    return x if tp.size == 1 else cast(torch.Tensor, _GatherSequence.apply(x, tp))
+    return _collective(x, tp, _all_gather_sequence, _reduce_scatter_sequence)
 
 
 def reduce_scatter_sequence(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: the sum over the group, this rank's part of the sequence (dim -2),
     (..., seq, f) -> (..., seq / size, f). Backward: all-gather of the gradient."""
-    return x if tp.size == 1 else cast(torch.Tensor, _ReduceScatterSequence.apply(x, tp))
+    return _collective(x, tp, _reduce_scatter_sequence, _all_gather_sequence)
 
 
 def column_parallel_linear(
