@@ -15,8 +15,9 @@ ZERO0 = {"stage": 0}
 # name: (processes, overrides)
 LAYOUTS = {
     "tp2-pp2": (4, dict(model_parallel_size=2, pipe_parallel_size=2, zero_optimization=ZERO0)),
+    # one fp32 replica: ZeRO-1 runs as stage 0, the torch optimizer's own state
     "single-zero1": (1, dict(zero_optimization={"stage": 1})),
-    "dp2-zero1": (2, dict(zero_optimization={"stage": 1})),
+    "dp2-zero1": (2, dict(zero_optimization={"stage": 1})),  # ZeRO's flat partitions
 }
 
 
@@ -39,7 +40,7 @@ def saved(data_dir, tmp_path_factory):
     """8 steps straight in each source layout, saving at step 5 and 8."""
     root = tmp_path_factory.mktemp("straight")
     runs = {}
-    for layout in ("tp2-pp2", "single-zero1"):
+    for layout in ("tp2-pp2", "single-zero1", "dp2-zero1"):
         values = config(data_dir, root / layout, layout)
         run_workers([write_config(root / f"{layout}.yml", values)], LAYOUTS[layout][0])
         runs[layout] = root / layout
@@ -55,12 +56,21 @@ def step5(run_dir, into):
 
 @pytest.mark.parametrize(
     ("source", "target"),
-    [("tp2-pp2", "single-zero1"), ("single-zero1", "tp2-pp2"), ("tp2-pp2", "dp2-zero1")],
+    [
+        ("tp2-pp2", "single-zero1"),
+        ("single-zero1", "tp2-pp2"),
+        ("tp2-pp2", "dp2-zero1"),
+        ("dp2-zero1", "single-zero1"),
+    ],
 )
 def test_resume_at_another_layout_continues_the_run(data_dir, tmp_path, saved, source, target):
     load = step5(saved[source], tmp_path / "load")
     layout = json.loads((load / "global_step5" / "layout.json").read_text())
     assert len(layout["ranks"]) == LAYOUTS[source][0]
+    flat = source == "dp2-zero1"  # the two optimizer layouts, both carried over
+    assert (layout["layout"]["zero_stage"], layout["optimizer"]) == (
+        (1, "flat") if flat else (0, "torch")
+    )
     values = config(data_dir, tmp_path / "save", target, load=str(load))
     out = run_workers([write_config(tmp_path / "resume.yml", values)], LAYOUTS[target][0])
     assert "was saved at" in out and "resumed from" in out and "at step 5" in out, out[-2000:]
