@@ -95,6 +95,10 @@ def write(tmp_path, text):
     [
         ("save_interval: 7\n", r"save_interval \(7\) and checkpoint_factor \(1000\) disagree"),
         ("mlp_type: moe\n", "mlp_type must be 'regular' or 'llama', got 'moe'"),
+        (
+            "train_data_paths: [a]\nlabel_data_paths: [b]\ntrain_label_data_paths: [c]\n",
+            r"label_data_paths \(\['b'\]\) and train_label_data_paths \(\['c'\]\) disagree",
+        ),
         ("mlp_type: llama\nactivation: mish\n", "gates with activation silu, gelu or relu"),
         ("mlp_type: llama\nuse_bias_in_mlp: true\n", "no MLP biases but use_bias_in_mlp is true"),
         ("override_lr_scheduler: true\n", "override_lr_scheduler is a GPT-NeoX key for taking"),
@@ -104,6 +108,15 @@ def test_older_keys_that_cannot_be_read_say_why(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_run_config([FILES / "pythia_160M.yml", write(tmp_path, text)])
     assert str(err.value).startswith(str(tmp_path / "extra.yml"))
+
+
+def test_the_older_label_data_paths_are_the_train_label_files(tmp_path):
+    """GPT-NeoX's preprocess_data_with_mask.py documents label_data_paths beside the
+    train_data_paths; today's GPT-NeoX calls it train_label_data_paths."""
+    text = "train_data_paths: [data/a, data/b]\nlabel-data-paths: [data/a_label, data/b_label]\n"
+    loaded = load_run_config([FILES / "pythia_160M.yml", write(tmp_path, text)])
+    assert loaded.run.data.train_label_data_paths == ("data/a_label", "data/b_label")
+    assert "label_data_paths: read as train_label_data_paths" in loaded.rewritten[0]
 
 
 def test_mlp_type_regular_is_the_plain_mlp(tmp_path):

@@ -2,6 +2,8 @@
 the config, so that configs written for earlier GPT-NeoX versions load unchanged.
 
 - `save_interval`: GPT-NeoX's earlier name of `checkpoint_factor` (a save every N steps).
+- `label_data_paths`: GPT-NeoX's earlier name of `train_label_data_paths` (its
+  `preprocess_data_with_mask.py` documents it beside train_data_paths).
 - `mlp_type: llama`: GPT-NeoX's earlier LLaMA MLP, act(x W_gate) * (x W_up) W_down without biases,
   whose inner width is `intermediate_size` itself, or round_up(int(8 h / 3), 256) without it.
   Today's spelling of that MLP is a gated activation (silu -> swiglu, gelu -> geglu,
@@ -20,6 +22,10 @@ from neox_train.schema import ConfigError, Where
 # the documentation of each older key, for `neox-train keys`
 LEGACY_KEYS: Mapping[str, str] = {
     "save_interval": "GPT-NeoX's earlier name of checkpoint_factor; read as checkpoint_factor.",
+    "label_data_paths": (
+        "GPT-NeoX's earlier name of train_label_data_paths (label files of train_data_paths); "
+        "read as train_label_data_paths."
+    ),
     "mlp_type": (
         "GPT-NeoX's earlier MLP switch: 'regular' (the default) or 'llama' (gated, no biases); "
         "read as activation swiglu/geglu/reglu, intermediate_size and use_bias_in_mlp false."
@@ -42,17 +48,21 @@ def rewrite_legacy_keys(
     return out, notes
 
 
-def _save_interval(values: dict[str, Any], where: Where) -> str:
-    interval = values.pop("save_interval")
-    factor = values.get("checkpoint_factor")
-    if factor is not None and factor != interval:
-        raise ConfigError(
-            f"{where('save_interval')}: save_interval ({interval}) and checkpoint_factor "
-            f"({factor}) disagree; save_interval is GPT-NeoX's older name of checkpoint_factor, "
-            "keep one"
-        )
-    values["checkpoint_factor"] = interval
-    return f"read as checkpoint_factor: {interval}"
+def _renamed(old: str, new: str) -> Callable[[dict[str, Any], Where], str]:
+    """A rewrite of GPT-NeoX's older name `old` of the key `new`: both given must agree."""
+
+    def rewrite(values: dict[str, Any], where: Where) -> str:
+        value = values.pop(old)
+        current = values.get(new)
+        if current is not None and current != value:
+            raise ConfigError(
+                f"{where(old)}: {old} ({value}) and {new} ({current}) disagree; {old} is "
+                f"GPT-NeoX's older name of {new}, keep one"
+            )
+        values[new] = value
+        return f"read as {new}: {value}"
+
+    return rewrite
 
 
 def _mlp_type(values: dict[str, Any], where: Where) -> str:
@@ -92,6 +102,7 @@ def _mlp_type(values: dict[str, Any], where: Where) -> str:
 
 
 _REWRITES: dict[str, Callable[[dict[str, Any], Where], str]] = {
-    "save_interval": _save_interval,
+    "save_interval": _renamed("save_interval", "checkpoint_factor"),
+    "label_data_paths": _renamed("label_data_paths", "train_label_data_paths"),
     "mlp_type": _mlp_type,
 }
