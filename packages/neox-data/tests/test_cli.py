@@ -89,6 +89,26 @@ def test_missing_input_is_a_user_error(tmp_path: Path, tokenizer_path: Path, cap
     assert "none.jsonl" in capsys.readouterr().err
 
 
+def test_mask_before_token_writes_the_label_file(
+    tmp_path: Path, corpus: Path, tokenizer_path: Path, capsys
+) -> None:
+    tokenizer = HFTokenizer(tokenizer_path)
+    pattern = tokenizer.encode(" the")
+    ids = ",".join(map(str, pattern))
+    argv = ["preprocess", "--input", str(corpus), "--vocab-file", str(tokenizer_path)]
+    prefix = tmp_path / "c"
+    assert main([*argv, "--output-prefix", str(prefix), "--mask-before-token", ids]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {prefix}_label_document.bin" in out and "without the mask token(s)" in out
+    tokens, labels = TokenFile(f"{prefix}_text_document"), TokenFile(f"{prefix}_label_document")
+    assert (labels.sizes == tokens.sizes).all() and (labels.tokens < 0).any()
+    argv = [*argv, "--output-prefix", str(tmp_path / "d"), "--mask-before-token", "1,x"]
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    assert "comma-separated token ids" in capsys.readouterr().err
+
+
 def test_only_the_mmap_dataset_impl_is_accepted(tmp_path: Path, tokenizer_path: Path) -> None:
     argv = ["preprocess", "--input", "x.jsonl", "--vocab-file", str(tokenizer_path)]
     with pytest.raises(SystemExit) as excinfo:

@@ -185,3 +185,106 @@ def test_other_tokenizer_types_round_trip_through_token_files(
         ids = tokens[i].tolist()
         assert ids[-1] == tokenizer.eod_id
         assert tokenizer.decode(ids[:-1]) == text
+
+
+def _expected_labels(tokens: list[int], pattern: list[int]) -> list[int]:
+    """GPT-NeoX's mask, computed here by a plain scan: -100 through the first match."""
+    for start in range(len(tokens) - len(pattern) + 1):
+        if tokens[start : start + len(pattern)] == pattern:
+            end = start + len(pattern)
+            return [-100] * end + tokens[end:]
+    return list(tokens)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mask_before_token_writes_labels_in_step_with_the_tokens(
+    tmp_path: Path, tokenizer_path: Path, write_jsonl, make_texts, workers: int
+) -> None:
+    spec = TokenizerSpec("HFTokenizer", str(tokenizer_path))
+    tokenizer = spec.build()
+    pattern = tokenizer.encode(" Answer:")
+    texts = [f"Question: {t} Answer: {t[::-1]}" for t in make_texts(150, seed=5)]
+    texts[3] = "no delimiter in this one"
+    texts[7] = f"{texts[7]} Answer: again"  # only the first occurrence counts
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    result = preprocess(
+        corpus,
+        tmp_path / "d",
+        spec,
+        append_eod=True,
+        workers=workers,
+        progress=False,
+        mask_before_token=pattern,
+    )
+    assert result.outputs["label"] == tmp_path / "d_label_document"
+    tokens, labels = TokenFile(result.outputs["text"]), TokenFile(result.outputs["label"])
+    assert labels.dtype == np.int32 and len(labels) == len(tokens) == len(texts)
+    masked_documents = 0
+    for i in range(len(tokens)):
+        expected = _expected_labels(tokens[i].tolist(), pattern)
+        assert labels[i].tolist() == expected, i
+        masked_documents += expected[0] == -100
+    assert labels[3].tolist() == tokens[3].tolist()  # no delimiter: every label kept
+    kept = labels[7] != -100  # the second " Answer:" keeps its labels
+    assert tokenizer.decode(tokens[7][kept].tolist()).count(" Answer:") == 1
+    assert result.unmasked_documents == len(texts) - masked_documents >= 1
+    assert "without the mask token(s)" in result.summary()
+
+
+def test_mask_labels_are_read_by_the_dataset(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl
+) -> None:
+    from neox_data import IGNORE_INDEX, GPTDataset
+
+    pattern = tokenizer.encode(" Answer:")
+    texts = ["Question: the fox? Answer: the dog.", "Question: a café? Answer: déjà vu."]
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    result = preprocess(
+        corpus,
+        tmp_path / "d",
+        tokenizer,
+        append_eod=True,
+        mask_before_token=pattern,
+        progress=False,
+    )
+    tokens = TokenFile(result.outputs["text"])
+    dataset = GPTDataset(
+        tokens,
+        np.arange(2),
+        num_samples=2,
+        seq_length=4 * max(tokens.sizes),
+        seed=1,
+        pack_impl="unpacked",
+        labels=TokenFile(result.outputs["label"]),
+        cache=False,
+    )
+    for index in range(2):
+        sample, labels = dataset[index], dataset.labels(index)
+        kept = labels != IGNORE_INDEX
+        answer = tokenizer.decode(sample[kept].tolist())
+        assert answer in (" the dog.<|endoftext|>", " déjà vu.<|endoftext|>"), answer
+
+
+@pytest.mark.parametrize(
+    ("keys", "pattern", "message"),
+    [
+        (("text", "title"), [5], "one label file for one JSON key"),
+        (("label",), [5], "one label file for one JSON key other than 'label'"),
+        (("text",), [], "at least one token id"),
+        (("text",), [1, 100_000], r"ids must be in 0\.\.319"),
+    ],
+)
+def test_mask_before_token_is_checked_before_anything_is_written(
+    tmp_path: Path, tokenizer: HFTokenizer, write_jsonl, keys, pattern, message
+) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{key: "the dog" for key in keys}])
+    with pytest.raises(ValueError, match=message):
+        preprocess(
+            corpus,
+            tmp_path / "out" / "d",
+            tokenizer,
+            jsonl_keys=keys,
+            mask_before_token=pattern,
+            progress=False,
+        )
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -86,7 +86,23 @@ def _add_preprocess(commands: argparse._SubParsersAction, common: argparse.Argum
         default="auto",
         help="auto: encode byte-level BPE with tiktoken when it gives the same ids (default)",
     )
+    sub.add_argument(
+        "--mask-before-token",
+        type=_token_ids,
+        metavar="ID[,ID...]",
+        help="also write PREFIX_label_document: labels -100 (no loss) up to and including the "
+        "first occurrence of these token ids in each document",
+    )
     sub.set_defaults(run=_run_preprocess)
+
+
+def _token_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token ids such as 50,1270, got {text!r}"
+        ) from None
 
 
 def _add_tokenizer_options(
@@ -182,6 +198,7 @@ def _run_preprocess(args: argparse.Namespace) -> None:
         skip_bad_lines=args.skip_bad_lines,
         ftfy=args.ftfy,
         tokenizer_engine=args.tokenizer_engine,
+        mask_before_token=args.mask_before_token,
     )
     for prefix in result.outputs.values():
         print(f"wrote {prefix}.bin and {prefix}.idx")

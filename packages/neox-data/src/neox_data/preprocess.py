@@ -1,4 +1,12 @@
-"""Corpus preprocessing: tokenize raw documents into GPT-NeoX ``{prefix}_{key}_document`` files."""
+"""Corpus preprocessing: tokenize raw documents into GPT-NeoX ``{prefix}_{key}_document`` files.
+
+With ``mask_before_token`` (GPT-NeoX's ``preprocess_data_with_mask.py``) a label file
+``{prefix}_label_document`` (int32) is written beside the tokens, document for document: each
+token's label is the token itself, except ``IGNORE_INDEX`` (-100, no loss) up to and including
+the first occurrence of the token sequence in the document (a prompt's delimiter, such as the
+tokens of "Answer:"). A document without it keeps every label. Training reads it through
+``train_label_data_paths``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from tqdm import tqdm
 
 from neox_data.corpus import Document, ReadStats, iter_documents, resolve_paths
 from neox_data.dependency import MissingDependencyError, import_optional
+from neox_data.gpt_dataset import IGNORE_INDEX
 from neox_data.tiktoken_tokenizer import TiktokenEngine
 from neox_data.token_file import TokenFileWriter, as_token_array, best_dtype, writing_together
 from neox_data.tokenizer import Tokenizer, TokenizerSpec
@@ -69,23 +78,32 @@ class PreprocessResult:
     bad_lines: int = 0  # input lines skipped under skip_bad_lines
     invalid_utf8: int = 0  # lines or files whose invalid UTF-8 was replaced by U+FFFD
     engine: str = "hf"  # what encoded: the tokenizer itself ("hf") or "tiktoken"
+    unmasked_documents: int | None = None  # with mask_before_token: documents without it
 
     @property
     def megabytes_per_second(self) -> float:
         return self.text_bytes / 1e6 / max(self.seconds, 1e-9)
 
     def summary(self) -> str:
+        masked = (
+            ""
+            if self.unmasked_documents is None
+            else f"{self.unmasked_documents} without the mask token(s), every label kept; "
+        )
         return (
             f"{self.documents} documents ({self.empty_documents} empty, skipped), "
-            f"{self.tokens} tokens, {self.bad_lines} bad lines skipped, "
+            f"{self.tokens} tokens, {masked}{self.bad_lines} bad lines skipped, "
             f"{self.invalid_utf8} with invalid UTF-8 replaced, "
             f"{self.megabytes_per_second:.2f} MB/s, {self.seconds:.1f} s ({self.engine} engine)"
         )
 
 
 def output_prefix_for(output_prefix: str | Path, key: str) -> Path:
-    """GPT-NeoX's name for the token file of one JSON key."""
+    """GPT-NeoX's name for the token file of one JSON key (and of the labels: key "label")."""
     return Path(f"{output_prefix}_{key}_document")
+
+
+LABEL_KEY = "label"  # the label file's "key" in its name and in `PreprocessResult.outputs`
 
 
 def preprocess(
@@ -103,6 +121,7 @@ def preprocess(
     skip_bad_lines: bool = False,
     ftfy: bool = False,
     tokenizer_engine: str = "auto",
+    mask_before_token: Sequence[int] | None = None,
 ) -> PreprocessResult:
     """Tokenize every document of ``inputs`` into one token file per JSON key.
 
@@ -120,11 +139,16 @@ def preprocess(
         import_optional("ftfy", "ftfy", "--ftfy")  # fail before reading anything
     paths = resolve_paths(inputs)
     local = tokenizer.build() if isinstance(tokenizer, TokenizerSpec) else tokenizer
+    pattern = _mask_pattern(mask_before_token, jsonl_keys, local.vocab_size)
     dtype = best_dtype(local.vocab_size)
     writers = {
         key: TokenFileWriter(output_prefix_for(output_prefix, key), dtype, overwrite=overwrite)
         for key in jsonl_keys
     }
+    labels = None
+    if pattern is not None:
+        prefix = output_prefix_for(output_prefix, LABEL_KEY)
+        labels = _LabelWriter(TokenFileWriter(prefix, np.int32, overwrite=overwrite), pattern)
     stats = ReadStats()
     documents = iter_documents(paths, jsonl_keys, skip_bad_lines=skip_bad_lines, stats=stats)
     chunks = _chunked(documents, _CHUNK_SIZE)
@@ -134,17 +158,23 @@ def preprocess(
     encoded = _encode(itertools.chain(first, chunks), local, encoding, workers)
     total = num_docs * len(jsonl_keys) if num_docs else None
     start = time.perf_counter()
+    together = [*writers.values(), *([labels.writer] if labels else [])]
     with (
-        writing_together(list(writers.values())),
+        writing_together(together),
         closing(encoded),
         _progress_bar(total, progress) as bar,
     ):
+        if labels is not None:
+            encoded = labels.tap(encoded)
         counts = _write_all(encoded, writers, bar, log_interval)
     outputs = {key: writer.prefix for key, writer in writers.items()}
+    if labels is not None:
+        outputs[LABEL_KEY] = labels.writer.prefix
     seconds = time.perf_counter() - start
     engine = "tiktoken" if isinstance(local, TiktokenEngine) else "hf"
+    unmasked = labels.unmasked if labels is not None else None
     result = PreprocessResult(
-        outputs, *counts, seconds, stats.bad_lines, stats.invalid_utf8, engine
+        outputs, *counts, seconds, stats.bad_lines, stats.invalid_utf8, engine, unmasked
     )
     logger.info("%s", result.summary())
     return result
@@ -195,6 +225,61 @@ def _check_options(jsonl_keys: Sequence[str], workers: int, log_interval: int, e
         raise ValueError(f"workers must be at least 1, got {workers}")
     if log_interval < 1:
         raise ValueError(f"log_interval must be at least 1, got {log_interval}")
+
+
+def _mask_pattern(
+    tokens: Sequence[int] | None, jsonl_keys: Sequence[str], vocab_size: int
+) -> np.ndarray | None:
+    """The mask token sequence as an array, checked; None without one."""
+    if tokens is None:
+        return None
+    pattern = np.asarray(list(tokens), dtype=np.int64)
+    if pattern.size == 0:
+        raise ValueError("mask_before_token needs at least one token id")
+    if pattern.min() < 0 or pattern.max() >= vocab_size:
+        raise ValueError(
+            f"mask_before_token ids must be in 0..{vocab_size - 1} (the tokenizer's vocabulary), "
+            f"got {pattern.tolist()}"
+        )
+    if len(jsonl_keys) != 1 or jsonl_keys[0] == LABEL_KEY:
+        raise ValueError(
+            f"mask_before_token writes one label file for one JSON key other than "
+            f"{LABEL_KEY!r}; got --jsonl-keys {' '.join(jsonl_keys)}"
+        )
+    return pattern
+
+
+def first_match_end(tokens: np.ndarray, pattern: np.ndarray) -> int:
+    """The position just past the first occurrence of ``pattern`` in ``tokens``; 0 when none."""
+    if len(tokens) < len(pattern):
+        return 0
+    windows = np.lib.stride_tricks.sliding_window_view(tokens, len(pattern))
+    hits = np.flatnonzero((windows == pattern).all(axis=1))
+    return int(hits[0]) + len(pattern) if len(hits) else 0
+
+
+class _LabelWriter:
+    """Writes each encoded document's labels as its tokens go by (`tap`)."""
+
+    def __init__(self, writer: TokenFileWriter, pattern: np.ndarray) -> None:
+        self.writer, self.pattern = writer, pattern
+        self.unmasked = 0  # documents without the pattern
+
+    def tap(self, encoded: Iterator[_Encoded]) -> _EncodedStream:
+        for chunk, chunk_tokens in encoded:
+            self.write(chunk_tokens)
+            yield chunk, chunk_tokens
+
+    def write(self, encoded: _EncodedChunk) -> None:
+        labels = encoded.tokens.astype(np.int32)
+        lengths = encoded.lengths[encoded.lengths > 0]
+        start = 0
+        for length in lengths.tolist():
+            end = first_match_end(labels[start : start + length], self.pattern)
+            labels[start : start + end] = IGNORE_INDEX
+            self.unmasked += end == 0
+            start += length
+        self.writer.add_documents(labels, lengths)
 
 
 def _spec_for_workers(tokenizer: Tokenizer | TokenizerSpec) -> TokenizerSpec:
