@@ -55,16 +55,20 @@ def probe(config_sets, world_size=2, *mode):
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    root = tmp_path_factory.mktemp("layouts")
+    return measure(tmp_path_factory.mktemp("layouts"), LAYOUTS)
+
+
+def measure(root, cases, *mode):
+    """(config files, what each of two ranks reported) of every (base config, case) pair;
+    `mode` as `probe` takes it."""
     sets = {}
     for base in ("neox_tiny.yml", "llama_tiny.yml"):
-        for name, text in LAYOUTS.items():
-            overlay = root / f"{base}-{name.replace(' ', '_')}.yml"
+        for name, text in cases.items():
+            overlay = root / f"{base}-{name.replace(' ', '_').replace(',', '')}.yml"
             overlay.write_text(text)
             sets[(base, name)] = [str(CPU_CONFIGS / base), str(overlay)]
-    results = probe(list(sets.values()))
     by_files = {}
-    for result in results:
+    for result in probe(list(sets.values()), 2, *mode):
         by_files.setdefault(tuple(result["files"]), []).append(result)
     return {key: (files, by_files[tuple(files)]) for key, files in sets.items()}
 
@@ -129,16 +133,11 @@ TENSOR_PARALLEL_CASES = {
 def measured_tensor_parallel(tmp_path_factory):
     """Activation bytes each of two tensor-parallel ranks saves, per (base, case)."""
     root = tmp_path_factory.mktemp("tensor_parallel")
-    sets = {}
-    for base in ("neox_tiny.yml", "llama_tiny.yml"):
-        for name, text in TENSOR_PARALLEL_CASES.items():
-            overlay = root / f"{base}-{name.replace(' ', '_').replace(',', '')}.yml"
-            overlay.write_text(text)
-            sets[(base, name)] = [str(CPU_CONFIGS / base), str(overlay)]
-    by_files = {}
-    for result in probe(list(sets.values()), 2, "activations"):
-        by_files.setdefault(tuple(result["files"]), []).append(result["activation_bytes"])
-    return {key: (files, by_files[tuple(files)]) for key, files in sets.items()}
+    measured = measure(root, TENSOR_PARALLEL_CASES, "activations")
+    return {
+        key: (files, [r["activation_bytes"] for r in ranks])
+        for key, (files, ranks) in measured.items()
+    }
 
 
 @pytest.mark.parametrize("base", ["neox_tiny.yml", "llama_tiny.yml"])
