@@ -176,6 +176,16 @@ def test_plan_prints_the_layout_batch_compute_and_memory(capsys):
     assert "fits: " in out and "of 40.00 GiB" in out
 
 
+def test_plan_says_which_zero_stage_runs(capsys):
+    """ZeRO-1 over one fp32 replica runs as stage 0 (nothing to partition), and plan says so."""
+    for gpus, line in (
+        ("1", "ZeRO stage 0 (zero_optimization.stage 1 over one fp32 replica), fp32"),
+        ("2", "x 2 data-parallel; ZeRO stage 1, fp32"),
+    ):
+        assert main(["plan", str(CPU_CONFIGS / "neox_tiny.yml"), "--num-gpus", gpus]) == 0
+        assert line in capsys.readouterr().out
+
+
 def test_plan_warns_when_a_gpu_is_too_small(capsys):
     args = ["plan", str(CONFIGS / "llama2/70B.yml"), "--num-gpus", "8", "--gpu-memory", "80"]
     assert main(args) == 0

@@ -229,6 +229,14 @@ def planning_vocab(run: RunConfig, given: int | None) -> tuple[int, str]:
     return assumed, f"assumed for {data.tokenizer_type}; give --vocab-size or a vocab_file"
 
 
+def _zero_line(run: RunConfig, data_parallel: int) -> str:
+    """ "ZeRO stage N", and the stage asked for when one fp32 replica runs it as stage 0."""
+    stage, asked = zero_stage(run, data_parallel), run.parallel.zero_optimization.stage
+    if stage == asked:
+        return f"ZeRO stage {stage}"
+    return f"ZeRO stage {stage} (zero_optimization.stage {asked} over one fp32 replica)"
+
+
 def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
     """The plan as the lines `neox plan` prints."""
     config, layout, batch = plan.config, plan.layout, plan.batch
@@ -239,8 +247,7 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
         f"layout: {layout.pipe * layout.model * layout.data} GPUs = {layout.pipe} pipeline "
         f"stage(s) x {layout.model} tensor-parallel"
         + (" (sequence-parallel)" if run.parallel.splits_sequence else "")
-        + f" x {layout.data} data-parallel; ZeRO stage "
-        f"{zero_stage(run, layout.data)}, {run.precision.dtype}",
+        + f" x {layout.data} data-parallel; {_zero_line(run, layout.data)}, {run.precision.dtype}",
         f"batch: {batch.global_batch} sequences per step = {batch.micro_batch} per GPU x "
         f"{batch.grad_accum} accumulation step(s) x {batch.data_parallel} replica(s); "
         f"{tokens:,} tokens per step",
