@@ -96,6 +96,37 @@ def test_greedy_decoding_with_the_cache_gives_the_recomputed_tokens(name):
     assert cached.tolist() == recomputed.tolist()
 
 
+@pytest.mark.parametrize("name", sorted(STYLES))
+def test_a_static_kv_cache_equals_recomputing_the_whole_sequence(name):
+    m = model(style(name), seed=3)
+    ids = tokens()
+    with torch.no_grad():
+        full = m(ids)
+        cache = m.new_cache(batch=2, static=True)
+        pieces = [m(ids[:, :5], cache=cache), m(ids[:, 5:8], cache=cache)]
+        pieces += [m(ids[:, i : i + 1], cache=cache) for i in range(8, 12)]
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == 12
+
+
+def test_a_static_cache_refuses_flash_attention():
+    with torch.device("meta"):
+        m = Transformer(style("pythia", attention_config=((("flash",), 2),)))
+    with pytest.raises(ValueError, match="static KV cache needs attention_config without flash"):
+        m.new_cache(batch=1, static=True)
+
+
+def test_the_rotary_table_holds_what_recomputing_gives_at_every_position():
+    rotary = model(style("pythia", seq_length=4096)).rotary
+    assert rotary is not None
+    positions = torch.arange(4096)
+    for looked_up, recomputed in zip(rotary(positions), rotary.angles(positions), strict=True):
+        assert torch.equal(looked_up, recomputed)
+    for position in (0, 1, 2047, 4095):  # one at a time, as each decoding step asks
+        one = torch.tensor([position])
+        assert all(map(torch.equal, rotary(one), rotary.angles(one)))
+
+
 def test_a_full_cache_and_too_long_inputs_are_refused():
     m = model(style("pythia"))
     cache = m.new_cache(batch=1, max_length=6)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from neox_model import ModelConfig, Transformer
@@ -16,12 +17,12 @@ def test_greedy_top_k_and_top_p():
     assert drawn == {1, 2, 4}  # the nucleus holds the three likely tokens
 
 
-def model():
+def model(seq_length=8):
     config = ModelConfig(
         num_layers=1,
         hidden_size=16,
         num_attention_heads=2,
-        seq_length=8,
+        seq_length=seq_length,
         pos_emb="rotary",
         vocab_size=10,
         make_vocab_size_divisible_by=16,
@@ -61,3 +62,33 @@ def test_recompute_and_the_kv_cache_sample_the_same_tokens():
     streamed = []
     generate(m, [1, 2], 5, vocab_size=10, on_token=streamed.append)
     assert len(streamed) == 5
+
+
+def test_the_compiled_step_picks_the_eager_tokens_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    m = model()
+    counters.clear()
+    for prompt in ([1, 2, 3], [4, 5]):  # also past seq_length: the cut rebuilds the cache
+        eager = generate(m, prompt, 12, vocab_size=10)
+        assert generate(m, prompt, 12, vocab_size=10, compile=True) == eager
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
+def test_compiled_decoding_sizes_its_cache_and_compiles_at_most_twice():
+    """The static cache holds prompt + new tokens (rounded up to 64 positions), so calls of other
+    lengths have other shapes: the second shape compiles a dynamic graph that serves the rest."""
+    from torch._dynamo.utils import counters
+
+    m = model(seq_length=256)
+    counters.clear()
+    for length in (10, 80, 150, 40):  # caches of 64, 128, 192 and 64 positions
+        prompt = [i % 9 + 1 for i in range(length)]
+        eager = generate(m, prompt, 8, vocab_size=10)
+        assert generate(m, prompt, 8, vocab_size=10, compile=True) == eager
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2 and not counters["graph_break"]
+
+
+def test_compiled_decoding_needs_the_cache():
+    with pytest.raises(ValueError, match="needs the KV cache"):
+        generate(model(), [1, 2], 3, vocab_size=10, compile=True, recompute=True)

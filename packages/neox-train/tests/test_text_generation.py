@@ -102,6 +102,14 @@ def test_a_prompt_on_the_command_line_and_recompute(checkpoint, tmp_path):
         10,
     )
     assert recomputed == cached
+    compiled = generate(
+        gen_config(tmp_path, checkpoint, compile_decoding=True),
+        "--prompt",
+        "def wrap(",
+        "--max-new-tokens",
+        10,
+    )
+    assert compiled == cached
 
 
 def test_tensor_parallel_generation_gives_the_same_text(checkpoint, tmp_path):

@@ -9,6 +9,7 @@ from neox_model.config import (
     Norm,
     PosEmb,
 )
+from neox_model.kernels import KernelBuildError, build_kernels
 from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
 from neox_model.parameters import count_parameters
@@ -76,6 +77,7 @@ __all__ = [
     "EngineLayout",
     "InitMethod",
     "KVCache",
+    "KernelBuildError",
     "LaunchEnv",
     "ModelConfig",
     "ModelManifest",
@@ -88,6 +90,7 @@ __all__ = [
     "Transformer",
     "VocabParallelEmbedding",
     "WeightFile",
+    "build_kernels",
     "collective_timeout",
     "count_parameters",
     "exit_process",

@@ -63,6 +63,7 @@ class SelfAttention(nn.Module):
         self.window = config.sliding_window_width
         self.dropout = config.attention_dropout
         self.flash = config.attention_types[layer_index] == "flash"
+        self.rope_fusion = config.rope_fusion
         bias = config.use_bias_in_attn_linear
         qkv_width = config.kv_heads * (self.q_per_kv + 2) * self.head_dim
         self.query_key_value = ColumnParallelLinear(
@@ -109,12 +110,12 @@ class SelfAttention(nn.Module):
         q = qkv[:, :, :, :-2].reshape(batch, seq, self.heads, -1).transpose(1, 2)  # (b, h, s, d)
         k, v = qkv[:, :, :, -2].transpose(1, 2), qkv[:, :, :, -1].transpose(1, 2)  # (b, g, s, d)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        k_positions = positions
+            q = apply_rotary(q, *rope, fused=self.rope_fusion)
+            k = apply_rotary(k, *rope, fused=self.rope_fusion)
         if cache is not None:
-            k, v = cache.update(self.layer_index, k, v)
-            k_positions = torch.arange(k.shape[2], device=positions.device)
-        out = self._attend(q, k, v, positions, k_positions)  # (b, h, s, d)
+            k, v = cache.update(self.layer_index, k, v, positions)  # keys from position 0
+        written = cache is None or not cache.static  # or a static cache's unwritten tail follows
+        out = self._attend(q, k, v, positions, written)  # (b, h, s, d)
         return self.dense(out.transpose(1, 2).reshape(batch, seq, -1))  # (b, s or s / tp, hidden)
 
     def _attend(
@@ -123,19 +124,22 @@ class SelfAttention(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         q_positions: torch.Tensor,
-        k_positions: torch.Tensor,
+        written: bool = True,
     ) -> torch.Tensor:
+        """q at `q_positions` attends to k, v at positions 0, 1, ... (the cache's or the whole
+        sequence's); `written` False: the keys after the queries are not written yet."""
         dropout = self.dropout if self.training else 0.0
         if self.flash:
             return self._flash(q, k, v, dropout)
         plain = self.window is None and self.slopes is None
         square = q.shape[2] == k.shape[2]
         gqa = q.shape[1] != k.shape[1]
-        if plain and (square or q.shape[2] == 1):
+        if plain and (square or (q.shape[2] == 1 and written)):
             # causal over the whole sequence, or one new token that sees every cached key
             return F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout, is_causal=square and q.shape[2] > 1, enable_gqa=gqa
             )
+        k_positions = torch.arange(k.shape[2], device=q_positions.device)
         mask = attention_mask(q_positions, k_positions, self.window, self.slopes).to(q.dtype)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa

@@ -108,6 +108,20 @@ class ModelConfig:
             "flash-attn (the neox-model[flash] extra) where the model trains or runs."
         ),
     )
+    rope_fusion: bool = field(
+        default=False,
+        metadata=_doc(
+            "Rotary embeddings in one CUDA kernel (csrc/kernels/rotary.cu) on GPUs; built on "
+            "first use, needs nvcc. The PyTorch reference runs on CPU. No effect without rotary."
+        ),
+    )
+    rmsnorm_fusion: bool = field(
+        default=False,
+        metadata=_doc(
+            "RMSNorm in one CUDA kernel (csrc/kernels/rms_norm.cu) on GPUs; built on first use, "
+            "needs nvcc. The PyTorch reference runs on CPU. No effect unless norm is rmsnorm."
+        ),
+    )
     output_layer_parallelism: Literal["column"] = field(
         default="column", metadata=_doc("Output layer split over the vocabulary.")
     )

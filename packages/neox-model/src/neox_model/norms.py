@@ -11,18 +11,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neox_model import kernels
 from neox_model.config import ModelConfig
 
 
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) over the last dimension, in float32, then times weight."""
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype) * weight
+
+
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float, bias: bool) -> None:
+    """With `fused` (rmsnorm_fusion), the CUDA kernel where it runs (csrc/kernels/rms_norm.cu)."""
+
+    def __init__(self, dim: int, eps: float, bias: bool, fused: bool = False) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.fused = eps, fused
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.weight
+        if self.fused and kernels.takes(x, self.weight) and self.weight.dtype == x.dtype:
+            y = kernels.rms_norm_fused(x, self.weight, self.eps)
+        else:
+            y = rms_norm_reference(x, self.weight, self.eps)
         return y + self.bias if self.bias is not None else y
 
     def reset_parameters(self) -> None:
@@ -53,7 +64,12 @@ def build_norm(config: ModelConfig) -> nn.Module:
                 config.hidden_size, eps=config.layernorm_epsilon, bias=config.use_bias_in_norms
             )
         case "rmsnorm":
-            return RMSNorm(config.hidden_size, config.rms_norm_epsilon, config.use_bias_in_norms)
+            return RMSNorm(
+                config.hidden_size,
+                config.rms_norm_epsilon,
+                config.use_bias_in_norms,
+                fused=config.rmsnorm_fusion,
+            )
         case "scalenorm":
             return ScaleNorm(config.scalenorm_epsilon)
 

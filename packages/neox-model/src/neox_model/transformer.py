@@ -141,7 +141,10 @@ class Transformer(WithEmbeddings):
         sp = self.sequence_parallel
         self.rotary = (
             RotaryEmbedding(
-                config.rotary_dim, config.rotary_emb_base, config.rotary_save_freqs_buffer
+                config.rotary_dim,
+                config.rotary_emb_base,
+                config.rotary_save_freqs_buffer,
+                max_positions=config.max_positions,
             )
             if config.pos_emb == "rotary"
             else None
@@ -175,10 +178,18 @@ class Transformer(WithEmbeddings):
         for block in self.blocks:
             block.compile()
 
-    def new_cache(self, batch: int, max_length: int | None = None) -> KVCache:
-        """An empty KV cache for incremental decoding of `batch` sequences."""
+    def new_cache(
+        self, batch: int, max_length: int | None = None, *, static: bool = False
+    ) -> KVCache:
+        """An empty KV cache for incremental decoding of `batch` sequences; `static` for a
+        compiled decoding step (see `KVCache`)."""
         weight: torch.Tensor = self.embed_in.weight
         attention = self.blocks[0].attention
+        if static and "flash" in self.config.attention_types:
+            raise ValueError(
+                "a static KV cache needs attention_config without flash (flash-attn cannot mask "
+                "the cache's unwritten tail); use a growing cache (static=False)"
+            )
         return KVCache(
             self.config.num_layers,
             batch,
@@ -187,6 +198,7 @@ class Transformer(WithEmbeddings):
             max_length or self.config.max_positions,
             dtype=weight.dtype,
             device=weight.device,
+            static=static,
         )
 
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -197,11 +209,14 @@ class Transformer(WithEmbeddings):
                 "a KV cache needs a model built without sequence_parallel (it is for training; "
                 "build the model for generation or evaluation without it)"
             )
-        start = cache.length if cache is not None else 0
         seq = input_ids.shape[1]
+        start = 0 if cache is None or cache.static else cache.length  # static: checked on use
         if start + seq > self.config.max_positions:
             raise ValueError(f"positions up to {start + seq} exceed {self.config.max_positions}")
-        positions = torch.arange(start, start + seq, device=input_ids.device)
+        if cache is None:
+            positions = torch.arange(seq, device=input_ids.device)
+        else:
+            positions = cache.positions(seq)
         x = self.embed(input_ids, positions)  # (batch, seq or seq / tp, hidden)
         rope = self.rotary(positions) if self.rotary is not None else None
         chunk = self.checkpoint_num_layers if self.training and cache is None else 0

@@ -16,7 +16,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from neox_model import ModelConfig, Transformer, pipeline_loss, pipeline_specs, shard_spec
+from neox_model import (
+    ModelConfig,
+    Transformer,
+    build_kernels,
+    pipeline_loss,
+    pipeline_specs,
+    shard_spec,
+)
 from neox_train.batch import BatchLayout
 from neox_train.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
 from neox_train.optimizer import GradientGuard, build_optimizer
@@ -83,6 +90,7 @@ def build_engine(
     """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
     import deepspeed
 
+    build_kernels(model_config, device)  # compiled before the model runs, where asked for
     # on the device before the optimizer is built
     module = build_module(run, model_config, parallel, padded_vocab).to(device)
     mark_tensor_parallel(module)

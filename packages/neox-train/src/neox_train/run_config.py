@@ -588,8 +588,18 @@ class TextGenConfig:
     stop_tokens: tuple[str, ...] | None = field(
         default=None, metadata=_doc("Stop a sample when its text ends with one of these.")
     )
+    compile_decoding: bool = field(
+        default=False,
+        metadata=_doc(
+            "Run each new token's step as one graph compiled by torch.compile over a static KV "
+            "cache: compiled on the first step (seconds), faster per token after that. Needs "
+            "the KV cache (not recompute) and one tensor-parallel rank."
+        ),
+    )
 
     def __post_init__(self) -> None:
+        if self.compile_decoding and self.recompute:
+            raise ValueError("compile_decoding runs over the KV cache; unset recompute")
         if self.maximum_tokens <= 0 or self.num_samples <= 0 or self.top_k < 0:
             raise ValueError(
                 f"maximum_tokens ({self.maximum_tokens}) and num_samples ({self.num_samples}) "
@@ -654,7 +664,6 @@ IGNORED_KEYS: Mapping[str, str] = {
     "scaled_masked_softmax_fusion": _FUSION,
     "bias_gelu_fusion": _FUSION,
     "bias_dropout_fusion": _FUSION,
-    "rope_fusion": _FUSION,
     "partition_activations": "a memory layout switch of GPT-NeoX's activation checkpointing",
     "synchronize_each_layer": "a GPT-NeoX activation checkpointing switch",
     "contiguous_checkpointing": "a GPT-NeoX activation checkpointing switch",
@@ -665,7 +674,7 @@ IGNORED_KEYS: Mapping[str, str] = {
     "num_workers": "data loader worker count; neox reads memory-mapped files directly",
     "log_grad_norm": _MONITORING + " (the global gradient norm is always logged)",
     "log_gradient_noise_scale": _MONITORING,
-    "layernorm_fusion": _FUSION,
+    "layernorm_fusion": "torch's layer_norm is one fused kernel already",
     "gas": (
         "GPT-NeoX's derived copy of gradient_accumulation_steps, which GPT-NeoX overwrites; "
         "set gradient_accumulation_steps"

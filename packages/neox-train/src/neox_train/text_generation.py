@@ -72,6 +72,7 @@ def sample(
         generator=generator,
         recompute=config.recompute,
         on_token=on_token,
+        compile=config.compile_decoding,
     )
     return Sample(context, tokenizer.decode(new), new)
 
