@@ -92,3 +92,27 @@ def test_compiled_decoding_sizes_its_cache_and_compiles_at_most_twice():
 def test_compiled_decoding_needs_the_cache():
     with pytest.raises(ValueError, match="needs the KV cache"):
         generate(model(), [1, 2], 3, vocab_size=10, compile=True, recompute=True)
+
+
+@pytest.mark.parametrize(
+    "masked",
+    [
+        dict(num_kv_heads=1, sliding_window_width=3, norm="rmsnorm", activation="swiglu"),
+        dict(pos_emb="alibi"),
+    ],
+    ids=["sliding-window-gqa", "alibi"],
+)
+def test_compiled_decoding_over_masked_attention_picks_the_eager_tokens(masked):
+    """The static cache's masked path: a window that drops old keys, ALiBi's distance bias."""
+    config = ModelConfig(
+        **{
+            **dict(num_layers=2, hidden_size=16, num_attention_heads=2, seq_length=64),
+            **dict(pos_emb="rotary", vocab_size=10, hidden_dropout=0.0, attention_dropout=0.0),
+            **masked,
+        }
+    )
+    m = Transformer(config, seed=1)
+    prompt = [3, 5, 7, 1, 2]
+    assert generate(m, prompt, 16, vocab_size=10, compile=True) == generate(
+        m, prompt, 16, vocab_size=10
+    )

@@ -132,12 +132,18 @@ class SelfAttention(nn.Module):
         if self.flash:
             return self._flash(q, k, v, dropout)
         plain = self.window is None and self.slopes is None
-        square = q.shape[2] == k.shape[2]
-        gqa = q.shape[1] != k.shape[1]
+        # plain bools, also when torch.compile leaves the shapes symbolic (SDPA takes no SymBool)
+        square = bool(q.shape[2] == k.shape[2])
+        gqa = self.q_per_kv > 1
         if plain and (square or (q.shape[2] == 1 and written)):
             # causal over the whole sequence, or one new token that sees every cached key
             return F.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout, is_causal=square and q.shape[2] > 1, enable_gqa=gqa
+                q,
+                k,
+                v,
+                dropout_p=dropout,
+                is_causal=square and bool(q.shape[2] > 1),
+                enable_gqa=gqa,
             )
         k_positions = torch.arange(k.shape[2], device=q_positions.device)
         mask = attention_mask(q_positions, k_positions, self.window, self.slopes).to(q.dtype)
