@@ -1,6 +1,7 @@
 """The rendezvous shim as a real process: what the command sees, failures, signals."""
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -9,6 +10,8 @@ import threading
 import time
 
 import pytest
+
+from neox_launch import rendezvous
 
 OPENMPI_RANK_1 = {
     "OMPI_COMM_WORLD_RANK": "1",
@@ -76,30 +79,75 @@ def test_a_command_stopped_by_a_passed_signal_gives_the_lowest_failure(source_en
     assert shim.returncode == 1 and "rank 1" not in err  # stopped, not the cause
 
 
-def test_under_hydra_a_failure_aborts_the_job_over_pmi(source_env):
-    hydra, rank = socket.socketpair()
-    heard = []
+class FakeHydra:
+    """A Hydra proxy's end of one rank's PMI link: answers init, records what the rank says."""
 
-    def proxy():  # answers init, then records what the rank says until it hangs up
-        stream = hydra.makefile("rw")
+    def __init__(self, source_env):
+        self._hydra, self._rank = socket.socketpair()
+        self.heard = []
+        self.env = {**source_env, "PMI_RANK": "1", "PMI_SIZE": "2"}
+        self.env["PMI_FD"] = str(self._rank.fileno())
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        stream = self._hydra.makefile("rw")
         for line in stream:
-            heard.append(line.strip())
+            self.heard.append(line.strip())
             if line.startswith("cmd=init"):
                 stream.write("cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0\n")
                 stream.flush()
 
-    thread = threading.Thread(target=proxy, daemon=True)
-    thread.start()
-    env = {**source_env, "PMI_RANK": "1", "PMI_SIZE": "2", "PMI_FD": str(rank.fileno())}
-    body = "import os, sys; sys.exit(5 if 'PMI_FD' not in os.environ else 6)"
-    shim = _shim(
-        env, body, "--scheduler", "mpich", "--nproc-per-node", "2", pass_fds=[rank.fileno()]
-    )
-    shim.communicate(timeout=30)
-    rank.close()
-    thread.join(timeout=10)
+    def start(self, body):
+        """The shim under Hydra (MPICH) running ``body``; the link is the shim's alone."""
+        flags = ("--scheduler", "mpich", "--nproc-per-node", "2")
+        shim = _shim(self.env, body, *flags, pass_fds=[self._rank.fileno()])
+        self._rank.close()
+        return shim
+
+    def finish(self, shim):
+        shim.communicate(timeout=30)
+        self._thread.join(timeout=10)
+
+
+def test_under_hydra_a_failure_aborts_the_job_over_pmi(source_env):
+    hydra = FakeHydra(source_env)
+    shim = hydra.start("import os, sys; sys.exit(5 if 'PMI_FD' not in os.environ else 6)")
+    hydra.finish(shim)
     assert shim.returncode == 5  # the command does not see the link
-    assert heard == ["cmd=init pmi_version=1 pmi_subversion=1", "cmd=abort exitcode=5"]
+    assert hydra.heard == ["cmd=init pmi_version=1 pmi_subversion=1", "cmd=abort exitcode=5"]
+
+
+def test_under_hydra_the_abort_waits_until_the_report_was_read(source_env):
+    """Hydra stops relaying a rank's output when the job aborts: the shim aborts only once its
+    line naming the failing rank has left the pipe (or after DRAIN_TIMEOUT)."""
+    hydra = FakeHydra(source_env)
+    shim = hydra.start("raise SystemExit(4)")
+    # the report is in the pipe; nobody has read it yet
+    assert select.select([shim.stderr], [], [], 30)[0], "the shim wrote nothing"
+    time.sleep(0.5)
+    assert len(hydra.heard) == 1 and shim.poll() is None  # init only, no abort yet
+    report = shim.stderr.readline()
+    assert "rank 1 (local rank 1 on " in report and "exited with code 4" in report
+    hydra.finish(shim)
+    assert shim.returncode == 4
+    assert hydra.heard[1:] == ["cmd=abort exitcode=4"]
+
+
+def test_wait_until_read_gives_up_after_its_timeout():
+    read, write = os.pipe()
+    try:
+        with os.fdopen(write, "w", closefd=False) as stream:
+            stream.write("never read\n")
+            start = time.monotonic()
+            assert not rendezvous.wait_until_read([stream], 0.2)
+            assert 0.2 <= time.monotonic() - start < 5
+            assert rendezvous.unread_bytes(write) == len("never read\n")
+            os.read(read, 100)
+            assert rendezvous.wait_until_read([stream], 0.2)
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux")

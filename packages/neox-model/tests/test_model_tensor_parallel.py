@@ -2,12 +2,11 @@
 sequence parallelism (the Transformer, activation checkpointing and the pipeline's layers)."""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawning import spawn_ranks
 
 from neox_model import (
     ColumnParallelLinear,
@@ -146,10 +145,7 @@ def worker(rank, port, out_dir):
 @pytest.fixture(scope="module")
 def tp2_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("tp")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(worker, args=(port, str(out)), nprocs=2, join=True)
+    spawn_ranks(worker, 2, str(out))
     return torch.load(out / "tp2.pt")
 
 

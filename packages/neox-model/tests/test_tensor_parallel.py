@@ -9,7 +9,6 @@ Sharded results are gathered and reassembled here with code independent of the m
 import functools
 import itertools
 import json
-import socket
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from spawning import spawn_ranks
 from torch import nn
 
 from neox_model.tensor_parallel import (
@@ -478,16 +477,10 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict]]:
     out_dir = tmp_path_factory.mktemp("tensor_parallel")
-    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    spawn_ranks(worker, WORLD, str(out_dir))
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 

@@ -14,14 +14,19 @@ Intel MPI) the shim also speaks PMI so that a failing rank stops the job (see ``
 
 import argparse
 import ctypes
+import fcntl
 import os
 import signal
 import socket
+import stat
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from neox_launch.pmi import PmiLink, without_link
 from neox_launch.ranks import (
@@ -42,6 +47,8 @@ PROG = SHIM_MODULE
 _PASSED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1
 STOPPED_EXIT_CODE = 1
+# How long a failing rank waits for its report to be read before it aborts the job over PMI.
+DRAIN_TIMEOUT = 5.0
 
 
 class _Forwarder:
@@ -97,6 +104,9 @@ def run(
     if link is not None and returncode == 0:
         link.finalize()
     elif link is not None and not stopped:
+        # Hydra's proxy stops relaying a rank's output once the job aborts: the line naming
+        # the failing rank would be lost if the abort overtook it.
+        wait_until_read((sys.stdout, sys.stderr), DRAIN_TIMEOUT)
         link.abort(returncode if returncode > 0 else 128 - returncode)
     if returncode != 0 and stopped:
         # Not the cause: srun reports the highest code of its tasks, and should report the
@@ -105,6 +115,35 @@ def run(
     if returncode < 0:
         _die_by(-returncode)
     return returncode
+
+
+def unread_bytes(fd: int) -> int:
+    """Bytes written to the pipe ``fd`` and not yet read; 0 when ``fd`` is not a pipe."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        packed = fcntl.ioctl(fd, termios.FIONREAD, struct.pack("i", 0))
+    except OSError:
+        return 0
+    return int(struct.unpack("i", packed)[0])
+
+
+def wait_until_read(streams: Sequence[TextIO], timeout: float) -> bool:
+    """Flush ``streams`` and wait, at most ``timeout`` seconds, until the reader of each one
+    that is a pipe has read what is in it; whether it did."""
+    fds = []
+    for stream in streams:
+        try:
+            stream.flush()
+            fds.append(stream.fileno())
+        except (OSError, ValueError):  # closed, or not backed by a file descriptor
+            continue
+    deadline = time.monotonic() + timeout
+    while any(unread_bytes(fd) for fd in fds):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _die_by(signum: int) -> None:
