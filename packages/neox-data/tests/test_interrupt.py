@@ -32,6 +32,22 @@ def wait_for(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def exit_status(process: subprocess.Popen[str], timeout: float) -> int:
+    """The run's exit status; if it has not ended within ``timeout`` seconds, fail with the stack
+    of each of its threads (SIGABRT, which the run's faulthandler answers with them)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        try:
+            _, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            stderr = "(no stack: the run did not end on SIGABRT either)"
+        raise AssertionError(
+            f"the run did not end within {timeout} s; its threads:\n{stderr}"
+        ) from None
+
+
 @pytest.mark.parametrize(
     ("signum", "workers", "status"),
     [
@@ -49,14 +65,16 @@ def test_a_signal_mid_run_leaves_no_output_pair(
     argv = [sys.executable, "-m", "neox_data", "preprocess", "--input", str(fifo)]
     argv += ["--vocab-file", str(tokenizer_path), "--output-prefix", str(out / "c")]
     argv += ["--workers", str(workers), "--append-eod"]
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    # a fatal signal makes the run print every thread's Python stack (see `exit_status`)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     try:
         corpus = fifo.open("w", encoding="utf-8")  # returns once the run opens its input
         corpus.writelines(json.dumps({"text": t}) + "\n" for t in make_texts(600))
         corpus.flush()
         wait_for(lambda: any(p.stat().st_size for p in temp_bins(out)), "tokens on disk")
         process.send_signal(signum)
-        assert process.wait(timeout=60) == status, process.stderr.read()
+        assert exit_status(process, timeout=60) == status, process.stderr.read()
         with contextlib.suppress(BrokenPipeError):  # nobody reads the pipe any more
             corpus.close()
     finally:
