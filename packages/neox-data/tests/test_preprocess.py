@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
+import time
+from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from neox_data import HFTokenizer, MissingDependencyError, TokenFile, TokenizerSpec, preprocess
+from neox_data.preprocess import _abandon
 
 
 def test_writes_one_token_file_per_key_with_eod(
@@ -105,6 +110,19 @@ def test_a_bad_line_leaves_no_output(
     with pytest.raises(ValueError, match=r"c\.jsonl:301: malformed JSON"):
         preprocess(corpus, out / "d", tokenizer, workers=workers, progress=False)
     assert list(out.iterdir()) == []
+    assert multiprocessing.active_children() == []  # the workers ended with the run
+
+
+def test_an_abandoned_pool_does_not_wait_for_the_chunks_in_flight() -> None:
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    running = pool.submit(time.sleep, 300)  # would hold a graceful shutdown for 5 minutes
+    workers = list(pool._processes.values())
+    start = time.monotonic()
+    _abandon(pool)
+    assert time.monotonic() - start < 120
+    assert workers and not any(worker.is_alive() for worker in workers)
+    with pytest.raises((BrokenProcessPool, CancelledError)):
+        running.result(timeout=60)
 
 
 def test_skip_bad_lines_counts_them_and_keeps_the_rest(

@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -363,10 +364,13 @@ def _encode_parallel(
     """Encode chunks in spawned processes, a bounded number in flight, results in input order.
 
     Workers ignore SIGINT: Ctrl-C reaches this process, which stops them. A worker that dies
-    (killed, out of memory) fails the run with BrokenProcessPool instead of hanging it.
+    (killed, out of memory) fails the run with BrokenProcessPool instead of hanging it. A run
+    that ends early (Ctrl-C, an error, the stream closed) ends its workers at once: see
+    `_abandon`.
     """
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    finished = False
     try:
         pending: deque[tuple[_Chunk, Future[_EncodedChunk]]] = deque()
         for chunk in chunks:
@@ -378,8 +382,44 @@ def _encode_parallel(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _abandon(pool)
+
+
+def _abandon(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Stop ``pool`` without waiting for the chunks in flight, whose results nobody will read.
+
+    Queued chunks are cancelled and the workers terminated (killed after ``grace`` seconds);
+    the executor's manager thread then reaps them, and this waits for it. A graceful
+    ``shutdown(wait=True)`` here would wait for every running chunk, and relies on the
+    executor's shutdown handshake, which an interrupt can catch half-way.
+    """
+    # Before Python 3.14 (`terminate_workers`) the workers and the manager thread are only
+    # reachable through the executor's private attributes.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
+    stop_workers = getattr(pool, "terminate_workers", None)
+    if stop_workers is not None:
+        stop_workers()
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+    # A sentinel is ready once its process has exited, whoever reaps it.
+    running = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        ready = multiprocessing.connection.wait(list(running), deadline - time.monotonic())
+        for sentinel in ready:
+            running.pop(sentinel)
+    for process in running.values():
+        process.kill()
+    if manager is not None:
+        manager.join(grace)
 
 
 def _start_worker() -> None:
