@@ -116,6 +116,10 @@ def test_a_bad_line_leaves_no_output(
 def test_an_abandoned_pool_does_not_wait_for_the_chunks_in_flight() -> None:
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     running = pool.submit(time.sleep, 300)  # would hold a graceful shutdown for 5 minutes
+    deadline = time.monotonic() + 60
+    while not running.running():  # handed to the worker: cancelling it no longer works
+        assert time.monotonic() < deadline, "the chunk never reached the worker"
+        time.sleep(0.01)
     workers = list(pool._processes.values())
     start = time.monotonic()
     _abandon(pool)
