@@ -10,6 +10,7 @@ tokens of "Answer:"). A document without it keeps every label. Training reads it
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 import logging
@@ -43,6 +44,7 @@ _CHUNK_SIZE = 64
 _CHUNKS_IN_FLIGHT_PER_WORKER = 2
 _ENGINE_SAMPLE_CHUNKS = 4  # chunks encoded both ways before the tiktoken engine is trusted
 TOKENIZER_ENGINES = ("auto", "hf", "tiktoken")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a worker gets when the run ends
 
 _Chunk = list[Document]
 
@@ -369,7 +371,9 @@ def _encode_parallel(
     `_abandon`.
     """
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
+    )
     finished = False
     try:
         pending: deque[tuple[_Chunk, Future[_EncodedChunk]]] = deque()
@@ -422,11 +426,24 @@ def _abandon(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
         manager.join(grace)
 
 
-def _start_worker() -> None:
-    """Workers leave Ctrl-C to the main process and use one thread each (the processes are
-    the parallelism; a Rust thread pool per worker would oversubscribe the cores)."""
+def _start_worker(parent: int) -> None:
+    """Workers leave Ctrl-C to the main process, end with it, and use one thread each (the
+    processes are the parallelism; a Rust thread pool per worker would oversubscribe the cores)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(parent)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _die_with(parent: int) -> None:
+    """Have Linux kill this process when ``parent`` ends (parent-death signal): a run killed
+    with SIGKILL leaves no worker behind (each holds its queue's pipe open, so would wait for
+    work forever)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the run ended before the signal was arranged
+        os._exit(1)
 
 
 def _encode_texts(tokenizer: Tokenizer, texts: list[str], encoding: _Encoding) -> _EncodedChunk:
