@@ -1,6 +1,8 @@
 """Cross-package end-to-end tests: the `neox` command as a user runs it."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,16 +11,47 @@ import pytest
 import yaml
 
 MODULES = ("textwrap", "json/decoder", "string", "difflib", "shlex", "fnmatch", "argparse")
+# Fault-injection hooks (a sitecustomize.py) for the processes given `hooked(...)` variables.
+HOOKS = Path(__file__).parent / "fault_hooks"
 
 
-def neox(*args, timeout=600):
-    """Run the installed `neox` command; returns the CompletedProcess."""
-    return subprocess.run(
+def neox(*args, timeout=600, env=None):
+    """Run the installed `neox` command (`env` added to this environment) to its end; returns
+    the CompletedProcess."""
+    proc = neox_process(*args, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def neox_process(*args, env=None):
+    """`neox ...` in the background, its output captured, in its own session (a process group
+    of its own, as a batch job's), every stop signal at its default disposition (a background
+    shell's jobs ignore SIGINT) and the usual umask."""
+    return subprocess.Popen(
         [sys.executable, "-m", "neox", *map(str, args)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        preexec_fn=_child_defaults,
     )
+
+
+def _child_defaults():
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_DFL)
+    os.umask(0o022)
+
+
+def hooked(**variables):
+    """Environment that loads the fault hooks (see fault_hooks/sitecustomize.py) with
+    `variables` set."""
+    path = os.pathsep.join([str(HOOKS), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path, **{k: str(v) for k, v in variables.items()}}
 
 
 @pytest.fixture(scope="session")

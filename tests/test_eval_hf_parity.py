@@ -11,6 +11,7 @@ import yaml
 from neox_convert import export_to_hf
 from neox_data import train_bpe_tokenizer
 from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
+from neox_model.checkpoint import seal_step
 
 from conftest import neox, write_yaml
 
@@ -115,6 +116,7 @@ def make_checkpoint(root, vocab):
     write_yaml(step / "config.yml", {"tokenizer_type": "HFTokenizer", "seq_length": SEQ_LENGTH})
     files = (WeightFile("mp_rank_00_model_states.pt", "module"),)
     write_manifest(step, ModelManifest(config, files, tokenizer="tokenizer.json"))
+    seal_step(step)  # files.json, as a save writes last
     (root / "latest").write_text("global_step5\n")
 
 

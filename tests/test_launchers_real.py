@@ -37,8 +37,12 @@ dist.destroy_process_group()
 # argv[1] is a folder: each rank writes its pid there; rank 1 fails (exit 3) once rank 0 wrote
 # its pid, or, with argv[2] == "sleep", every rank waits to be stopped.
 TINY = """
-import os, sys, time
+import os, signal, sys, time
 out, rank = sys.argv[1], os.environ["RANK"]
+asked = []
+if sys.argv[2] == "save":  # a preemption signal asks for a save (handlers before the pid file)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, lambda signum, frame: asked.append(signum))
 with open(os.path.join(out, f"pid{rank}.tmp"), "w") as f:
     f.write(str(os.getpid()))
 os.replace(os.path.join(out, f"pid{rank}.tmp"), os.path.join(out, f"pid{rank}"))
@@ -46,6 +50,13 @@ if sys.argv[2] == "fail" and rank == "1":
     while not os.path.exists(os.path.join(out, "pid0")):
         time.sleep(0.05)
     sys.exit(3)
+if sys.argv[2] == "save":  # a save that takes longer than 5 s, then 75
+    while not asked:
+        time.sleep(0.05)
+    time.sleep(6)
+    with open(os.path.join(out, f"saved{rank}"), "w") as f:
+        f.write(signal.Signals(asked[0]).name)
+    sys.exit(75)
 time.sleep(120)
 """
 
@@ -403,4 +414,24 @@ def test_ctrl_c_reaches_every_worker(launcher, tmp_path):
     finally:
         job.kill()
     assert job.returncode == 128 + signal.SIGINT, output
+    _wait_until(lambda: not any(map(_alive, pids)), 30, f"the {name} workers ending")
+
+
+def test_a_preempted_job_saves_on_every_rank_and_exits_75(launcher, tmp_path):
+    """SIGTERM to the launcher: each rank gets a preemption signal (srun and mpirun SIGUSR1),
+    takes longer than the old 5 s to save, and the job exits 75. pdsh ends its SSH sessions at
+    once: the launcher exits 128 + the signal while each node's agent waits for its workers to
+    save."""
+    name, flags = launcher
+    job = _start(flags, tmp_path, "save")
+    try:
+        pids = _pids(tmp_path)
+        job.send_signal(signal.SIGTERM)
+        output, _ = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    saved = [tmp_path / f"saved{rank}" for rank in (0, 1)]
+    _wait_until(lambda: all(path.exists() for path in saved), 30, f"the {name} ranks saving")
+    expected = 128 + signal.SIGTERM if name == "pdsh" else 75
+    assert job.returncode == expected, output
     _wait_until(lambda: not any(map(_alive, pids)), 30, f"the {name} workers ending")

@@ -13,6 +13,7 @@ from transformers import (
 )
 
 from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
+from neox_model.checkpoint import seal_step
 
 TEXT = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int\n    y: int\n"] * 20
 VOCAB = 300  # the tokenizer's tokens; models are padded beyond it
@@ -143,6 +144,7 @@ def make_checkpoint(root, **overrides):
             tokenizer="tokenizer.json",
         ),
     )
+    seal_step(step)  # files.json, as a save writes last
     (root / "latest").write_text("global_step10\n")
     return model.eval()
 

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalLM
 
 from neox_convert import ExportError, export_to_hf
 from neox_convert.cli import main
+from neox_model.checkpoint import seal_step
 
 from conftest import LLAMA_STYLE, greedy, hf_greedy, make_checkpoint, random_ids
 
@@ -166,9 +167,12 @@ def test_cli_refuses_to_overwrite_and_reports_one_line(tmp_path, capsys):
     assert main(args) == 2
     assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "hf" / "keep.txt").read_text() == "mine"
+    assert main([*args, "--overwrite"]) == 2  # replaces only a previous output: test_staging.py
+    assert "holds keep.txt, which this conversion does not write" in capsys.readouterr().err
+    assert (tmp_path / "hf" / "keep.txt").read_text() == "mine"
+    (tmp_path / "hf" / "keep.txt").unlink()
     assert main([*args, "--overwrite"]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
-    assert not (tmp_path / "hf" / "keep.txt").exists()
 
 
 def test_missing_checkpoint(tmp_path, capsys):
@@ -204,6 +208,7 @@ def test_config_file_is_checked_against_the_checkpoint(tmp_path, capsys):
     manifest = json.loads((step / "model.json").read_text())  # a checkpoint without a tokenizer
     (step / "model.json").write_text(json.dumps({**manifest, "tokenizer": None}))
     (step / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    seal_step(step)
     run["vocab_file"] = str(tmp_path / "tokenizer.json")
     good.write_text(json.dumps(run))
     assert main([*args, "--output_dir", str(tmp_path / "hf3")]) == 0

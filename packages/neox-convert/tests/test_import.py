@@ -138,7 +138,7 @@ def test_the_run_directory_is_ready_for_fine_tuning(hf_dirs, tmp_path, capsys):
     assert (run / "latest").read_text().strip() == "global_step0"
     step = run / "global_step0"
     names = sorted(p.name for p in step.iterdir())
-    assert names[:2] == ["config.yml", "layer_00-model_00-model_states.pt"]
+    assert names[:3] == ["config.yml", "files.json", "layer_00-model_00-model_states.pt"]
     assert [n for n in names if n.startswith("mp_rank")] == [
         f"mp_rank_0{i}_model_states.pt" for i in range(4)
     ]
@@ -197,8 +197,12 @@ def test_an_existing_output_is_kept_without_overwrite(hf_dirs, tmp_path):
         import_from_hf(directory, tmp_path / "run")
     with pytest.raises(FileExistsError, match="overlaps the input"):
         import_from_hf(directory, directory.parent, overwrite=True)
+    with pytest.raises(FileExistsError, match=r"holds keep\.txt, which this conversion does not"):
+        import_from_hf(directory, tmp_path / "run", overwrite=True)  # see test_staging.py
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+    (tmp_path / "run" / "keep.txt").unlink()
     import_from_hf(directory, tmp_path / "run", overwrite=True)
-    assert not (tmp_path / "run" / "keep.txt").exists()
+    assert (tmp_path / "run" / "latest").is_file()
 
 
 def tp_worker(rank, port, run, out):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,24 @@ def varied_texts() -> list[str]:
 def gpt2_files(tokenizer_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """GPT-2 style vocab.json + merges.txt holding the session tokenizer's BPE model."""
     return write_gpt2_files(tokenizer_path, tmp_path_factory.mktemp("gpt2"))
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server serving the files of a directory: (base URL, directory)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    finally:
+        server.shutdown()
+        server.server_close()

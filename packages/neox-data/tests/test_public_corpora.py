@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,27 +14,6 @@ from neox_data.cli import main
 from neox_data.public_corpora import PUBLIC_CORPORA, source_url
 
 ENWIK8_SAMPLE = "<mediawiki>\n  <page><title>Ångström</title><text>naïve 🚀</text></page>\n"
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A local HTTP server serving the files of a directory: (base URL, directory)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_enwik8_downloads_then_preprocesses(tmp_path: Path, mirror, capsys) -> None:
@@ -102,5 +77,5 @@ def test_zip_and_tar_gz_members_are_documents(tmp_path: Path) -> None:
         ("third", "three.txt"),
     ]
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match=r"bad\.zip: not a readable archive"):
+    with pytest.raises(ValueError, match=r"bad\.zip: truncated or damaged file"):
         list(iter_documents(tmp_path / "bad.zip"))

@@ -272,3 +272,46 @@ def test_token_files_append_in_bulk_keeping_document_boundaries(tmp_path: Path) 
         pytest.raises(ValueError, match="dtype"),
     ):
         writer.add_token_file(source)
+
+
+@pytest.mark.parametrize(("dtype", "code"), DTYPE_AND_CODE)
+def test_max_id_is_the_largest_token_of_the_file(tmp_path: Path, dtype: type, code: int) -> None:
+    write_by_hand(tmp_path / "hand", DOCUMENTS, dtype, code)
+    tokens = TokenFile(tmp_path / "hand")
+    assert tokens.max_id() == 65499
+    assert tokens.id_range() == (0, 65499)
+
+
+def test_a_label_file_range_includes_its_negative_labels(tmp_path: Path) -> None:
+    with TokenFileWriter(tmp_path / "labels", np.int32) as writer:
+        writer.add_document([-100, -100, 7, 3])
+        writer.add_document([-100, 12])
+    assert TokenFile(tmp_path / "labels").id_range() == (-100, 12)
+
+
+def test_an_empty_file_has_no_max_id(tmp_path: Path) -> None:
+    with TokenFileWriter(tmp_path / "empty", np.uint16):
+        pass
+    assert TokenFile(tmp_path / "empty").max_id() is None
+
+
+def test_max_id_is_scanned_once_and_cached_beside_the_file(tmp_path: Path, monkeypatch) -> None:
+    with TokenFileWriter(tmp_path / "data", np.uint16) as writer:
+        writer.add_documents(np.arange(5000) % 4000, [1000] * 5)
+    assert TokenFile(tmp_path / "data").max_id() == 3999
+    [cached] = tmp_path.glob("data_ids_*_range.npy")
+
+    def no_scan(self: TokenFile) -> None:
+        raise AssertionError("scanned the tokens again")
+
+    monkeypatch.setattr(TokenFile, "_scan_id_range", no_scan)
+    assert TokenFile(tmp_path / "data").max_id() == 3999  # another process, a later run
+    assert list(tmp_path.glob("data_ids_*_range.npy")) == [cached]
+
+
+def test_a_rewritten_file_is_scanned_again(tmp_path: Path) -> None:
+    """Same name, same size, rewritten within the file system's timestamp resolution."""
+    for top in (3999, 17, 3999):
+        with TokenFileWriter(tmp_path / "data", np.uint16, overwrite=True) as writer:
+            writer.add_documents(np.arange(4000) % (top + 1), [4000])
+        assert TokenFile(tmp_path / "data").max_id() == top

@@ -11,6 +11,7 @@ import yaml
 
 from neox_data import train_bpe_tokenizer
 from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
+from neox_model.checkpoint import seal_step
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -116,6 +117,7 @@ def make_checkpoint(root, layout="module", vocab=VOCAB, run_config=None, **overr
     saved.update(seq_length=config.seq_length, **(run_config or {}))
     (step / "config.yml").write_text(yaml.safe_dump(saved))
     write_manifest(step, ModelManifest(config, files, tokenizer="tokenizer.json"))
+    seal_step(step)  # files.json, as a save writes last
     (root / "latest").write_text("global_step10\n")
     return model
 

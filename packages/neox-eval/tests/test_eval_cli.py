@@ -121,3 +121,13 @@ def _close(a, b):
     if isinstance(a, list):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def test_a_key_repeated_in_one_config_file_is_one_line_naming_both_lines(tmp_path, capsys):
+    path = tmp_path / "eval.yml"
+    path.write_text("seq_length: 8\nload: a\nseq-length: 16\n")
+    assert main([str(path), "--eval_tasks", "neox_mc"]) == 2
+    assert capsys.readouterr().err == (
+        f"neox-eval: error: {path}: key 'seq_length' appears twice "
+        "(lines 1 and 3: seq_length and seq-length are one key)\n"
+    )

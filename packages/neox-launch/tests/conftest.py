@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ import pytest
 
 import neox_launch
 from neox_launch import Machine
+from neox_launch.preemption import DEFAULT_SIGNALS
 
 # Prepended to every worker script: `out` is the directory given as argv[1], `mark` writes a file
 # there atomically, `wait_for` polls for one (giving up after 30 s so a broken test cannot hang).
@@ -123,3 +125,32 @@ def source_env() -> dict[str, str]:
     """This environment with this checkout of neox_launch importable by child processes."""
     source = str(Path(neox_launch.__file__).parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture
+def start_launcher(source_env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start_launcher(worker, *flags, ignored=None)``: ``python -m neox_launch --nproc-per-node 2
+    FLAGS -- worker``, its output captured, every stop signal at its default disposition except
+    ``ignored`` (as a shell does for a job started with ``&``). Killed when the test ends."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(worker: list[str], *flags: str, ignored: int | None = None) -> subprocess.Popen[str]:
+        def dispositions() -> None:
+            for signum in DEFAULT_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN if signum == ignored else signal.SIG_DFL)
+
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "neox_launch", "--nproc-per-node", "2", *flags, "--", *worker],
+            env=source_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=dispositions,
+        )
+        started.append(launcher)
+        return launcher
+
+    yield start
+    for launcher in started:
+        launcher.kill()
+        launcher.communicate()

@@ -1,15 +1,12 @@
 """The neox-launch command line, in process and as a real launcher process."""
 
-import os
 import shlex
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import neox_launch
 from neox_launch.cli import main
 
 SLEEPER = """
@@ -18,56 +15,30 @@ time.sleep(60)
 """
 
 
-def _source_env() -> dict[str, str]:
-    """The current environment with this checkout of neox_launch importable."""
-    source = str(Path(neox_launch.__file__).parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
-
-
-def _start_launcher(worker: list[str], ignored: int | None = None) -> subprocess.Popen[str]:
-    """``python -m neox_launch --nproc-per-node 2 -- worker`` with default signal handling,
-    except ``ignored`` (as a shell does for a job started with ``&``)."""
-
-    def dispositions() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN if signum == ignored else signal.SIG_DFL)
-
-    return subprocess.Popen(
-        [sys.executable, "-m", "neox_launch", "--nproc-per-node", "2", "--", *worker],
-        env=_source_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=dispositions,
-    )
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_launcher_stops_the_workers(signum, worker_argv, read_file_text, gone):
-    launcher = _start_launcher(worker_argv(SLEEPER))
-    try:
-        pids = [int(read_file_text(f"pid{rank}")) for rank in (0, 1)]
-        launcher.send_signal(signum)
-        _, err = launcher.communicate(timeout=30)
-    finally:
-        launcher.kill()
+def test_a_signal_to_the_launcher_stops_the_workers(
+    signum, start_launcher, worker_argv, read_file_text, gone
+):
+    launcher = start_launcher(worker_argv(SLEEPER))
+    pids = [int(read_file_text(f"pid{rank}")) for rank in (0, 1)]
+    launcher.send_signal(signum)
+    _, err = launcher.communicate(timeout=30)
 
     assert launcher.returncode == 128 + signum
     assert all(gone(pid) for pid in pids)
     assert f"received {signum.name}" in err
 
 
-def test_a_signal_the_launcher_was_started_ignoring_stays_ignored(worker_argv, read_file_text):
-    launcher = _start_launcher(worker_argv(SLEEPER), ignored=signal.SIGINT)
-    try:
-        read_file_text("pid0"), read_file_text("pid1")
-        launcher.send_signal(signal.SIGINT)
-        with pytest.raises(subprocess.TimeoutExpired):
-            launcher.wait(timeout=0.5)
-        launcher.send_signal(signal.SIGTERM)
-        launcher.communicate(timeout=30)
-    finally:
-        launcher.kill()
+def test_a_signal_the_launcher_was_started_ignoring_stays_ignored(
+    start_launcher, worker_argv, read_file_text
+):
+    launcher = start_launcher(worker_argv(SLEEPER), ignored=signal.SIGINT)
+    read_file_text("pid0"), read_file_text("pid1")
+    launcher.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        launcher.wait(timeout=0.5)
+    launcher.send_signal(signal.SIGTERM)
+    launcher.communicate(timeout=30)
     assert launcher.returncode == 128 + signal.SIGTERM
 
 
@@ -97,6 +68,9 @@ def test_dry_run_prints_one_line_per_worker_and_starts_nothing(tmp_path, capsys)
         (["--nproc-per-node", "1"], "no command given; put it after '--'"),
         (["--nproc-per-node", "1", "python", "x.py"], "put the worker command after '--'"),
         (["--no-such-flag", "--", "true"], "unrecognized arguments: --no-such-flag"),
+        (["--preemption-signals", "SIGTERM,SIGKILL", "--", "true"], "SIGKILL cannot be caught"),
+        (["--preemption-signals", "SIGUSR3", "--", "true"], "'SIGUSR3' is not a signal"),
+        (["--preemption-grace-period", "-1", "--", "true"], "grace_period=-1.0 must be"),
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(argv, message, capsys):

@@ -1,11 +1,13 @@
 """Golden command lines: what each runner starts for a two-node job (and the dry-run text)."""
 
 import shlex
+import signal
 from dataclasses import replace
 
 import pytest
 
 from neox_launch import LaunchSpec, Node, SlurmOptions, describe, sbatch_script
+from neox_launch.preemption import PreemptionPolicy, parse_signals
 from neox_launch.runner import launcher_commands
 
 NODES = (Node("node1", (0, 1)), Node("node2", (0, 1)))
@@ -97,7 +99,8 @@ def test_torchrun_sets_the_devices_and_threads_of_this_machine(machine):
 
 
 def test_pdsh_runs_the_agent_on_each_node_with_the_environment(machine):
-    spec = _spec("pdsh", nodes=(Node("node1", (0, 1)), Node("node2", (2, 3))))
+    policy = PreemptionPolicy(grace_period=90, signals=(signal.SIGUSR1, signal.SIGTERM))
+    spec = _spec("pdsh", nodes=(Node("node1", (0, 1)), Node("node2", (2, 3))), preemption=policy)
     commands = launcher_commands(spec, COMMAND, machine)
     assert [command.argv[:-1] for command in commands] == [
         ("pdsh", "-S", "-w", "node1", "--extra"),
@@ -120,10 +123,35 @@ def test_pdsh_runs_the_agent_on_each_node_with_the_environment(machine):
         "--master-addr=node1",
         "--master-port=29600",
         "--watch-stdin",
+        "--preemption-grace-period=90",
+        "--preemption-signals=SIGUSR1,SIGTERM",
         "--visible-devices=2,3",
         "--",
         *COMMAND,
     ]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "signals", "sent"),
+    [
+        # srun and mpirun (Open MPI's, Hydra's) kill their ranks on SIGTERM/SIGINT, but pass
+        # SIGUSR1/2 on
+        ("slurm", "SIGTERM,SIGINT,SIGUSR1,SIGUSR2", signal.SIGUSR1),
+        ("openmpi", "SIGTERM,SIGUSR2", signal.SIGUSR2),
+        ("slurm", "SIGTERM", signal.SIGTERM),  # no user signal to use: the one received
+        ("mpich", "SIGTERM,SIGUSR1", signal.SIGUSR1),
+    ],
+)
+def test_a_preemption_signal_reaches_the_ranks_through_the_scheduler(
+    launcher, signals, sent, machine
+):
+    policy = PreemptionPolicy(signals=parse_signals(signals))
+    nodes = () if launcher == "slurm" else NODES
+    (command,) = launcher_commands(
+        _spec(launcher, nodes=nodes, preemption=policy), COMMAND, machine
+    )
+    assert command.signal_for(signal.SIGTERM, preempting=True) == sent
+    assert command.signal_for(signal.SIGTERM) == signal.SIGTERM  # a failure stops it as before
 
 
 def test_dry_run_lines_show_what_the_launcher_adds(machine):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from neox_launch import LaunchSpec, worker_commands
+from neox_launch import LaunchSpec, PreemptionPolicy, worker_commands
 from neox_launch.local import run_local
 from neox_launch.supervisor import WorkerStartError
 
@@ -124,9 +124,9 @@ else:
     wait_for("pid0"), wait_for("child1")
     sys.exit(1)
 """
-    spec = LaunchSpec(nproc_per_node=3)
+    spec = LaunchSpec(nproc_per_node=3, preemption=PreemptionPolicy(grace_period=0.5))
 
-    assert run_local(spec, worker_argv(body), grace_period=0.5) == 1
+    assert run_local(spec, worker_argv(body)) == 1
 
     assert gone(int(read_file_text("pid0")))
     assert gone(int(read_file_text("child1")))

@@ -53,11 +53,12 @@ def test_a_command_killed_by_a_signal_kills_the_shim_the_same_way(source_env):
     assert "was killed by SIGKILL" in err
 
 
-def test_sigterm_reaches_the_command(source_env, tmp_path):
+@pytest.mark.parametrize("code", [0, 75])  # 75: the command saved and stopped (preempted)
+def test_sigterm_reaches_the_command(code, source_env, tmp_path):
     body = f"""
 import signal, sys, time
 def done(signum, frame):
-    open({str(tmp_path / "got")!r}, 'w').write(str(signum)); sys.exit(0)
+    open({str(tmp_path / "got")!r}, 'w').write(str(signum)); sys.exit({code})
 signal.signal(signal.SIGTERM, done)
 open({str(tmp_path / "ready")!r}, 'w').close()
 time.sleep(60)
@@ -67,7 +68,7 @@ time.sleep(60)
     shim.send_signal(signal.SIGTERM)
     _, err = shim.communicate(timeout=30)
     assert (tmp_path / "got").read_text() == str(int(signal.SIGTERM))
-    assert shim.returncode == 0 and "exited" not in err
+    assert shim.returncode == code and "exited" not in err
 
 
 def test_a_command_stopped_by_a_passed_signal_gives_the_lowest_failure(source_env, tmp_path):

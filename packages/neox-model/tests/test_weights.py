@@ -6,11 +6,12 @@ from neox_model import (
     ModelManifest,
     Transformer,
     WeightFile,
-    find_step_dir,
     load_model,
     read_manifest,
+    resolve_step,
     write_manifest,
 )
+from neox_model.checkpoint import NoCheckpoint, seal_step
 
 CONFIG = ModelConfig(
     num_layers=1,
@@ -29,6 +30,7 @@ def save_step(run_dir, name="global_step7"):
     model = Transformer(CONFIG, seed=11)
     torch.save({"module": model.state_dict(), "other": "deepspeed things"}, step / "weights.pt")
     write_manifest(step, ModelManifest(CONFIG, (WeightFile("weights.pt", "module"),)))
+    seal_step(step)
     return step, model
 
 
@@ -41,10 +43,10 @@ def test_manifest_round_trip(tmp_path):
 
 def test_run_directory_resolves_through_latest(tmp_path):
     step, model = save_step(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no neox checkpoint"):
-        find_step_dir(tmp_path)
+    with pytest.raises(NoCheckpoint, match="no `latest` file but holds the complete steps"):
+        resolve_step(tmp_path)
     (tmp_path / "latest").write_text("global_step7\n")
-    assert find_step_dir(tmp_path) == step
+    assert resolve_step(tmp_path) == step
     _, _, loaded = load_model(tmp_path)
     ids = torch.tensor([[1, 2, 3]])
     assert not loaded.training
@@ -54,8 +56,8 @@ def test_run_directory_resolves_through_latest(tmp_path):
 def test_latest_pointing_at_an_incomplete_step_is_an_error(tmp_path):
     (tmp_path / "global_step9").mkdir()
     (tmp_path / "latest").write_text("global_step9")
-    with pytest.raises(FileNotFoundError, match="not a complete step"):
-        find_step_dir(tmp_path)
+    with pytest.raises(NoCheckpoint, match="not a complete step"):
+        resolve_step(tmp_path)
 
 
 def test_saved_rotary_frequencies_may_be_absent_but_nothing_else(tmp_path):
@@ -75,9 +77,11 @@ def test_saved_rotary_frequencies_may_be_absent_but_nothing_else(tmp_path):
     del state["rotary.inv_freq"]  # pipeline layer files do not hold it
     torch.save(state, step / "w.pt")
     write_manifest(step, ModelManifest(config, (WeightFile("w.pt"),)))
+    seal_step(step)
     _, _, model = load_model(step)
     torch.testing.assert_close(model.rotary.inv_freq, Transformer(config).rotary.inv_freq)
     del state["final_layer_norm.weight"]
     torch.save(state, step / "w.pt")
+    seal_step(step)
     with pytest.raises(ValueError, match=r"missing \['final_layer_norm.weight'\]"):
         load_model(step)

@@ -49,9 +49,10 @@ def test_zero_over_one_fp32_replica_runs_as_stage_0_and_neox_clips(tmp_path):
         "zero_optimization: {stage: 0}\ngradient_clipping: 0.5": (2, 0, 0.0),
     }
     for extra, (replicas, stage, clipping) in cases.items():
-        path = tmp_path / "a.yml"
-        path.write_text(BASE + extra + "\n")
-        run = load_run_config([path]).run
+        base, case = tmp_path / "a.yml", tmp_path / "case.yml"
+        base.write_text(BASE)
+        case.write_text(extra + "\n")  # a later file: its keys win (one file may not repeat)
+        run = load_run_config([base, case]).run
         config = deepspeed_config(run, run.batch(replicas))
         assert zero_stage(run, replicas) == config["zero_optimization"]["stage"] == stage, extra
         assert config["gradient_clipping"] == clipping, extra

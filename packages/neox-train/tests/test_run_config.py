@@ -165,6 +165,12 @@ def test_a_nested_typo_is_found_too(neox_file, tmp_path):
             "num_kv_heads: 3\n",
             r"num_attention_heads \(8\) must be a multiple of num_kv_heads \(3\)",
         ),
+        (
+            "preemption_signals: [SIGTERM, SIGKILL]\n",
+            "preemption_signals: 'SIGKILL' is not a signal a process can catch",
+        ),
+        ("preemption_signals: [USR1]\n", "preemption_signals: 'USR1' is not a signal"),
+        ("preemption_grace_period: -5\n", "preemption_grace_period must be seconds >= 0"),
     ],
 )
 def test_bad_values_say_what_and_where(neox_file, tmp_path, text, message):

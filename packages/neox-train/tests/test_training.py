@@ -182,7 +182,8 @@ def test_a_damaged_checkpoint_is_named_and_an_earlier_step_resumes(data_dir, tmp
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = proc.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"neox-train: error: {tmp_path / 'run' / 'global_step4'} cannot be")
+    damaged_file = tmp_path / "run" / "global_step4" / "mp_rank_00_model_states.pt"
+    assert error.startswith(f"neox-train: error: {damaged_file} is damaged")
     assert f"load: {tmp_path / 'run' / 'global_step2'}`" in error
     # naming the earlier step resumes from it
     earlier = dict(again, load=str(tmp_path / "run" / "global_step2"))

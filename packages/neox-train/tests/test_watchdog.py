@@ -32,7 +32,7 @@ def test_a_stopped_rank_is_named_when_a_collective_times_out(data_dir, tmp_path)
         procs[1].kill()
         procs[1].communicate()
     assert procs[0].returncode == 1, out[-2000:]
-    error = [line for line in out.splitlines() if line.startswith("neox-train: error:")]
+    error = [line for line in out.splitlines() if line.startswith("neox-train: rank 0: error:")]
     assert error, out[-2000:]
     assert "rank 1 (" in error[-1] and f"pid {procs[1].pid})" in error[-1], error[-1]
     assert "no heartbeat for" in error[-1] and "stopped answering" in error[-1], error[-1]

@@ -1,7 +1,8 @@
 """Writing a neox checkpoint that neox-train fine-tunes from, at any tensor/pipeline layout.
 
-    OUT/latest                  "global_stepN"
-    OUT/global_stepN/model.json the manifest (neox_model.write_manifest)
+    OUT/latest                  "global_stepN", written last
+    OUT/global_stepN/files.json every file of the step with its size and checksum
+                     model.json the manifest (neox_model.write_manifest)
                      config.yml the run config's model, tokenizer and layout keys
                      tokenizer files, under their own names
                      DeepSpeed's model files, by layout:
@@ -35,7 +36,6 @@ from neox_convert.staging import staged_directory
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import resize_rows
 from neox_model import (
-    LATEST,
     ModelConfig,
     ModelManifest,
     TPGroup,
@@ -48,6 +48,7 @@ from neox_model import (
     tensor_parallel_specs,
     write_manifest,
 )
+from neox_model.checkpoint import RUN_CONFIG, seal_step, write_latest
 
 log = logging.getLogger(__name__)
 
@@ -242,17 +243,22 @@ def write_checkpoint(
     run_values: dict[str, Any],
     header: str,
 ) -> ModelManifest:
-    """A whole run directory: the step (weights, manifest, tokenizer files, config.yml with
-    `run_values` under a `header` comment) and `latest`."""
+    """The step of a run directory: weights, manifest, tokenizer files, config.yml with
+    `run_values` under a `header` comment (`finish_run` completes it)."""
     step_dir = dest.staging / dest.step
     step_dir.mkdir()
     for path in tokenizer.files:
         shutil.copyfile(path, step_dir / path.name)
     vocab_file = tokenizer.vocab.name if tokenizer.vocab else None
     manifest = write_step(step_dir, config, state, layout, vocab_file)
-    write_run_config(step_dir / "config.yml", run_values, header)
-    (dest.staging / LATEST).write_text(dest.step + "\n")
+    write_run_config(step_dir / RUN_CONFIG, run_values, header)
     return manifest
+
+
+def finish_run(dest: Destination) -> None:
+    """files.json for everything in the step (written last), then `latest`."""
+    step_dir = dest.staging / dest.step
+    write_latest(dest.staging, seal_step(step_dir).parent)
 
 
 def write_import(
@@ -274,5 +280,6 @@ def write_import(
         values = run_config(config, layout, dest.final, keys)
         header = f"{source}\n{FINETUNE_NOTE}"
         write_checkpoint(dest, config, state, layout, tokenizer, values, header)
+        finish_run(dest)
     log.info("%s -> %s (%s)", source, output_dir, layout)
     return output_dir

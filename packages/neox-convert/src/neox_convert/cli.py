@@ -10,8 +10,9 @@ neox-convert from-llama --input_dir META_DIR --output_dir RUN [--seq_length N] [
 neox-convert from-neox  --input_dir GPT_NEOX_STEP --output_dir RUN [--config_file YML ...]
 
 The from-* commands take the layout flags of from-hf; from-* and to-hf take --precision
-auto|fp32|fp16|bf16; every command takes --overwrite and writes its output under a temporary
-name, renamed into place only when complete.
+auto|fp32|fp16|bf16; every command writes its output under a temporary name, renamed into
+place only when complete, and takes --overwrite, which replaces only a previous output of the
+same conversion (a directory holding other files is refused, naming them).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from neox_convert.architecture import ArchitectureName
 from neox_convert.precision import PRECISIONS
+from neox_model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
     from neox_convert.checkpoint import Layout
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError)
 FINETUNE_HELP = (
     "writes model weights only (no optimizer state) and a config.yml with finetune: true; "
     "fine-tune with `neox train RUN/global_step0/config.yml your_data.yml`"
@@ -46,7 +48,12 @@ def _common(parser: argparse.ArgumentParser, input_help: str, precision: bool = 
             default="auto",
             help="dtype of the written weights (auto: the source's)",
         )
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous output of this conversion in output_dir; refused, naming "
+        "them, when it holds files the conversion does not write",
+    )
 
 
 def _layout(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -35,6 +35,7 @@ from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
 from neox_model import LAYER_FILE, MODEL_FILE, ModelConfig, unshard
+from neox_model.checkpoint import load_file
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ def model_config(values: dict[str, Any]) -> ModelConfig:
 
 
 def _load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle errors of a damaged or foreign file
-        raise ConversionError(f"cannot read {path}: {err}") from err
+    return load_file(path)  # weights_only; a planted pickle is an UnsafeCheckpoint
 
 
 def _pieces(files: list[tuple[re.Match[str], Path]], rank_group: int) -> Ranks:

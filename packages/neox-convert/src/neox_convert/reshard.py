@@ -23,11 +23,18 @@ from typing import Any
 
 import yaml
 
-from neox_convert.checkpoint import Destination, Layout, run_config, write_checkpoint
+from neox_convert.checkpoint import (
+    Destination,
+    Layout,
+    finish_run,
+    run_config,
+    write_checkpoint,
+)
 from neox_convert.hf_files import TOKENIZER_FILES
 from neox_convert.staging import check_destination, staged_directory
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_model import ModelManifest, SavedLayout, load_state_dict, read_layout, write_layout
+from neox_model.checkpoint import STATE_FILE, verify_step
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,6 @@ RESUME_NOTE = (
     "the optimizer state is carried over as saved (optimizer/, named by layout.json);\n"
     "neox train resumes from this step at any layout, schedule and data position included"
 )
-STATE_FILE = "neox_state.json"  # the step and data position neox-train saved
 
 
 def _tokenizer(step_dir: Path, manifest: ModelManifest) -> TokenizerFiles:
@@ -81,6 +87,7 @@ def carry_optimizer_state(step_dir: Path, new_step: Path) -> SavedLayout | None:
     saved = read_layout(step_dir)
     if saved is None or not saved.readable_optimizer:
         return None
+    verify_step(step_dir)  # the optimizer files are copied as they are: checked first
     if not (step_dir / STATE_FILE).is_file():
         raise FileNotFoundError(f"{step_dir} has layout.json but no {STATE_FILE}")
     (new_step / OPTIMIZER_DIR).mkdir()
@@ -112,6 +119,7 @@ def reshard(
         write_checkpoint(dest, manifest.config, state, layout, tokenizer, values, header)
         if resume:
             carry_optimizer_state(step_dir, staging / step_dir.name)
+        finish_run(dest)
     what = "weights and optimizer state" if resume else "weights"
     log.info("resharded %s of %s into %s (%s)", what, step_dir, output_dir, layout)
     return output_dir

@@ -1,5 +1,6 @@
 """neox-data: tokenizers, corpus readers and Megatron-compatible token files for neox (no torch)."""
 
+from neox_data.atomic_file import NoSpaceError
 from neox_data.blended_dataset import (
     BlendedDataset,
     blend_sample_counts,
@@ -7,7 +8,7 @@ from neox_data.blended_dataset import (
     weights_by_num_documents,
 )
 from neox_data.char_tokenizer import CharLevelTokenizer
-from neox_data.corpus import Document, iter_documents
+from neox_data.corpus import DamagedInputError, Document, iter_documents
 from neox_data.dependency import MissingDependencyError
 from neox_data.gpt_dataset import (
     IGNORE_INDEX,
@@ -40,12 +41,14 @@ __all__ = [
     "SUPPORTED_TOKENIZER_TYPES",
     "BlendedDataset",
     "CharLevelTokenizer",
+    "DamagedInputError",
     "Document",
     "GPT2BPETokenizer",
     "GPTDataset",
     "HFGPT2Tokenizer",
     "HFTokenizer",
     "MissingDependencyError",
+    "NoSpaceError",
     "PackImpl",
     "PreprocessResult",
     "SPMTokenizer",

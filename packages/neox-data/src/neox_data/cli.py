@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from neox_data.atomic_file import NoSpaceError
 from neox_data.corpus import iter_documents
 from neox_data.dependency import MissingDependencyError
 from neox_data.hf_tokenizer import train_bpe_tokenizer
@@ -22,10 +23,17 @@ PROG = "neox-data"
 # Exit statuses. A failed or interrupted run never leaves a .bin/.idx pair at its output names.
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the run broke: I/O error, a worker process died, an unexpected error
-EXIT_USAGE = 2  # the user's input: bad flag, missing or malformed file, bad line, existing output
+EXIT_USAGE = 2  # the user's input: bad flag, missing, malformed or truncated file, bad line,
+# existing output, a full disk
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 EXIT_TERMINATED = 143  # SIGTERM
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MissingDependencyError)
+_USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    MissingDependencyError,
+    NoSpaceError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

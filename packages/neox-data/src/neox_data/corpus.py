@@ -16,6 +16,11 @@ Bytes that are not UTF-8, and unpaired surrogates from JSON ``\\ud800`` escapes,
 such documents are counted in `ReadStats.invalid_utf8`. A line that is not a JSON object holding
 the keys as strings stops reading with FILE:LINE and the problem, or, with
 ``skip_bad_lines=True``, is counted in `ReadStats.bad_lines` and skipped.
+
+Compressed data (``.zst`` frames, ``.gz`` members, archives) is read to its end-of-stream
+marker: a file that ends before it (an interrupted download or copy) or whose compressed data is
+damaged stops reading with a `DamagedInputError` naming the file (and the archive member), under
+``skip_bad_lines`` too; its last, cut-off line is never parsed as a bad line.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ import logging
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from neox_data.dependency import import_optional
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,9 @@ SUPPORTED_SUFFIXES = (*JSONL_SUFFIXES, TAR_SUFFIX, TEXT_SUFFIX, *TEXT_ARCHIVE_SU
 PARAGRAPH_JOINER = "\n\n"  # lm_dataformat joins a list-of-paragraphs text with this
 _REPORTED_BAD_LINES = 10  # skipped lines logged one by one; the rest are only counted
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_READ_SIZE = 1 << 20  # compressed bytes read at a time
+# What the standard library's decompressors and archive readers raise for damaged or cut data.
+_DAMAGE = (EOFError, zlib.error, gzip.BadGzipFile, tarfile.TarError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,25 @@ class ReadStats:
 
 class BadLineError(ValueError):
     """A JSON line that cannot be read as a document; the message starts with FILE:LINE."""
+
+
+class DamagedInputError(ValueError):
+    """A compressed file or archive that is truncated or damaged; the message starts with the
+    file (``FILE[MEMBER]`` inside a tar). Never skipped: the rest of the file is unknown."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(
+            f"{where}: truncated or damaged file ({problem}); download or copy it again"
+        )
+
+
+@contextmanager
+def _damage_named(where: str) -> Iterator[None]:
+    """Report a decompressor's or archive reader's error as a `DamagedInputError` of ``where``."""
+    try:
+        yield
+    except _DAMAGE as err:
+        raise DamagedInputError(where, str(err) or type(err).__name__) from None
 
 
 def resolve_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -143,16 +175,8 @@ def iter_documents(
         raise ValueError("at least one JSON key is needed")
     reader = _Reader(tuple(keys), skip_bad_lines, stats if stats is not None else ReadStats())
     for path in resolve_paths(paths):
-        match suffix_of(path):
-            case ".txt":
-                yield reader.text_file(path)
-            case ".jsonl.zst.tar":
-                yield from reader.tar_archive(path)
-            case ".zip" | ".tar.gz":
-                yield from reader.text_archive(path)
-            case _:
-                with open_lines(path) as lines:
-                    yield from reader.json_lines(lines, path)
+        with _damage_named(str(path)):
+            yield from reader.documents(path)
 
 
 @dataclass
@@ -160,6 +184,18 @@ class _Reader:
     keys: tuple[str, ...]
     skip_bad_lines: bool
     stats: ReadStats
+
+    def documents(self, path: Path) -> Iterator[Document]:
+        match suffix_of(path):
+            case ".txt":
+                yield self.text_file(path)
+            case ".jsonl.zst.tar":
+                yield from self.tar_archive(path)
+            case ".zip" | ".tar.gz":
+                yield from self.text_archive(path)
+            case _:
+                with open_lines(path) as lines:
+                    yield from self.json_lines(lines, path)
 
     def text_file(self, path: Path) -> Document:
         text = self._decode(path.read_bytes())
@@ -170,14 +206,14 @@ class _Reader:
             yield Document(self.keys[0], self._decode(data), path, 1, member)
 
     def tar_archive(self, path: Path) -> Iterator[Document]:
-        zstandard = import_optional("zstandard", "zstd", f"reading {TAR_SUFFIX} archives")
+        import_optional("zstandard", "zstd", f"reading {TAR_SUFFIX} archives")
         with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
             for member in archive:
                 if not member.isfile():
                     continue
                 handle = archive.extractfile(member)
                 assert handle is not None  # a regular file always has contents
-                stream = zstandard.ZstdDecompressor().stream_reader(handle)
+                stream = _ZstdStream(handle, f"{path}[{member.name}]")
                 yield from self.json_lines(io.BufferedReader(stream), path, member.name)
 
     def json_lines(
@@ -242,24 +278,20 @@ class _Reader:
 
 def _archive_members(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, contents) of each regular file in a ``.zip`` or ``.tar.gz``, in archive order."""
-    try:
-        yield from _read_members(path)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable archive: {err}") from None
-
-
-def _read_members(path: Path) -> Iterator[tuple[str, bytes]]:
     if path.name.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
                     yield info.filename, archive.read(info)
         return
-    with tarfile.open(path, mode="r|gz") as archive:
-        for member in archive:
-            handle = archive.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                yield member.name, handle.read()
+    with gzip.open(path, "rb") as stream:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                handle = archive.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    yield member.name, handle.read()
+        while stream.read(_READ_SIZE):  # to the gzip end-of-stream marker, past the tar's end
+            pass
 
 
 @contextmanager
@@ -274,6 +306,58 @@ def open_lines(path: Path) -> Iterator[Iterable[bytes]]:
         with path.open("rb") as handle:
             yield handle
         return
-    zstandard = import_optional("zstandard", "zstd", "reading .jsonl.zst files")
-    with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        yield io.BufferedReader(stream)
+    import_optional("zstandard", "zstd", "reading .jsonl.zst files")
+    with path.open("rb") as raw, io.BufferedReader(_ZstdStream(raw, str(path))) as stream:
+        yield stream
+
+
+class _ZstdStream(io.RawIOBase):
+    """The decompressed bytes of zstd data, frame after frame, as a raw stream.
+
+    Data that ends inside a frame raises `DamagedInputError` naming ``where`` before the bytes
+    of its last, incomplete line are handed out (zstandard's own ``stream_reader`` returns what
+    it has and stops, without an error).
+    """
+
+    def __init__(self, raw: IO[bytes], where: str) -> None:
+        super().__init__()
+        self._zstd = import_optional("zstandard", "zstd", "reading .zst files")
+        self._raw, self._where = raw, where
+        self._frame = self._zstd.ZstdDecompressor().decompressobj()
+        self._in_frame = False  # some of the current frame has been read, not its end
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        while not self._out:
+            if not self._decompress_more():
+                return 0
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._out))
+        view[:count] = self._out[:count]
+        self._out = self._out[count:]
+        return count
+
+    def _decompress_more(self) -> bool:
+        """Decompress the next block of input; False at its end (after a whole frame)."""
+        data = self._raw.read(_READ_SIZE)
+        if not data:
+            if self._in_frame:
+                problem = "the zstd data ends inside a frame, before its end-of-stream marker"
+                raise DamagedInputError(self._where, problem)
+            return False
+        pieces = []
+        try:
+            while data:
+                self._in_frame = True
+                pieces.append(self._frame.decompress(data))
+                if not self._frame.eof:
+                    break
+                data, self._in_frame = self._frame.unused_data, False
+                self._frame = self._zstd.ZstdDecompressor().decompressobj()
+        except self._zstd.ZstdError as err:
+            raise DamagedInputError(self._where, f"zstd: {err}") from None
+        self._out = memoryview(b"".join(pieces))
+        return True

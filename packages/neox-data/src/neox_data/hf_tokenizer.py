@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import tokenizers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
 
+from neox_data.atomic_file import replacing
 from neox_data.tokenizer import EOD_TOKEN, PAD_TOKEN, TokenizerSpec
 
 logger = logging.getLogger(__name__)
@@ -231,10 +230,5 @@ def train_bpe_tokenizer(
 def _save_atomically(model: tokenizers.Tokenizer, path: Path) -> None:
     """Write ``model`` as JSON to a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with replacing(path) as temp:
+        model.save(str(temp))

@@ -5,7 +5,8 @@ entry missing takes an exclusive lock on ``{stem}.lock`` (``flock``, released by
 if the process dies), checks again, builds the arrays and writes each under a temporary name
 before renaming it into place; the others block on the lock, then load what it wrote. Loaded
 arrays are memory-mapped read-only. Where the directory cannot be written, the arrays are built
-in memory (each process for itself) and a warning says so.
+in memory (each process for itself) and a warning says so. A full disk while writing is a
+`neox_data.NoSpaceError` naming the file, and leaves no part of it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import enum
 import fcntl
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+
+from neox_data.atomic_file import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,7 @@ def load_or_build(
             return _load(paths), CacheSource.LOADED
         start = time.perf_counter()
         arrays = _checked(build(), names)
-        for name, path in paths.items():
-            _save_atomically(path, arrays[name])
+        _save_all(paths, arrays)
         logger.info("built %s in %.1f s", stem.name, time.perf_counter() - start)
         return _load(paths), CacheSource.BUILT
     finally:
@@ -83,11 +85,26 @@ def _load(paths: Mapping[str, Path]) -> Arrays:
     return arrays
 
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _save_all(paths: Mapping[str, Path], arrays: Arrays) -> None:
+    """Write every array of an entry, or none: an entry missing a file is built again."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        for name, path in paths.items():
+            _save_atomically(path, arrays[name])
+    except BaseException:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    with replacing(path) as temp, temp.open("wb") as handle:
+        np.save(_PythonWrites(handle), array, allow_pickle=False)
+
+
+class _PythonWrites:
+    """A file numpy writes through its ``write`` method. numpy writes a real file with C's
+    fwrite and reports a full disk as "N requested and M written", without the errno that
+    `replacing` needs to say so."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.write = handle.write

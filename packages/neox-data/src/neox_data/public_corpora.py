@@ -9,14 +9,14 @@ there are kept. ``neox-data preprocess --input DATA_DIR/NAME`` then reads the di
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from neox_data.atomic_file import is_full_disk, replacing
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,11 @@ def download_corpus(name: str, data_dir: str | Path, *, mirror: str | None = Non
 def fetch(url: str, target: Path) -> None:
     """Stream ``url`` to a temporary file beside ``target``, renamed into place when complete."""
     logger.info("downloading %s to %s", url, target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as body:
-            shutil.copyfileobj(body, out, _COPY_BUFFER)
-        os.replace(tmp_name, target)
-    except OSError as err:  # urllib's URLError and HTTPError are OSErrors
-        raise OSError(f"cannot download {url}: {err}") from err
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with replacing(target, ".part") as temp:
+        try:
+            with temp.open("wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as body:
+                shutil.copyfileobj(body, out, _COPY_BUFFER)
+        except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+            if is_full_disk(err):
+                raise  # `replacing` names the file
+            raise OSError(f"cannot download {url}: {err}") from err

@@ -12,16 +12,22 @@ The ``.bin`` file is every sequence's tokens concatenated. The ``.idx`` file, al
     doc_idx    int64[ndoc_idx]   0, then the number of sequences after each document
 
 As GPT-NeoX preprocessing writes them, every document is exactly one sequence.
+
+`TokenFile.id_range` scans the ``.bin`` once for its smallest and largest token id (a trainer
+checks them against its vocabulary) and caches them beside the index caches as
+``PREFIX_ids_{digest}_range.npy``, the digest naming the ``.bin``'s inode, size and modification
+time.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +36,9 @@ from typing import BinaryIO, NoReturn
 
 import numpy as np
 import numpy.typing as npt
+
+from neox_data.atomic_file import reporting_full_disk, temporary_file
+from neox_data.index_cache import load_or_build
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ _CODE_OF_DTYPE = {dtype: code for code, dtype in DTYPE_CODES.items()}
 _UINT16_VOCAB_LIMIT = 65500
 _COPY_BUFFER = 16 << 20
 _CHECK_CHUNK = 1 << 20  # index entries checked at a time, to bound memory
+_SCAN_CHUNK = 1 << 24  # tokens scanned at a time for the id range
+_ID_RANGE_VERSION = b"neox-id-range-1"  # change when the cached id range changes meaning
 
 
 def best_dtype(vocab_size: int) -> np.dtype:
@@ -130,6 +141,7 @@ class TokenFileWriter:
     a clean exit the index is written to a temporary ``.idx``, then the ``.bin`` and the
     ``.idx`` are renamed into place; on an exception every temporary file is removed. A process
     killed mid-run leaves only hidden ``.PREFIX.*.tmp`` files, never a ``.bin``/``.idx`` pair.
+    A full disk is a `NoSpaceError` naming the ``.bin`` or ``.idx`` being written.
     """
 
     def __init__(
@@ -165,12 +177,10 @@ class TokenFileWriter:
                     f"{path} already exists; pass --overwrite (overwrite=True) to replace it"
                 )
 
-    def _temp_path(self, suffix: str) -> Path:
-        fd, name = tempfile.mkstemp(
-            prefix=f".{self.prefix.name}.", suffix=f"{suffix}.tmp", dir=self.prefix.parent
-        )
-        os.close(fd)
-        return Path(name)
+    def _write(self, data: bytes) -> None:
+        assert self._bin is not None, "write before open"
+        with reporting_full_disk(self.bin_path):
+            self._bin.write(data)
 
     def __enter__(self) -> TokenFileWriter:
         self._open()
@@ -196,7 +206,7 @@ class TokenFileWriter:
             raise RuntimeError(f"writer for {self.prefix} is already open")
         self._sizes, self._doc_idx, self._num_tokens = array.array("i"), array.array("q", [0]), 0
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_bin = self._temp_path(".bin")
+        self._tmp_bin = temporary_file(self.prefix, ".bin.tmp")
         self._bin = self._tmp_bin.open("wb")
 
     def add_document(self, tokens: Sequence[int] | np.ndarray) -> None:
@@ -206,7 +216,7 @@ class TokenFileWriter:
         values = as_token_array(tokens, self.dtype)
         if len(values) > np.iinfo(np.int32).max:
             raise ValueError(f"document of {len(values)} tokens exceeds the int32 size field")
-        self._bin.write(values.tobytes())
+        self._write(values.tobytes())
         self._sizes.append(len(values))
         self._doc_idx.append(len(self._sizes))
         self._num_tokens += len(values)
@@ -226,7 +236,7 @@ class TokenFileWriter:
             )
         if len(sizes) and sizes.max() > np.iinfo(np.int32).max:
             raise ValueError(f"document of {sizes.max()} tokens exceeds the int32 size field")
-        self._bin.write(values.tobytes())
+        self._write(values.tobytes())
         first = len(self._sizes)
         self._sizes.frombytes(sizes.astype("=i4").tobytes())
         self._doc_idx.frombytes(np.arange(first + 1, first + len(sizes) + 1, dtype="=i8").tobytes())
@@ -242,7 +252,7 @@ class TokenFileWriter:
                 f"{source.prefix} holds {source.dtype.name} tokens; this file holds "
                 f"{self.dtype.name}: merge only token files of one dtype"
             )
-        with source.bin_path.open("rb") as data:
+        with source.bin_path.open("rb") as data, reporting_full_disk(self.bin_path):
             shutil.copyfileobj(data, self._bin, _COPY_BUFFER)
         offset = len(self._sizes)
         self._sizes.frombytes(source.sizes.astype("=i4").tobytes())
@@ -251,7 +261,8 @@ class TokenFileWriter:
 
     def _abort(self) -> None:
         if self._bin is not None:
-            self._bin.close()
+            with contextlib.suppress(OSError):  # e.g. the full disk that stopped the run
+                self._bin.close()
             self._bin = None
         for temp in (self._tmp_bin, self._tmp_idx):
             if temp is not None:
@@ -261,12 +272,14 @@ class TokenFileWriter:
     def _prepare(self) -> None:
         """Close the ``.bin`` and write the index, both still under temporary names."""
         assert self._bin is not None, "prepare before open"
-        self._bin.close()
+        with reporting_full_disk(self.bin_path):
+            self._bin.close()
         self._bin = None
         sizes = np.frombuffer(self._sizes, dtype=np.int32) if self._sizes else np.empty(0, "<i4")
         doc_idx = np.frombuffer(self._doc_idx, dtype=np.int64)
-        self._tmp_idx = self._temp_path(".idx")
-        self._tmp_idx.write_bytes(_index_bytes(self.dtype, sizes, doc_idx))
+        self._tmp_idx = temporary_file(self.prefix, ".idx.tmp")
+        with reporting_full_disk(self.idx_path):
+            self._tmp_idx.write_bytes(_index_bytes(self.dtype, sizes, doc_idx))
 
     def _publish(self) -> None:
         """Rename the prepared ``.bin`` then ``.idx`` into place."""
@@ -327,6 +340,7 @@ class TokenFile:
         self._check_index()
         self._tokens = _map(self.bin_path, self.dtype)
         self._check_bin()
+        self._id_range: tuple[int, int] | None = None
 
     def _fail(self, problem: str) -> NoReturn:
         raise ValueError(f"{self.idx_path}: not a valid token index: {problem}")
@@ -396,6 +410,36 @@ class TokenFile:
     def num_tokens(self) -> int:
         """Total number of tokens over all sequences."""
         return int(self.sizes.sum(dtype=np.int64))
+
+    def id_range(self) -> tuple[int, int] | None:
+        """(smallest, largest) token id in the file; None when it holds no tokens. Scanned
+        once, then read from its cache file (see the module docstring)."""
+        if self._id_range is None and self.num_tokens:
+            arrays, _ = load_or_build(self._id_range_stem(), ["range"], self._scan_id_range)
+            low, high = arrays["range"].tolist()
+            self._id_range = (low, high)
+        return self._id_range
+
+    def max_id(self) -> int | None:
+        """The largest token id in the file; None when it holds no tokens."""
+        found = self.id_range()
+        return None if found is None else found[1]
+
+    def _id_range_stem(self) -> Path:
+        """The cache entry of the id range, named for this ``.bin`` (inode, size, modification
+        time: a file rewritten under the same name is a new inode)."""
+        info = self.bin_path.stat()
+        code = _CODE_OF_DTYPE[self.dtype]
+        key = struct.pack("<QQqB", info.st_ino, info.st_size, info.st_mtime_ns, code)
+        digest = hashlib.blake2b(_ID_RANGE_VERSION + key, digest_size=6).hexdigest()
+        return self.prefix.parent / f"{self.prefix.name}_ids_{digest}"
+
+    def _scan_id_range(self) -> dict[str, np.ndarray]:
+        low, high = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        for start in range(0, len(self._tokens), _SCAN_CHUNK):
+            chunk = self._tokens[start : start + _SCAN_CHUNK]
+            low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
+        return {"range": np.array([low, high], dtype=np.int64)}
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.get(index)

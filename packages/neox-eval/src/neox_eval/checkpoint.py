@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import ModelManifest, TPGroup, Transformer, find_step_dir, load_model
+from neox_model import ModelManifest, TPGroup, Transformer, load_model, verified_step
 
 RUN_CONFIG = "config.yml"  # the run config neox-train saves into every step directory
 DEFAULT_TOKENIZER_TYPE = "GPT2BPETokenizer"  # GPT-NeoX's default
@@ -43,16 +43,55 @@ def read_config(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as err:
         raise FileNotFoundError(f"{path}: cannot read config file ({err.strerror})") from err
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        repeat = _first_repeat(node, "", set()) if node is not None else None
+        doc = loader.construct_document(node) if node is not None and repeat is None else None
+        loader.dispose()
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if repeat is not None:
+        raise ValueError(f"{path}: {repeat}")
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: a config file must be a mapping of keys to values")
     return _normalised(doc)
+
+
+def _first_repeat(node: yaml.Node, where: str, seen: set[int]) -> str | None:
+    """The first key given twice in one mapping under `node`, with both lines (`-` and `_`
+    spellings are one key; YAML merge keys are not repeats). neox-train's reader
+    (`neox_train.yaml_files`) has its twin; tests/test_yaml_repeats.py holds them to one answer."""
+    if id(node) in seen:  # an alias of a node already checked
+        return None
+    seen.add(id(node))
+    children: list[tuple[str, yaml.Node]] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = [(f"{where.removesuffix('.')}[{i}].", item) for i, item in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        keys: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = key_node.value.replace("-", "_")
+            if key in keys:
+                first, second = keys[key], key_node
+                lines = f"lines {first.start_mark.line + 1} and {second.start_mark.line + 1}"
+                if first.value != second.value:
+                    lines += f": {first.value} and {second.value} are one key"
+                return f"key {where + key!r} appears twice ({lines})"
+            keys[key] = key_node
+            children.append((f"{where}{key}.", value))
+    for path, child in children:
+        found = _first_repeat(child, path, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _normalised(mapping: Mapping[Any, Any]) -> dict[str, Any]:
@@ -77,11 +116,11 @@ def load_checkpoint(
     """The checkpoint at `path` (a step directory, or a run directory whose `latest` step is
     used), as one tensor-parallel rank's shard with `tp`; `overrides` (config values) are merged
     over the step's saved config."""
-    step_dir = find_step_dir(path)
+    step_dir, _ = verified_step(path)
     saved = step_dir / RUN_CONFIG
     config = read_config([saved]) if saved.is_file() else {}
     _merge(config, overrides or {})
-    _, manifest, model = load_model(step_dir, tp=tp)
+    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
     micro_batch = config.get("train_micro_batch_size_per_gpu")
     return LoadedCheckpoint(
         step_dir=step_dir,

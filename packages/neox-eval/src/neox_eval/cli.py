@@ -27,9 +27,10 @@ from neox_eval.adapter import NeoxLM
 from neox_eval.checkpoint import load_checkpoint, read_config
 from neox_eval.harness import resolve_tasks, run_tasks
 from neox_eval.process_group import LaunchEnv, join, leave
+from neox_model.checkpoint import CheckpointError
 
 # errors a user causes (a bad flag value, config, checkpoint or task): one line, exit status 2
-USER_ERRORS = (ValueError, FileNotFoundError)
+USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from neox_launch.hostfile import (
 from neox_launch.local import worker_commands
 from neox_launch.machine import Machine
 from neox_launch.nodelist import expand_nodelist, slurm_hosts
+from neox_launch.preemption import PREEMPTED, PreemptionPolicy, parse_signals
 from neox_launch.program import ProgramNotFoundError
 from neox_launch.request import LaunchRequest, plan
 from neox_launch.resources import Node, parse_filter, select_nodes
@@ -23,12 +24,14 @@ from neox_launch.worker import WorkerCommand
 
 __all__ = [
     "LAUNCHERS",
+    "PREEMPTED",
     "Host",
     "HostfileError",
     "LaunchRequest",
     "LaunchSpec",
     "Machine",
     "Node",
+    "PreemptionPolicy",
     "ProgramNotFoundError",
     "SlurmOptions",
     "WorkerCommand",
@@ -41,6 +44,7 @@ __all__ = [
     "launch",
     "parse_filter",
     "parse_hostfile",
+    "parse_signals",
     "plan",
     "read_hostfile",
     "sbatch_script",

@@ -3,7 +3,8 @@
 The pdsh runner starts one agent per node over SSH. The agent starts that node's workers with
 their global ranks (the local runner's ``node_workers``) and supervises them: a failing worker
 stops the others and becomes the agent's exit code. With ``--watch-stdin``, the end of stdin
-(the SSH session closed because the launcher stopped pdsh) stops the workers too.
+(the SSH session closed because the launcher stopped pdsh) asks the workers to save and stop,
+as a preemption signal does (``--preemption-grace-period``, ``--preemption-signals``).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from neox_launch import preemption
 from neox_launch.local import NodeLayout, node_workers
 from neox_launch.supervisor import WorkerStartError, supervise
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--master-port", type=int, required=True)
     parser.add_argument("--visible-devices", help="CUDA_VISIBLE_DEVICES for this node's workers")
     parser.add_argument("--watch-stdin", action="store_true", help="stop when stdin ends")
+    preemption.add_arguments(parser)
     return parser
 
 
@@ -75,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         commands = node_workers(layout, command, env=os.environ)
         stop_check = StdinWatch() if options.watch_stdin else None
-        return supervise(commands, stdin=subprocess.DEVNULL, stop_check=stop_check)
+        policy = preemption.from_args(options)
+        return supervise(commands, policy=policy, stdin=subprocess.DEVNULL, stop_check=stop_check)
     except (ValueError, TypeError, WorkerStartError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

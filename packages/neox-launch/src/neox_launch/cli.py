@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from neox_launch import preemption
 from neox_launch.hostfile import format_hostfile
 from neox_launch.machine import Machine
 from neox_launch.nodelist import slurm_hosts
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         usage="%(prog)s [options] -- command [args...]",
         description="Start the command as the workers of a job, each with RANK, LOCAL_RANK, "
         "WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set. If a worker fails, "
-        "the others are stopped and its exit code is returned.",
+        "the others are stopped and its exit code is returned. SIGTERM, SIGINT, SIGUSR1 or "
+        "SIGUSR2 asks the workers to save and stop; when they all exit 75, so does this.",
     )
     _placement_options(parser)
     _launcher_options(parser)
@@ -86,6 +88,7 @@ def _launcher_options(parser: argparse.ArgumentParser) -> None:
     )
     for name in ("comment", "account", "partition"):
         group.add_argument(f"--{name}", metavar="TEXT", help=f"Slurm {name}")
+    preemption.add_arguments(group)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +171,7 @@ def _request(args: argparse.Namespace, launcher: str) -> LaunchRequest:
         no_ssh_check=args.no_ssh_check,
         slurm=SlurmOptions(comment=args.comment, account=args.account, partition=args.partition),
         env=env,
+        preemption=preemption.from_args(args),
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from neox_launch.ports import free_port
 from neox_launch.spec import LOOPBACK, MAX_PORT, LaunchSpec
-from neox_launch.supervisor import DEFAULT_GRACE_PERIOD, supervise
+from neox_launch.supervisor import supervise
 from neox_launch.worker import LAUNCH_VARIABLES, WorkerCommand, default_omp_threads
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,16 @@ def worker_commands(
     return node_workers(layout, command, env={**base_env, **spec.env}, cpu_count=cpu_count)
 
 
-def run_local(
-    spec: LaunchSpec, command: Sequence[str], *, grace_period: float = DEFAULT_GRACE_PERIOD
-) -> int:
+def run_local(spec: LaunchSpec, command: Sequence[str]) -> int:
     """Start the workers on this machine and wait for them; the launcher's exit code.
 
-    See ``supervise`` for the exit codes and how failures and signals stop the workers.
+    See ``supervise`` for the exit codes and how failures and signals (``spec.preemption``)
+    stop the workers.
     """
     port = local_master_port(spec)
     commands = worker_commands(spec, command, master_port=port, base_env=os.environ)
     log.info("starting %d worker(s), master %s:%d", len(commands), spec.rendezvous_addr, port)
-    return supervise(commands, grace_period=grace_period)
+    return supervise(commands, policy=spec.preemption)
 
 
 def describe_local(spec: LaunchSpec, command: Sequence[str]) -> list[str]:

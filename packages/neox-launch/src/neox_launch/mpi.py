@@ -33,7 +33,11 @@ def mpi_commands(
     else:
         flags = hydra_flags(spec, list(exported))
     argv = ["mpirun", *flags, *spec.launcher_args, *shim]
-    return [WorkerCommand(0, tuple(argv), {**machine.environ, **spec.env}, label="mpirun")]
+    # mpirun (Open MPI's, and Hydra's) passes SIGUSR1/2 on to the ranks, and kills them on
+    # SIGTERM or SIGINT: a preemption reaches the ranks as the user signal.
+    passed = spec.preemption.user_signal()
+    env = {**machine.environ, **spec.env}
+    return [WorkerCommand(0, tuple(argv), env, label="mpirun", preemption_signal=passed)]
 
 
 def openmpi_flags(spec: LaunchSpec, exported: Sequence[str], *, is_root: bool) -> list[str]:

@@ -34,7 +34,9 @@ def pdsh_commands(
         line = remote_line(spec, command, machine.python, machine.cwd, exports, rank, master_port)
         argv = ["pdsh", "-S", "-w", host, *spec.launcher_args, line]
         label = f"node {rank} on {host}"
-        commands.append(WorkerCommand(rank, tuple(argv), env, label, signal.SIGTERM))
+        # Any stop is SIGTERM to pdsh: its SSH session closes, and the agent sees stdin end.
+        stop = signal.SIGTERM
+        commands.append(WorkerCommand(rank, tuple(argv), env, label, stop, preemption_signal=stop))
     return commands
 
 
@@ -58,6 +60,7 @@ def remote_line(
         f"--master-addr={spec.rendezvous_addr or spec.hosts[0]}",
         f"--master-port={master_port or DEFAULT_MASTER_PORT}",
         "--watch-stdin",
+        *spec.preemption.flags(),
     ]
     devices = spec.visible_devices(node_rank)
     if devices is not None:

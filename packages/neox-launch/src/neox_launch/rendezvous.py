@@ -8,12 +8,12 @@ runs the command with them. The command dies with the shim (Linux parent-death s
 SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are passed on to it. A command that fails is
 reported with its rank, and the shim exits as the command did; a command stopped by a signal
 passed on gives exit code 1 (the lowest failure), so that srun, which returns the highest code
-of its tasks, returns the code of the rank that failed. Under Hydra (MPICH, MVAPICH2,
-Intel MPI) the shim also speaks PMI so that a failing rank stops the job (see ``pmi``).
+of its tasks, returns the code of the rank that failed; one that saved and stopped gives 75
+(see ``preemption``). Under Hydra (MPICH, MVAPICH2, Intel MPI) the shim also speaks PMI so
+that a failing rank stops the job (see ``pmi``).
 """
 
 import argparse
-import ctypes
 import fcntl
 import os
 import signal
@@ -24,11 +24,13 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import NoReturn, TextIO
 
+from neox_launch.parent_death import die_with_parent
 from neox_launch.pmi import PmiLink, without_link
+from neox_launch.preemption import PREEMPTED
 from neox_launch.ranks import (
     HYDRA_SCHEDULERS,
     SCHEDULERS,
@@ -45,7 +47,6 @@ from neox_launch.supervisor import exit_description
 
 PROG = SHIM_MODULE
 _PASSED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
-_PR_SET_PDEATHSIG = 1
 STOPPED_EXIT_CODE = 1
 # How long a failing rank waits for its report to be read before it aborts the job over PMI.
 DRAIN_TIMEOUT = 5.0
@@ -64,17 +65,6 @@ class _Forwarder:
             self.child.send_signal(signum)
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def arrange() -> None:
-        if sys.platform.startswith("linux"):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:  # the shim died before prctl took effect
-                os._exit(1)
-
-    return arrange
-
-
 def run(
     command: Sequence[str], env: Mapping[str, str], place: Place, link: PmiLink | None = None
 ) -> int:
@@ -85,7 +75,7 @@ def run(
     """
     try:
         child = subprocess.Popen(
-            list(command), env=dict(env), preexec_fn=_die_with_parent(os.getpid())
+            list(command), env=dict(env), preexec_fn=die_with_parent(os.getpid())
         )
     except OSError as error:
         _fail(f"cannot start {command[0]!r}: {error.strerror or error}")
@@ -101,14 +91,14 @@ def run(
             file=sys.stderr,
             flush=True,
         )
-    if link is not None and returncode == 0:
+    if link is not None and returncode in (0, PREEMPTED):  # saved and stopped: not a failure
         link.finalize()
     elif link is not None and not stopped:
         # Hydra's proxy stops relaying a rank's output once the job aborts: the line naming
         # the failing rank would be lost if the abort overtook it.
         wait_until_read((sys.stdout, sys.stderr), DRAIN_TIMEOUT)
         link.abort(returncode if returncode > 0 else 128 - returncode)
-    if returncode != 0 and stopped:
+    if returncode not in (0, PREEMPTED) and stopped:
         # Not the cause: srun reports the highest code of its tasks, and should report the
         # code of the rank that failed.
         return STOPPED_EXIT_CODE

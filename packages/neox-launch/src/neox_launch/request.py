@@ -18,6 +18,7 @@ from typing import cast
 from neox_launch.environment import read_env_files
 from neox_launch.hostfile import Host, find_hostfile, read_hostfile
 from neox_launch.machine import Machine
+from neox_launch.preemption import PreemptionPolicy
 from neox_launch.resources import Node, select_nodes
 from neox_launch.spec import (
     LAUNCHERS,
@@ -44,6 +45,7 @@ class LaunchRequest:
     ``num_nodes`` -1 means every node of the hostfile (or of the Slurm job); ``num_gpus`` None
     means every slot (without a hostfile: every visible GPU, else 1). ``launcher_args`` is one
     string, split like a shell would. ``env`` is added to the ``.deepspeed_env`` files' values.
+    ``preemption``: which signals ask the workers to save and stop, and how long they get.
     """
 
     launcher: str = DEFAULT_LAUNCHER
@@ -60,6 +62,7 @@ class LaunchRequest:
     no_ssh_check: bool = False
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     env: Mapping[str, str] = field(default_factory=_no_env, hash=False)
+    preemption: PreemptionPolicy = field(default_factory=PreemptionPolicy)
 
     def __post_init__(self) -> None:
         if self.num_gpus is not None and self.num_gpus < 1:
@@ -88,6 +91,7 @@ def plan(request: LaunchRequest, machine: Machine) -> LaunchSpec:
         launcher_args=_split_args(request.launcher_args),
         ssh_check=not request.no_ssh_check,
         slurm=request.slurm,
+        preemption=request.preemption,
     )
 
 

@@ -17,7 +17,7 @@ from neox_launch.ports import free_port
 from neox_launch.program import find_program
 from neox_launch.slurm import srun_commands
 from neox_launch.spec import LOOPBACK, SINGLE_NODE_LAUNCHERS, LaunchSpec
-from neox_launch.supervisor import DEFAULT_GRACE_PERIOD, supervise
+from neox_launch.supervisor import supervise
 from neox_launch.torchrun import torchrun_commands
 from neox_launch.worker import WorkerCommand
 
@@ -36,20 +36,14 @@ BUILDERS: Mapping[str, Builder] = {
 }
 
 
-def launch(
-    spec: LaunchSpec,
-    command: Sequence[str],
-    machine: Machine | None = None,
-    *,
-    grace_period: float = DEFAULT_GRACE_PERIOD,
-) -> int:
+def launch(spec: LaunchSpec, command: Sequence[str], machine: Machine | None = None) -> int:
     """Start ``command`` as the workers ``spec`` describes and wait; the launcher's exit code.
 
     Raises WorkerStartError (ProgramNotFoundError for a missing launcher program) before
     anything starts when the launch cannot be done.
     """
     if spec.launcher == "local":
-        return run_local(spec, command, grace_period=grace_period)
+        return run_local(spec, command)
     machine = machine or Machine.current()
     program = find_program(spec.launcher, machine.environ, machine.python)
     commands = [each.with_program(program) for each in launcher_commands(spec, command, machine)]
@@ -58,7 +52,7 @@ def launch(
     log.info(
         "starting %d worker(s) on %d node(s) with %s", spec.world_size, spec.num_nodes, program
     )
-    return supervise(commands, grace_period=grace_period)
+    return supervise(commands, policy=spec.preemption)
 
 
 def describe(spec: LaunchSpec, command: Sequence[str], machine: Machine | None = None) -> list[str]:

@@ -46,7 +46,11 @@ def srun_commands(
 ) -> list[WorkerCommand]:
     """The one ``srun`` process that starts every task of ``spec``."""
     argv = srun_argv(spec, command, machine.python, master_port)
-    return [WorkerCommand(0, tuple(argv), {**machine.environ, **spec.env}, label="srun")]
+    env = {**machine.environ, **spec.env}
+    # srun passes SIGUSR1/2 on to the tasks, and kills them on SIGTERM (and, with
+    # --quit-on-interrupt, on SIGINT).
+    passed = spec.preemption.user_signal()
+    return [WorkerCommand(0, tuple(argv), env, label="srun", preemption_signal=passed)]
 
 
 def sbatch_script(

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, get_args
 
+from neox_launch.preemption import PreemptionPolicy
 from neox_launch.resources import Node
 from neox_launch.worker import LAUNCH_VARIABLES
 
@@ -57,7 +58,8 @@ class LaunchSpec:
     is extra environment for every worker (read-only); it may not set the variables the launcher
     sets per worker (RANK, WORLD_SIZE, MASTER_ADDR, ...). ``launcher_args`` go to the launcher
     program as they are; ``ssh_check`` tries SSH to every node before a pdsh launch; ``slurm``
-    holds the Slurm-only options.
+    holds the Slurm-only options; ``preemption`` the signals that ask the workers to save and
+    stop, and how long they get.
     """
 
     nproc_per_node: int
@@ -70,6 +72,7 @@ class LaunchSpec:
     launcher_args: tuple[str, ...] = ()
     ssh_check: bool = True
     slurm: SlurmOptions = SlurmOptions()
+    preemption: PreemptionPolicy = field(default_factory=PreemptionPolicy)
 
     def __post_init__(self) -> None:
         _check_positive("nproc_per_node", self.nproc_per_node)

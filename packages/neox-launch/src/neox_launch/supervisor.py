@@ -1,8 +1,15 @@
 """The supervisor: starts worker processes, watches them, and stops them together.
 
 Each worker runs in its own process group, so stopping a worker also stops the processes it
-spawned. The first worker to fail, or a SIGINT/SIGTERM sent to the launcher, stops all of them:
-the signal (SIGTERM on a failure) goes to every group, then SIGKILL after a grace period.
+spawned, and dies with the supervisor (Linux parent-death signal), even one killed by SIGKILL.
+A job stops in one of two ways:
+
+- Preemption: one of the policy's signals reaches the supervisor (or a worker, signalled itself,
+  exits 75, or ``stop_check`` says the launcher went away). The signal is passed on to every
+  worker's group, and the workers get the grace period to save and exit before SIGKILL. The
+  same or another signal more than a second after the first cuts the wait short.
+- Failure: a worker exits non-zero. The others cannot go on without it: they get SIGTERM, and
+  SIGKILL a few seconds later.
 """
 
 import contextlib
@@ -18,13 +25,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO
 
+from neox_launch.parent_death import die_with_parent
+from neox_launch.preemption import PREEMPTED, REPEAT_AFTER, PreemptionPolicy
 from neox_launch.worker import WorkerCommand
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRACE_PERIOD = 5.0
+# After a failure the others are stopped, not saved: they get at most this long.
+FAILURE_GRACE_PERIOD = 5.0
 _POLL_INTERVAL = 0.05
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Asked on every poll: a reason to stop all workers now (e.g. "the launcher went away"), or None.
 StopCheck = Callable[[], str | None]
@@ -42,27 +51,41 @@ class _Worker:
     process: subprocess.Popen[bytes]
 
 
-class _SignalInbox:
-    """Records the SIGINT/SIGTERM the launcher receives while installed."""
+@dataclass(frozen=True)
+class _Received:
+    signum: int
+    at: float  # time.monotonic()
 
-    def __init__(self) -> None:
-        self.received: list[int] = []
+
+class _SignalInbox:
+    """Records the policy's signals the launcher receives while installed."""
+
+    def __init__(self, signals: Sequence[int]) -> None:
+        self.signals = tuple(signals)
+        self.received: list[_Received] = []
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        self.received.append(signum)
+        self.received.append(_Received(signum, time.monotonic()))
+
+    def repeat(self) -> _Received | None:
+        """A signal that came ``REPEAT_AFTER`` seconds or more after the first: "stop now"."""
+        if not self.received:
+            return None
+        first = self.received[0].at
+        return next((r for r in self.received if r.at - first >= REPEAT_AFTER), None)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Route the forwarded signals here; the previous handlers come back on exit.
+        """Route the signals here; the previous handlers come back on exit.
 
         A signal the launcher was started with ignored (``nohup``, ``&``) stays ignored. Off the
-        main thread Python cannot install handlers, so nothing is forwarded there.
+        main thread Python cannot install handlers, so nothing is caught there.
         """
         if threading.current_thread() is not threading.main_thread():
-            log.debug("not on the main thread: SIGINT/SIGTERM are not forwarded to workers")
+            log.debug("not on the main thread: signals are not passed on to the workers")
             yield
             return
-        previous = {signum: signal.getsignal(signum) for signum in _FORWARDED_SIGNALS}
+        previous = {signum: signal.getsignal(signum) for signum in self.signals}
         installed = [signum for signum, old in previous.items() if old is not signal.SIG_IGN]
         try:
             for signum in installed:
@@ -77,36 +100,40 @@ class _SignalInbox:
 def supervise(
     commands: Sequence[WorkerCommand],
     *,
-    grace_period: float = DEFAULT_GRACE_PERIOD,
+    policy: PreemptionPolicy | None = None,
     stdin: Stdin = None,
     stop_check: StopCheck | None = None,
 ) -> int:
     """Run ``commands`` as workers until they end; the launcher's exit code.
 
-    0 when every worker succeeds; the first failing worker's code (128 + signal number when it
-    was killed by a signal); 128 + signal number when the launcher got SIGINT/SIGTERM; 128 +
-    SIGHUP when ``stop_check`` gave a reason to stop.
+    0 when every worker succeeds; else the first failing worker's code (128 + signal number
+    when it was killed by a signal). A preemption gives 75 when every worker exited 75 or 0;
+    else 128 + the signal's number (SIGHUP for ``stop_check``).
+    ``policy`` (default: ``PreemptionPolicy()``) names the signals and the grace period.
     """
-    inbox = _SignalInbox()
+    policy = policy or PreemptionPolicy()
+    inbox = _SignalInbox(policy.signals)
     with inbox.installed():
-        workers = _start_all(commands, grace_period, stdin)
+        workers = _start_all(commands, stdin)
         try:
-            return _watch(workers, inbox, grace_period, stop_check)
+            return _watch(workers, inbox, policy, stop_check)
         finally:
             _kill_running(workers)
 
 
-def _start_all(
-    commands: Sequence[WorkerCommand], grace_period: float, stdin: Stdin
-) -> list[_Worker]:
+def _start_all(commands: Sequence[WorkerCommand], stdin: Stdin) -> list[_Worker]:
     workers: list[_Worker] = []
     for command in commands:
         try:
             process = subprocess.Popen(
-                command.argv, env=dict(command.env), stdin=stdin, start_new_session=True
+                command.argv,
+                env=dict(command.env),
+                stdin=stdin,
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),
             )
         except OSError as error:
-            _stop(workers, signal.SIGTERM, grace_period, None)
+            _stop(workers, FAILURE_GRACE_PERIOD)
             raise WorkerStartError(
                 f"cannot start {command.name}: {command.argv[0]!r}: "
                 f"{error.strerror or error}; check that the command exists and is executable"
@@ -117,32 +144,75 @@ def _start_all(
 
 
 def _watch(
-    workers: list[_Worker], inbox: _SignalInbox, grace_period: float, stop_check: StopCheck | None
+    workers: list[_Worker],
+    inbox: _SignalInbox,
+    policy: PreemptionPolicy,
+    stop_check: StopCheck | None,
 ) -> int:
     while True:
         if inbox.received:
-            signum = inbox.received[0]
-            log.warning("received %s; forwarding it to the workers", signal_name(signum))
-            _stop(workers, signum, grace_period, inbox)
-            return 128 + signum
+            signum = inbox.received[0].signum
+            log.warning("received %s: %s", signal_name(signum), _waiting(policy))
+            return _preempt(workers, signum, policy, inbox, 128 + signum)
         failed = _first_failure(workers)
+        if failed is not None and failed.process.returncode == PREEMPTED:
+            log.warning("%s saved and stopped (exit 75): %s", _named(failed), _waiting(policy))
+            return _preempt(workers, signal.SIGTERM, policy, inbox, 128 + signal.SIGTERM)
         if failed is not None:
-            log.error(
-                "%s (pid %d) %s; stopping the others",
-                failed.command.name,
-                failed.process.pid,
-                exit_description(failed.process.returncode),
-            )
-            _stop(workers, signal.SIGTERM, grace_period, inbox)
+            log.error("%s %s; stopping the others", *_told(failed))
+            _stop(workers, min(policy.grace_period, FAILURE_GRACE_PERIOD), inbox)
             return _exit_code(failed.process.returncode)
         if not _running(workers):
             return 0
         reason = stop_check() if stop_check is not None else None
         if reason is not None:
-            log.warning("%s; stopping the workers", reason)
-            _stop(workers, signal.SIGTERM, grace_period, inbox)
-            return 128 + signal.SIGHUP
+            log.warning("%s: %s", reason, _waiting(policy))
+            return _preempt(workers, signal.SIGTERM, policy, inbox, 128 + signal.SIGHUP)
         time.sleep(_POLL_INTERVAL)
+
+
+def _waiting(policy: PreemptionPolicy) -> str:
+    return (
+        f"the workers are saving and stopping; waiting up to {policy.grace_period:g} s before "
+        "killing them (signal again, a second or more later, to kill them now)"
+    )
+
+
+def _preempt(
+    workers: list[_Worker],
+    signum: int,
+    policy: PreemptionPolicy,
+    inbox: _SignalInbox,
+    interrupted: int,
+) -> int:
+    """Pass ``signum`` on to every worker and wait for them to save and exit: 75 when they all
+    exited 75 or 0, else ``interrupted``."""
+    _signal_groups(workers, signum, preempting=True)
+    start = time.monotonic()
+    deadline = start + policy.grace_period
+    failed: _Worker | None = None
+    while _running(workers) and time.monotonic() < deadline:
+        if failed is None and (failed := _failed_while_stopping(workers)) is not None:
+            log.error("%s %s while stopping; killing the others soon", *_told(failed))
+            deadline = min(deadline, time.monotonic() + FAILURE_GRACE_PERIOD)
+        repeat = inbox.repeat()
+        if repeat is not None:
+            log.warning("received %s again: killing the workers now", signal_name(repeat.signum))
+            break
+        time.sleep(_POLL_INTERVAL)
+    left = _running(workers)
+    if left:
+        log.warning(
+            "killing %s: still running %.0f s after %s",
+            _names(left),
+            time.monotonic() - start,
+            signal_name(signum),
+        )
+    _kill(workers)
+    codes = {worker.process.returncode for worker in workers}
+    # 0 too: a worker may have finished its last step as the signal came, and Hydra's mpirun
+    # reports 0 now and then for ranks that exited 75; running the job again is safe either way
+    return PREEMPTED if codes <= {0, PREEMPTED} else interrupted
 
 
 def _first_failure(workers: list[_Worker]) -> _Worker | None:
@@ -152,18 +222,23 @@ def _first_failure(workers: list[_Worker]) -> _Worker | None:
     return None
 
 
+def _failed_while_stopping(workers: list[_Worker]) -> _Worker | None:
+    """A worker that exited with an error code (not 75, and not killed by the signal)."""
+    for worker in workers:
+        code = worker.process.poll()
+        if code is not None and code > 0 and code != PREEMPTED:
+            return worker
+    return None
+
+
 def _running(workers: list[_Worker]) -> list[_Worker]:
     return [worker for worker in workers if worker.process.poll() is None]
 
 
-def _stop(
-    workers: list[_Worker], signum: int, grace_period: float, inbox: _SignalInbox | None
-) -> None:
-    """Send ``signum`` to every worker's group; SIGKILL the groups after the grace period.
-
-    A further signal to the launcher while waiting cuts the grace period short.
-    """
-    _signal_groups(workers, signum)
+def _stop(workers: list[_Worker], grace_period: float, inbox: _SignalInbox | None = None) -> None:
+    """SIGTERM every worker's group; SIGKILL the groups after the grace period, or at once when
+    the launcher receives a signal meanwhile."""
+    _signal_groups(workers, signal.SIGTERM)
     deadline = time.monotonic() + grace_period
     signals_seen = len(inbox.received) if inbox is not None else 0
     while _running(workers) and time.monotonic() < deadline:
@@ -174,7 +249,11 @@ def _stop(
     left = _running(workers)
     if left:
         log.warning("killing what is still running: %s", _names(left))
-    # Also reaches processes the workers spawned that outlived them.
+    _kill(workers)
+
+
+def _kill(workers: list[_Worker]) -> None:
+    """SIGKILL every group (also reaching processes the workers spawned that outlived them)."""
     _signal_groups(workers, signal.SIGKILL)
     for worker in workers:
         worker.process.wait()
@@ -185,14 +264,12 @@ def _kill_running(workers: list[_Worker]) -> None:
     left = _running(workers)
     if left:
         log.warning("killing %s", _names(left))
-        _signal_groups(left, signal.SIGKILL)
-        for worker in left:
-            worker.process.wait()
+        _kill(left)
 
 
-def _signal_groups(workers: list[_Worker], signum: int) -> None:
+def _signal_groups(workers: list[_Worker], signum: int, *, preempting: bool = False) -> None:
     for worker in workers:
-        sent = worker.command.interrupt_signal if signum == signal.SIGINT else signum
+        sent = worker.command.signal_for(signum, preempting=preempting)
         # The group is gone once its leader and everything it spawned have exited.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.process.pid, sent)
@@ -200,6 +277,15 @@ def _signal_groups(workers: list[_Worker], signum: int) -> None:
 
 def _names(workers: list[_Worker]) -> str:
     return ", ".join(worker.command.name for worker in workers)
+
+
+def _named(worker: _Worker) -> str:
+    return f"{worker.command.name} (pid {worker.process.pid})"
+
+
+def _told(worker: _Worker) -> tuple[str, str]:
+    """The worker and how it ended, for a log line."""
+    return _named(worker), exit_description(worker.process.returncode)
 
 
 def _exit_code(returncode: int) -> int:

@@ -28,7 +28,9 @@ class WorkerCommand:
 
     ``env`` is the whole environment of the process (not a delta), stored read-only. ``label``
     names the process in messages (default ``worker RANK``). ``interrupt_signal`` is what the
-    supervisor sends it in place of SIGINT (pdsh takes one SIGINT as a status request).
+    supervisor sends it in place of SIGINT (pdsh takes one SIGINT as a status request);
+    ``preemption_signal``, when set, what it sends in place of any signal that asks the job to
+    save and stop (srun and mpirun kill their ranks on SIGTERM, but pass SIGUSR1 on).
     """
 
     rank: int
@@ -36,6 +38,7 @@ class WorkerCommand:
     env: Mapping[str, str] = field(hash=False)
     label: str = ""
     interrupt_signal: int = signal.SIGINT
+    preemption_signal: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -45,6 +48,12 @@ class WorkerCommand:
     def name(self) -> str:
         """How messages name the process."""
         return self.label or f"worker {self.rank}"
+
+    def signal_for(self, signum: int, *, preempting: bool = False) -> int:
+        """The signal the supervisor sends this process for ``signum``."""
+        if preempting and self.preemption_signal is not None:
+            return self.preemption_signal
+        return self.interrupt_signal if signum == signal.SIGINT else signum
 
     def with_program(self, program: str) -> "WorkerCommand":
         """The same command with ``argv[0]`` replaced (by the program's full path)."""

@@ -1,5 +1,29 @@
 """neox-model: GPT-NeoX-family transformer layers, tensor-parallel layers and a KV cache."""
 
+from neox_model import checkpoint
+from neox_model.checkpoint import (
+    CONSOLIDATED,
+    FILES,
+    LATEST,
+    LAYER_FILE,
+    LAYOUT_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    READABLE_OPTIMIZERS,
+    CheckpointError,
+    EngineLayout,
+    ModelManifest,
+    RankFiles,
+    SavedLayout,
+    WeightFile,
+    layer_file_name,
+    model_file_name,
+    read_layout,
+    read_manifest,
+    resolve_step,
+    write_layout,
+    write_manifest,
+)
 from neox_model.config import (
     GATED_ACTIVATIONS,
     Activation,
@@ -21,15 +45,6 @@ from neox_model.process_group import (
     join_process_group,
     leave_process_group,
 )
-from neox_model.state_layout import (
-    LAYOUT_FILE,
-    READABLE_OPTIMIZERS,
-    EngineLayout,
-    RankFiles,
-    SavedLayout,
-    read_layout,
-    write_layout,
-)
 from neox_model.tensor_parallel import (
     IGNORE_INDEX,
     ColumnParallelLinear,
@@ -43,24 +58,11 @@ from neox_model.tensor_parallel import (
     vocab_parallel_cross_entropy,
 )
 from neox_model.transformer import Block, Transformer
-from neox_model.weights import (
-    LATEST,
-    LAYER_FILE,
-    MANIFEST,
-    MODEL_FILE,
-    ModelManifest,
-    WeightFile,
-    find_step_dir,
-    layer_file_name,
-    load_model,
-    load_state_dict,
-    model_file_name,
-    read_manifest,
-    tensor_parallel_specs,
-    write_manifest,
-)
+from neox_model.weights import load_model, load_state_dict, tensor_parallel_specs, verified_step
 
 __all__ = [
+    "CONSOLIDATED",
+    "FILES",
     "GATED_ACTIVATIONS",
     "IGNORE_INDEX",
     "LATEST",
@@ -73,6 +75,7 @@ __all__ = [
     "Activation",
     "AttentionType",
     "Block",
+    "CheckpointError",
     "ColumnParallelLinear",
     "EngineLayout",
     "InitMethod",
@@ -91,10 +94,10 @@ __all__ = [
     "VocabParallelEmbedding",
     "WeightFile",
     "build_kernels",
+    "checkpoint",
     "collective_timeout",
     "count_parameters",
     "exit_process",
-    "find_step_dir",
     "join_process_group",
     "layer_file_name",
     "layer_name_map",
@@ -107,10 +110,12 @@ __all__ = [
     "pipeline_specs",
     "read_layout",
     "read_manifest",
+    "resolve_step",
     "shard",
     "shard_spec",
     "tensor_parallel_specs",
     "unshard",
+    "verified_step",
     "vocab_parallel_cross_entropy",
     "write_layout",
     "write_manifest",

@@ -11,7 +11,7 @@ from neox_train.run_config import (
     all_keys,
     load_run_config,
 )
-from neox_train.schema import ConfigError
+from neox_train.schema import ConfigError, UserError
 
 __all__ = [
     "IGNORED_KEYS",
@@ -21,6 +21,7 @@ __all__ = [
     "LaunchConfig",
     "LoadedConfig",
     "RunConfig",
+    "UserError",
     "all_keys",
     "check_inputs",
     "data_parallel_size",

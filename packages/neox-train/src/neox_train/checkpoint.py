@@ -1,14 +1,17 @@
 """Checkpoints: one directory per step, DeepSpeed's engine state plus neox's metadata.
 
-    SAVE/global_step{N}/   DeepSpeed files: mp_rank_XX_model_states.pt per tensor-parallel rank
+    SAVE/global_step{N}/   .neox_save (written first: marks a step neox-train writes)
+                           DeepSpeed files: mp_rank_XX_model_states.pt per tensor-parallel rank
                            (or layer_LL-model_XX-model_states.pt per pipeline layer), optimizer
                            shards; with ZeRO-3 also consolidated_model_states.pt
                            model.json (architecture + which file holds which weights),
                            layout.json (the layout, and which files hold each rank's state),
                            config.yml (the resolved run config), tokenizer file, neox_state.json
-    SAVE/latest            "global_step{N}", written last and atomically
+                           files.json (size and CRC-32 of every file above), written last
+    SAVE/latest            "global_step{N}", written after files.json, atomically
 
-A step directory without `latest` pointing at it is never read, so a crash mid-save leaves the
+The format's names and rules belong to `neox_model.checkpoint`; this module saves and loads the
+engine. A step without files.json is incomplete and never read, so a crash mid-save leaves the
 previous checkpoint in force. A run at the saved layout resumes through DeepSpeed; a run at
 another reads the step through layout.json (`neox_train.relayout`).
 """
@@ -18,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,39 +31,47 @@ import torch.distributed as dist
 import yaml
 
 from neox_model import (
-    LATEST,
-    LAYER_FILE,
-    MANIFEST,
-    MODEL_FILE,
     EngineLayout,
     ModelConfig,
     ModelManifest,
     SavedLayout,
     TPGroup,
     WeightFile,
-    find_step_dir,
     layer_name_map,
     read_layout,
     read_manifest,
     write_layout,
     write_manifest,
 )
+from neox_model.checkpoint import (
+    CONSOLIDATED,
+    LAYER_FILE,
+    MODEL_FILE,
+    RUN_CONFIG,
+    SAVING,
+    STATE_FILE,
+    CheckpointError,
+    FileRecord,
+    complete_steps,
+    damaged,
+    is_complete,
+    raise_if_disk_full,
+    record_files,
+    seal_step,
+    step_files,
+    step_tag,
+    write_atomic,
+    write_latest,
+)
 from neox_train.relayout import describe_rank, load_relayout, saved_layout
 
 log = logging.getLogger(__name__)
-
-CONSOLIDATED = "consolidated_model_states.pt"  # ZeRO-3: the gathered weights, by neox
-_STEP_DIR = re.compile(r"global_step(\d+)$")
 
 
 @dataclass(frozen=True)
 class SavedStep:
     iteration: int
     consumed_samples: int
-
-
-def step_tag(iteration: int) -> str:
-    return f"global_step{iteration}"
 
 
 @dataclass(frozen=True)
@@ -88,24 +97,62 @@ def save(
     tokenizer_files: tuple[str, ...],
     keep_last: int | None,
 ) -> Path:
-    """Save on every rank (collective); rank 0 writes metadata and then `latest`."""
+    """Save on every rank (collective); rank 0 writes the metadata, files.json, then `latest`.
+    A full disk is `DiskFull` naming the path, on the rank that met it."""
     save_dir = Path(save_dir)
-    tag = step_tag(iteration)
-    engine.save_checkpoint(str(save_dir), tag=tag, save_latest=False)
-    step_dir = save_dir / tag
-    consolidated = engine._zero3_consolidated_16bit_state_dict() if layout.zero3 else None
-    entries: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(entries, describe_rank(engine, parallel, step_dir))
+    step_dir = save_dir / step_tag(iteration)
     if dist.get_rank() == 0:
-        if consolidated is not None:
-            torch.save(dict(consolidated), step_dir / CONSOLIDATED)
-        write_layout(step_dir, saved_layout(engine_layout, entries))
-        _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
-        _write_atomic(save_dir / LATEST, tag + "\n")
+        _start_step(step_dir)
+    dist.barrier()
+    try:
+        engine.save_checkpoint(str(save_dir), tag=step_dir.name, save_latest=False)
+        consolidated = engine._zero3_consolidated_16bit_state_dict() if layout.zero3 else None
+        entries: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(entries, describe_rank(engine, parallel, step_dir))
+        if dist.get_rank() == 0:
+            if consolidated is not None:
+                torch.save(dict(consolidated), step_dir / CONSOLIDATED)
+            write_layout(step_dir, saved_layout(engine_layout, entries))
+            _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
+        _seal(step_dir)
+    except (OSError, RuntimeError) as err:
+        raise_if_disk_full(err, step_dir)
+        raise
+    if dist.get_rank() == 0:
+        write_latest(save_dir, step_dir)
         if keep_last:
             _prune(save_dir, keep_last)
     dist.barrier()
     return step_dir
+
+
+def _start_step(step_dir: Path) -> None:
+    """An empty step directory marked as this run's (it appears with its mark inside); what a
+    killed save left there goes."""
+    if step_dir.exists():
+        if is_complete(step_dir):  # resolve_start leaves no complete step ahead of the run
+            raise CheckpointError(f"{step_dir} already holds a complete checkpoint")
+        log.info("removing %s, left incomplete by an earlier save", step_dir)
+        shutil.rmtree(step_dir)
+    staging = step_dir.with_name(f".{step_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_atomic(staging / SAVING, "")
+    staging.rename(step_dir)
+
+
+def _seal(step_dir: Path) -> None:
+    """files.json: every rank checksums a share of the step's files, rank 0 writes the record."""
+    dist.barrier()  # every file of the step is written
+    names: list[Any] = [step_files(step_dir) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(names, src=0)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = record_files(step_dir, names[0][rank::world])
+    shares: list[Any] = [None] * world
+    dist.all_gather_object(shares, mine)
+    if rank == 0:
+        records: dict[str, FileRecord] = {k: v for share in shares for k, v in share.items()}
+        seal_step(step_dir, records)
 
 
 def weight_files(step_dir: Path, layout: ModelLayout) -> tuple[WeightFile, ...]:
@@ -133,10 +180,10 @@ def _write_metadata(
 ) -> None:
     """The tokenizer's files (vocabulary first) are copied in under their own names."""
     for name in tokenizer_files:
-        shutil.copyfile(name, step_dir / Path(name).name)
-    _write_atomic(step_dir / "config.yml", yaml.safe_dump(run_yaml, sort_keys=False))
+        write_atomic(step_dir / Path(name).name, Path(name).read_bytes())
+    write_atomic(step_dir / RUN_CONFIG, yaml.safe_dump(run_yaml, sort_keys=False))
     body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
-    _write_atomic(step_dir / "neox_state.json", json.dumps(body, indent=2) + "\n")
+    write_atomic(step_dir / STATE_FILE, json.dumps(body, indent=2) + "\n")
     manifest = ModelManifest(
         config=layout.config,
         files=weight_files(step_dir, layout),
@@ -146,68 +193,15 @@ def _write_metadata(
     write_manifest(step_dir, manifest)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _prune(save_dir: Path, keep_last: int) -> None:
-    steps = sorted(
-        (int(m.group(1)), p)
-        for p in save_dir.iterdir()
-        if p.is_dir() and (m := _STEP_DIR.match(p.name))
-    )
-    for _, path in steps[:-keep_last]:
+    for path in complete_steps(save_dir)[:-keep_last]:
         log.info("removing old checkpoint %s", path)
         shutil.rmtree(path)
 
 
-class CorruptCheckpoint(ValueError):
-    """A step directory whose files cannot be read back."""
-
-
-def step_to_load(load_dir: str | Path) -> Path | None:
-    """The step `load` names: a run directory's newest complete step (its `latest`), or a step
-    directory named directly (to go back to an earlier one); None when there is none yet."""
-    path = Path(load_dir)
-    if (path / MANIFEST).is_file():
-        return path
-    if not (path / LATEST).is_file():
-        return None
-    return find_step_dir(path)
-
-
-def saved_padded_vocab(load_dir: str | Path) -> int | None:
-    """The embedding rows of the checkpoint `load_dir` names (None: there is none)."""
-    step_dir = step_to_load(load_dir)
-    return read_manifest(step_dir).padded_vocab if step_dir is not None else None
-
-
-def complete_steps(run_dir: Path) -> list[Path]:
-    """The run's step directories whose metadata was written (the last thing a save does),
-    oldest first."""
-    steps = [
-        (int(m.group(1)), p)
-        for p in run_dir.iterdir()
-        if (m := _STEP_DIR.match(p.name)) and (p / MANIFEST).is_file()
-    ]
-    return [p for _, p in sorted(steps)]
-
-
-def _corrupt(step_dir: Path, err: BaseException) -> CorruptCheckpoint:
-    earlier = [p for p in complete_steps(step_dir.parent) if p.name != step_dir.name]
-    hint = (
-        f"name an earlier complete step with `load: {earlier[-1]}` (others: "
-        f"{', '.join(p.name for p in earlier[:-1]) or 'none'})"
-        if earlier
-        else "the run holds no other complete step"
-    )
-    detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-    return CorruptCheckpoint(
-        f"{step_dir} cannot be read back ({detail}): a file is damaged or belongs to another "
-        f"model; {hint}"
-    )
+def saved_padded_vocab(step_dir: Path) -> int:
+    """The embedding rows of a saved step."""
+    return read_manifest(step_dir).padded_vocab
 
 
 def _saved_layout(step_dir: Path, weights_only: bool) -> SavedLayout | None:
@@ -226,32 +220,27 @@ def _saved_layout(step_dir: Path, weights_only: bool) -> SavedLayout | None:
 
 def load(
     engine: Any,
-    load_dir: str | Path,
+    step_dir: Path,
     *,
     current: EngineLayout,
     tp: TPGroup,
     weights_only: bool = False,
     optimizer: bool = True,
-) -> SavedStep | None:
-    """Restore the engine from the newest checkpoint in `load_dir`; None when there is none.
+) -> SavedStep:
+    """Restore the engine from a complete, verified step (`neox_train.resume` chose it).
 
     `weights_only` (fine-tuning) loads the model alone and restarts at step 0; `optimizer`
     False keeps the fresh optimizer and schedule. A checkpoint saved at a layout other than
     `current` is read through its layout.json.
     """
-    step_dir = step_to_load(load_dir)
-    if step_dir is None:
-        return None
     with_state = optimizer and not weights_only
     try:
         _load_step(engine, step_dir, current, tp, weights_only, with_state)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise _corrupt(step_dir, err) from err
+    except (RuntimeError, EOFError, KeyError) as err:
+        raise damaged(step_dir, err) from err
     if weights_only:
         return SavedStep(0, 0)
-    body = json.loads((step_dir / "neox_state.json").read_text())
+    body = json.loads((step_dir / STATE_FILE).read_text())
     return SavedStep(body["iteration"], body["consumed_samples"])
 
 

@@ -4,11 +4,16 @@
                                      launcher; without them, a single-process run)
     neox-train generate --checkpoint DIR --prompt TEXT [...]
     neox-train check CONFIG... [--world-size N]   validate; print the batch and DeepSpeed JSON
+                                     (world size: num_gpus x num_nodes, as `plan`)
     neox-train plan CONFIG... [--num-gpus N] [--gpu-memory GiB] [--vocab-size N]
                                      parameters, memory per GPU, batch math, FLOPs per step
     neox-train keys [--markdown]     every config key: type, default, meaning
 
 Most users run `neox train`, which validates the config once and starts the workers.
+
+An error is printed by the process that hit it, after `rank N:` in a job of several ranks: a
+user error (`UserError` and the other packages' own) as one line with exit code 2, a bug with its
+traceback and exit code 1.
 """
 
 from __future__ import annotations
@@ -18,13 +23,28 @@ import json
 import logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 
+from neox_data import DamagedInputError, MissingDependencyError, NoSpaceError
+from neox_model import CheckpointError
+from neox_model.checkpoint import is_disk_full
 from neox_train.run_config import LoadedConfig, RunConfig, load_run_config
-from neox_train.schema import ConfigError
+from neox_train.schema import ConfigError, SaidOnRankZero, UserError
 
-USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
+# Errors a user can cause, printed as one line: neox-train's own, and the packages' below it.
+USER_ERRORS = (
+    UserError,
+    CheckpointError,
+    MissingDependencyError,
+    NoSpaceError,
+    DamagedInputError,
+    FileNotFoundError,
+    FileExistsError,
+)
+# Runs that stopped for a reason that is not a bug (HungRank, Diverged): one line, exit code 1.
+_RUN_STOPPED = ("HungRank", "Diverged")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="overrides seed")
     check = sub.add_parser("check", help="validate configs and print what a run would use")
     check.add_argument("configs", nargs="+")
-    check.add_argument("--world-size", type=int, default=1)
+    check.add_argument("--world-size", type=int, help="default: the launch keys, as `plan`")
     plan = sub.add_parser("plan", help="memory per GPU and FLOPs per step, without a model")
     plan.add_argument("configs", nargs="+", help="YAML files, merged left to right")
     plan.add_argument("--num-gpus", type=int, help="GPUs in all; default: the launch keys")
@@ -82,9 +102,10 @@ def _train(configs: list[str]) -> int:
     from neox_train.preemption import PREEMPTED, Preempted, Preemption
     from neox_train.trainer import setup, train
 
-    device = init_distributed(env, loaded.run.parallel.distributed_timeout_minutes)
-    session = setup(loaded.run, env, device)
-    with Preemption() as preemption:
+    # From here on a preemption signal stops the run after a step (and a save), never mid-step.
+    with Preemption(loaded.run.launch.signals) as preemption:
+        device = init_distributed(env, loaded.run.parallel.distributed_timeout_minutes)
+        session = setup(loaded.run, env, device)
         try:
             train(session, preemption)
         except Preempted:
@@ -101,13 +122,13 @@ def _generate(args: argparse.Namespace) -> int:
     return run_generation(args, env)
 
 
-def _check(configs: list[str], world_size: int) -> int:
+def _check(configs: list[str], world_size: int | None) -> int:
     from neox_train.deepspeed_config import deepspeed_config
 
     loaded = load_run_config(configs)
     _configure_logging(0)
     report(loaded)
-    batch = loaded.run.batch(world_size)
+    batch = loaded.run.batch(_world_size(world_size, loaded.run))
     print(f"batch: {batch}")
     print("deepspeed config:", json.dumps(deepspeed_config(loaded.run, batch), indent=2))
     return 0
@@ -121,15 +142,16 @@ def _plan(args: argparse.Namespace) -> int:
     if run.parallel.pipe_parallel_size > 1:
         _quiet_deepspeed()  # its pipeline partitioning is imported from DeepSpeed
     vocab, source = planning_vocab(run, args.vocab_size)
-    plan = make_plan(run, vocab, _plan_world_size(args, run), _gpu_memory(args.gpu_memory))
+    plan = make_plan(run, vocab, _world_size(args.num_gpus, run), _gpu_memory(args.gpu_memory))
     print(describe(plan, run, source))
     return 0
 
 
-def _plan_world_size(args: argparse.Namespace, run: RunConfig) -> int:
-    """--num-gpus, else num_gpus x num_nodes from the config, else the smallest layout."""
-    if args.num_gpus is not None:
-        return int(args.num_gpus)
+def _world_size(given: int | None, run: RunConfig) -> int:
+    """`given` (a flag), else num_gpus x num_nodes from the config, else the smallest layout
+    (`neox check` passes the world size `neox train` would start, hostfile included)."""
+    if given is not None:
+        return given
     launch, parallel = run.launch, run.parallel
     if launch.num_gpus is not None:
         return launch.num_gpus * max(launch.num_nodes, 1)
@@ -178,30 +200,60 @@ def _quiet_deepspeed() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        match args.command:
-            case "train":
-                return _train(args.configs)
-            case "generate":
-                return _generate(args)
-            case "check":
-                return _check(args.configs, args.world_size)
-            case "plan":
-                return _plan(args)
-            case "keys":
-                return _keys(args.markdown)
-    except RuntimeError as err:
-        if type(err).__name__ == "HungRank" and not args.debug:
-            print(f"neox-train: error: {err}", file=sys.stderr)  # whichever rank waited
-            return 1
-        if args.debug or type(err).__name__ != "Diverged":
-            raise
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"neox-train: error: {err}", file=sys.stderr)
-        return 1
-    except USER_ERRORS as err:
-        if args.debug:
-            raise
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"neox-train: error: {err}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except Exception as err:
+        return _report(err, debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    match args.command:
+        case "train":
+            return _train(args.configs)
+        case "generate":
+            return _generate(args)
+        case "check":
+            return _check(args.configs, args.world_size)
+        case "plan":
+            return _plan(args)
+        case "keys":
+            return _keys(args.markdown)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _report(err: Exception, *, debug: bool) -> int:
+    """Print `err` as this rank saw it (a bug with its traceback, anything else in one line;
+    --debug adds the traceback); the exit code."""
+    rank = int(os.environ.get("RANK", 0))
+    line, code = _one_line(err)
+    if debug or line is None:
+        traceback.print_exception(err)
+    if line is None:
+        line = f"{type(err).__name__}: {err} (a bug: the traceback is above)"
+    said_once = type(err).__name__ == "Diverged" or isinstance(err, SaidOnRankZero)
+    if not said_once or rank == 0:  # the same on every rank: said once
+        _error_line(rank, line)
+    return code
+
+
+def _one_line(err: Exception) -> tuple[str | None, int]:
+    """The message and exit code of an error that is not a bug: a user error (2), a run that
+    hung or diverged, a collective whose other end went away (1); (None, 1) for a bug."""
+    if isinstance(err, USER_ERRORS):
+        return str(err), 2
+    if isinstance(err, OSError) and is_disk_full(err, err.filename or "."):
+        return f"no space left on device writing {err.filename or 'a file'}: free space there", 2
+    if type(err).__name__ in _RUN_STOPPED:
+        return str(err), 1
+    if isinstance(err, RuntimeError):
+        from neox_train.watchdog import lost_rank
+
+        lost = lost_rank(err)
+        if lost is not None:
+            return f"another rank went away ({lost}); its own error is the cause", 1
+    return None, 1
+
+
+def _error_line(rank: int, message: str) -> None:
+    """`neox-train: error: MESSAGE`, naming the rank in a job of several."""
+    ranked = f"rank {rank}: " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+    print(f"neox-train: {ranked}error: {message}", file=sys.stderr, flush=True)

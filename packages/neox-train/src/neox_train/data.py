@@ -33,6 +33,7 @@ from neox_data import (
     weights_by_num_documents,
 )
 from neox_train.batch import BatchLayout
+from neox_train.inputs import full_disk_reported
 from neox_train.run_config import DataConfig
 from neox_train.schema import ConfigError
 
@@ -103,17 +104,18 @@ def _dataset(
     seed: int,
     name: str,
 ) -> GPTDataset:
-    return GPTDataset(
-        tokens,
-        documents,
-        num_samples,
-        seq_length,
-        seed,
-        name=name,
-        pack_impl=data.pack_impl,
-        allow_chopped=data.allow_chopped,
-        labels=labels,
-    )
+    with full_disk_reported():  # while caching the sample index beside the token file
+        return GPTDataset(
+            tokens,
+            documents,
+            num_samples,
+            seq_length,
+            seed,
+            name=name,
+            pack_impl=data.pack_impl,
+            allow_chopped=data.allow_chopped,
+            labels=labels,
+        )
 
 
 def _token_file(key: str, path: str) -> TokenFile:

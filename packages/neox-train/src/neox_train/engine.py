@@ -24,6 +24,7 @@ from neox_model import (
     pipeline_specs,
     shard_spec,
 )
+from neox_model.checkpoint import load_file
 from neox_train.batch import BatchLayout
 from neox_train.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
 from neox_train.optimizer import GradientGuard, build_optimizer
@@ -120,4 +121,20 @@ def build_engine(
     if replicas == 1 and stage == 0:  # DeepSpeed all-reduces the gradients over one replica
         engine.enable_backward_allreduce = False
         engine.pipeline_enable_backward_allreduce = False
+    engine.checkpoint_engine = SafeLoading(engine.checkpoint_engine)
     return engine
+
+
+class SafeLoading:
+    """DeepSpeed's checkpoint engine, reading files as every neox reader does
+    (`neox_model.checkpoint.load_file`: weights_only, a short allow-list) instead of with
+    `weights_only=False`; every other method is the wrapped engine's."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def load(self, path: str, map_location: Any = None) -> Any:
+        return load_file(path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

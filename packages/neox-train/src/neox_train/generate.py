@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from neox_model import KVCache, Transformer
+from neox_train.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def generate(
     true. Only the first `vocab_size` logits count: the embedding's padding rows never appear.
     `on_token` sees each new id as it is chosen (streaming)."""
     if not prompt:
-        raise ValueError("the prompt encodes to no tokens")
+        raise ConfigError("the prompt encodes to no tokens")
     if compile and (recompute or model.tp.size > 1):
-        raise ValueError(
+        raise ConfigError(
             "compiled decoding (compile_decoding) needs the KV cache (not recompute) and one "
             f"tensor-parallel rank (this model has {model.tp.size})"
         )

@@ -20,9 +20,9 @@ from neox_model import (
     LaunchEnv,
     TPGroup,
     Transformer,
-    find_step_dir,
     join_process_group,
     load_model,
+    verified_step,
 )
 from neox_train.run_config import RunConfig, TextGenConfig, load_run_config
 from neox_train.schema import ConfigError
@@ -39,7 +39,7 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     checkpoint = args.checkpoint or given.get("load")
     if not checkpoint:
         raise ConfigError("generate needs a checkpoint: --checkpoint DIR or `load` in the config")
-    step_dir = find_step_dir(checkpoint)
+    step_dir, _ = verified_step(checkpoint)
     return load_run_config([step_dir / "config.yml", *args.configs]).run, step_dir
 
 
@@ -60,7 +60,7 @@ def _load(step_dir: Path, run: RunConfig, env: LaunchEnv) -> tuple[Transformer, 
     if env.world_size > 1:
         join_process_group(env)
         tp = TPGroup.of(None)
-    _, manifest, model = load_model(step_dir, tp=tp)
+    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
     data = run.data
     vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
     merges = step_dir / Path(data.merge_file).name if data.merge_file else None

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from neox_train.schema import ConfigError
+
 
 class Lion(torch.optim.Optimizer):
     def __init__(
@@ -23,7 +25,7 @@ class Lion(torch.optim.Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         if lr <= 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Lion needs lr > 0 and betas in [0, 1), got {lr} and {betas}")
+            raise ConfigError(f"Lion needs lr > 0 and betas in [0, 1), got {lr} and {betas}")
         super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
 
     @torch.no_grad()

@@ -46,6 +46,8 @@ from neox_model import (
     tensor_parallel_specs,
     unshard,
 )
+from neox_model.checkpoint import load_file
+from neox_train.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +135,14 @@ def saved_layout(layout: EngineLayout, described: list[tuple[RankFiles, str]]) -
 
 
 def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_file(path)
 
 
 def _torch_states(step_dir: Path, entry: RankFiles) -> Iterator[tuple[str, dict[str, Any]]]:
     """(whole-model name, state) of a torch optimizer's state dict, saved without ZeRO."""
     saved = _load(step_dir / entry.model_file)["optimizer"]
     if saved is None or "state" not in saved:
-        raise ValueError(f"{step_dir / entry.model_file} holds no optimizer state")
+        raise ConfigError(f"{step_dir / entry.model_file} holds no optimizer state")
     order = [name for group in entry.groups for name in group]
     for index, local in enumerate(order):
         state = saved["state"].get(index)
@@ -217,7 +219,7 @@ def saved_optimizer_state(
 
 def check_supported(saved: SavedLayout, engine: Any, with_optimizer: bool) -> None:
     if saved.layout.zero_stage == 3 or engine.zero_optimization_stage() == 3:
-        raise ValueError(
+        raise ConfigError(
             "resuming at another layout is not supported to or from ZeRO stage 3 yet; resume "
             f"at the saved layout ({saved.layout.describe()})"
         )
@@ -226,7 +228,7 @@ def check_supported(saved: SavedLayout, engine: Any, with_optimizer: bool) -> No
     kind = optimizer_kind(engine)
     for name in (saved.optimizer, kind):
         if name not in READABLE_OPTIMIZERS:
-            raise ValueError(
+            raise ConfigError(
                 f"resuming at another layout cannot carry the optimizer state of {name} "
                 f"(saved at {saved.layout.describe()}); set no_load_optim: true to continue "
                 "from the weights, or resume at the saved layout"
@@ -249,13 +251,13 @@ def load_relayout(
     module = engine.module
     names = whole_model_names(module)
     params = dict(module.named_parameters())
-    _, _, weights = load_state_dict(step_dir)
+    _, _, weights = load_state_dict(step_dir, verified=True)  # by neox_train.resume
     state = saved_optimizer_state(step_dir, saved, set(names.values())) if optimizer else {}
     masters = {}  # the fp32 master weights where saved (ZeRO, bf16), else the weights
     for local, param in params.items():
         name = names[local]
         if name not in weights:
-            raise ValueError(f"{step_dir} has no weight {name}: it is a different model")
+            raise ConfigError(f"{step_dir} has no weight {name}: it is a different model")
         saved_state = state.get(name, {})
         masters[name] = _fit(saved_state.pop(MASTER, weights[name]), weights[name], name)
         for key, value in saved_state.items():
@@ -276,7 +278,7 @@ def _fit(saved: torch.Tensor, weight: torch.Tensor, name: str, zeros: bool = Fal
     if saved.shape == weight.shape:
         return saved
     if saved.shape[1:] != weight.shape[1:]:
-        raise ValueError(
+        raise ConfigError(
             f"the saved state of {name} has shape {tuple(saved.shape)}, the weight "
             f"{tuple(weight.shape)}: the checkpoint's files do not belong together"
         )
@@ -322,7 +324,7 @@ def _set_optimizer_state(
 ) -> None:
     missing = sorted(names[local] for local in params if names[local] not in state)
     if missing:
-        raise ValueError(f"{step_dir} holds no optimizer state for {missing[:5]}")
+        raise ConfigError(f"{step_dir} holds no optimizer state for {missing[:5]}")
     kind = optimizer_kind(engine)
     if kind == "torch":
         opt = engine.optimizer

@@ -10,6 +10,7 @@ GPT-NeoX keys that only tune GPT-NeoX's own implementation are accepted and repo
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,6 +469,14 @@ class CheckpointConfig:
     no_load_optim: bool = field(
         default=False, metadata=_doc("Resume without the optimizer state and schedule.")
     )
+    overwrite_save: bool = field(
+        default=False,
+        metadata=_doc(
+            "Start even though `save` holds steps this run would not continue (another model's, "
+            "steps without `latest`, steps after the one `load` names): they are moved into "
+            "SAVE/replaced_<time>/ first. Without it such a start is refused."
+        ),
+    )
     no_load_rng: bool = field(
         default=False,
         metadata=_doc(
@@ -647,12 +656,49 @@ class LaunchConfig:
     comment: str | None = field(default=None, metadata=_doc("Slurm job comment."))
     account: str | None = field(default=None, metadata=_doc("Slurm account."))
     partition: str | None = field(default=None, metadata=_doc("Slurm partition."))
+    preemption_grace_period: float = field(
+        default=600.0,
+        metadata=_doc(
+            "Seconds the workers get, after a preemption signal, to finish their step, save and "
+            "exit 75, before the launcher kills them (a step plus a save; Slurm: leave this "
+            "much between `sbatch --signal=USR1@SECONDS` and the end of the job)."
+        ),
+    )
+    preemption_signals: tuple[str, ...] = field(
+        default=("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+        metadata=_doc(
+            "Signals that mean preempt, sent to `neox train`, `neox launch` or any worker: "
+            "every rank finishes its step, the run saves, and every process exits 75. A second "
+            "signal to the launcher, a second or more later, kills the workers at once."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.num_gpus is not None and self.num_gpus <= 0:
             raise ValueError(f"num_gpus must be positive, got {self.num_gpus}")
         if self.num_nodes == 0 or self.num_nodes < -1:
             raise ValueError(f"num_nodes must be positive or -1, got {self.num_nodes}")
+        if not 0 <= self.preemption_grace_period < float("inf"):
+            raise ValueError(
+                f"preemption_grace_period must be seconds >= 0, got {self.preemption_grace_period}"
+            )
+        for name in self.preemption_signals:
+            _signal(name)
+
+    @property
+    def signals(self) -> tuple[signal.Signals, ...]:
+        """The preemption signals, from their names."""
+        return tuple(map(_signal, self.preemption_signals))
+
+
+def _signal(name: str) -> signal.Signals:
+    signum = signal.Signals.__members__.get(name)
+    if signum is None or signum in (signal.SIGKILL, signal.SIGSTOP):
+        raise ValueError(
+            f"preemption_signals: {name!r} is not a signal a process can catch; use names "
+            "such as SIGTERM, SIGINT, SIGUSR1, SIGUSR2"
+        )
+    return signum
 
 
 # GPT-NeoX keys accepted and ignored: switches of GPT-NeoX's own implementation with no effect

@@ -10,17 +10,16 @@ step first. The endpoint and credentials come from boto3's own configuration (en
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neox_model.checkpoint import LATEST, write_atomic
 from neox_train.schema import ConfigError
 
 log = logging.getLogger(__name__)
-LATEST = "latest"
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,6 @@ def download_latest(url: str, destination: Path) -> Path | None:
             target = destination / tag / item["Key"][len(location.key(tag)) + 1 :]
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(location.bucket, item["Key"], str(target))
-    pointer = destination / LATEST
-    pointer.with_name(".latest.tmp").write_text(tag + "\n")
-    os.replace(pointer.with_name(".latest.tmp"), pointer)
+    write_atomic(destination / LATEST, tag + "\n")
     log.info("downloaded %s from s3://%s/%s", tag, location.bucket, location.key(tag))
     return destination

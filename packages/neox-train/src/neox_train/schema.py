@@ -18,7 +18,18 @@ from typing import Any, Literal, TypeVar, cast
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A problem the user can fix (a config, a file, a flag, the machine): the command line
+    prints its message as one line, without a traceback, and exits 2. Subclass it for errors a
+    user can cause; anything else is a bug and is shown with its traceback."""
+
+
+class SaidOnRankZero(UserError):
+    """A user error that rank 0 reports for the whole run (it decided for every rank): the
+    other ranks stop with it without repeating it."""
+
+
+class ConfigError(UserError, ValueError):
     """A problem in a user's config: the message says what, where, and what to do."""
 
 

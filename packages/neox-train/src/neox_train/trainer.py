@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import LATEST, EngineLayout, ModelConfig
+from neox_model import EngineLayout, ModelConfig
 from neox_train import checkpoint
 from neox_train.batch import BatchLayout
 from neox_train.curriculum import SeqlenCurriculum
@@ -36,7 +36,9 @@ from neox_train.norms import optimizer_state_norms, parameter_norms
 from neox_train.preemption import Preempted, Preemption
 from neox_train.profiling import StepProfiler
 from neox_train.progress import Progress, Throughput
+from neox_train.resume import StartPoint, choose_start, verify_start
 from neox_train.run_config import RunConfig
+from neox_train.run_lock import RunLock, lock_save_dir
 from neox_train.s3 import S3Uploader, download_latest
 from neox_train.schedule import Schedule
 from neox_train.schema import ConfigError
@@ -65,6 +67,7 @@ class Session:
     start_step: int = 0
     profiler: StepProfiler | None = None  # when profile or memory_profiling is set
     heartbeat: Heartbeat | None = None  # with more than one rank
+    lock: RunLock | None = None  # rank 0, when save is set: held until the process ends
 
     @property
     def pipeline(self) -> bool:
@@ -105,8 +108,11 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_datasets(data, model_config.seq_length, counts, run.training.seed)
     ckpt = run.checkpoint
-    source = _local_source(ckpt.load, ckpt.save, env.rank) or _own_checkpoint(ckpt.save)
-    padded_vocab = _resume_padded_vocab(source, model_config, parallel) if source else None
+    lock = lock_save_dir(ckpt.save)
+    load = _local_source(ckpt.load, ckpt.save, env.rank)
+    start = choose_start(load, ckpt.save, ckpt.finetune, ckpt.overwrite_save, model_config)
+    verify_start(start)
+    padded_vocab = _resume_padded_vocab(start, model_config, parallel)
     engine = build_engine(
         run, model_config, parallel, batch, schedule_for(run), device, padded_vocab
     )
@@ -114,6 +120,7 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     session = Session(
         run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
     )
+    session.lock = lock
     if env.world_size > 1:
         session.heartbeat = Heartbeat(env, run.parallel.distributed_timeout_minutes)
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
@@ -123,32 +130,34 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
         session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
     if ckpt.s3_path and env.rank == 0:
         session.uploader = S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size)
-    if source:
-        finetune = ckpt.finetune and source == ckpt.load
+    if start.step_dir is not None:
         saved = checkpoint.load(
             engine,
-            source,
+            start.step_dir,
             current=engine_layout(session),
             tp=parallel.tp,
-            weights_only=finetune,
+            weights_only=start.weights_only,
             optimizer=not ckpt.no_load_optim,
         )
-        if saved is not None:
-            session.start_step = saved.iteration
-            what = "weights of" if finetune else "resumed from"
-            log.info("%s %s at step %d", what, source, saved.iteration)
+        session.start_step = saved.iteration
+        what = "weights of" if start.weights_only else "resumed from"
+        log.info("%s %s at step %d (%s)", what, start.origin, saved.iteration, start.why)
+    else:
+        log.info("starting from scratch (%s)", start.why)
     return session
 
 
-def _resume_padded_vocab(source: str, config: ModelConfig, parallel: Parallel) -> int | None:
+def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Parallel) -> int | None:
     """The checkpoint's embedding rows, kept when resuming at another tensor-parallel size."""
-    saved = checkpoint.saved_padded_vocab(source)
+    if start.step_dir is None:
+        return None
+    saved = checkpoint.saved_padded_vocab(start.step_dir)
     tensor = parallel.layout.model
-    if saved is None or saved == config.padded_vocab(tensor):
+    if saved == config.padded_vocab(tensor):
         return None
     if saved % tensor or saved < (config.vocab_size or 0):
         raise ConfigError(
-            f"{source} holds an embedding of {saved} rows, which does not split over "
+            f"{start.step_dir} holds an embedding of {saved} rows, which does not split over "
             f"model_parallel_size {tensor} (or is smaller than the vocabulary, "
             f"{config.vocab_size}): resume at a model_parallel_size that divides it"
         )
@@ -174,13 +183,6 @@ def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
     if box[0] is None:
         log.info("%s holds no checkpoint yet: starting from scratch", load)
     return box[0]
-
-
-def _own_checkpoint(save: str | None) -> str | None:
-    """The save directory, when it already holds a checkpoint of this run to resume from."""
-    if save and (Path(save) / LATEST).is_file():
-        return save
-    return None
 
 
 def _mean_over_ranks(value: float) -> float:

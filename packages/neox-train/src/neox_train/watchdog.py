@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 BEAT_SECONDS = 1.0
 QUIET_SECONDS = 5.0  # a heartbeat older than this: the rank is not running
 _TIMEOUT_WORDS = ("timed out", "timeout", "time out")
+# What gloo and NCCL say when the rank at the other end of a collective has gone away.
+_LOST_RANK_WORDS = (
+    "connection reset by peer",
+    "connection closed by peer",
+    "broken pipe",
+    "remote process exited",
+)
 
 
 class HungRank(RuntimeError):
@@ -37,6 +44,13 @@ class HungRank(RuntimeError):
 
 def is_timeout(err: BaseException) -> bool:
     return any(word in str(err).lower() for word in _TIMEOUT_WORDS)
+
+
+def lost_rank(err: BaseException) -> str | None:
+    """How a collective's error says another rank went away ("connection reset by peer"), or
+    None: that rank's own error is the cause, not this one."""
+    text = str(err).lower()
+    return next((words for words in _LOST_RANK_WORDS if words in text), None)
 
 
 class Heartbeat:

@@ -1,8 +1,10 @@
 """Reading and merging GPT-NeoX-style YAML config files.
 
 Files merge left to right: later keys win, nested mappings merge key by key, and every
-overridden value is recorded once. Keys are normalised (`-` and `_` are the same key).
-Numbers written as `3e-4` are floats here (plain YAML 1.1 reads them as strings).
+overridden value is recorded once. Keys are normalised (`-` and `_` are the same key). Within
+one file a key given twice in one mapping (`-` and `_` spellings included) is an error naming
+both lines: plain YAML keeps the later value without a word. Numbers written as `3e-4` are
+floats here (plain YAML 1.1 reads them as strings).
 """
 
 from __future__ import annotations
@@ -69,26 +71,59 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from err
     try:
-        doc = yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        repeat = _first_repeat(node, "", set()) if node is not None else None
+        doc = loader.construct_document(node) if node is not None and repeat is None else None
+        loader.dispose()
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if repeat is not None:
+        raise ConfigError(f"{path}: {repeat}")
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
-    return _normalise(doc, str(path), "")
+    return _normalise(doc)
 
 
-def _normalise(mapping: dict[Any, Any], source: str, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for raw_key, value in mapping.items():
-        key = normalise_key(raw_key)
-        if key in out:
-            raise ConfigError(f"{source}: key {prefix}{key} is given twice (as - and _ forms)")
-        out[key] = (
-            _normalise(value, source, f"{prefix}{key}.") if isinstance(value, dict) else value
-        )
-    return out
+def _first_repeat(node: yaml.Node, where: str, seen: set[int]) -> str | None:
+    """The first key given twice in one mapping under `node`, with both lines (`-` and `_`
+    spellings are one key; YAML merge keys are not repeats). neox-eval's reader has its twin
+    (neither package depends on the other); tests/test_yaml_repeats.py holds them to one answer."""
+    if id(node) in seen:  # an alias of a node already checked
+        return None
+    seen.add(id(node))
+    children: list[tuple[str, yaml.Node]] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = [(f"{where.removesuffix('.')}[{i}].", item) for i, item in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        keys: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = normalise_key(key_node.value)
+            if key in keys:
+                first, second = keys[key], key_node
+                lines = f"lines {first.start_mark.line + 1} and {second.start_mark.line + 1}"
+                if first.value != second.value:
+                    lines += f": {first.value} and {second.value} are one key"
+                return f"key {where + key!r} appears twice ({lines})"
+            keys[key] = key_node
+            children.append((f"{where}{key}.", value))
+    for path, child in children:
+        found = _first_repeat(child, path, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _normalise(mapping: dict[Any, Any]) -> dict[str, Any]:
+    """Keys with `-` read as `_`, at every level (`_first_repeat` has refused collisions)."""
+    return {
+        normalise_key(key): _normalise(value) if isinstance(value, dict) else value
+        for key, value in mapping.items()
+    }
 
 
 def merge_files(paths: Sequence[str | Path]) -> MergedYaml:

@@ -3,6 +3,7 @@
 neox train CONFIG...          validate, then start the workers (neox-launch + neox-train)
 neox generate ...             sample from a checkpoint (neox-train)
 neox check CONFIG...          validate a config, print batch math and DeepSpeed JSON
+                              (at the world size neox train would use) [--world-size N]
 neox plan CONFIG...           parameters, memory per GPU, batch math and FLOPs per step
                               [--num-gpus N] [--gpu-memory GiB] [--vocab-size N]
 neox data ...                 tokenizers and token files (neox-data)
@@ -22,6 +23,12 @@ def _train(argv: list[str]) -> int:
     from neox.train_command import main
 
     return main(argv)
+
+
+def _check(argv: list[str]) -> int:
+    from neox.train_command import check
+
+    return check(argv)
 
 
 def _train_cli(command: str) -> Callable[[list[str]], int]:
@@ -45,7 +52,7 @@ def _package(module: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train,
     "generate": _train_cli("generate"),
-    "check": _train_cli("check"),
+    "check": _check,
     "plan": _train_cli("plan"),
     "data": _package("neox_data.cli"),
     "convert": _package("neox_convert.cli"),

@@ -1,13 +1,17 @@
-"""`neox train CONFIG...`: validate the run config once, then start one worker per device.
+"""`neox train CONFIG...`: validate the run config once, then start one worker per device; and
+`neox check CONFIG...`, which validates the same files at the world size `neox train` would use.
 
 The launch keys (num_gpus, num_nodes, launcher, hostfile, master_port, deepspeed_mpi,
-deepspeed_slurm, ...) come from the validated run config and, with the hostfile, become a
-`neox_launch.LaunchSpec`; each worker runs `python -m neox_train train` with the same files.
+deepspeed_slurm, preemption_*, ...) come from the validated run config and, with the hostfile,
+become a `neox_launch.LaunchSpec`; each worker runs `python -m neox_train train` with the same
+files. A preemption signal to `neox train` (SIGTERM, SIGINT, SIGUSR1, SIGUSR2 by default) is
+passed on to the workers, which save and exit 75; then so does `neox train`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +21,7 @@ from neox_launch import (
     LaunchRequest,
     LaunchSpec,
     Machine,
+    PreemptionPolicy,
     SlurmOptions,
     WorkerStartError,
     describe,
@@ -24,7 +29,14 @@ from neox_launch import (
     plan,
     sbatch_script,
 )
-from neox_train import ConfigError, LaunchConfig, check_inputs, load_run_config
+from neox_train import (
+    ConfigError,
+    LaunchConfig,
+    RunConfig,
+    UserError,
+    check_inputs,
+    load_run_config,
+)
 
 
 def launch_spec(config: LaunchConfig) -> LaunchSpec:
@@ -46,11 +58,21 @@ def launch_spec(config: LaunchConfig) -> LaunchSpec:
         slurm=SlurmOptions(
             comment=config.comment, account=config.account, partition=config.partition
         ),
+        preemption=PreemptionPolicy(config.preemption_grace_period, config.signals),
     )
     try:
         return plan(request, Machine.current())
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+def planned(configs: Sequence[str]) -> tuple[RunConfig, LaunchSpec]:
+    """The run config of `configs` and where it would run, its batch checked at that world
+    size (a UserError otherwise)."""
+    run = load_run_config(configs).run
+    spec = launch_spec(run.launch)
+    run.batch(spec.world_size)
+    return run, spec
 
 
 def worker_command(configs: Sequence[str]) -> list[str]:
@@ -68,15 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
-        run = load_run_config(args.configs).run
-        spec = launch_spec(run.launch)
-        run.batch(spec.world_size)
+        run, spec = planned(args.configs)
         check_inputs(run)
-    except (ConfigError, ValueError) as err:
-        if args.debug:
-            raise
-        print(f"neox train: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        return _refuse("neox train", err, args.debug)
     if args.dry_run:
         print("\n".join(describe(spec, worker_command(args.configs))))
         return 0
@@ -84,11 +101,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _write_sbatch(Path(args.sbatch), spec, args.configs)
     where = "on this node" if spec.num_nodes == 1 else f"on {spec.num_nodes} nodes"
     print(f"neox train: starting {spec.world_size} worker(s) {where}", flush=True)
+    # The launcher's own lines: a worker that failed, a signal passed on, workers killed.
+    logging.basicConfig(level=logging.WARNING, format="neox train: %(message)s")
     try:
         return launch(spec, worker_command(args.configs))
     except WorkerStartError as err:  # e.g. the launcher program is not installed
         print(f"neox train: error: {err}", file=sys.stderr)
         return 1
+
+
+def check(argv: Sequence[str] | None = None) -> int:
+    """`neox check CONFIG... [--world-size N]`: `neox-train check` at the world size `neox train`
+    would start (num_gpus x nodes, from the launch keys and the hostfile) unless given."""
+    parser = argparse.ArgumentParser(
+        prog="neox check", description="Validate configs; print the batch and DeepSpeed JSON."
+    )
+    parser.add_argument("configs", nargs="+", help="YAML files, merged left to right")
+    parser.add_argument("--world-size", type=int, help="default: what `neox train` would start")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    world_size = args.world_size
+    if world_size is None:
+        try:
+            world_size = planned(args.configs)[1].world_size
+        except UserError as err:
+            return _refuse("neox check", err, args.debug)
+    from neox_train.cli import main as train_cli
+
+    debug = ["--debug"] if args.debug else []
+    return train_cli([*debug, "check", *args.configs, "--world-size", str(world_size)])
+
+
+def _refuse(prog: str, err: UserError, debug: bool) -> int:
+    if debug:
+        raise err
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
 
 
 def _write_sbatch(path: Path, spec: LaunchSpec, configs: Sequence[str]) -> int:

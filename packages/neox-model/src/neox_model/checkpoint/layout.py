@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LAYOUT_FILE = "layout.json"
+from neox_model.checkpoint.format import LAYOUT_FILE, CorruptCheckpoint, write_atomic
+
 LAYOUT_FORMAT_VERSION = 1
 # optimizer kinds whose state neox reads: "torch" keeps per-parameter state (no ZeRO, fp32),
 # "flat" keeps flat fp32 partitions with param_slice_mappings (ZeRO 1/2, bf16 optimizer)
@@ -76,7 +77,7 @@ class SavedLayout:
 
 
 def write_layout(step_dir: str | Path, saved: SavedLayout) -> Path:
-    """Write layout.json atomically (temporary file, then rename)."""
+    """Write layout.json (whole or not at all)."""
     body = {
         "format_version": LAYOUT_FORMAT_VERSION,
         "layout": dataclasses.asdict(saved.layout),
@@ -84,11 +85,7 @@ def write_layout(step_dir: str | Path, saved: SavedLayout) -> Path:
         "resharded": saved.resharded,
         "ranks": [dataclasses.asdict(r) for r in saved.ranks],
     }
-    path = Path(step_dir) / LAYOUT_FILE
-    tmp = path.with_name(LAYOUT_FILE + ".tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(Path(step_dir) / LAYOUT_FILE, json.dumps(body, indent=1) + "\n")
 
 
 def read_layout(step_dir: str | Path) -> SavedLayout | None:
@@ -97,9 +94,12 @@ def read_layout(step_dir: str | Path) -> SavedLayout | None:
     path = Path(step_dir) / LAYOUT_FILE
     if not path.is_file():
         return None
-    body: dict[str, Any] = json.loads(path.read_text())
+    try:
+        body: dict[str, Any] = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptCheckpoint(f"{path} is damaged: {err}") from err
     if body.get("format_version") != LAYOUT_FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {body.get('format_version')}")
+        raise CorruptCheckpoint(f"{path}: unsupported format_version {body.get('format_version')}")
     ranks = tuple(
         RankFiles(**{**r, "groups": tuple(tuple(g) for g in r.get("groups", ()))})
         for r in body["ranks"]

@@ -1,0 +1,89 @@
+"""Where a checkpoint keeps the model: `model.json` beside the weight files.
+
+The trainer writes the manifest into each checkpoint step directory: the architecture
+(`ModelConfig`), the tensor-parallel size the weights were saved at, and every file holding a
+piece of the model's state dict, with the tensor-parallel rank it belongs to and how its names
+map to the `Transformer`'s (a pipeline layer file holds `block.*` for `layers.3.*`). Readers
+(generation, export, evaluation) rebuild the full model from the manifest alone
+(`neox_model.load_model`), whatever the layout it was trained with.
+
+Format version 3 goes with files.json (`integrity`); version 2, from before, is still read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from neox_model.checkpoint.format import MANIFEST, CorruptCheckpoint, NoCheckpoint, write_atomic
+from neox_model.config import ModelConfig
+
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file with part of the model's state dict."""
+
+    file: str  # relative to the step directory
+    key: str = ""  # key of the state dict inside the file ("" = the file is the state dict)
+    tp_rank: int = 0
+    rename_from: str = ""  # a name prefix in the file ...
+    rename_to: str = ""  # ... that reads as this prefix in the Transformer
+
+    def model_name(self, name: str) -> str:
+        if self.rename_from and name.startswith(self.rename_from):
+            return self.rename_to + name[len(self.rename_from) :]
+        return self.rename_to + name if not self.rename_from else name
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    config: ModelConfig
+    files: tuple[WeightFile, ...]
+    tensor_parallel: int = 1
+    tokenizer: str | None = None  # relative path of the tokenizer file, if saved
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of the saved embedding: the vocabulary padded for the saving layout."""
+        return self.config.padded_vocab(self.tensor_parallel)
+
+    def to_json(self) -> str:
+        body = {
+            "format_version": FORMAT_VERSION,
+            "model_config": self.config.to_dict(),
+            "tensor_parallel": self.tensor_parallel,
+            "files": [dataclasses.asdict(f) for f in self.files],
+            "tokenizer": self.tokenizer,
+        }
+        return json.dumps(body, indent=2) + "\n"
+
+
+def write_manifest(step_dir: str | Path, manifest: ModelManifest) -> Path:
+    """Write `model.json` (whole or not at all)."""
+    return write_atomic(Path(step_dir) / MANIFEST, manifest.to_json())
+
+
+def read_manifest(step_dir: str | Path) -> ModelManifest:
+    path = Path(step_dir) / MANIFEST
+    if not path.is_file():
+        raise NoCheckpoint(f"{path} not found: {step_dir} is not a neox checkpoint step")
+    try:
+        body = json.loads(path.read_text())
+        version = body.get("format_version")
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise CorruptCheckpoint(f"{path} is damaged: {err}") from err
+    if version not in READABLE_VERSIONS:
+        raise CorruptCheckpoint(
+            f"{path}: unsupported format_version {version} (this neox reads {READABLE_VERSIONS})"
+        )
+    return ModelManifest(
+        config=ModelConfig.from_dict(body["model_config"]),
+        files=tuple(WeightFile(**f) for f in body["files"]),
+        tensor_parallel=body["tensor_parallel"],
+        tokenizer=body.get("tokenizer"),
+    )
