@@ -9,6 +9,7 @@ installed (`.ci/run` installs them).
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -435,3 +436,71 @@ def test_a_preempted_job_saves_on_every_rank_and_exits_75(launcher, tmp_path):
     expected = 128 + signal.SIGTERM if name == "pdsh" else 75
     assert job.returncode == expected, output
     _wait_until(lambda: not any(map(_alive, pids)), 30, f"the {name} workers ending")
+
+
+REQUEUED = """
+import os, signal, sys, time
+out, rank = sys.argv[1], os.environ["RANK"]
+if os.environ.get("SLURM_RESTART_COUNT", "0") != "0":  # the requeued job: it resumes
+    open(os.path.join(out, f"resumed{rank}"), "w").close()
+    sys.exit(0)
+asked = []
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(signum, lambda signum, frame: asked.append(signum))
+open(os.path.join(out, f"pid{rank}"), "w").write(str(os.getpid()))
+while not asked:
+    time.sleep(0.05)
+time.sleep(6)
+open(os.path.join(out, f"saved{rank}"), "w").write(signal.Signals(asked[0]).name)
+sys.exit(75)
+"""
+
+
+def readme_requeue_script():
+    """The README's Slurm requeue example, as written there."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## Checkpoints and preemption") :]
+    return section[
+        section.index("```bash\n") + 8 : section.index("```", section.index("```bash") + 7)
+    ]
+
+
+def _released(job, env):
+    """Lets a requeued job start now (Slurm holds one for a while before it may run again)."""
+    update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
+    subprocess.run(update, env=env, capture_output=True, check=False)
+    return True
+
+
+def test_the_readme_requeue_script_saves_and_runs_again(tmp_path, slurm_cluster):
+    """The README's sbatch script under a real Slurm: the warning signal to the batch shell
+    (as `--signal=B:USR1@...` sends it) reaches every worker, they save, the launcher exits 75,
+    the script requeues the job, and the job runs again."""
+    env = {**os.environ, **slurm_cluster}
+    script = readme_requeue_script()
+    command = shlex.join([sys.executable, "-m", "neox", "launch", "--num-gpus", "2", "--"])
+    command += " " + shlex.join([sys.executable, "-c", REQUEUED, str(tmp_path)])
+    script = script.replace("neox train model.yml machine.yml", command)
+    script = script.replace(" --gres=gpu:8", "")  # the test cluster has no GPUs
+    (tmp_path / "job.sh").write_text(script)
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--output", str(tmp_path / "job.out"), str(tmp_path / "job.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    try:
+        _wait_until(lambda: all((tmp_path / f"pid{r}").exists() for r in (0, 1)), 120, "start")
+        warned = subprocess.run(
+            ["scancel", "--batch", "--signal=USR1", job], env=env, capture_output=True, text=True
+        )
+        assert warned.returncode == 0, warned.stderr
+        resumed = [tmp_path / f"resumed{r}" for r in (0, 1)]
+        _wait_until(lambda: _released(job, env) and all(p.exists() for p in resumed), 240, "rerun")
+    finally:
+        subprocess.run(["scancel", job], env=env, check=False)
+    assert [(tmp_path / f"saved{r}").read_text() for r in (0, 1)] == ["SIGUSR1", "SIGUSR1"]

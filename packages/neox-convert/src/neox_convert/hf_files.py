@@ -12,12 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from neox_convert.architecture import Architecture, architecture_of
 from neox_convert.errors import ConversionError
 from neox_convert.key_map import StateDict
 from neox_convert.tokenizer_files import TokenizerFiles
+from neox_model import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def _load_file(path: Path) -> StateDict:
         from safetensors.torch import load_file
 
         return load_file(path)
-    state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    state: Any = checkpoint.load_file(path)  # weights_only, as every neox reader
     return dict(state)
 
 

@@ -31,7 +31,7 @@ from neox_convert.precision import Precision
 from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
-from neox_model import ModelConfig
+from neox_model import ModelConfig, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def read_meta_model(directory: Path, seq_length: int) -> tuple[ModelConfig, Stat
     shards = []
     for path in shard_files(directory):
         log.info("reading %s", path)
-        shards.append(torch.load(path, map_location="cpu", weights_only=True))
+        shards.append(checkpoint.load_file(path))  # weights_only, as every neox reader
     merged = merge_shards(shards, params["dim"])
     inner, rows = _check_sizes(params, merged, directory / "params.json")
     config = with_vocab(model_config(params, inner, seq_length), rows, rows)
