@@ -134,12 +134,12 @@ def test_pdsh_runs_the_agent_on_each_node_with_the_environment(machine):
 @pytest.mark.parametrize(
     ("launcher", "signals", "sent"),
     [
-        # srun and mpirun (Open MPI's, Hydra's) kill their ranks on SIGTERM/SIGINT, but pass
-        # SIGUSR1/2 on
+        # srun and Open MPI's mpirun kill their ranks on SIGTERM/SIGINT, but pass SIGUSR1/2 on;
+        # Hydra passes SIGTERM on itself
         ("slurm", "SIGTERM,SIGINT,SIGUSR1,SIGUSR2", signal.SIGUSR1),
         ("openmpi", "SIGTERM,SIGUSR2", signal.SIGUSR2),
         ("slurm", "SIGTERM", signal.SIGTERM),  # no user signal to use: the one received
-        ("mpich", "SIGTERM,SIGUSR1", signal.SIGUSR1),
+        ("mpich", "SIGTERM,SIGUSR1", signal.SIGTERM),
     ],
 )
 def test_a_preemption_signal_reaches_the_ranks_through_the_scheduler(

@@ -33,9 +33,10 @@ def mpi_commands(
     else:
         flags = hydra_flags(spec, list(exported))
     argv = ["mpirun", *flags, *spec.launcher_args, *shim]
-    # mpirun (Open MPI's, and Hydra's) passes SIGUSR1/2 on to the ranks, and kills them on
-    # SIGTERM or SIGINT: a preemption reaches the ranks as the user signal.
-    passed = spec.preemption.user_signal()
+    # Open MPI's mpirun passes SIGUSR1/2 on to the ranks, and kills them on SIGTERM or SIGINT:
+    # a preemption reaches the ranks as the user signal. Hydra passes SIGTERM/SIGINT on itself
+    # (its exit code under SIGUSR1 was 0 for ranks killed by it, so it is not used there).
+    passed = spec.preemption.user_signal() if spec.launcher == "openmpi" else None
     env = {**machine.environ, **spec.env}
     return [WorkerCommand(0, tuple(argv), env, label="mpirun", preemption_signal=passed)]
 

@@ -107,8 +107,8 @@ def supervise(
     """Run ``commands`` as workers until they end; the launcher's exit code.
 
     0 when every worker succeeds; else the first failing worker's code (128 + signal number
-    when it was killed by a signal). A preemption gives 75 when every worker exited 75 or 0;
-    else 128 + the signal's number (SIGHUP for ``stop_check``).
+    when it was killed by a signal). A preemption gives 75 when every worker exited 75 (0 when
+    they all finished instead); else 128 + the signal's number (SIGHUP for ``stop_check``).
     ``policy`` (default: ``PreemptionPolicy()``) names the signals and the grace period.
     """
     policy = policy or PreemptionPolicy()
@@ -186,7 +186,7 @@ def _preempt(
     interrupted: int,
 ) -> int:
     """Pass ``signum`` on to every worker and wait for them to save and exit: 75 when they all
-    exited 75 or 0, else ``interrupted``."""
+    exited 75 (0 when they all finished), else ``interrupted``."""
     _signal_groups(workers, signum, preempting=True)
     start = time.monotonic()
     deadline = start + policy.grace_period
@@ -210,9 +210,9 @@ def _preempt(
         )
     _kill(workers)
     codes = {worker.process.returncode for worker in workers}
-    # 0 too: a worker may have finished its last step as the signal came, and Hydra's mpirun
-    # reports 0 now and then for ranks that exited 75; running the job again is safe either way
-    return PREEMPTED if codes <= {0, PREEMPTED} else interrupted
+    if codes <= {0, PREEMPTED}:
+        return PREEMPTED if PREEMPTED in codes else 0
+    return interrupted
 
 
 def _first_failure(workers: list[_Worker]) -> _Worker | None:
