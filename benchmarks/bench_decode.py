@@ -20,7 +20,7 @@ from transformers import GPTNeoXForCausalLM
 
 from neox_convert import hf_config, to_hf_state_dict
 from neox_model import ModelConfig, Transformer
-from neox_train.generate import generate
+from neox_train.generation.sampling import generate
 
 from bench_model import CONFIG
 

@@ -1,7 +1,7 @@
 """Training speed of neox's real loop against a plain PyTorch loop around Hugging Face GPTNeoX.
 
-neox: `neox_train.trainer` as `neox train` runs it, one process (a ZeRO-1 config, which over one
-fp32 replica runs as stage 0; AdamW, the token-file data path), on a 6-layer, 512-wide model at
+neox: `neox_train.loop.trainer` as `neox train` runs it, one process (a ZeRO-1 config, which over
+one fp32 replica runs as stage 0; AdamW, the token-file data path), on a 6-layer, 512-wide model at
 sequence length 512 with a 50k vocabulary. Reference: `GPTNeoXForCausalLM` of the same shape with
 torch's AdamW (its default, per-tensor implementation) on the same batch size, forward + backward
 + step. A second reference runs the same loop with torch's fused AdamW, which neox uses: it
@@ -27,8 +27,8 @@ from transformers import GPTNeoXForCausalLM
 from neox_convert import hf_config
 from neox_data import TokenFileWriter
 from neox_train import load_run_config
-from neox_train.distributed import DistEnv, init_distributed
-from neox_train.trainer import setup, train_step
+from neox_train.loop.trainer import setup, train_step
+from neox_train.parallel.distributed import DistEnv, init_distributed
 
 from bench_model import CONFIG
 

@@ -130,7 +130,7 @@ def run_config(corpus, save, **overrides):
 
 def train_losses(save):
     """step -> training loss of a run's metrics.jsonl."""
-    from neox_train.metrics import read_metrics
+    from neox_train.monitoring.metrics import read_metrics
 
     records = read_metrics(save / "metrics.jsonl")
     return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}

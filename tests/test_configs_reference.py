@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from neox_train.key_reference import markdown
+from neox_train.config.key_reference import markdown
 
 REFERENCE = Path(__file__).resolve().parents[1] / "configs" / "neox_arguments.md"
 REGENERATE = "neox-train keys --markdown > configs/neox_arguments.md"
@@ -26,7 +26,7 @@ def test_the_command_writes_the_reference():
 
 def test_every_key_is_in_the_reference():
     from neox_train import IGNORED_KEYS, UNSUPPORTED_KEYS, all_keys
-    from neox_train.legacy_keys import LEGACY_KEYS
+    from neox_train.config.gpt_neox import LEGACY_KEYS
 
     text = REFERENCE.read_text()
     for key in [*all_keys(), *IGNORED_KEYS, *UNSUPPORTED_KEYS, *LEGACY_KEYS]:

@@ -9,8 +9,8 @@ from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from neox_model import load_model, load_state_dict
-from neox_train.metrics import read_metrics
-from neox_train.run_config import load_run_config
+from neox_train.config.run_config import load_run_config
+from neox_train.monitoring.metrics import read_metrics
 
 from conftest import neox, run_config, write_yaml
 

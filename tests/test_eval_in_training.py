@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from neox_train.metrics import read_metrics
+from neox_train.monitoring.metrics import read_metrics
 
 from conftest import neox, run_config, write_yaml
 

@@ -22,7 +22,7 @@ import pytest
 
 from neox_launch import ProgramNotFoundError
 from neox_launch.program import find_program
-from neox_train.metrics import read_metrics
+from neox_train.monitoring.metrics import read_metrics
 
 from conftest import run_config, write_yaml
 

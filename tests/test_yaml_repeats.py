@@ -5,7 +5,7 @@ import pytest
 
 from neox_eval import read_config
 from neox_train import ConfigError
-from neox_train.yaml_files import load_yaml
+from neox_train.config.yaml_files import load_yaml
 
 REPEATS = [
     "lr: 1\nx: 2\nlr: 3\n",

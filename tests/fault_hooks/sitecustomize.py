@@ -45,10 +45,10 @@ if _STEP or _RAISE_RANK:
     import sys
 
     class _SlowSteps(importlib.abc.MetaPathFinder):
-        """Wraps neox_train.trainer.train_step once the module is imported."""
+        """Wraps neox_train.loop.trainer.train_step once the module is imported."""
 
         def find_spec(self, name, path=None, target=None):
-            if name != "neox_train.trainer":
+            if name != "neox_train.loop.trainer":
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)

@@ -66,7 +66,7 @@ def tiny_config(data_dir, save_dir, **overrides):
 
 def losses(save_dir, key="train_loss"):
     """step -> `key` (train_loss by default) of a run's metrics.jsonl."""
-    from neox_train.metrics import read_metrics
+    from neox_train.monitoring.metrics import read_metrics
 
     return {r["step"]: r[key] for r in read_metrics(save_dir / "metrics.jsonl") if key in r}
 

@@ -15,11 +15,11 @@ import sys
 
 import torch
 
-from neox_train.distributed import DistEnv, init_distributed
-from neox_train.engine import build_engine, build_module
-from neox_train.run_config import load_run_config
-from neox_train.topology import Layout, build_parallel
-from neox_train.trainer import schedule_for
+from neox_train.config.run_config import load_run_config
+from neox_train.engine.build import build_engine, build_module
+from neox_train.loop.trainer import schedule_for
+from neox_train.parallel.distributed import DistEnv, init_distributed
+from neox_train.parallel.topology import Layout, build_parallel
 
 VOCAB = 512
 

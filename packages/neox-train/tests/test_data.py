@@ -9,9 +9,9 @@ import neox_model
 from neox_data import BlendedDataset, GPTDataset, TokenFile, TokenFileWriter
 from neox_model import load_model
 from neox_train import ConfigError, load_run_config
-from neox_train.batch import BatchLayout
-from neox_train.data import SampleCounts, build_datasets, micro_batches, training_pairs
-from neox_train.run_config import DataConfig
+from neox_train.config.batch import BatchLayout
+from neox_train.config.sections import DataConfig
+from neox_train.loop.data import SampleCounts, build_datasets, micro_batches, training_pairs
 
 from conftest import losses, run_workers, tiny_config, write_config
 

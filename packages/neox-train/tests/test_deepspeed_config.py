@@ -3,7 +3,7 @@ import json
 from deepspeed.runtime.config import DeepSpeedConfig
 
 from neox_train import load_run_config
-from neox_train.deepspeed_config import deepspeed_config, zero_stage
+from neox_train.engine.deepspeed_config import deepspeed_config, zero_stage
 
 BASE = """
 num_layers: 2

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from neox_model import ModelConfig, Transformer
-from neox_train.generate import Sampling, generate, next_token
+from neox_train.generation.sampling import Sampling, generate, next_token
 
 
 def test_greedy_top_k_and_top_p():

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from neox_model import ModelConfig, read_layout
-from neox_train.flops import flops_per_step, peak_tflops
-from neox_train.metrics import read_metrics
-from neox_train.progress import Progress, Throughput
-from neox_train.relayout import saved_optimizer_state
+from neox_train.checkpoint.relayout import saved_optimizer_state
+from neox_train.monitoring.flops import flops_per_step, peak_tflops
+from neox_train.monitoring.metrics import read_metrics
+from neox_train.monitoring.progress import Progress, Throughput
 
 from conftest import run_workers, tiny_config, write_config
 

@@ -1,8 +1,8 @@
 import torch
 
 from neox_model import ModelConfig, Transformer
-from neox_train.optimizer import GradientGuard, build_optimizer, parameter_groups
-from neox_train.run_config import OptimizerConfig, OptimizerParams, OptimizerSpec
+from neox_train.config.sections import OptimizerConfig, OptimizerParams, OptimizerSpec
+from neox_train.engine.optimizer import GradientGuard, build_optimizer, parameter_groups
 
 
 def test_weight_decay_only_on_weight_matrices():
@@ -74,7 +74,7 @@ def test_the_guard_skips_a_non_finite_step_and_keeps_the_state():
 
 
 def test_lion_takes_a_signed_momentum_step():
-    from neox_train.lion import Lion
+    from neox_train.engine.lion import Lion
 
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
     opt = Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
@@ -86,7 +86,7 @@ def test_lion_takes_a_signed_momentum_step():
 
 
 def test_every_optimizer_type_builds():
-    from neox_train.lion import Lion
+    from neox_train.engine.lion import Lion
 
     model = torch.nn.Linear(3, 3)
     expected = {

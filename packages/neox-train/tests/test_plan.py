@@ -18,8 +18,8 @@ import torch
 
 from neox_model import Transformer
 from neox_train.cli import main
-from neox_train.plan import make_plan
-from neox_train.run_config import load_run_config
+from neox_train.config.run_config import load_run_config
+from neox_train.planning.plan import make_plan
 
 from conftest import free_port
 from plan_probe import saved_bytes

@@ -3,8 +3,8 @@
 import signal
 import time
 
-from neox_train.metrics import read_metrics
-from neox_train.preemption import PREEMPTED
+from neox_train.loop.preemption import PREEMPTED
+from neox_train.monitoring.metrics import read_metrics
 
 from conftest import run_workers, start_workers, tiny_config, write_config
 

@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from neox_train.s3 import S3Location, S3Uploader, client, download_latest
-from neox_train.schema import ConfigError
+from neox_train.checkpoint.s3 import S3Location, S3Uploader, client, download_latest
+from neox_train.config.schema import ConfigError
 
 
 @pytest.fixture

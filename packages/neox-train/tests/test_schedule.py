@@ -1,6 +1,6 @@
 import pytest
 
-from neox_train.schedule import Schedule
+from neox_train.engine.schedule import Schedule
 
 
 def schedule(style, warmup=10, decay=110, min_lr=0.1):

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from neox_train import load_run_config
-from neox_train.metrics import read_metrics
-from neox_train.trainer import dropout_seed, schedule_for
+from neox_train.loop.trainer import dropout_seed, schedule_for
+from neox_train.monitoring.metrics import read_metrics
 
 from conftest import losses, run_workers, tiny_config, write_config
 

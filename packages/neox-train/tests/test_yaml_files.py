@@ -1,7 +1,7 @@
 import pytest
 
 from neox_train import ConfigError
-from neox_train.yaml_files import load_yaml, merge_files
+from neox_train.config.yaml_files import load_yaml, merge_files
 
 
 def write(tmp_path, name, text):

@@ -6,7 +6,7 @@ import pytest
 from neox.cli import COMMANDS, main
 from neox.train_command import launch_spec
 from neox_train import ConfigError
-from neox_train.run_config import LaunchConfig
+from neox_train.config.sections import LaunchConfig
 
 
 def test_every_command_dispatches_to_a_cli(capsys):

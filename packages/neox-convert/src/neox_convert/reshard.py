@@ -7,10 +7,10 @@ whose layout, `load` and `save` keys are updated.
 A step written by neox-train has the optimizer state too, described by its layout.json. That
 state is carried over as it was saved: DeepSpeed's files holding it are copied under
 `optimizer/` and layout.json, naming them there, is marked `resharded`. neox-train, resuming
-from the result at any layout, cuts each rank's share out of them (`neox_train.relayout`), with
-the step, schedule and data position; config.yml keeps `finetune: false`. Without readable
-optimizer state (an import, ZeRO-3, fp16 without ZeRO) the weights alone are written and
-config.yml says `finetune: true`.
+from the result at any layout, cuts each rank's share out of them
+(`neox_train.checkpoint.relayout`), with the step, schedule and data position; config.yml keeps
+`finetune: false`. Without readable optimizer state (an import, ZeRO-3, fp16 without ZeRO) the
+weights alone are written and config.yml says `finetune: true`.
 """
 
 from __future__ import annotations

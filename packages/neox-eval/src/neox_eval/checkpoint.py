@@ -66,7 +66,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _first_repeat(node: yaml.Node, where: str, seen: set[int]) -> str | None:
     """The first key given twice in one mapping under `node`, with both lines (`-` and `_`
     spellings are one key; YAML merge keys are not repeats). neox-train's reader
-    (`neox_train.yaml_files`) has its twin; tests/test_yaml_repeats.py holds them to one answer."""
+    (`neox_train.config.yaml_files`) has its twin; tests/test_yaml_repeats.py holds them to one
+    answer."""
     if id(node) in seen:  # an alias of a node already checked
         return None
     seen.add(id(node))

@@ -1,17 +1,11 @@
 """neox-train: the DeepSpeed training loop, run config and checkpoints."""
 
-from neox_train.batch import BatchLayout, data_parallel_size, resolve_batch
-from neox_train.inputs import check_inputs
-from neox_train.run_config import (
-    IGNORED_KEYS,
-    UNSUPPORTED_KEYS,
-    LaunchConfig,
-    LoadedConfig,
-    RunConfig,
-    all_keys,
-    load_run_config,
-)
-from neox_train.schema import ConfigError, UserError
+from neox_train.config.batch import BatchLayout, data_parallel_size, resolve_batch
+from neox_train.config.gpt_neox import IGNORED_KEYS, UNSUPPORTED_KEYS
+from neox_train.config.inputs import check_inputs
+from neox_train.config.run_config import LoadedConfig, RunConfig, all_keys, load_run_config
+from neox_train.config.schema import ConfigError, UserError
+from neox_train.config.sections import LaunchConfig
 
 __all__ = [
     "IGNORED_KEYS",

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from neox_data import DamagedInputError, MissingDependencyError, NoSpaceError
 from neox_model import CheckpointError
 from neox_model.checkpoint import is_disk_full
-from neox_train.run_config import LoadedConfig, RunConfig, load_run_config
-from neox_train.schema import ConfigError, SaidOnRankZero, UserError
+from neox_train.config.run_config import LoadedConfig, RunConfig, load_run_config
+from neox_train.config.schema import ConfigError, SaidOnRankZero, UserError
 
 # Errors a user can cause, printed as one line: neox-train's own, and the packages' below it.
 USER_ERRORS = (
@@ -90,7 +90,7 @@ def report(loaded: LoadedConfig) -> None:
 
 
 def _train(configs: list[str]) -> int:
-    from neox_train.distributed import DistEnv, init_distributed
+    from neox_train.parallel.distributed import DistEnv, init_distributed
 
     env = DistEnv.from_environ(os.environ)
     _configure_logging(env.rank)
@@ -99,8 +99,8 @@ def _train(configs: list[str]) -> int:
     if env.rank == 0:
         report(loaded)
     _quiet_deepspeed()
-    from neox_train.preemption import PREEMPTED, Preempted, Preemption
-    from neox_train.trainer import setup, train
+    from neox_train.loop.preemption import PREEMPTED, Preempted, Preemption
+    from neox_train.loop.trainer import setup, train
 
     # From here on a preemption signal stops the run after a step (and a save), never mid-step.
     with Preemption(loaded.run.launch.signals) as preemption:
@@ -114,8 +114,8 @@ def _train(configs: list[str]) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from neox_train.distributed import DistEnv
-    from neox_train.generation_command import run_generation
+    from neox_train.generation.command import run_generation
+    from neox_train.parallel.distributed import DistEnv
 
     env = DistEnv.from_environ(os.environ)
     _configure_logging(env.rank)
@@ -123,7 +123,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _check(configs: list[str], world_size: int | None) -> int:
-    from neox_train.deepspeed_config import deepspeed_config
+    from neox_train.engine.deepspeed_config import deepspeed_config
 
     loaded = load_run_config(configs)
     _configure_logging(0)
@@ -135,7 +135,7 @@ def _check(configs: list[str], world_size: int | None) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from neox_train.plan import describe, make_plan, planning_vocab
+    from neox_train.planning.plan import describe, make_plan, planning_vocab
 
     loaded = load_run_config(args.configs)
     run = loaded.run
@@ -171,8 +171,8 @@ def _gpu_memory(gib: float | None) -> int | None:
 
 
 def _keys(markdown: bool) -> int:
-    from neox_train.key_reference import markdown as reference
-    from neox_train.key_reference import plain_text
+    from neox_train.config.key_reference import markdown as reference
+    from neox_train.config.key_reference import plain_text
 
     sys.stdout.write(reference() if markdown else plain_text())
     return 0
@@ -245,7 +245,7 @@ def _one_line(err: Exception) -> tuple[str | None, int]:
     if type(err).__name__ in _RUN_STOPPED:
         return str(err), 1
     if isinstance(err, RuntimeError):
-        from neox_train.watchdog import lost_rank
+        from neox_train.parallel.watchdog import lost_rank
 
         lost = lost_rank(err)
         if lost is not None:

@@ -124,7 +124,7 @@ def train(workdir: Path, prefix: Path, tokenizer_path: Path, train_iters: int | 
 
 
 def validation_losses(save: Path) -> tuple[float, float]:
-    from neox_train.metrics import read_metrics
+    from neox_train.monitoring.metrics import read_metrics
 
     losses = [r["valid_loss"] for r in read_metrics(save / "metrics.jsonl") if "valid_loss" in r]
     return losses[0], losses[-1]
@@ -142,7 +142,7 @@ def sample(save: Path, max_new_tokens: int) -> Sample:
     """Greedy continuation of PROMPT by the trained neox model."""
     from neox_data import HFTokenizer
     from neox_model import load_model
-    from neox_train.generate import generate
+    from neox_train.generation.sampling import generate
 
     step_dir, manifest, model = load_model(save)
     assert manifest.tokenizer is not None

@@ -1,0 +1,1 @@
+"""Saving and resuming runs: step directories, where a run starts, the run lock, relayout, S3."""

@@ -1,0 +1,91 @@
+"""Rules that span sections of the run config: which parallel layouts can train which model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from neox_train.config.run_config import RunConfig
+    from neox_train.config.sections import CurriculumConfig
+
+
+def layout_problem(run: RunConfig) -> str | None:
+    """Why the parallel layout cannot train this model, or None."""
+    pipe, tp = run.parallel.pipe_parallel_size, run.parallel.model_parallel_size
+    stage, model = run.parallel.zero_optimization.stage, run.model
+    if pipe > 1 and stage > 1:
+        return (
+            f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
+            "pipeline engine supports ZeRO stages 0 and 1 only"
+        )
+    if pipe > 1 and not model.no_weight_tying:
+        return (
+            f"pipe_parallel_size {pipe} needs no_weight_tying: true (tied input and output "
+            "embeddings across pipeline stages are not supported yet)"
+        )
+    if run.parallel.zero_optimization.offloads_optimizer and (
+        run.optimizer.optimizer.kind != "cpu_adam"
+    ):
+        return "an offloaded optimizer needs optimizer type cpu_adam (DeepSpeed's CPU Adam)"
+    curriculum = run.training.curriculum_learning
+    if (
+        curriculum
+        and curriculum.enabled
+        and not (0 < curriculum.min_difficulty <= curriculum.max_difficulty <= model.seq_length)
+    ):
+        return (
+            f"curriculum_learning needs 0 < min_difficulty ({curriculum.min_difficulty}) <= "
+            f"max_difficulty ({curriculum.max_difficulty}) <= seq_length ({model.seq_length})"
+        )
+    if run.training.eval_tasks and (pipe > 1 or stage == 3):
+        return (
+            "eval_tasks during training needs the whole model on each rank: not with "
+            "pipe_parallel_size > 1 or zero_optimization.stage 3 (run neox eval on a checkpoint)"
+        )
+    if stage == 3 and run.logging.log_param_norm:
+        return "log_param_norm with zero_optimization.stage 3 is not supported yet"
+    if stage == 3 and tp > 1:
+        return f"zero_optimization.stage 3 with model_parallel_size {tp} is not supported yet"
+    if model.num_attention_heads % tp or model.kv_heads % tp:
+        return (
+            f"model_parallel_size {tp} must divide num_attention_heads "
+            f"({model.num_attention_heads}) and the key/value heads ({model.kv_heads})"
+        )
+    return _sequence_parallel_problem(run)
+
+
+def _sequence_parallel_problem(run: RunConfig) -> str | None:
+    """Why sequence_parallel cannot train this run, or None."""
+    tp, seq_length = run.parallel.model_parallel_size, run.model.seq_length
+    if not run.parallel.splits_sequence:
+        return None
+    if seq_length % tp:
+        return (
+            f"sequence_parallel splits the sequence over the tensor-parallel ranks: seq_length "
+            f"({seq_length}) must be divisible by model_parallel_size ({tp})"
+        )
+    if run.training.eval_tasks:
+        return (
+            "eval_tasks during training with sequence_parallel: lm-eval's requests have any "
+            "length, the training model takes whole shards of the sequence (run neox eval on a "
+            "checkpoint)"
+        )
+    curriculum = run.training.curriculum_learning
+    if curriculum is not None and curriculum.enabled:
+        odd = [n for n in _curriculum_steps(curriculum) if min(n, seq_length) % tp]
+        if odd:
+            return (
+                f"sequence_parallel with model_parallel_size {tp} needs every curriculum_learning "
+                f"sequence length to be a multiple of {tp}; {odd[0]} is not (choose "
+                f"difficulty_step, max_difficulty or the difficulty list in multiples of {tp})"
+            )
+    return None
+
+
+def _curriculum_steps(curriculum: CurriculumConfig) -> list[int]:
+    """Lengths that every sequence length of the curriculum is a multiple of or equal to."""
+    schedule = curriculum.schedule_config
+    if curriculum.schedule_type == "fixed_discrete":
+        return [int(d) for d in schedule.get("difficulty", [])]
+    # DeepSpeed's linear and root schedules: multiples of difficulty_step, capped at the maximum
+    return [int(schedule.get("difficulty_step", 1)), curriculum.max_difficulty]

@@ -1,0 +1,691 @@
+"""The sections of the run config: one frozen dataclass per concern, each field a config key.
+
+A field's metadata `doc` is its entry in the key reference (`neox-train keys`). Which section owns
+which key, and how the sections become a `RunConfig`, is `run_config`; rules that span sections
+are `rules`; GPT-NeoX's own spellings and tables are `gpt_neox`.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from neox_data import PackImpl
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+TokenizerType = Literal[
+    "GPT2BPETokenizer",
+    "HFTokenizer",
+    "HFGPT2Tokenizer",
+    "SPMTokenizer",
+    "CharLevelTokenizer",
+    "TiktokenTokenizer",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_path: str | None = field(
+        default=None, metadata=_doc("Token file prefix (PREFIX.bin/.idx) split by `split`.")
+    )
+    split: str = field(default="969, 30, 1", metadata=_doc("Train, valid, test weights."))
+    tokenizer_type: TokenizerType = field(
+        default="GPT2BPETokenizer", metadata=_doc("Tokenizer class (GPT-NeoX names).")
+    )
+    vocab_file: str | None = field(default=None, metadata=_doc("Tokenizer file."))
+    merge_file: str | None = field(default=None, metadata=_doc("BPE merges (GPT-2 tokenizers)."))
+    data_impl: Literal["mmap"] = field(default="mmap", metadata=_doc("Token file format."))
+    train_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "Token file prefixes to train on, whole, blended by train_data_weights (instead of "
+            "data_path and split)."
+        ),
+    )
+    valid_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Token file prefixes to validate on (with train_data_paths).")
+    )
+    test_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Token file prefixes to test on (with train_data_paths).")
+    )
+    train_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of train_data_paths; default equal.")
+    )
+    valid_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of valid_data_paths; default equal.")
+    )
+    test_data_weights: tuple[float, ...] | None = field(
+        default=None, metadata=_doc("Blend weights of test_data_paths; default equal.")
+    )
+    weight_by_num_documents: bool = field(
+        default=False,
+        metadata=_doc(
+            "Blend weights from each file's number of documents (weighted_sampler_alpha) "
+            "instead of the *_data_weights."
+        ),
+    )
+    weighted_sampler_alpha: float = field(
+        default=1.0,
+        metadata=_doc(
+            "Alpha of weight_by_num_documents: 1 samples in proportion to documents; toward 0 "
+            "every file alike (small files boosted)."
+        ),
+    )
+    train_label_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "Label token files, one per train_data_paths file and with its document sizes: the "
+            "token to predict at each position, -100 for no loss (signed, e.g. int32); default: "
+            "every next token."
+        ),
+    )
+    valid_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label token files, one per valid_data_paths file.")
+    )
+    test_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label token files, one per test_data_paths file.")
+    )
+    pack_impl: PackImpl = field(
+        default="packed",
+        metadata=_doc(
+            "How documents become samples: packed (one stream cut every seq_length tokens), "
+            "pack_until_overflow (whole documents while they fit), unpacked (one document per "
+            "sample); the last two pad samples, without loss on the padding."
+        ),
+    )
+    allow_chopped: bool = field(
+        default=True,
+        metadata=_doc(
+            "pack_until_overflow and unpacked: cut a document longer than seq_length + 1 "
+            "tokens to that length; false leaves it out."
+        ),
+    )
+    eod_mask_loss: bool = field(
+        default=False,
+        metadata=_doc(
+            "No loss where the input token is the tokenizer's end-of-document (predicting the "
+            "token after it)."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.train_data_paths and self.data_path:
+            raise ValueError(
+                "set data_path (one token file, divided by split) or train_data_paths (files "
+                "per purpose), not both"
+            )
+        if (self.valid_data_paths or self.test_data_paths) and not self.train_data_paths:
+            raise ValueError("valid_data_paths and test_data_paths need train_data_paths")
+        for kind in ("train", "valid", "test"):
+            paths = getattr(self, f"{kind}_data_paths") or ()
+            self._check_labels(kind, paths)
+            weights = getattr(self, f"{kind}_data_weights")
+            if weights is not None and len(weights) != len(paths):
+                raise ValueError(
+                    f"{kind}_data_weights has {len(weights)} weights for {len(paths)} "
+                    f"{kind}_data_paths"
+                )
+            if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+                raise ValueError(f"{kind}_data_weights must be >= 0 and not all 0: {weights}")
+        if self.weighted_sampler_alpha <= 0:
+            raise ValueError(
+                f"weighted_sampler_alpha must be positive: {self.weighted_sampler_alpha}"
+            )
+
+    def _check_labels(self, kind: str, paths: tuple[str, ...]) -> None:
+        labels = getattr(self, f"{kind}_label_data_paths")
+        if labels is None:
+            return
+        if not self.train_data_paths:
+            raise ValueError(
+                f"{kind}_label_data_paths needs train_data_paths: label files go with files "
+                "per purpose (as in GPT-NeoX), not with data_path and split"
+            )
+        if len(labels) != len(paths):
+            raise ValueError(
+                f"{kind}_label_data_paths has {len(labels)} files for {len(paths)} "
+                f"{kind}_data_paths: give one label file per data file, in the same order"
+            )
+
+
+@dataclass(frozen=True)
+class OptimizerParams:
+    lr: float = field(metadata=_doc("Peak learning rate."))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_doc("Adam / Lion betas."))
+    eps: float = field(default=1e-8, metadata=_doc("Adam epsilon."))
+    momentum: float = field(default=0.0, metadata=_doc("SGD momentum."))
+
+
+OptimizerType = Literal[
+    "Adam", "AdamW", "adam", "adamw", "SGD", "sgd", "Lion", "lion", "cpu_adam", "cpu_torch_adam"
+]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    type: OptimizerType = field(
+        metadata=_doc(
+            "adam/adamw: Adam with decoupled weight decay (as GPT-NeoX's fused Adam; torch's "
+            "fused kernel on GPUs); sgd; lion (Chen et al., 2023); cpu_adam: DeepSpeed's CPU "
+            "Adam, for zero_optimization.offload_optimizer; cpu_torch_adam: torch's AdamW."
+        )
+    )
+    params: OptimizerParams = field(metadata=_doc("Optimizer hyper-parameters."))
+
+    @property
+    def kind(self) -> str:
+        """The type, lowercase, with the aliases merged."""
+        kind = self.type.lower()
+        return {"adamw": "adam", "cpu_torch_adam": "adam"}.get(kind, kind)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    optimizer: OptimizerSpec = field(metadata=_doc("{type, params: {lr, betas, eps}}."))
+    weight_decay: float = field(
+        default=0.01, metadata=_doc("Decoupled weight decay; never applied to biases or norms.")
+    )
+    gradient_clipping: float = field(
+        default=1.0, metadata=_doc("Clip the global gradient norm to this; 0 disables.")
+    )
+    lr_decay_style: Literal["constant", "linear", "cosine", "inverse_sqrt"] = field(
+        default="linear", metadata=_doc("Shape of the decay after warmup.")
+    )
+    lr_decay_iters: int | None = field(
+        default=None, metadata=_doc("Steps over which to decay; default train_iters.")
+    )
+    min_lr: float = field(default=0.0, metadata=_doc("Learning rate floor."))
+    warmup: float = field(
+        default=0.01,
+        metadata=_doc("Warmup: a fraction of lr_decay_iters when <= 1, else a number of steps."),
+    )
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or (self.warmup > 1 and not self.warmup.is_integer()):
+            raise ValueError(
+                f"warmup is a fraction of lr_decay_iters in [0, 1] or a whole number of steps, "
+                f"got {self.warmup}"
+            )
+        if self.min_lr > self.optimizer.params.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) > lr ({self.optimizer.params.lr})")
+        if self.gradient_clipping < 0:
+            raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """GPT-NeoX / DeepSpeed's sequence-length curriculum (Li et al., 2022): train on the first
+    `difficulty` tokens of each sample, the difficulty growing with the step."""
+
+    enabled: bool = field(default=False, metadata=_doc("Use the curriculum."))
+    curriculum_type: Literal["seqlen"] = field(default="seqlen", metadata=_doc("What grows."))
+    min_difficulty: int = field(default=8, metadata=_doc("Sequence length at the start."))
+    max_difficulty: int = field(default=2048, metadata=_doc("Sequence length at the end."))
+    schedule_type: Literal["fixed_linear", "fixed_root", "fixed_discrete"] = field(
+        default="fixed_linear", metadata=_doc("How the length grows (DeepSpeed's schedules).")
+    )
+    schedule_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "total_curriculum_step, difficulty_step, root_degree (fixed_root); or "
+            "difficulty and max_step lists (fixed_discrete)."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    train_iters: int = field(metadata=_doc("Optimizer steps to train."))
+    train_batch_size: int | None = field(
+        default=None, metadata=_doc("Global batch: samples per step over all ranks.")
+    )
+    train_micro_batch_size_per_gpu: int | None = field(
+        default=None, metadata=_doc("Samples per forward pass on one rank.")
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata=_doc("Micro batches per optimizer step.")
+    )
+    eval_interval: int = field(default=1000, metadata=_doc("Validate every this many steps."))
+    eval_iters: int = field(default=100, metadata=_doc("Batches per validation."))
+    seed: int = field(default=1234, metadata=_doc("Seed for weights, data order and dropout."))
+    checkpoint_activations: bool = field(
+        default=False, metadata=_doc("Recompute activations in backward to save memory.")
+    )
+    checkpoint_num_layers: int = field(
+        default=1, metadata=_doc("Layers per activation checkpoint.")
+    )
+    torch_compile: bool = field(
+        default=False, metadata=_doc("Compile each transformer block with torch.compile.")
+    )
+    eval_tasks: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "lm-eval tasks (names or task YAML paths) run at every eval_interval "
+            "and at the end (extra 'eval')."
+        ),
+    )
+    eval_tasks_limit: int | None = field(
+        default=None, metadata=_doc("Documents per task at most, for eval_tasks.")
+    )
+    curriculum_learning: CurriculumConfig | None = field(
+        default=None, metadata=_doc("Sequence-length curriculum.")
+    )
+    max_skipped_steps: int = field(
+        default=20,
+        metadata=_doc(
+            "Stop when this many optimizer steps in a row were skipped for non-finite "
+            "gradients (a diverged run)."
+        ),
+    )
+    exit_interval: int | None = field(
+        default=None,
+        metadata=_doc("Stop (after saving, when save is set) at the first step divisible by this."),
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("train_iters", "eval_interval", "checkpoint_num_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.exit_interval is not None and self.exit_interval <= 0:
+            raise ValueError(f"exit_interval must be positive, got {self.exit_interval}")
+        if self.eval_iters < 0:
+            raise ValueError(f"eval_iters must be >= 0, got {self.eval_iters}")
+
+
+@dataclass(frozen=True)
+class Fp16Config:
+    enabled: bool = field(default=False, metadata=_doc("Train in fp16 with loss scaling."))
+    fp16: bool | None = field(default=None, metadata=_doc("GPT-NeoX alias of enabled."))
+    loss_scale: float = field(default=0.0, metadata=_doc("0 = dynamic loss scaling."))
+    loss_scale_window: int = field(default=1000, metadata=_doc("Steps between scale raises."))
+    hysteresis: int = field(default=2, metadata=_doc("Overflows tolerated before lowering."))
+    min_loss_scale: float = field(default=1.0, metadata=_doc("Lowest dynamic loss scale."))
+    initial_scale_power: int = field(default=16, metadata=_doc("Start at 2**this."))
+
+
+@dataclass(frozen=True)
+class Bf16Config:
+    enabled: bool = field(default=False, metadata=_doc("Train in bfloat16."))
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    precision: Literal["fp32", "fp16", "bfloat16"] | None = field(
+        default=None, metadata=_doc("Training precision; default from fp16/bf16, else fp32.")
+    )
+    fp16: Fp16Config = field(default_factory=Fp16Config, metadata=_doc("DeepSpeed fp16 block."))
+    bf16: Bf16Config = field(default_factory=Bf16Config, metadata=_doc("DeepSpeed bf16 block."))
+
+    def __post_init__(self) -> None:
+        flags = {"fp16": self.fp16.enabled or bool(self.fp16.fp16), "bfloat16": self.bf16.enabled}
+        on = [name for name, enabled in flags.items() if enabled]
+        if len(on) > 1:
+            raise ValueError("fp16.enabled and bf16.enabled are both true; choose one")
+        if self.precision is not None and on and on[0] != self.precision:
+            raise ValueError(f"precision is {self.precision!r} but {on[0]} is enabled")
+
+    @property
+    def dtype(self) -> Literal["fp32", "fp16", "bf16"]:
+        if self.fp16.enabled or self.fp16.fp16 or self.precision == "fp16":
+            return "fp16"
+        if self.bf16.enabled or self.precision == "bfloat16":
+            return "bf16"
+        return "fp32"
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    stage: int = field(default=0, metadata=_doc("ZeRO stage (0 = plain data parallel)."))
+    allgather_partitions: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    allgather_bucket_size: int = field(default=500_000_000, metadata=_doc("DeepSpeed ZeRO key."))
+    overlap_comm: bool = field(default=False, metadata=_doc("DeepSpeed ZeRO key."))
+    reduce_scatter: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    reduce_bucket_size: int = field(default=500_000_000, metadata=_doc("DeepSpeed ZeRO key."))
+    contiguous_gradients: bool = field(default=True, metadata=_doc("DeepSpeed ZeRO key."))
+    cpu_offload: bool = field(
+        default=False, metadata=_doc("GPT-NeoX's switch for offload_optimizer: {device: cpu}.")
+    )
+    offload_optimizer: dict[str, Any] | None = field(
+        default=None, metadata=_doc("DeepSpeed's optimizer offload block, e.g. {device: cpu}.")
+    )
+    offload_param: dict[str, Any] | None = field(
+        default=None, metadata=_doc("DeepSpeed's ZeRO-3 parameter offload block.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_optimization.stage must be 0, 1, 2 or 3, got {self.stage}")
+        if self.offloads_optimizer and self.stage == 0:
+            raise ValueError("optimizer offload needs zero_optimization.stage 1, 2 or 3")
+
+    @property
+    def offloads_optimizer(self) -> bool:
+        return self.cpu_offload or bool(self.offload_optimizer)
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    pipe_parallel_size: int = field(default=0, metadata=_doc("Pipeline stages (0/1 = none)."))
+    model_parallel_size: int = field(default=1, metadata=_doc("Tensor-parallel size."))
+    sequence_parallel: bool = field(
+        default=False,
+        metadata=_doc(
+            "Split the sequence over the tensor-parallel ranks where the activations are "
+            "otherwise replicated (norms, dropout, residual adds): their memory / "
+            "model_parallel_size, reduce-scatter and all-gather instead of all-reduce "
+            "(Korthikanti et al., 2022). Needs seq_length divisible by model_parallel_size; "
+            "changes nothing at model_parallel_size 1."
+        ),
+    )
+    zero_optimization: ZeroConfig = field(
+        default_factory=ZeroConfig, metadata=_doc("DeepSpeed ZeRO settings.")
+    )
+    pipe_partition_method: str = field(
+        default="type:transformer|mlp",
+        metadata=_doc(
+            "How layers are split over pipeline stages: 'uniform', 'parameters' "
+            "or 'type:REGEX' (balance layers whose class matches)."
+        ),
+    )
+    distributed_timeout_minutes: float = field(
+        default=30.0,
+        metadata=_doc(
+            "How long a collective may wait for the other ranks before the run stops, naming "
+            "the ranks that stopped answering."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.pipe_parallel_size < 0 or self.model_parallel_size < 1:
+            raise ValueError(
+                f"pipe_parallel_size ({self.pipe_parallel_size}) must be >= 0 and "
+                f"model_parallel_size ({self.model_parallel_size}) >= 1"
+            )
+        if self.distributed_timeout_minutes <= 0:
+            raise ValueError(
+                f"distributed_timeout_minutes must be positive, got "
+                f"{self.distributed_timeout_minutes}"
+            )
+
+    @property
+    def splits_sequence(self) -> bool:
+        """Whether sequence parallelism is on: asked for, over more than one tensor rank."""
+        return self.sequence_parallel and self.model_parallel_size > 1
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    save: str | None = field(default=None, metadata=_doc("Directory to save checkpoints in."))
+    load: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Run directory (its newest complete step), one of its global_stepN directories, or "
+            "s3://bucket/prefix to resume from; saved at any layout."
+        ),
+    )
+    s3_path: str | None = field(
+        default=None,
+        metadata=_doc("Also upload every checkpoint to this s3://bucket/prefix (extra 's3')."),
+    )
+    s3_chunk_size: int = field(
+        default=104_857_600, metadata=_doc("Multipart upload part size in bytes.")
+    )
+    checkpoint_factor: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Save every this many steps (linear) or at its powers (log); the end is always saved."
+        ),
+    )
+    checkpoint_scale: Literal["linear", "log"] = field(
+        default="linear", metadata=_doc("Spacing of the checkpoint_factor saves.")
+    )
+    extra_save_iters: tuple[int, ...] | None = field(
+        default=None, metadata=_doc("More steps to save at (0 = before the first step).")
+    )
+    keep_last_n_checkpoints: int | None = field(
+        default=None, metadata=_doc("Delete older checkpoints beyond this many.")
+    )
+    finetune: bool = field(
+        default=False,
+        metadata=_doc(
+            "Load only the weights from `load`; restart the step count, optimizer and schedule."
+        ),
+    )
+    no_load_optim: bool = field(
+        default=False, metadata=_doc("Resume without the optimizer state and schedule.")
+    )
+    overwrite_save: bool = field(
+        default=False,
+        metadata=_doc(
+            "Start even though `save` holds steps this run would not continue (another model's, "
+            "steps without `latest`, steps after the one `load` names): they are moved into "
+            "SAVE/replaced_<time>/ first. Without it such a start is refused."
+        ),
+    )
+    no_load_rng: bool = field(
+        default=False,
+        metadata=_doc(
+            "Accepted for GPT-NeoX configs: neox's randomness is a function of "
+            "(seed, step, rank), so there is no RNG state to skip."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_factor", "keep_last_n_checkpoints"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.checkpoint_scale == "log" and self.checkpoint_factor == 1:
+            raise ValueError("checkpoint_scale log needs checkpoint_factor >= 2")
+        if any(step < 0 for step in self.extra_save_iters or ()):
+            raise ValueError(f"extra_save_iters must be >= 0, got {self.extra_save_iters}")
+
+    def save_steps(self, train_iters: int) -> frozenset[int]:
+        """The steps after which a checkpoint is written (0 = before training)."""
+        steps = {train_iters, *(self.extra_save_iters or ())}
+        factor = self.checkpoint_factor
+        if factor and self.checkpoint_scale == "linear":
+            steps.update(range(factor, train_iters + 1, factor))
+        elif factor:
+            power = 1
+            while power <= train_iters:
+                steps.add(power)
+                power *= factor
+        return frozenset(s for s in steps if s <= train_iters)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_interval: int = field(default=100, metadata=_doc("Print a progress line every N steps."))
+    log_dir: str | None = field(
+        default=None, metadata=_doc("Where metrics.jsonl goes; default the save directory.")
+    )
+    tensorboard_dir: str | None = field(
+        default=None, metadata=_doc("Write TensorBoard event files here (extra 'tensorboard').")
+    )
+    use_wandb: bool = field(
+        default=False, metadata=_doc("Log to Weights & Biases (extra 'wandb').")
+    )
+    wandb_project: str = field(default="neox", metadata=_doc("wandb project."))
+    wandb_group: str | None = field(default=None, metadata=_doc("wandb group of runs."))
+    wandb_team: str | None = field(default=None, metadata=_doc("wandb entity (team)."))
+    wandb_host: str | None = field(default=None, metadata=_doc("wandb server URL."))
+    log_param_norm: bool = field(
+        default=False, metadata=_doc("Log the parameter norm, whole and per layer.")
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata=_doc("Peak TFLOP/s of one device, for MFU; default: known GPUs' data sheets."),
+    )
+    log_optimizer_states: bool = field(
+        default=False,
+        metadata=_doc("Log the norm of each optimizer state (Adam's exp_avg, exp_avg_sq, ...)."),
+    )
+    profile: bool = field(
+        default=False,
+        metadata=_doc(
+            "Profile steps profile_step_start..profile_step_stop: a torch profiler trace per "
+            "rank in LOG_DIR/profile/ (log_dir, else save), and on GPUs NVTX ranges and "
+            "cudaProfilerStart/Stop for Nsight (nsys --capture-range=cudaProfilerApi)."
+        ),
+    )
+    profile_step_start: int = field(default=10, metadata=_doc("First profiled step."))
+    profile_step_stop: int = field(default=12, metadata=_doc("Last profiled step."))
+    memory_profiling: bool = field(
+        default=False,
+        metadata=_doc(
+            "Record memory over the profiled steps into memory_profiling_path: a torch CUDA "
+            "memory snapshot per rank on GPUs (memory_rankN.pickle, for pytorch.org/memory_viz), "
+            "a torch profiler trace with memory events on CPUs (memory_rankN.json)."
+        ),
+    )
+    memory_profiling_path: str | None = field(
+        default=None, metadata=_doc("Directory for memory_profiling's files.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_interval <= 0:
+            raise ValueError(f"log_interval must be positive, got {self.log_interval}")
+        if (self.profile or self.memory_profiling) and not (
+            0 < self.profile_step_start <= self.profile_step_stop
+        ):
+            raise ValueError(
+                f"profile_step_start ({self.profile_step_start}) must be positive and at most "
+                f"profile_step_stop ({self.profile_step_stop})"
+            )
+        if self.memory_profiling and not self.memory_profiling_path:
+            raise ValueError("memory_profiling needs memory_profiling_path (where files go)")
+
+
+@dataclass(frozen=True)
+class TextGenConfig:
+    text_gen_type: Literal["unconditional", "input-file", "interactive"] | None = field(
+        default=None, metadata=_doc("How `neox generate` samples: its three GPT-NeoX modes.")
+    )
+    maximum_tokens: int = field(default=64, metadata=_doc("New tokens per sample at most."))
+    temperature: float = field(default=0.0, metadata=_doc("0 = greedy."))
+    top_k: int = field(default=0, metadata=_doc("Sample among the k likeliest tokens; 0 = all."))
+    top_p: float = field(
+        default=0.0, metadata=_doc("Nucleus sampling mass; 0 (or 1) = no nucleus filter.")
+    )
+    num_samples: int = field(default=1, metadata=_doc("Samples per prompt (or unconditional)."))
+    prompt_end: str = field(default="\n", metadata=_doc("Separator of prompts in the input file."))
+    sample_input_file: str | None = field(
+        default=None, metadata=_doc("Prompts for input-file mode.")
+    )
+    sample_output_file: str = field(
+        default="samples.txt", metadata=_doc("Where samples go: one JSON object per line.")
+    )
+    recompute: bool = field(
+        default=False, metadata=_doc("Recompute the whole context for every token (no KV cache).")
+    )
+    stop_tokens: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Stop a sample when its text ends with one of these.")
+    )
+    compile_decoding: bool = field(
+        default=False,
+        metadata=_doc(
+            "Run each new token's step as one graph compiled by torch.compile over a static KV "
+            "cache: compiled on the first step (seconds), faster per token after that. Needs "
+            "the KV cache (not recompute) and one tensor-parallel rank."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.compile_decoding and self.recompute:
+            raise ValueError("compile_decoding runs over the KV cache; unset recompute")
+        if self.maximum_tokens <= 0 or self.num_samples <= 0 or self.top_k < 0:
+            raise ValueError(
+                f"maximum_tokens ({self.maximum_tokens}) and num_samples ({self.num_samples}) "
+                f"must be positive and top_k ({self.top_k}) >= 0"
+            )
+        if not 0.0 <= self.top_p <= 1.0 or self.temperature < 0:
+            raise ValueError(
+                f"top_p must be in [0, 1] and temperature >= 0, got {self.top_p}, "
+                f"{self.temperature}"
+            )
+
+
+Launcher = Literal[
+    "pdsh", "local", "openmpi", "mvapich", "mpich", "impi", "slurm", "jsrun", "torchrun"
+]
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    num_gpus: int | None = field(
+        default=None, metadata=_doc("Workers per node (GPUs; on CPU, processes). Default: all.")
+    )
+    num_nodes: int = field(default=-1, metadata=_doc("Nodes to use; -1 = all in the hostfile."))
+    launcher: Launcher = field(default="pdsh", metadata=_doc("How to start remote workers."))
+    hostfile: str | None = field(default=None, metadata=_doc("Hosts and slots; none = local."))
+    master_port: int | None = field(
+        default=None, metadata=_doc("Rendezvous port; default: a free port.")
+    )
+    deepspeed_mpi: bool = field(default=False, metadata=_doc("Ranks come from MPI."))
+    deepspeed_slurm: bool = field(default=False, metadata=_doc("Ranks come from Slurm."))
+    include: str = field(default="", metadata=_doc("Hosts/devices to use, e.g. 'node1:0,1@node2'."))
+    exclude: str = field(
+        default="", metadata=_doc("Hosts/devices to leave out, e.g. 'node3@node4:7'.")
+    )
+    master_addr: str | None = field(
+        default=None,
+        metadata=_doc("Host of rank 0; default: 127.0.0.1 on one node, else the first node."),
+    )
+    launcher_args: str = field(
+        default="", metadata=_doc("Extra flags for the launcher program, split like a shell.")
+    )
+    no_ssh_check: bool = field(
+        default=False, metadata=_doc("pdsh: skip the SSH check of every node before starting.")
+    )
+    comment: str | None = field(default=None, metadata=_doc("Slurm job comment."))
+    account: str | None = field(default=None, metadata=_doc("Slurm account."))
+    partition: str | None = field(default=None, metadata=_doc("Slurm partition."))
+    preemption_grace_period: float = field(
+        default=600.0,
+        metadata=_doc(
+            "Seconds the workers get, after a preemption signal, to finish their step, save and "
+            "exit 75, before the launcher kills them (a step plus a save; Slurm: leave this "
+            "much between `sbatch --signal=USR1@SECONDS` and the end of the job)."
+        ),
+    )
+    preemption_signals: tuple[str, ...] = field(
+        default=("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+        metadata=_doc(
+            "Signals that mean preempt, sent to `neox train`, `neox launch` or any worker: "
+            "every rank finishes its step, the run saves, and every process exits 75. A second "
+            "signal to the launcher, a second or more later, kills the workers at once."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_gpus is not None and self.num_gpus <= 0:
+            raise ValueError(f"num_gpus must be positive, got {self.num_gpus}")
+        if self.num_nodes == 0 or self.num_nodes < -1:
+            raise ValueError(f"num_nodes must be positive or -1, got {self.num_nodes}")
+        if not 0 <= self.preemption_grace_period < float("inf"):
+            raise ValueError(
+                f"preemption_grace_period must be seconds >= 0, got {self.preemption_grace_period}"
+            )
+        for name in self.preemption_signals:
+            _signal(name)
+
+    @property
+    def signals(self) -> tuple[signal.Signals, ...]:
+        """The preemption signals, from their names."""
+        return tuple(map(_signal, self.preemption_signals))
+
+
+def _signal(name: str) -> signal.Signals:
+    signum = signal.Signals.__members__.get(name)
+    if signum is None or signum in (signal.SIGKILL, signal.SIGSTOP):
+        raise ValueError(
+            f"preemption_signals: {name!r} is not a signal a process can catch; use names "
+            "such as SIGTERM, SIGINT, SIGUSR1, SIGUSR2"
+        )
+    return signum

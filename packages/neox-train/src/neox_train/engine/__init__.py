@@ -1,0 +1,2 @@
+"""The DeepSpeed engine: its JSON config, the model it wraps, optimizers and the learning-rate
+schedule."""

@@ -1,0 +1,140 @@
+"""Building the model and the DeepSpeed engine for a run's layout.
+
+Without a pipeline the model is one `Transformer` (tensor-parallel over the grid's slice group)
+handed to `deepspeed.initialize` with `ModelParallelUnit` as its mpu. With a pipeline it is a
+DeepSpeed `PipelineModule` of neox-model's pipeline layers, each stage building only its own
+layers. Either way every weight starts as the same number whatever the layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from neox_model import (
+    ModelConfig,
+    Transformer,
+    build_kernels,
+    pipeline_loss,
+    pipeline_specs,
+    shard_spec,
+)
+from neox_model.checkpoint import load_file
+from neox_train.config.batch import BatchLayout
+from neox_train.config.run_config import RunConfig
+from neox_train.engine.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
+from neox_train.engine.optimizer import GradientGuard, build_optimizer
+from neox_train.engine.schedule import Schedule
+from neox_train.parallel.topology import ModelParallelUnit, Parallel
+
+log = logging.getLogger(__name__)
+
+
+def mark_tensor_parallel(model: nn.Module) -> None:
+    """Tag sharded parameters as DeepSpeed expects, so that gradient norms count every shard
+    once and replicated parameters once per tensor-parallel group."""
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            setattr(param, "model_parallel", shard_spec(module, name) is not None)  # noqa: B010
+
+
+def build_module(
+    run: RunConfig, model_config: ModelConfig, parallel: Parallel, padded_vocab: int | None = None
+) -> nn.Module:
+    """`padded_vocab`: the embedding rows of a checkpoint saved at another tensor-parallel size,
+    kept on resume (the padding rows take part in the softmax)."""
+    seed, training = run.training.seed, run.training
+    sequence_parallel = run.parallel.sequence_parallel
+    if parallel.layout.pipe == 1:
+        model = Transformer(
+            model_config,
+            tp=parallel.tp,
+            seed=seed,
+            padded_vocab=padded_vocab,
+            sequence_parallel=sequence_parallel,
+        )
+        if training.checkpoint_activations:
+            model.checkpoint_num_layers = training.checkpoint_num_layers
+        if training.torch_compile:
+            model.compile_blocks()
+        return model
+    from deepspeed.pipe import LayerSpec, PipelineModule
+
+    layers = pipeline_specs(model_config, parallel.tp, seed, padded_vocab, sequence_parallel)
+    specs = [LayerSpec(cls, *args) for cls, args in layers]
+    return PipelineModule(
+        layers=specs,
+        topology=parallel.topology,
+        loss_fn=pipeline_loss(parallel.tp),
+        partition_method=run.parallel.pipe_partition_method,
+        activation_checkpoint_interval=(
+            training.checkpoint_num_layers if training.checkpoint_activations else 0
+        ),
+        activation_checkpoint_func=functools.partial(checkpoint, use_reentrant=False),
+    )
+
+
+def build_engine(
+    run: RunConfig,
+    model_config: ModelConfig,
+    parallel: Parallel,
+    batch: BatchLayout,
+    schedule: Schedule,
+    device: torch.device,
+    padded_vocab: int | None = None,
+) -> Any:
+    """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
+    import deepspeed
+
+    build_kernels(model_config, device)  # compiled before the model runs, where asked for
+    # on the device before the optimizer is built
+    module = build_module(run, model_config, parallel, padded_vocab).to(device)
+    mark_tensor_parallel(module)
+    optimizer = build_optimizer(module, run.optimizer)
+    replicas = parallel.layout.data
+    if neox_checks_gradients(run, replicas):
+        clip, grid = run.optimizer.gradient_clipping, parallel.grid
+        group, tp_rank = grid.get_model_parallel_group(), grid.get_slice_parallel_rank()
+        optimizer = GradientGuard(optimizer, clip, group, tp_rank)
+    stage = zero_stage(run, replicas)
+    if stage != run.parallel.zero_optimization.stage:
+        log.info(
+            "zero_optimization.stage %d over one data-parallel replica in fp32 runs as stage %d "
+            "(nothing to partition)",
+            run.parallel.zero_optimization.stage,
+            stage,
+        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    mpu = ModelParallelUnit(parallel) if parallel.layout.pipe == 1 else None
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(run, batch),
+        mpu=mpu,
+    )
+    if replicas == 1 and stage == 0:  # DeepSpeed all-reduces the gradients over one replica
+        engine.enable_backward_allreduce = False
+        engine.pipeline_enable_backward_allreduce = False
+    engine.checkpoint_engine = SafeLoading(engine.checkpoint_engine)
+    return engine
+
+
+class SafeLoading:
+    """DeepSpeed's checkpoint engine, reading files as every neox reader does
+    (`neox_model.checkpoint.load_file`: weights_only, a short allow-list) instead of with
+    `weights_only=False`; every other method is the wrapped engine's."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def load(self, path: str, map_location: Any = None) -> Any:
+        return load_file(path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

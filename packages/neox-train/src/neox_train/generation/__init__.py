@@ -1,0 +1,1 @@
+"""Text generation: sampling, GPT-NeoX's generation modes, the `generate` command."""

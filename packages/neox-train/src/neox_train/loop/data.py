@@ -1,0 +1,182 @@
+"""From token files to torch batches.
+
+The token file's documents are split into train / valid / test by `split`; each part becomes a
+`neox_data.GPTDataset` of `seq_length + 1`-token samples, packed as `pack_impl` says. With
+`train_data_paths` (and `valid_data_paths`, `test_data_paths`) each purpose reads its own files
+whole instead, one `GPTDataset` per file (with its label file, `*_label_data_paths`), blended by
+its weights (`neox_data.BlendedDataset`).
+
+A micro batch is (inputs, labels), each (micro_batch, seq_length): the labels are the next
+tokens, or the label file's, with `IGNORE_INDEX` where a position carries no loss (padding,
+-100 in a label file, and with `eod_mask_loss` the positions whose input is end-of-document).
+
+Global step `t` consumes samples [t * global_batch, (t + 1) * global_batch) of the train set
+whatever the number of ranks, so a run on 1 rank and on N ranks with the same global batch sees
+the same samples per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neox_data import (
+    IGNORE_INDEX,
+    BlendedDataset,
+    GPTDataset,
+    TokenFile,
+    blend_sample_counts,
+    split_documents,
+    weights_by_num_documents,
+)
+from neox_train.config.batch import BatchLayout
+from neox_train.config.inputs import full_disk_reported
+from neox_train.config.schema import ConfigError
+from neox_train.config.sections import DataConfig
+
+Samples = GPTDataset | BlendedDataset
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Samples
+    valid: Samples | None  # None when the split (or no valid_data_paths) gives it nothing
+    test: Samples | None
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    train: int
+    valid: int
+    test: int
+
+
+def sample_counts(train_iters: int, eval_iters: int, batch: BatchLayout) -> SampleCounts:
+    """Samples each split must provide: validation reuses one fixed set of eval_iters batches."""
+    return SampleCounts(
+        train=train_iters * batch.global_batch,
+        valid=eval_iters * batch.global_batch,
+        test=eval_iters * batch.global_batch,
+    )
+
+
+def build_splits(data: DataConfig, seq_length: int, counts: SampleCounts, seed: int) -> Splits:
+    assert data.data_path is not None
+    tokens = _token_file("data_path", data.data_path)
+    parts = split_documents(len(tokens), data.split)
+    wanted = (counts.train, counts.valid, counts.test)
+    datasets = [
+        _dataset(data, tokens, None, docs, n, seq_length, seed, name) if len(docs) and n else None
+        for docs, n, name in zip(parts, wanted, ("train", "valid", "test"), strict=True)
+    ]
+    train, valid, test = datasets
+    if train is None:
+        raise ConfigError(f"split {data.split!r} leaves no training documents in {data.data_path}")
+    return Splits(train, valid, test)
+
+
+def build_datasets(data: DataConfig, seq_length: int, counts: SampleCounts, seed: int) -> Splits:
+    """The run's train / valid / test samples: `data_path` divided by `split`, or the files of
+    `train_data_paths`, `valid_data_paths` and `test_data_paths`."""
+    if not data.train_data_paths:
+        return build_splits(data, seq_length, counts, seed)
+    sets = []
+    for kind, wanted in (("train", counts.train), ("valid", counts.valid), ("test", counts.test)):
+        paths = getattr(data, f"{kind}_data_paths")
+        sets.append(
+            _blend(kind, paths, wanted, data, seq_length, seed) if paths and wanted else None
+        )
+    train, valid, test = sets
+    assert train is not None
+    return Splits(train, valid, test)
+
+
+def _dataset(
+    data: DataConfig,
+    tokens: TokenFile,
+    labels: TokenFile | None,
+    documents: np.ndarray,
+    num_samples: int,
+    seq_length: int,
+    seed: int,
+    name: str,
+) -> GPTDataset:
+    with full_disk_reported():  # while caching the sample index beside the token file
+        return GPTDataset(
+            tokens,
+            documents,
+            num_samples,
+            seq_length,
+            seed,
+            name=name,
+            pack_impl=data.pack_impl,
+            allow_chopped=data.allow_chopped,
+            labels=labels,
+        )
+
+
+def _token_file(key: str, path: str) -> TokenFile:
+    try:
+        return TokenFile(path)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key} {path!r}: {err}") from err
+
+
+def _blend(
+    kind: str,
+    paths: tuple[str, ...],
+    num_samples: int,
+    data: DataConfig,
+    seq_length: int,
+    seed: int,
+) -> Samples:
+    files = [_token_file(f"{kind}_data_paths", path) for path in paths]
+    label_paths = getattr(data, f"{kind}_label_data_paths") or (None,) * len(files)
+    labels = [_token_file(f"{kind}_label_data_paths", p) if p else None for p in label_paths]
+    if data.weight_by_num_documents:
+        blend = weights_by_num_documents([len(f) for f in files], data.weighted_sampler_alpha)
+    else:
+        weights = getattr(data, f"{kind}_data_weights")
+        blend = list(weights) if weights is not None else [1.0] * len(files)
+    needed = blend_sample_counts(blend, num_samples)
+    datasets = [
+        _dataset(data, f, lab, np.arange(len(f)), max(n, 1), seq_length, seed, f"{kind}{i}")
+        for i, (f, lab, n) in enumerate(zip(files, labels, needed, strict=True))
+    ]
+    return datasets[0] if len(datasets) == 1 else BlendedDataset(datasets, blend, num_samples)
+
+
+def micro_batches(
+    dataset: Samples, step: int, batch: BatchLayout, dp_rank: int
+) -> Iterator[torch.Tensor]:
+    """This rank's micro batches of global step `step`, each (micro_batch, seq_length + 1)."""
+    for rows in _micro_batch_rows(step, batch, dp_rank):
+        yield torch.from_numpy(np.stack([dataset[i] for i in rows]).astype(np.int64))
+
+
+def training_pairs(
+    dataset: Samples, step: int, batch: BatchLayout, dp_rank: int, eod_id: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of this rank's micro batches of global step `step`, each (micro_batch,
+    seq_length); with `eod_id`, no loss where the input is that token (eod_mask_loss)."""
+    for rows in _micro_batch_rows(step, batch, dp_rank):
+        tokens = torch.from_numpy(np.stack([dataset[i] for i in rows]).astype(np.int64))
+        inputs = tokens[:, :-1]
+        if dataset.has_labels:
+            labels = torch.from_numpy(np.stack([dataset.labels(i) for i in rows]))[:, 1:]
+        else:
+            labels = tokens[:, 1:]
+        if eod_id is not None:
+            labels = labels.masked_fill(inputs == eod_id, IGNORE_INDEX)
+        yield inputs, labels
+
+
+def _micro_batch_rows(step: int, batch: BatchLayout, dp_rank: int) -> Iterator[range]:
+    """The sample numbers of each of this rank's micro batches of global step `step`."""
+    start = step * batch.global_batch
+    for accum in range(batch.grad_accum):
+        first = start + (accum * batch.data_parallel + dp_rank) * batch.micro_batch
+        yield range(first, first + batch.micro_batch)

@@ -1,0 +1,487 @@
+"""The training loop: DeepSpeed engine over a neox Transformer, packed token-file samples.
+
+`setup` builds everything one rank needs (tokenizer, data, model, optimizer, engine) and
+`train` runs it: validation before training, `train_iters` optimizer steps with a progress
+line every `log_interval`, validation every `eval_interval`, checkpoints, a final validation and
+test loss. Losses are averaged over every data-parallel rank, so every rank logs the same value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from neox_data import Tokenizer, build_tokenizer
+from neox_model import EngineLayout, ModelConfig
+from neox_train.checkpoint import steps as checkpoint
+from neox_train.checkpoint.resume import StartPoint, choose_start, verify_start
+from neox_train.checkpoint.run_lock import RunLock, lock_save_dir
+from neox_train.checkpoint.s3 import S3Uploader, download_latest
+from neox_train.config.batch import BatchLayout
+from neox_train.config.inputs import check_inputs
+from neox_train.config.run_config import RunConfig
+from neox_train.config.schema import ConfigError
+from neox_train.engine.build import build_engine
+from neox_train.engine.deepspeed_config import zero_stage
+from neox_train.engine.schedule import Schedule
+from neox_train.loop.curriculum import SeqlenCurriculum
+from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
+from neox_train.loop.preemption import Preempted, Preemption
+from neox_train.monitoring.flops import flops_per_step, peak_tflops
+from neox_train.monitoring.parameter_norms import optimizer_state_norms, parameter_norms
+from neox_train.monitoring.profiling import StepProfiler
+from neox_train.monitoring.progress import Progress, Throughput
+from neox_train.monitoring.writers import Monitor, build_monitor
+from neox_train.parallel.distributed import DistEnv
+from neox_train.parallel.topology import Layout, Parallel, build_parallel
+from neox_train.parallel.watchdog import Heartbeat, HungRank, is_timeout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """Everything one rank trains with; built by `setup`."""
+
+    run: RunConfig
+    env: DistEnv
+    batch: BatchLayout
+    device: torch.device
+    tokenizer: Tokenizer
+    model_config: ModelConfig
+    engine: Any  # deepspeed.DeepSpeedEngine
+    splits: Splits
+    monitor: Monitor
+    parallel: Parallel
+    curriculum: SeqlenCurriculum | None = None
+    uploader: S3Uploader | None = None  # rank 0, when s3_path is set
+    start_step: int = 0
+    profiler: StepProfiler | None = None  # when profile or memory_profiling is set
+    heartbeat: Heartbeat | None = None  # with more than one rank
+    lock: RunLock | None = None  # rank 0, when save is set: held until the process ends
+
+    @property
+    def pipeline(self) -> bool:
+        return self.parallel.layout.pipe > 1
+
+
+@dataclass
+class TrainResult:
+    train_losses: dict[int, float] = field(default_factory=dict)  # step -> mean loss
+    valid_losses: dict[int, float] = field(default_factory=dict)  # step -> validation loss
+    test_loss: float | None = None
+    last_checkpoint: str | None = None
+
+
+def schedule_for(run: RunConfig) -> Schedule:
+    opt = run.optimizer
+    return Schedule(
+        lr=opt.optimizer.params.lr,
+        min_lr=opt.min_lr,
+        warmup_iters=run.warmup_iters,
+        decay_iters=run.lr_decay_iters,
+        style=opt.lr_decay_style,
+    )
+
+
+def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
+    """Build tokenizer, data, model and engine (the process group must already exist)."""
+    data = run.data
+    _, vocab_file = check_inputs(run)
+    if run.precision.dtype == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "fp16 training needs a GPU (its loss scaling runs on CUDA); use bf16 or fp32 here"
+        )
+    batch = run.batch(env.world_size)
+    parallel = build_parallel(Layout.of(run, env.world_size))
+    tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
+    model_config = run.model.with_vocab(tokenizer.vocab_size)
+    counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
+    splits = build_datasets(data, model_config.seq_length, counts, run.training.seed)
+    ckpt = run.checkpoint
+    lock = lock_save_dir(ckpt.save)
+    load = _local_source(ckpt.load, ckpt.save, env.rank)
+    start = choose_start(load, ckpt.save, ckpt.finetune, ckpt.overwrite_save, model_config)
+    verify_start(start)
+    padded_vocab = _resume_padded_vocab(start, model_config, parallel)
+    engine = build_engine(
+        run, model_config, parallel, batch, schedule_for(run), device, padded_vocab
+    )
+    monitor = build_monitor(run.logging, run.checkpoint.save, env.rank, run.to_yaml_dict())
+    session = Session(
+        run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
+    )
+    session.lock = lock
+    if env.world_size > 1:
+        session.heartbeat = Heartbeat(env, run.parallel.distributed_timeout_minutes)
+    profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
+    session.profiler = profiler if profiler.enabled else None
+    curriculum = run.training.curriculum_learning
+    if curriculum is not None and curriculum.enabled:
+        session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
+    if ckpt.s3_path and env.rank == 0:
+        session.uploader = S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size)
+    if start.step_dir is not None:
+        saved = checkpoint.load(
+            engine,
+            start.step_dir,
+            current=engine_layout(session),
+            tp=parallel.tp,
+            weights_only=start.weights_only,
+            optimizer=not ckpt.no_load_optim,
+        )
+        session.start_step = saved.iteration
+        what = "weights of" if start.weights_only else "resumed from"
+        log.info("%s %s at step %d (%s)", what, start.origin, saved.iteration, start.why)
+    else:
+        log.info("starting from scratch (%s)", start.why)
+    return session
+
+
+def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Parallel) -> int | None:
+    """The checkpoint's embedding rows, kept when resuming at another tensor-parallel size."""
+    if start.step_dir is None:
+        return None
+    saved = checkpoint.saved_padded_vocab(start.step_dir)
+    tensor = parallel.layout.model
+    if saved == config.padded_vocab(tensor):
+        return None
+    if saved % tensor or saved < (config.vocab_size or 0):
+        raise ConfigError(
+            f"{start.step_dir} holds an embedding of {saved} rows, which does not split over "
+            f"model_parallel_size {tensor} (or is smaller than the vocabulary, "
+            f"{config.vocab_size}): resume at a model_parallel_size that divides it"
+        )
+    return saved
+
+
+def engine_layout(session: Session) -> EngineLayout:
+    layout = session.parallel.layout
+    stage = zero_stage(session.run, layout.data)
+    return EngineLayout(layout.model, layout.pipe, layout.data, stage, session.run.precision.dtype)
+
+
+def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
+    """`load` as a local directory: an s3:// address is downloaded first (by rank 0, into
+    SAVE/from_s3, on the filesystem the ranks share)."""
+    if not load or not load.startswith("s3://"):
+        return load
+    local = Path(save or ".") / "from_s3"
+    found = download_latest(load, local) if rank == 0 else None
+    box = [str(found) if found else None]
+    if dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    if box[0] is None:
+        log.info("%s holds no checkpoint yet: starting from scratch", load)
+    return box[0]
+
+
+def _mean_over_ranks(value: float) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / dist.get_world_size()
+
+
+def dropout_seed(seed: int, step: int, data_rank: int, tensor_rank: int | None) -> int:
+    """The seed of a rank's dropout at `step`: a function of (seed, step, data-parallel rank),
+    so resumed runs repeat it exactly. The tensor-parallel ranks of a replica draw the same masks
+    (their activations are replicated), except under sequence parallelism, where each drops its
+    own positions: there `tensor_rank` is given and enters the seed."""
+    entropy = [seed, step, data_rank] + ([] if tensor_rank is None else [tensor_rank])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def _seed_step(session: Session, step: int) -> None:
+    split = session.run.parallel.splits_sequence
+    tensor_rank = session.parallel.tp.rank if split else None
+    seed = dropout_seed(session.run.training.seed, step, session.parallel.data_rank, tensor_rank)
+    torch.manual_seed(seed)
+
+
+def _pairs(
+    session: Session, dataset: Any, step: int, seqlen: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of each of this rank's micro batches of global step `step`, the first
+    `seqlen` positions only when a curriculum shortens them; labels are IGNORE_INDEX where a
+    position carries no loss (see `neox_train.loop.data`)."""
+    rank, end = session.parallel.data_rank, seqlen or session.model_config.seq_length
+    eod = session.tokenizer.eod_id if session.run.data.eod_mask_loss else None
+    return [
+        (inputs[:, :end].to(session.device), labels[:, :end].to(session.device))
+        for inputs, labels in training_pairs(dataset, step, session.batch, rank, eod)
+    ]
+
+
+def train_step(session: Session, step: int) -> float:
+    """One optimizer step (all micro batches); returns the loss averaged over all ranks."""
+    engine = session.engine
+    _seed_step(session, step)
+    seqlen = session.curriculum.seqlen(step + 1) if session.curriculum else None
+    pairs = _pairs(session, session.splits.train, step, seqlen)
+    if session.pipeline:
+        if seqlen is not None:
+            engine.reset_activation_shape()  # the pipeline's buffers follow the length
+        return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
+    total = 0.0
+    scope = session.profiler.range if session.profiler else _no_range
+    for inputs, labels in pairs:
+        with scope("forward"):
+            loss = engine(inputs, labels=labels)
+        with scope("backward"):
+            engine.backward(loss)
+        with scope("optimizer"):
+            engine.step()
+        total += loss.item()
+    return _mean_over_ranks(total / session.batch.grad_accum)
+
+
+@torch.no_grad()
+def evaluate(session: Session, dataset: Any) -> float:
+    """Mean loss over the first eval_iters global batches of `dataset`, all ranks together."""
+    engine, losses = session.engine, []
+    for index in range(session.run.training.eval_iters):
+        pairs = _pairs(session, dataset, index)
+        if session.pipeline:
+            losses.append(float(engine.eval_batch(iter(pairs), num_micro_batches=len(pairs))))
+        else:
+            engine.eval()
+            losses.extend(float(engine(inputs, labels=labels)) for inputs, labels in pairs)
+            engine.train()
+    return _mean_over_ranks(float(np.mean(losses)))
+
+
+def _save(session: Session, step: int) -> str:
+    run = session.run
+    assert run.checkpoint.save is not None
+    state = checkpoint.SavedStep(step, step * session.batch.global_batch)
+    layout = checkpoint.ModelLayout(
+        config=session.model_config,
+        tensor_parallel=session.parallel.layout.model,
+        pipeline=session.pipeline,
+        zero3=run.parallel.zero_optimization.stage == 3,
+    )
+    path = checkpoint.save(
+        session.engine,
+        run.checkpoint.save,
+        step,
+        state=state,
+        layout=layout,
+        engine_layout=engine_layout(session),
+        parallel=session.parallel,
+        run_yaml=run.to_yaml_dict(),
+        tokenizer_files=tuple(f for f in (run.data.vocab_file, run.data.merge_file) if f),
+        keep_last=run.checkpoint.keep_last_n_checkpoints,
+    )
+    log.info("saved checkpoint %s", path)
+    if session.uploader is not None:
+        session.uploader.upload(path)  # in the background; `latest` goes up last
+    return str(path)
+
+
+def _validate(session: Session, step: int, result: TrainResult, label: str) -> None:
+    if session.splits.valid is None or not session.run.training.eval_iters:
+        return
+    loss = evaluate(session, session.splits.valid)
+    result.valid_losses[step] = loss
+    session.monitor.log(step, valid_loss=loss, valid_ppl=float(np.exp(loss)))
+    log.info("validation loss %s step %d: %.4f (ppl %.1f)", label, step, loss, np.exp(loss))
+
+
+def train(session: Session, preemption: Preemption | None = None) -> TrainResult:
+    """Train to train_iters; with `preemption`, a signal ends the run after a checkpoint
+    (raising `Preempted`)."""
+    run, result = session.run, TrainResult()
+    training = run.training
+    saves = run.checkpoint.save_steps(training.train_iters) if run.checkpoint.save else set()
+    if session.start_step == 0 and 0 in saves:
+        _save(session, 0)  # extra_save_iters: [0] keeps the initial weights
+    _validate(session, session.start_step, result, "before training at")
+    try:
+        return _train_steps(session, preemption, result, saves)
+    except RuntimeError as err:
+        if session.heartbeat is None or isinstance(err, HungRank) or not is_timeout(err):
+            raise
+        raise HungRank(session.heartbeat.explain(err)) from err
+    finally:
+        if session.profiler is not None:
+            session.profiler.stop()  # a run that ends inside the profiled steps
+
+
+def _train_steps(
+    session: Session,
+    preemption: Preemption | None,
+    result: TrainResult,
+    saves: AbstractSet[int],
+) -> TrainResult:
+    run, training, profiler = session.run, session.run.training, session.profiler
+    progress = Progress(training.train_iters, session.start_step, throughput(session))
+    skips = SkipCounter(training.max_skipped_steps)
+    for step in range(session.start_step + 1, training.train_iters + 1):
+        lr = session.engine.get_lr()[0]  # the rate this step uses
+        skipped_before = session.engine.skipped_steps
+        if profiler is not None:
+            profiler.before_step(step)
+            with profiler.range(f"step {step}"):
+                result.train_losses[step] = loss = train_step(session, step - 1)
+            profiler.after_step(step)
+        else:
+            result.train_losses[step] = loss = train_step(session, step - 1)
+        if session.heartbeat is not None:
+            session.heartbeat.finished(step)
+        skips.update(step, session.engine.skipped_steps > skipped_before)
+        values = {"train_loss": loss, "lr": lr, **step_extras(session, step)}
+        values.update(progress.rates(step))
+        session.monitor.log(step, **values)
+        if step % run.logging.log_interval == 0 or step == training.train_iters:
+            log.info(progress.line(step, values))
+        if step % training.eval_interval == 0 and step != training.train_iters:
+            _validate(session, step, result, "at")
+            _run_eval_tasks(session, step)
+        if step in saves:
+            result.last_checkpoint = _save(session, step)
+        if _exit_now(session, step, saves):
+            return result
+        if preemption is not None and preemption.agreed():
+            _stop_for_preemption(session, step, saves)
+    _validate(session, training.train_iters, result, "after training at")
+    _run_eval_tasks(session, training.train_iters)
+    if session.splits.test is not None and training.eval_iters:
+        result.test_loss = evaluate(session, session.splits.test)
+        log.info("test loss: %.4f (ppl %.1f)", result.test_loss, np.exp(result.test_loss))
+        ppl = float(np.exp(result.test_loss))
+        session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
+    _finish(session)
+    return result
+
+
+@contextlib.contextmanager
+def _no_range(name: str) -> Iterator[None]:
+    yield
+
+
+class Diverged(RuntimeError):
+    """Too many optimizer steps in a row skipped for non-finite gradients."""
+
+
+class SkipCounter:
+    """Counts optimizer steps skipped in a row (DeepSpeed skips a step whose gradients are not
+    finite) and stops a run that keeps skipping."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row = limit, 0
+
+    def update(self, step: int, skipped: bool) -> None:
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        if skipped:
+            log.warning("step %d skipped: non-finite gradients (%d in a row)", step, self.in_a_row)
+        if self.in_a_row >= self.limit:
+            raise Diverged(
+                f"{self.in_a_row} optimizer steps in a row had non-finite gradients (the last at "
+                f"step {step}): the run has diverged; lower the learning rate, check the data, or "
+                "resume from an earlier checkpoint"
+            )
+
+
+def _finish(session: Session) -> None:
+    """Close the metric writers and wait for the checkpoint uploads."""
+    session.monitor.close()
+    if session.uploader is not None:
+        session.uploader.wait()
+
+
+def _run_eval_tasks(session: Session, step: int) -> None:
+    """lm-eval's tasks on the model as it is now; metrics logged as eval/TASK/METRIC."""
+    training = session.run.training
+    if not training.eval_tasks:
+        return
+    from neox_eval import evaluate_tasks  # the 'eval' extra, checked before training
+
+    results = evaluate_tasks(
+        session.engine.module,
+        session.tokenizer,
+        list(training.eval_tasks),
+        seq_length=session.model_config.seq_length,
+        limit=training.eval_tasks_limit,
+        batch_size=session.batch.micro_batch,
+    )
+    flat = {
+        f"eval/{task}/{name}": value
+        for task, metrics in results.items()
+        for name, value in metrics.items()
+    }
+    session.monitor.log(step, **flat)
+    for task, metrics in results.items():
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        log.info("lm-eval %s at step %d: %s", task, step, shown)
+
+
+def _stop_for_preemption(session: Session, step: int, saves: AbstractSet[int]) -> None:
+    if session.run.checkpoint.save and step not in saves:
+        _save(session, step)
+    log.info("preempted: stopping after step %d (exit code %d)", step, Preempted.exit_code)
+    _finish(session)
+    raise Preempted(step)
+
+
+def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
+    """At exit_interval: save (once) and stop before the end of training."""
+    interval, last = session.run.training.exit_interval, session.run.training.train_iters
+    if not interval or step % interval or step == last:
+        return False
+    if session.run.checkpoint.save and step not in saves:
+        _save(session, step)
+    log.info("exit_interval %d reached at step %d: stopping", interval, step)
+    return True
+
+
+def throughput(session: Session) -> Throughput:
+    run, config, batch = session.run, session.model_config, session.batch
+    flops = flops_per_step(
+        config,
+        batch.global_batch,
+        config.padded_vocab(session.parallel.layout.model),
+        recompute=run.training.checkpoint_activations,
+    )
+    device = torch.cuda.get_device_name() if session.device.type == "cuda" else None
+    return Throughput(
+        tokens_per_step=batch.global_batch * config.seq_length,
+        samples_per_step=batch.global_batch,
+        flops_per_step=flops,
+        devices=session.env.world_size,
+        peak_tflops=peak_tflops(device, run.logging.peak_tflops),
+    )
+
+
+def step_extras(session: Session, step: int) -> dict[str, float | None]:
+    """Gradient norm, the fp16 loss scale, and parameter norms when asked for."""
+    engine = session.engine
+    norm = engine.get_global_grad_norm()
+    extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
+    extras["skipped_steps"] = float(engine.skipped_steps)
+    if session.curriculum is not None:
+        extras["seqlen"] = float(session.curriculum.seqlen(step))
+    if session.run.precision.dtype == "fp16":
+        extras["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+    if session.run.logging.log_param_norm:
+        grid = session.parallel.grid
+        extras.update(
+            parameter_norms(
+                engine.module,
+                session.model_config,
+                session.parallel.tp.rank,
+                grid.get_model_parallel_group(),
+            )
+        )
+    if session.run.logging.log_optimizer_states:
+        group = session.parallel.grid.get_model_parallel_group()
+        extras.update(optimizer_state_norms(engine, session.parallel.tp.rank, group))
+    return extras

@@ -1,0 +1,1 @@
+"""`neox plan`: memory and compute per GPU from the config alone."""
