@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from neox_convert import ConversionError, Layout
+from neox_convert import ConversionError, ParallelDims
 from neox_convert.cli import main
 from neox_convert.fused import split_qkv, split_up_gate
 from neox_convert.gpt_neox_checkpoint import import_from_neox, model_config
@@ -188,7 +188,7 @@ CASES = [
 def test_gpt_neox_checkpoints_import_to_the_same_model(tmp_path, style, pipeline, layout):
     model = reference(style)
     save = write_gpt_neox(model, style, tmp_path / "save", pipeline)
-    import_from_neox(save, tmp_path / "run", layout=Layout(*layout))
+    import_from_neox(save, tmp_path / "run", layout=ParallelDims(*layout))
     _, manifest, imported = load_model(tmp_path / "run")
     config = manifest.config
     assert (config.vocab_size, config.padded_vocab(1), config.ffn_size) == (

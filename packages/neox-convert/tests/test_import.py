@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from neox_convert import ConversionError, Layout, export_to_hf, import_from_hf
+from neox_convert import ConversionError, ParallelDims, export_to_hf, import_from_hf
 from neox_convert.cli import main
 from neox_model import ModelConfig, TPGroup, Transformer, load_model, read_manifest
 
@@ -36,7 +36,7 @@ def hf_dirs(tmp_path_factory):
 @pytest.mark.parametrize("kind", HF_KINDS)
 def test_import_computes_the_hf_logits_and_continuation(hf_dirs, tmp_path, kind, layout):
     hf, directory = hf_dirs[kind]
-    import_from_hf(directory, tmp_path / "run", layout=Layout(*layout))
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(*layout))
     _, manifest, model = load_model(tmp_path / "run")
     assert manifest.tensor_parallel == layout[0]
     assert any("layer_01" in f.file for f in manifest.files) == (layout[1] > 1)
@@ -52,7 +52,7 @@ def test_import_computes_the_hf_logits_and_continuation(hf_dirs, tmp_path, kind,
 def test_hf_to_neox_to_hf_gives_identical_tensors(hf_dirs, tmp_path, kind):
     """Through a tensor- and pipeline-parallel checkpoint whose vocabulary had to grow."""
     _, directory = hf_dirs[kind]
-    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 2))
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 2))
     assert read_manifest(tmp_path / "run" / "global_step0").padded_vocab == 512  # 300 -> x 256
     out = export_to_hf(tmp_path / "run", tmp_path / "back", architecture=kind)
     original, back = (
@@ -79,7 +79,7 @@ def test_vocabulary_padding_is_chosen_to_reproduce_the_rows(hf_dirs, tmp_path):
 def test_without_a_tokenizer_the_embedding_is_the_vocabulary(tmp_path):
     hf = hf_model("llama", vocab_rows=301)
     directory = save_hf(hf, tmp_path / "hf", tokenizer=False)
-    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1))
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
     _, manifest, model = load_model(tmp_path / "run")
     assert (manifest.config.vocab_size, manifest.config.make_vocab_size_divisible_by) == (301, 1)
     assert manifest.padded_vocab == 302  # one zero row so that two ranks split it
@@ -122,7 +122,7 @@ def test_sharded_safetensors_and_pytorch_bin_inputs(tmp_path):
 
 def test_precision_is_applied(hf_dirs, tmp_path):
     _, directory = hf_dirs["mistral"]
-    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1), precision="bf16")
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1), precision="bf16")
     for rank in (0, 1):
         blob = torch.load(tmp_path / "run" / "global_step0" / f"mp_rank_0{rank}_model_states.pt")
         assert {t.dtype for t in blob["module"].values()} == {torch.bfloat16}
@@ -182,10 +182,10 @@ def test_bad_inputs_are_one_clear_error_and_nothing_is_written(hf_dirs, tmp_path
 def test_layouts_the_model_cannot_take_are_refused(hf_dirs, tmp_path):
     _, directory = hf_dirs["llama"]
     with pytest.raises(ConversionError, match="cannot split this model over 4 tensor-parallel"):
-        import_from_hf(directory, tmp_path / "run", layout=Layout(4, 1))  # 2 kv heads
+        import_from_hf(directory, tmp_path / "run", layout=ParallelDims(4, 1))  # 2 kv heads
     tied = save_hf(hf_model("llama", tie_word_embeddings=True), tmp_path / "tied")
     with pytest.raises(ConversionError, match="a pipeline needs an untied output layer"):
-        import_from_hf(tied, tmp_path / "run", layout=Layout(1, 2))
+        import_from_hf(tied, tmp_path / "run", layout=ParallelDims(1, 2))
     assert not (tmp_path / "run").exists()
 
 
@@ -223,7 +223,7 @@ def tp_worker(rank, port, run, out):
 
 def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path):
     hf, directory = hf_dirs["llama"]
-    import_from_hf(directory, tmp_path / "run", layout=Layout(2, 1))
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from neox_convert import ConversionError, Layout
+from neox_convert import ConversionError, ParallelDims
 from neox_convert.cli import main
 from neox_convert.meta_llama import import_from_llama, interleaved_to_half
 from neox_model import load_model, read_manifest
@@ -100,7 +100,7 @@ def llama():
 )
 def test_meta_llama_computes_the_hf_logits(tmp_path, llama, shards, embedding_dim, layout):
     meta = write_meta(llama, tmp_path / "7B", shards, embedding_dim)
-    import_from_llama(meta, tmp_path / "run", layout=Layout(*layout), seq_length=64)
+    import_from_llama(meta, tmp_path / "run", layout=ParallelDims(*layout), seq_length=64)
     _, manifest, model = load_model(tmp_path / "run")
     assert manifest.config.ffn_size == 96 and manifest.config.num_kv_heads == 2
     ids = random_ids()

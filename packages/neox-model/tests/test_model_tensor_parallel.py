@@ -128,8 +128,9 @@ def worker(rank, port, out_dir):
         model = Transformer(style(name), tp=tp, seed=SEED, sequence_parallel=True)
         logits, loss = run_sp(model)
         results[f"sp-{name}"] = (logits, loss, full_gradients(model, tp))
-    model = Transformer(style("pythia"), tp=tp, seed=SEED, sequence_parallel=True)
-    model.checkpoint_num_layers = 1
+    model = Transformer(
+        style("pythia"), tp=tp, seed=SEED, sequence_parallel=True, checkpoint_num_layers=1
+    )
     results["sp-checkpointed"] = (*run_sp(model), full_gradients(model, tp))
     model = Transformer(style("llama"), tp=tp, seed=SEED, sequence_parallel=True)
     model.compile_blocks()

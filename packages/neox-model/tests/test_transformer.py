@@ -212,8 +212,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     ids = tokens()
     grads = []
     for chunk in (0, 1, 2):
-        m = Transformer(style("llama", num_layers=3), seed=5).train()
-        m.checkpoint_num_layers = chunk
+        m = Transformer(style("llama", num_layers=3), seed=5, checkpoint_num_layers=chunk).train()
         m(ids[:, :-1], labels=ids[:, 1:]).backward()
         grads.append([p.grad.clone() for p in m.parameters()])
     for other in grads[1:]:

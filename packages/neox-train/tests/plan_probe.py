@@ -19,7 +19,7 @@ from neox_train.config.run_config import load_run_config
 from neox_train.engine.build import build_engine, build_module
 from neox_train.loop.trainer import schedule_for
 from neox_train.parallel.distributed import DistEnv, init_distributed
-from neox_train.parallel.topology import Layout, build_parallel
+from neox_train.parallel.topology import build_parallel, parallel_dims
 
 VOCAB = 512
 
@@ -71,11 +71,11 @@ def one_step(engine, run, batch, pipeline):
 def measure(files, env, device):
     run = load_run_config(files).run
     batch = run.batch(env.world_size)
-    parallel = build_parallel(Layout.of(run, env.world_size))
+    parallel = build_parallel(parallel_dims(run, env.world_size))
     config = run.model.with_vocab(VOCAB)
     engine = build_engine(run, config, parallel, batch, schedule_for(run), device)
     params = list(engine.module.parameters())
-    grads = one_step(engine, run, batch, parallel.layout.pipe > 1)
+    grads = one_step(engine, run, batch, parallel.dims.pipe > 1)
     return {
         "rank": env.rank,
         "stage": parallel.pipe_stage,
@@ -106,7 +106,7 @@ def saved_bytes(model, input_ids):
 
 def activations(files, env, device):
     run = load_run_config(files).run
-    parallel = build_parallel(Layout.of(run, env.world_size))
+    parallel = build_parallel(parallel_dims(run, env.world_size))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[run.precision.dtype]
     model = build_module(run, run.model.with_vocab(VOCAB), parallel).to(device, dtype).train()
     shape = (run.training.train_micro_batch_size_per_gpu, run.model.seq_length)

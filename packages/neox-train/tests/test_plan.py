@@ -105,10 +105,9 @@ def test_activation_bytes_match_the_saved_tensors(tmp_path, base, case):
     run = load_run_config([CPU_CONFIGS / base, overlay]).run
     stage = make_plan(run, VOCAB, 1, None).stages[0]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[run.precision.dtype]
-    model = Transformer(run.model.with_vocab(VOCAB), seed=0).to(dtype).train()
-    model.checkpoint_num_layers = (
-        run.training.checkpoint_num_layers if "checkpointed" in case else 0
-    )
+    every = run.training.checkpoint_num_layers if "checkpointed" in case else 0
+    model = Transformer(run.model.with_vocab(VOCAB), seed=0, checkpoint_num_layers=every)
+    model = model.to(dtype).train()
     micro = run.training.train_micro_batch_size_per_gpu
     ids = torch.randint(0, VOCAB, (micro, run.model.seq_length))
     measured = saved_bytes(model, ids)

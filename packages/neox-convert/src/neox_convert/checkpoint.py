@@ -38,6 +38,7 @@ from neox_convert.vocab import resize_rows
 from neox_model import (
     ModelConfig,
     ModelManifest,
+    ParallelDims,
     TPGroup,
     Transformer,
     WeightFile,
@@ -65,30 +66,20 @@ TRAINING_PLACEHOLDERS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How the weights are split: tensor-parallel ranks and pipeline stages."""
-
-    tensor_parallel: int = 1
-    pipe_parallel: int = 1
-
-    def check(self, config: ModelConfig) -> None:
-        """Refuse a layout the model cannot be split into, saying why."""
-        if self.tensor_parallel < 1 or self.pipe_parallel < 1:
-            raise ConversionError(f"parallel sizes must be at least 1, got {self}")
-        if self.pipe_parallel > 1 and not config.no_weight_tying:
-            raise ConversionError(
-                "a pipeline needs an untied output layer and this model ties it to the input "
-                "embedding; use --pipe_parallel_size 1"
-            )
-        if self.pipe_parallel > config.num_layers + 3:
-            raise ConversionError(
-                f"{self.pipe_parallel} pipeline stages for {config.num_layers + 3} layers"
-            )
-        shard_specs(config, self.tensor_parallel)  # raises when heads or widths do not divide
+def check_split(layout: ParallelDims, config: ModelConfig) -> None:
+    """Refuse a layout the model's weights cannot be split into, saying why (the data-parallel
+    size plays no part in how weights are written)."""
+    if layout.pipe > 1 and not config.no_weight_tying:
+        raise ConversionError(
+            "a pipeline needs an untied output layer and this model ties it to the input "
+            "embedding; use --pipe_parallel_size 1"
+        )
+    if layout.pipe > config.num_layers + 3:
+        raise ConversionError(f"{layout.pipe} pipeline stages for {config.num_layers + 3} layers")
+    shard_specs(config, layout.tensor)  # raises when heads or widths do not divide
 
 
-SINGLE = Layout()  # one tensor rank, no pipeline
+SINGLE = ParallelDims()  # one tensor rank, no pipeline
 
 
 def check_state(state: StateDict, config: ModelConfig, rows: int, source: str) -> None:
@@ -136,12 +127,12 @@ def rank_states(state: StateDict, config: ModelConfig, tensor_parallel: int) -> 
     ]
 
 
-def deepspeed_states(module: StateDict | None, model_parallel: int) -> dict[str, Any]:
+def deepspeed_states(module: StateDict | None, tensor_parallel: int) -> dict[str, Any]:
     """A DeepSpeed model-states file holding weights only (what `load_module_only` reads)."""
     return {
         "module": module,
         "dp_world_size": 1,
-        "mp_world_size": model_parallel,
+        "mp_world_size": tensor_parallel,
         "global_steps": 0,
         "global_samples": 0,
         "skipped_steps": 0,
@@ -190,29 +181,33 @@ def _layer_files(
 
 
 def write_step(
-    step_dir: Path, config: ModelConfig, state: StateDict, layout: Layout, tokenizer: str | None
+    step_dir: Path,
+    config: ModelConfig,
+    state: StateDict,
+    layout: ParallelDims,
+    tokenizer: str | None,
 ) -> ModelManifest:
     """The model files and manifest of one step directory (which must exist)."""
-    ranks = rank_states(state, config, layout.tensor_parallel)
-    if layout.pipe_parallel == 1:
+    ranks = rank_states(state, config, layout.tensor)
+    if layout.pipe == 1:
         files = _module_files(step_dir, ranks)
     else:
-        files = _layer_files(step_dir, ranks, config, layout.pipe_parallel)
-    manifest = ModelManifest(config, tuple(files), layout.tensor_parallel, tokenizer)
+        files = _layer_files(step_dir, ranks, config, layout.pipe)
+    manifest = ModelManifest(config, tuple(files), layout.tensor, tokenizer)
     write_manifest(step_dir, manifest)
     return manifest
 
 
 def run_config(
-    config: ModelConfig, layout: Layout, run_dir: Path, tokenizer: dict[str, Any]
+    config: ModelConfig, layout: ParallelDims, run_dir: Path, tokenizer: dict[str, Any]
 ) -> dict[str, Any]:
     """A GPT-NeoX-style run config for fine-tuning from the checkpoint in `run_dir`."""
     model = {k: v for k, v in config.to_dict().items() if k != "vocab_size"}
     return {
         **json.loads(json.dumps(model)),  # tuples (attention_config) as YAML lists
         **tokenizer,
-        "model_parallel_size": layout.tensor_parallel,
-        "pipe_parallel_size": layout.pipe_parallel,
+        "model_parallel_size": layout.tensor,
+        "pipe_parallel_size": layout.pipe,
         "load": str(run_dir),
         "save": str(run_dir),
         "finetune": True,
@@ -238,7 +233,7 @@ def write_checkpoint(
     dest: Destination,
     config: ModelConfig,
     state: StateDict,
-    layout: Layout,
+    layout: ParallelDims,
     tokenizer: TokenizerFiles,
     run_values: dict[str, Any],
     header: str,
@@ -265,14 +260,14 @@ def write_import(
     output_dir: Path,
     config: ModelConfig,
     state: StateDict,
-    layout: Layout,
+    layout: ParallelDims,
     tokenizer: TokenizerFiles,
     precision: Precision,
     source: str,
 ) -> Path:
     """An imported model as a run directory (step 0) at `layout`, in `precision`, with a
     config.yml for fine-tuning; `source` heads its comment. Written whole or not at all."""
-    layout.check(config)
+    check_split(layout, config)
     state = cast(state, resolve_dtype(precision, state))
     with staged_directory(output_dir) as staging:
         dest = Destination(staging, output_dir.resolve())

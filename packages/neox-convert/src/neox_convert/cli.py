@@ -29,7 +29,7 @@ from neox_convert.precision import PRECISIONS
 from neox_model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
-    from neox_convert.checkpoint import Layout
+    from neox_model import ParallelDims
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError)
 FINETUNE_HELP = (
@@ -131,9 +131,12 @@ def _import_parsers(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> Path:
-    from neox_convert.checkpoint import Layout
+    from neox_model import ParallelDims
 
-    layout = Layout(getattr(args, "model_parallel_size", 1), getattr(args, "pipe_parallel_size", 1))
+    tensor, pipe = getattr(args, "model_parallel_size", 1), getattr(args, "pipe_parallel_size", 1)
+    if tensor < 1 or pipe < 1:
+        raise ValueError(f"parallel sizes must be at least 1, got {tensor} and {pipe}")
+    layout = ParallelDims(tensor, pipe)
     commands: dict[str, Callable[[], Path]] = {
         "to-hf": lambda: _to_hf(args),
         "from-hf": lambda: _from_hf(args, layout),
@@ -157,7 +160,7 @@ def _to_hf(args: argparse.Namespace) -> Path:
     )
 
 
-def _from_hf(args: argparse.Namespace, layout: Layout) -> Path:
+def _from_hf(args: argparse.Namespace, layout: ParallelDims) -> Path:
     from neox_convert.import_hf import import_from_hf
 
     return import_from_hf(
@@ -169,13 +172,13 @@ def _from_hf(args: argparse.Namespace, layout: Layout) -> Path:
     )
 
 
-def _reshard(args: argparse.Namespace, layout: Layout) -> Path:
+def _reshard(args: argparse.Namespace, layout: ParallelDims) -> Path:
     from neox_convert.reshard import reshard
 
     return reshard(args.input_dir, args.output_dir, layout=layout, overwrite=args.overwrite)
 
 
-def _from_llama(args: argparse.Namespace, layout: Layout) -> Path:
+def _from_llama(args: argparse.Namespace, layout: ParallelDims) -> Path:
     from neox_convert.meta_llama import import_from_llama
 
     return import_from_llama(
@@ -189,7 +192,7 @@ def _from_llama(args: argparse.Namespace, layout: Layout) -> Path:
     )
 
 
-def _from_neox(args: argparse.Namespace, layout: Layout) -> Path:
+def _from_neox(args: argparse.Namespace, layout: ParallelDims) -> Path:
     from neox_convert.gpt_neox_checkpoint import import_from_neox
 
     return import_from_neox(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from neox_convert.checkpoint import SINGLE, Layout, check_state, write_import
+from neox_convert.checkpoint import SINGLE, check_state, write_import
 from neox_convert.errors import ConversionError
 from neox_convert.fused import fuse_qkv, fuse_up_gate
 from neox_convert.key_map import StateDict
@@ -34,7 +34,7 @@ from neox_convert.precision import Precision
 from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
-from neox_model import LAYER_FILE, MODEL_FILE, ModelConfig, unshard
+from neox_model import LAYER_FILE, MODEL_FILE, ModelConfig, ParallelDims, unshard
 from neox_model.checkpoint import load_file
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ def import_from_neox(
     *,
     config_files: list[str | Path] | None = None,
     tokenizer: str | Path | None = None,
-    layout: Layout = SINGLE,
+    layout: ParallelDims = SINGLE,
     precision: Precision = "auto",
     overwrite: bool = False,
 ) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from neox_convert.checkpoint import SINGLE, Layout, check_state, write_import
+from neox_convert.checkpoint import SINGLE, check_state, write_import
 from neox_convert.errors import ConversionError
 from neox_convert.hf_files import hf_tokenizer, read_config, read_weights
 from neox_convert.key_map import StateDict
@@ -19,7 +19,7 @@ from neox_convert.precision import Precision
 from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
-from neox_model import ModelConfig
+from neox_model import ModelConfig, ParallelDims
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def import_from_hf(
     input_dir: str | Path,
     output_dir: str | Path,
     *,
-    layout: Layout = SINGLE,
+    layout: ParallelDims = SINGLE,
     precision: Precision = "auto",
     overwrite: bool = False,
 ) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from neox_convert.checkpoint import SINGLE, Layout, check_state, write_import
+from neox_convert.checkpoint import SINGLE, check_state, write_import
 from neox_convert.errors import ConversionError
 from neox_convert.key_map import KeyMap, StateDict, from_format
 from neox_convert.mlp_size import with_ffn_size
@@ -31,7 +31,7 @@ from neox_convert.precision import Precision
 from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
-from neox_model import ModelConfig, checkpoint
+from neox_model import ModelConfig, ParallelDims, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def import_from_llama(
     input_dir: str | Path,
     output_dir: str | Path,
     *,
-    layout: Layout = SINGLE,
+    layout: ParallelDims = SINGLE,
     seq_length: int = 4096,
     tokenizer: str | Path | None = None,
     precision: Precision = "auto",

@@ -25,7 +25,7 @@ import yaml
 
 from neox_convert.checkpoint import (
     Destination,
-    Layout,
+    check_split,
     finish_run,
     run_config,
     write_checkpoint,
@@ -33,7 +33,14 @@ from neox_convert.checkpoint import (
 from neox_convert.hf_files import TOKENIZER_FILES
 from neox_convert.staging import check_destination, staged_directory
 from neox_convert.tokenizer_files import TokenizerFiles
-from neox_model import ModelManifest, SavedLayout, load_state_dict, read_layout, write_layout
+from neox_model import (
+    ModelManifest,
+    ParallelDims,
+    SavedLayout,
+    load_state_dict,
+    read_layout,
+    write_layout,
+)
 from neox_model.checkpoint import STATE_FILE, verify_step
 
 log = logging.getLogger(__name__)
@@ -58,7 +65,7 @@ def _tokenizer(step_dir: Path, manifest: ModelManifest) -> TokenizerFiles:
 
 
 def resharded_config(
-    step_dir: Path, manifest: ModelManifest, layout: Layout, dest: Destination, resume: bool
+    step_dir: Path, manifest: ModelManifest, layout: ParallelDims, dest: Destination, resume: bool
 ) -> dict[str, Any]:
     """The source's config.yml (or one made from the manifest) for the new layout and place."""
     source = step_dir / "config.yml"
@@ -72,8 +79,8 @@ def resharded_config(
         if values.get(key) and (step_dir / Path(values[key]).name).is_file():
             values[key] = str(new_step / Path(values[key]).name)
     values.update(
-        model_parallel_size=layout.tensor_parallel,
-        pipe_parallel_size=layout.pipe_parallel,
+        model_parallel_size=layout.tensor,
+        pipe_parallel_size=layout.pipe,
         load=str(dest.final),
         save=str(dest.final),
         finetune=not resume,
@@ -101,14 +108,14 @@ def carry_optimizer_state(step_dir: Path, new_step: Path) -> SavedLayout | None:
 
 
 def reshard(
-    input_dir: str | Path, output_dir: str | Path, *, layout: Layout, overwrite: bool = False
+    input_dir: str | Path, output_dir: str | Path, *, layout: ParallelDims, overwrite: bool = False
 ) -> Path:
     """Write a checkpoint (step or run directory) at `layout`: the weights, and the optimizer
     state as saved where the step has it."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_destination(output_dir, overwrite, input_dir)
     step_dir, manifest, state = load_state_dict(input_dir)
-    layout.check(manifest.config)
+    check_split(layout, manifest.config)
     resume = (saved := read_layout(step_dir)) is not None and saved.readable_optimizer
     with staged_directory(output_dir) as staging:
         dest = Destination(staging, output_dir.resolve(), step_dir.name)

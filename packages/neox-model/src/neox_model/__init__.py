@@ -36,6 +36,7 @@ from neox_model.config import (
 from neox_model.kernels import KernelBuildError, build_kernels
 from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
+from neox_model.parallel_dims import ParallelDims
 from neox_model.parameters import count_parameters
 from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
 from neox_model.process_group import (
@@ -85,6 +86,7 @@ __all__ = [
     "ModelConfig",
     "ModelManifest",
     "Norm",
+    "ParallelDims",
     "PosEmb",
     "RankFiles",
     "RowParallelLinear",

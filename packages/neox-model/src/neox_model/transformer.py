@@ -128,10 +128,13 @@ class Transformer(WithEmbeddings):
         seed: int = 0,
         padded_vocab: int | None = None,
         sequence_parallel: bool = False,
+        checkpoint_num_layers: int = 0,
     ) -> None:
         """`padded_vocab` overrides the vocabulary padding (a checkpoint saved at another
         tensor-parallel size keeps the rows it was padded to). `sequence_parallel` splits the
-        sequence over `tp` outside its tensor-parallel regions (nothing at size 1)."""
+        sequence over `tp` outside its tensor-parallel regions (nothing at size 1).
+        `checkpoint_num_layers`: activation checkpointing in training, that many blocks per
+        recomputed chunk (0: off), as a pipeline's `activation_checkpoint_interval`."""
         super().__init__()
         self.config = config
         self.tp = tp = tp or TPGroup.single()
@@ -160,8 +163,7 @@ class Transformer(WithEmbeddings):
         )
         if sp:  # norms, row-parallel biases, positions: each rank sees its positions only
             sum_replicated_gradients(self, tp)
-        # activation checkpointing: layers per checkpointed chunk, 0 = off; set by the trainer
-        self.checkpoint_num_layers = 0
+        self.checkpoint_num_layers = checkpoint_num_layers
         if self.embed_in.weight.device.type != "meta":
             self.init_weights(seed)
 

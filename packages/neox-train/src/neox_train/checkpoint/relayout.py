@@ -48,6 +48,13 @@ from neox_model import (
 )
 from neox_model.checkpoint import load_file
 from neox_train.config.schema import ConfigError
+from neox_train.engine.deepspeed_internals import (
+    flat_partitions,
+    model_file,
+    optimizer_kind,
+    relink_flat_state,
+    zero_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +62,6 @@ MASTER = "fp32"  # the fp32 master weights, beside the optimizer's own state key
 
 
 # -- what this rank's engine looks like ------------------------------------------------------
-
-
-def optimizer_kind(engine: Any) -> str:
-    """ "torch": the optimizer keeps per-parameter state itself (no ZeRO, fp32); "flat": ZeRO 1/2
-    or DeepSpeed's bf16 optimizer, state in flat fp32 partitions; else the wrapper's class."""
-    opt = engine.optimizer
-    if hasattr(opt, "single_partition_of_fp32_groups") or hasattr(
-        opt, "fp32_groups_flat_partition"
-    ):
-        return "flat"
-    params = {id(p) for p in engine.module.parameters()}
-    if isinstance(opt, torch.optim.Optimizer) and all(
-        id(p) in params for g in opt.param_groups for p in g["params"]
-    ):
-        return "torch"
-    return type(opt).__name__
-
-
-def _flat_partitions(engine: Any) -> list[torch.Tensor]:
-    opt = engine.optimizer
-    parts = getattr(opt, "single_partition_of_fp32_groups", None)
-    return list(parts if parts is not None else opt.fp32_groups_flat_partition)
-
-
-def flat_groups(engine: Any) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-    """(the model's parameters, this rank's flat fp32 partition) of each parameter group of a
-    ZeRO 1/2 or bf16 optimizer."""
-    opt = engine.optimizer
-    params = getattr(opt, "bit16_groups", None)
-    params = params if params is not None else opt.bf16_groups
-    return list(zip(params, _flat_partitions(engine), strict=True))
 
 
 def whole_model_names(module: nn.Module) -> dict[str, str]:
@@ -111,12 +87,12 @@ def describe_rank(engine: Any, parallel: Any, step_dir: Path) -> tuple[RankFiles
     )
     optim_file = None
     if kind == "flat":
-        optim_file = Path(engine._get_zero_ckpt_name(str(step_dir.parent), step_dir.name)).name
+        optim_file = zero_file(engine, step_dir)
     entry = RankFiles(
         tp=parallel.tp.rank,
         pp=parallel.pipe_stage,
         dp=parallel.data_rank,
-        model_file=Path(engine._get_ckpt_name(str(step_dir.parent), step_dir.name)).name,
+        model_file=model_file(engine, step_dir),
         optim_file=optim_file,
         names=whole_model_names(engine.module),
         groups=groups,
@@ -341,13 +317,12 @@ def _set_optimizer_state(
     sample = next(iter(state.values()))
     tensor_keys = [k for k, v in sample.items() if torch.is_tensor(v) and v.dim() > 0]
     scalars = {k: v for k, v in sample.items() if k not in tensor_keys}
-    for flat in _flat_partitions(engine):
+    for flat in flat_partitions(engine):
         base.state[flat] = {
             **{k: v.clone() if torch.is_tensor(v) else v for k, v in scalars.items()},
             **{k: torch.zeros_like(flat) for k in tensor_keys},
         }
-    wrapper._hp_optimizer_states_linked = False
-    wrapper._lazy_init_hp_params_optimizer_state()  # link each parameter to its slices
+    relink_flat_state(engine)
     for local, param in params.items():
         whole = state[names[local]]
         safe_set_full_fp32_param(param, _local_share(module, local, masters[names[local]], tp))

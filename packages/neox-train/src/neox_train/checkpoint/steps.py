@@ -64,6 +64,7 @@ from neox_model.checkpoint import (
     write_latest,
 )
 from neox_train.checkpoint.relayout import describe_rank, load_relayout, saved_layout
+from neox_train.engine.deepspeed_internals import zero3_whole_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +75,13 @@ class SavedStep:
     consumed_samples: int
 
 
-@dataclass(frozen=True)
-class ModelLayout:
-    """What a checkpoint's weight files look like: how the model was split when saved."""
-
-    config: ModelConfig
-    tensor_parallel: int
-    pipeline: bool
-    zero3: bool
-
-
 def save(
     engine: Any,
     save_dir: str | Path,
     iteration: int,
     *,
     state: SavedStep,
-    layout: ModelLayout,
+    config: ModelConfig,
     engine_layout: EngineLayout,
     parallel: Any,
     run_yaml: dict[str, Any],
@@ -106,14 +97,15 @@ def save(
     dist.barrier()
     try:
         engine.save_checkpoint(str(save_dir), tag=step_dir.name, save_latest=False)
-        consolidated = engine._zero3_consolidated_16bit_state_dict() if layout.zero3 else None
+        zero3 = engine_layout.zero_stage == 3
+        consolidated = zero3_whole_weights(engine) if zero3 else None
         entries: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(entries, describe_rank(engine, parallel, step_dir))
         if dist.get_rank() == 0:
             if consolidated is not None:
                 torch.save(dict(consolidated), step_dir / CONSOLIDATED)
             write_layout(step_dir, saved_layout(engine_layout, entries))
-            _write_metadata(step_dir, state, layout, run_yaml, tokenizer_files)
+            _write_metadata(step_dir, state, config, engine_layout, run_yaml, tokenizer_files)
         _seal(step_dir)
     except (OSError, RuntimeError) as err:
         raise_if_disk_full(err, step_dir)
@@ -155,16 +147,18 @@ def _seal(step_dir: Path) -> None:
         seal_step(step_dir, records)
 
 
-def weight_files(step_dir: Path, layout: ModelLayout) -> tuple[WeightFile, ...]:
+def weight_files(
+    step_dir: Path, config: ModelConfig, layout: EngineLayout
+) -> tuple[WeightFile, ...]:
     """The files of a saved step that hold the model, and how to read each."""
-    if layout.zero3:
+    if layout.zero_stage == 3:
         return (WeightFile(CONSOLIDATED),)
-    files = []
+    files, pipeline = [], layout.pipe > 1
     for path in sorted(step_dir.iterdir()):
-        if layout.pipeline and (match := LAYER_FILE.match(path.name)):
-            rename_from, rename_to = layer_name_map(layout.config, int(match[1]))
+        if pipeline and (match := LAYER_FILE.match(path.name)):
+            rename_from, rename_to = layer_name_map(config, int(match[1]))
             files.append(WeightFile(path.name, "", int(match[2]), rename_from, rename_to))
-        elif not layout.pipeline and (match := MODEL_FILE.match(path.name)):
+        elif not pipeline and (match := MODEL_FILE.match(path.name)):
             files.append(WeightFile(path.name, "module", int(match[1])))
     if not files:
         raise RuntimeError(f"no model weight files found in {step_dir}")
@@ -174,7 +168,8 @@ def weight_files(step_dir: Path, layout: ModelLayout) -> tuple[WeightFile, ...]:
 def _write_metadata(
     step_dir: Path,
     state: SavedStep,
-    layout: ModelLayout,
+    config: ModelConfig,
+    layout: EngineLayout,
     run_yaml: dict[str, Any],
     tokenizer_files: tuple[str, ...],
 ) -> None:
@@ -185,9 +180,9 @@ def _write_metadata(
     body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
     write_atomic(step_dir / STATE_FILE, json.dumps(body, indent=2) + "\n")
     manifest = ModelManifest(
-        config=layout.config,
-        files=weight_files(step_dir, layout),
-        tensor_parallel=1 if layout.zero3 else layout.tensor_parallel,
+        config=config,
+        files=weight_files(step_dir, config, layout),
+        tensor_parallel=1 if layout.zero_stage == 3 else layout.tensor,
         tokenizer=Path(tokenizer_files[0]).name if tokenizer_files else None,
     )
     write_manifest(step_dir, manifest)

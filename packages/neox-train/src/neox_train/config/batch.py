@@ -19,16 +19,16 @@ class BatchLayout:
     data_parallel: int  # number of model replicas
 
 
-def data_parallel_size(world_size: int, pipe_parallel: int, model_parallel: int) -> int:
+def data_parallel_size(world_size: int, pipe_parallel: int, tensor_parallel: int) -> int:
     stages = max(pipe_parallel, 1)  # GPT-NeoX: pipe_parallel_size 0 and 1 both mean one stage
     if world_size <= 0:
         raise ConfigError(f"world size must be positive, got {world_size}")
-    if world_size % (stages * model_parallel):
+    if world_size % (stages * tensor_parallel):
         raise ConfigError(
             f"world size {world_size} is not divisible by pipe_parallel_size ({stages}) x "
-            f"model_parallel_size ({model_parallel}) = {stages * model_parallel}"
+            f"model_parallel_size ({tensor_parallel}) = {stages * tensor_parallel}"
         )
-    return world_size // (stages * model_parallel)
+    return world_size // (stages * tensor_parallel)
 
 
 def resolve_batch(

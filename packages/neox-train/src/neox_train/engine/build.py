@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -35,6 +35,26 @@ from neox_train.parallel.topology import ModelParallelUnit, Parallel
 log = logging.getLogger(__name__)
 
 
+class TrainingEngine(Protocol):
+    """What the training loop asks of DeepSpeed's engine (`DeepSpeedEngine`, or `PipelineEngine`
+    with a pipeline); checkpoint code reaches further in, through `neox_train.engine.deepspeed`."""
+
+    module: nn.Module
+    optimizer: Any  # the wrapped optimizer (ZeRO, bf16, fp16 or neox's GradientGuard)
+    skipped_steps: int  # optimizer steps skipped so far for non-finite gradients
+
+    def __call__(self, inputs: torch.Tensor, *, labels: torch.Tensor) -> torch.Tensor: ...
+    def backward(self, loss: torch.Tensor) -> Any: ...
+    def step(self) -> None: ...
+    def train_batch(self, data_iter: Any) -> torch.Tensor: ...  # pipeline: a whole step
+    def eval_batch(self, data_iter: Any, num_micro_batches: int) -> torch.Tensor: ...
+    def reset_activation_shape(self) -> None: ...  # pipeline: the sequence length changed
+    def train(self, mode: bool = True) -> Any: ...
+    def eval(self) -> Any: ...
+    def get_lr(self) -> list[float]: ...
+    def get_global_grad_norm(self) -> float | None: ...
+
+
 def mark_tensor_parallel(model: nn.Module) -> None:
     """Tag sharded parameters as DeepSpeed expects, so that gradient norms count every shard
     once and replicated parameters once per tensor-parallel group."""
@@ -50,16 +70,17 @@ def build_module(
     kept on resume (the padding rows take part in the softmax)."""
     seed, training = run.training.seed, run.training
     sequence_parallel = run.parallel.sequence_parallel
-    if parallel.layout.pipe == 1:
+    # activation checkpointing: blocks per recomputed chunk, 0 = off (either way of building)
+    recompute_every = training.checkpoint_num_layers if training.checkpoint_activations else 0
+    if parallel.dims.pipe == 1:
         model = Transformer(
             model_config,
             tp=parallel.tp,
             seed=seed,
             padded_vocab=padded_vocab,
             sequence_parallel=sequence_parallel,
+            checkpoint_num_layers=recompute_every,
         )
-        if training.checkpoint_activations:
-            model.checkpoint_num_layers = training.checkpoint_num_layers
         if training.torch_compile:
             model.compile_blocks()
         return model
@@ -72,9 +93,7 @@ def build_module(
         topology=parallel.topology,
         loss_fn=pipeline_loss(parallel.tp),
         partition_method=run.parallel.pipe_partition_method,
-        activation_checkpoint_interval=(
-            training.checkpoint_num_layers if training.checkpoint_activations else 0
-        ),
+        activation_checkpoint_interval=recompute_every,
         activation_checkpoint_func=functools.partial(checkpoint, use_reentrant=False),
     )
 
@@ -87,7 +106,7 @@ def build_engine(
     schedule: Schedule,
     device: torch.device,
     padded_vocab: int | None = None,
-) -> Any:
+) -> TrainingEngine:
     """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
     import deepspeed
 
@@ -96,7 +115,7 @@ def build_engine(
     module = build_module(run, model_config, parallel, padded_vocab).to(device)
     mark_tensor_parallel(module)
     optimizer = build_optimizer(module, run.optimizer)
-    replicas = parallel.layout.data
+    replicas = parallel.dims.data
     if neox_checks_gradients(run, replicas):
         clip, grid = run.optimizer.gradient_clipping, parallel.grid
         group, tp_rank = grid.get_model_parallel_group(), grid.get_slice_parallel_rank()
@@ -110,7 +129,7 @@ def build_engine(
             stage,
         )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
-    mpu = ModelParallelUnit(parallel) if parallel.layout.pipe == 1 else None
+    mpu = ModelParallelUnit(parallel) if parallel.dims.pipe == 1 else None
     engine, _, _, _ = deepspeed.initialize(
         model=module,
         optimizer=optimizer,
@@ -122,7 +141,7 @@ def build_engine(
         engine.enable_backward_allreduce = False
         engine.pipeline_enable_backward_allreduce = False
     engine.checkpoint_engine = SafeLoading(engine.checkpoint_engine)
-    return engine
+    return cast(TrainingEngine, engine)
 
 
 class SafeLoading:

@@ -9,19 +9,20 @@ test loss. Losses are averaged over every data-parallel rank, so every rank logs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import EngineLayout, ModelConfig
+from neox_model import EngineLayout, ModelConfig, Transformer
 from neox_train.checkpoint import steps as checkpoint
 from neox_train.checkpoint.resume import StartPoint, choose_start, verify_start
 from neox_train.checkpoint.run_lock import RunLock, lock_save_dir
@@ -30,8 +31,9 @@ from neox_train.config.batch import BatchLayout
 from neox_train.config.inputs import check_inputs
 from neox_train.config.run_config import RunConfig
 from neox_train.config.schema import ConfigError
-from neox_train.engine.build import build_engine
+from neox_train.engine.build import TrainingEngine, build_engine
 from neox_train.engine.deepspeed_config import zero_stage
+from neox_train.engine.deepspeed_internals import check_version
 from neox_train.engine.schedule import Schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
@@ -42,36 +44,35 @@ from neox_train.monitoring.profiling import StepProfiler
 from neox_train.monitoring.progress import Progress, Throughput
 from neox_train.monitoring.writers import Monitor, build_monitor
 from neox_train.parallel.distributed import DistEnv
-from neox_train.parallel.topology import Layout, Parallel, build_parallel
+from neox_train.parallel.topology import Parallel, build_parallel, parallel_dims
 from neox_train.parallel.watchdog import Heartbeat, HungRank, is_timeout
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
-    """Everything one rank trains with; built by `setup`."""
+    """Everything one rank trains with; built by `setup` in one go, never changed after."""
 
-    run: RunConfig
+    run: RunConfig  # its model config has the tokenizer's vocab_size
     env: DistEnv
     batch: BatchLayout
     device: torch.device
     tokenizer: Tokenizer
-    model_config: ModelConfig
-    engine: Any  # deepspeed.DeepSpeedEngine
+    engine: TrainingEngine
     splits: Splits
     monitor: Monitor
     parallel: Parallel
-    curriculum: SeqlenCurriculum | None = None
-    uploader: S3Uploader | None = None  # rank 0, when s3_path is set
-    start_step: int = 0
-    profiler: StepProfiler | None = None  # when profile or memory_profiling is set
-    heartbeat: Heartbeat | None = None  # with more than one rank
-    lock: RunLock | None = None  # rank 0, when save is set: held until the process ends
+    start_step: int  # the step the run continues after (0: a fresh start)
+    curriculum: SeqlenCurriculum | None  # when curriculum_learning is enabled
+    uploader: S3Uploader | None  # rank 0, when s3_path is set
+    profiler: StepProfiler | None  # when profile or memory_profiling is set
+    heartbeat: Heartbeat | None  # with more than one rank
+    lock: RunLock | None  # rank 0, when save is set: held until the process ends
 
     @property
     def pipeline(self) -> bool:
-        return self.parallel.layout.pipe > 1
+        return self.parallel.dims.pipe > 1
 
 
 @dataclass
@@ -95,6 +96,7 @@ def schedule_for(run: RunConfig) -> Schedule:
 
 def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     """Build tokenizer, data, model and engine (the process group must already exist)."""
+    check_version()  # of DeepSpeed, whose internals neox uses
     data = run.data
     _, vocab_file = check_inputs(run)
     if run.precision.dtype == "fp16" and device.type != "cuda":
@@ -102,9 +104,10 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
             "fp16 training needs a GPU (its loss scaling runs on CUDA); use bf16 or fp32 here"
         )
     batch = run.batch(env.world_size)
-    parallel = build_parallel(Layout.of(run, env.world_size))
+    parallel = build_parallel(parallel_dims(run, env.world_size))
     tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
-    model_config = run.model.with_vocab(tokenizer.vocab_size)
+    run = dataclasses.replace(run, model=run.model.with_vocab(tokenizer.vocab_size))
+    model_config = run.model
     counts = sample_counts(run.training.train_iters, run.training.eval_iters, batch)
     splits = build_datasets(data, model_config.seq_length, counts, run.training.seed)
     ckpt = run.checkpoint
@@ -116,35 +119,54 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     engine = build_engine(
         run, model_config, parallel, batch, schedule_for(run), device, padded_vocab
     )
-    monitor = build_monitor(run.logging, run.checkpoint.save, env.rank, run.to_yaml_dict())
-    session = Session(
-        run, env, batch, device, tokenizer, model_config, engine, splits, monitor, parallel
-    )
-    session.lock = lock
-    if env.world_size > 1:
-        session.heartbeat = Heartbeat(env, run.parallel.distributed_timeout_minutes)
+    start_step = _load_start(engine, start, run, parallel)
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
-    session.profiler = profiler if profiler.enabled else None
     curriculum = run.training.curriculum_learning
-    if curriculum is not None and curriculum.enabled:
-        session.curriculum = SeqlenCurriculum(curriculum, model_config.seq_length)
-    if ckpt.s3_path and env.rank == 0:
-        session.uploader = S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size)
-    if start.step_dir is not None:
-        saved = checkpoint.load(
-            engine,
-            start.step_dir,
-            current=engine_layout(session),
-            tp=parallel.tp,
-            weights_only=start.weights_only,
-            optimizer=not ckpt.no_load_optim,
-        )
-        session.start_step = saved.iteration
-        what = "weights of" if start.weights_only else "resumed from"
-        log.info("%s %s at step %d (%s)", what, start.origin, saved.iteration, start.why)
-    else:
+    return Session(
+        run=run,
+        env=env,
+        batch=batch,
+        device=device,
+        tokenizer=tokenizer,
+        engine=engine,
+        splits=splits,
+        monitor=build_monitor(run.logging, ckpt.save, env.rank, run.to_yaml_dict()),
+        parallel=parallel,
+        start_step=start_step,
+        curriculum=(
+            SeqlenCurriculum(curriculum, model_config.seq_length)
+            if curriculum is not None and curriculum.enabled
+            else None
+        ),
+        uploader=(
+            S3Uploader(ckpt.s3_path, ckpt.s3_chunk_size) if ckpt.s3_path and env.rank == 0 else None
+        ),
+        profiler=profiler if profiler.enabled else None,
+        heartbeat=(
+            Heartbeat(env, run.parallel.distributed_timeout_minutes) if env.world_size > 1 else None
+        ),
+        lock=lock,
+    )
+
+
+def _load_start(
+    engine: TrainingEngine, start: StartPoint, run: RunConfig, parallel: Parallel
+) -> int:
+    """Restore the chosen step into the engine (nothing for a fresh start); the step it was."""
+    if start.step_dir is None:
         log.info("starting from scratch (%s)", start.why)
-    return session
+        return 0
+    saved = checkpoint.load(
+        engine,
+        start.step_dir,
+        current=engine_layout(run, parallel),
+        tp=parallel.tp,
+        weights_only=start.weights_only,
+        optimizer=not run.checkpoint.no_load_optim,
+    )
+    what = "weights of" if start.weights_only else "resumed from"
+    log.info("%s %s at step %d (%s)", what, start.origin, saved.iteration, start.why)
+    return saved.iteration
 
 
 def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Parallel) -> int | None:
@@ -152,7 +174,7 @@ def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Paral
     if start.step_dir is None:
         return None
     saved = checkpoint.saved_padded_vocab(start.step_dir)
-    tensor = parallel.layout.model
+    tensor = parallel.dims.tensor
     if saved == config.padded_vocab(tensor):
         return None
     if saved % tensor or saved < (config.vocab_size or 0):
@@ -164,10 +186,10 @@ def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Paral
     return saved
 
 
-def engine_layout(session: Session) -> EngineLayout:
-    layout = session.parallel.layout
-    stage = zero_stage(session.run, layout.data)
-    return EngineLayout(layout.model, layout.pipe, layout.data, stage, session.run.precision.dtype)
+def engine_layout(run: RunConfig, parallel: Parallel) -> EngineLayout:
+    dims = parallel.dims
+    stage = zero_stage(run, dims.data)
+    return EngineLayout(dims.tensor, dims.pipe, dims.data, stage, run.precision.dtype)
 
 
 def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
@@ -213,7 +235,7 @@ def _pairs(
     """(inputs, labels) of each of this rank's micro batches of global step `step`, the first
     `seqlen` positions only when a curriculum shortens them; labels are IGNORE_INDEX where a
     position carries no loss (see `neox_train.loop.data`)."""
-    rank, end = session.parallel.data_rank, seqlen or session.model_config.seq_length
+    rank, end = session.parallel.data_rank, seqlen or session.run.model.seq_length
     eod = session.tokenizer.eod_id if session.run.data.eod_mask_loss else None
     return [
         (inputs[:, :end].to(session.device), labels[:, :end].to(session.device))
@@ -263,19 +285,13 @@ def _save(session: Session, step: int) -> str:
     run = session.run
     assert run.checkpoint.save is not None
     state = checkpoint.SavedStep(step, step * session.batch.global_batch)
-    layout = checkpoint.ModelLayout(
-        config=session.model_config,
-        tensor_parallel=session.parallel.layout.model,
-        pipeline=session.pipeline,
-        zero3=run.parallel.zero_optimization.stage == 3,
-    )
     path = checkpoint.save(
         session.engine,
         run.checkpoint.save,
         step,
         state=state,
-        layout=layout,
-        engine_layout=engine_layout(session),
+        config=run.model,
+        engine_layout=engine_layout(run, session.parallel),
         parallel=session.parallel,
         run_yaml=run.to_yaml_dict(),
         tokenizer_files=tuple(f for f in (run.data.vocab_file, run.data.merge_file) if f),
@@ -406,10 +422,10 @@ def _run_eval_tasks(session: Session, step: int) -> None:
     from neox_eval import evaluate_tasks  # the 'eval' extra, checked before training
 
     results = evaluate_tasks(
-        session.engine.module,
+        cast(Transformer, session.engine.module),  # no pipeline: the rules refuse eval_tasks
         session.tokenizer,
         list(training.eval_tasks),
-        seq_length=session.model_config.seq_length,
+        seq_length=session.run.model.seq_length,
         limit=training.eval_tasks_limit,
         batch_size=session.batch.micro_batch,
     )
@@ -444,11 +460,11 @@ def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
 
 
 def throughput(session: Session) -> Throughput:
-    run, config, batch = session.run, session.model_config, session.batch
+    run, config, batch = session.run, session.run.model, session.batch
     flops = flops_per_step(
         config,
         batch.global_batch,
-        config.padded_vocab(session.parallel.layout.model),
+        config.padded_vocab(session.parallel.dims.tensor),
         recompute=run.training.checkpoint_activations,
     )
     device = torch.cuda.get_device_name() if session.device.type == "cuda" else None
@@ -476,7 +492,7 @@ def step_extras(session: Session, step: int) -> dict[str, float | None]:
         extras.update(
             parameter_norms(
                 engine.module,
-                session.model_config,
+                session.run.model,
                 session.parallel.tp.rank,
                 grid.get_model_parallel_group(),
             )

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from neox_model import ModelConfig
+from neox_train.engine.deepspeed_internals import flat_groups, fragment, optimizer_kind
 
 
 def model_parameters(module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
@@ -67,7 +68,6 @@ def _state_pieces(engine: Any, tp_rank: int) -> Iterator[tuple[str, torch.Tensor
     """(state key, this rank's part of one parameter's state tensor), each part of the model
     yielded by exactly one rank of the world once the caller sums as `optimizer_state_norms`
     does: a replicated parameter by tensor-parallel rank 0 only."""
-    from neox_train.checkpoint.relayout import flat_groups, optimizer_kind
 
     def counted(param: torch.Tensor) -> bool:
         return getattr(param, "model_parallel", False) or tp_rank == 0
@@ -85,13 +85,12 @@ def _state_pieces(engine: Any, tp_rank: int) -> Iterator[tuple[str, torch.Tensor
     for group, flat in flat_groups(engine):
         state = base.state.get(flat, {})
         for member in group:
-            mapping = getattr(member, "_hp_mapping", None)
-            if mapping is None or not counted(member):
+            place = fragment(member)
+            if place is None or not counted(member):
                 continue
-            address = mapping.hp_fragment_address
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == flat.shape:
-                    yield key, value.narrow(0, address.start, address.numel)
+                    yield key, value.narrow(0, *place)
 
 
 def optimizer_state_norms(engine: Any, tp_rank: int, replica_group: Any) -> dict[str, float]:
@@ -99,8 +98,6 @@ def optimizer_state_norms(engine: Any, tp_rank: int, replica_group: Any) -> dict
     keeps per parameter (Adam: exp_avg, exp_avg_sq). Without ZeRO every data-parallel replica
     holds the whole state and the sums run over one replica's ranks; with ZeRO each holds a
     slice and they run over the world."""
-    from neox_train.checkpoint.relayout import optimizer_kind
-
     kind = optimizer_kind(engine)
     if kind not in ("torch", "flat"):
         return {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def _clock(seconds: float) -> str:
@@ -66,7 +67,7 @@ class Progress:
             rates["mfu"] = tflops / t.peak_tflops
         return rates
 
-    def line(self, step: int, values: dict[str, float]) -> str:
+    def line(self, step: int, values: Mapping[str, Any]) -> str:
         parts = [
             f"step {step}/{self.total}",
             f"loss {values['train_loss']:.4f}",

@@ -13,31 +13,25 @@ from typing import Any
 
 import torch.distributed as dist
 
-from neox_model import TPGroup
+from neox_model import ParallelDims, TPGroup
 from neox_train.config.batch import data_parallel_size
 from neox_train.config.run_config import RunConfig
 
 
-@dataclass(frozen=True)
-class Layout:
-    pipe: int  # pipeline stages (1 = no pipeline)
-    model: int  # tensor-parallel size
-    data: int  # data-parallel size
-
-    @classmethod
-    def of(cls, run: RunConfig, world_size: int) -> Layout:
-        parallel = run.parallel
-        data = data_parallel_size(
-            world_size, parallel.pipe_parallel_size, parallel.model_parallel_size
-        )
-        return cls(max(parallel.pipe_parallel_size, 1), parallel.model_parallel_size, data)
+def parallel_dims(run: RunConfig, world_size: int) -> ParallelDims:
+    """The run's layout over `world_size` ranks (raises ConfigError when it does not fit)."""
+    parallel = run.parallel
+    data = data_parallel_size(world_size, parallel.pipe_parallel_size, parallel.model_parallel_size)
+    return ParallelDims(
+        tensor=parallel.model_parallel_size, pipe=max(parallel.pipe_parallel_size, 1), data=data
+    )
 
 
 @dataclass(frozen=True)
 class Parallel:
     """This rank's place in the layout and its groups (built once per run)."""
 
-    layout: Layout
+    dims: ParallelDims
     topology: Any  # deepspeed.runtime.pipe.topology.PipeModelDataParallelTopology
     grid: Any  # deepspeed.runtime.pipe.topology.PipelineParallelGrid
     tp: TPGroup
@@ -51,21 +45,19 @@ class Parallel:
         return int(self.grid.get_stage_id())
 
 
-def build_parallel(layout: Layout) -> Parallel:
-    """Create the process groups of `layout` (collective: every rank calls it)."""
+def build_parallel(dims: ParallelDims) -> Parallel:
+    """Create the process groups of `dims` (collective: every rank calls it)."""
     from deepspeed.runtime.pipe.topology import (
         PipelineParallelGrid,
         PipeModelDataParallelTopology,
     )
 
-    if layout.pipe * layout.model * layout.data != dist.get_world_size():
-        raise ValueError(f"layout {layout} does not cover {dist.get_world_size()} ranks")
-    topology = PipeModelDataParallelTopology(
-        num_pp=layout.pipe, num_mp=layout.model, num_dp=layout.data
-    )
+    if dims.world_size != dist.get_world_size():
+        raise ValueError(f"layout {dims} does not cover {dist.get_world_size()} ranks")
+    topology = PipeModelDataParallelTopology(num_pp=dims.pipe, num_mp=dims.tensor, num_dp=dims.data)
     grid = PipelineParallelGrid(topology=topology)
-    tp = TPGroup.of(grid.get_slice_parallel_group()) if layout.model > 1 else TPGroup.single()
-    return Parallel(layout, topology, grid, tp)
+    tp = TPGroup.of(grid.get_slice_parallel_group()) if dims.tensor > 1 else TPGroup.single()
+    return Parallel(dims, topology, grid, tp)
 
 
 class ModelParallelUnit:

@@ -13,13 +13,20 @@ from pathlib import Path
 
 import torch
 
-from neox_model import ModelConfig, TPGroup, Transformer, count_parameters, pipeline_specs
+from neox_model import (
+    ModelConfig,
+    ParallelDims,
+    TPGroup,
+    Transformer,
+    count_parameters,
+    pipeline_specs,
+)
 from neox_train.config.batch import BatchLayout
 from neox_train.config.run_config import RunConfig
 from neox_train.config.schema import ConfigError
 from neox_train.engine.deepspeed_config import zero_stage
 from neox_train.monitoring.flops import flops_per_step
-from neox_train.parallel.topology import Layout
+from neox_train.parallel.topology import parallel_dims
 from neox_train.planning.memory_model import (
     ModelStates,
     Tokens,
@@ -61,7 +68,7 @@ class Stage:
 class Plan:
     config: ModelConfig  # with the vocabulary the plan assumed
     parameters: int  # the whole model
-    layout: Layout
+    layout: ParallelDims
     batch: BatchLayout
     stages: tuple[Stage, ...]
     flops_per_step: float
@@ -78,18 +85,18 @@ class Plan:
 
 def make_plan(run: RunConfig, vocab_size: int, world_size: int, gpu_memory: int | None) -> Plan:
     """The plan of `run` on `world_size` GPUs (raises ConfigError for an impossible layout)."""
-    layout = Layout.of(run, world_size)
+    layout = parallel_dims(run, world_size)
     batch = run.batch(world_size)
     config = run.model.with_vocab(vocab_size)
-    layers = layer_parameters(config, layout.model)
+    layers = layer_parameters(config, layout.tensor)
     bounds = partition(layers, layout.pipe, run.parallel.pipe_partition_method)
     stages = tuple(
         _stage(run, config, layout, batch, layers, bounds, index) for index in range(layout.pipe)
     )
-    vocab = config.padded_vocab(layout.model)
+    vocab = config.padded_vocab(layout.tensor)
     recompute = run.training.checkpoint_activations
     flops = flops_per_step(config, batch.global_batch, vocab, recompute=recompute)
-    total = count_parameters(config, layout.model)
+    total = count_parameters(config, layout.tensor)
     return Plan(config, total, layout, batch, stages, flops, gpu_memory)
 
 
@@ -138,7 +145,7 @@ def partition(layers: list[tuple[str, int]], stages: int, method: str) -> list[i
 def _stage(
     run: RunConfig,
     config: ModelConfig,
-    layout: Layout,
+    layout: ParallelDims,
     batch: BatchLayout,
     layers: list[tuple[str, int]],
     bounds: list[int],
@@ -152,7 +159,7 @@ def _stage(
     tokens = Tokens(
         config.seq_length,
         batch.micro_batch,
-        layout.model,
+        layout.tensor,
         run.precision.dtype,
         sequence_parallel=run.parallel.splits_sequence,
     )
@@ -163,7 +170,7 @@ def _stage(
     return Stage(index, blocks, parameters, states, saved, recomputed, first, last)
 
 
-def training_of(run: RunConfig, layout: Layout) -> Training:
+def training_of(run: RunConfig, layout: ParallelDims) -> Training:
     optimizer = run.optimizer.optimizer
     kind = optimizer.kind
     moments = MOMENTS.get(kind, 1 if kind == "sgd" and optimizer.params.momentum else 0)
@@ -243,16 +250,16 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
     tokens = batch.global_batch * config.seq_length
     lines = [
         f"model: {plan.parameters:,} parameters; vocabulary {config.vocab_size:,} "
-        f"({vocab_source}), padded to {config.padded_vocab(layout.model):,}",
-        f"layout: {layout.pipe * layout.model * layout.data} GPUs = {layout.pipe} pipeline "
-        f"stage(s) x {layout.model} tensor-parallel"
+        f"({vocab_source}), padded to {config.padded_vocab(layout.tensor):,}",
+        f"layout: {layout.world_size} GPUs = {layout.pipe} pipeline "
+        f"stage(s) x {layout.tensor} tensor-parallel"
         + (" (sequence-parallel)" if run.parallel.splits_sequence else "")
         + f" x {layout.data} data-parallel; {_zero_line(run, layout.data)}, {run.precision.dtype}",
         f"batch: {batch.global_batch} sequences per step = {batch.micro_batch} per GPU x "
         f"{batch.grad_accum} accumulation step(s) x {batch.data_parallel} replica(s); "
         f"{tokens:,} tokens per step",
         f"compute: {plan.flops_per_step:.3e} FLOPs per step, "
-        f"{plan.flops_per_step / (layout.pipe * layout.model * layout.data):.3e} per GPU"
+        f"{plan.flops_per_step / layout.world_size:.3e} per GPU"
         + (" (with activation recomputation)" if run.training.checkpoint_activations else ""),
         f"memory per GPU, {_unit(plan)[0]}:",
         *_stage_table(plan),

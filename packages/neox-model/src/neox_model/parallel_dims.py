@@ -1,0 +1,28 @@
+"""The parallel layout of a run: how many ways its ranks split the model and the data.
+
+world size = tensor x pipe x data. GPT-NeoX's config calls the tensor-parallel size
+`model_parallel_size` and the stages `pipe_parallel_size` (0 and 1 both mean one stage); in code
+both are read into this one class, and nowhere else is a parallel size given another name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParallelDims:
+    tensor: int = 1  # tensor-parallel slices of every weight matrix
+    pipe: int = 1  # pipeline stages (1 = no pipeline)
+    data: int = 1  # data-parallel replicas
+
+    def __post_init__(self) -> None:
+        if min(self.tensor, self.pipe, self.data) < 1:
+            raise ValueError(f"parallel sizes must be at least 1, got {self}")
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor * self.pipe * self.data
+
+    def describe(self) -> str:
+        return f"tensor {self.tensor} x pipeline {self.pipe} x data {self.data}"
