@@ -27,6 +27,7 @@ PACKAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "neox-convert": (("neox-model", "neox-convert[test]"), ("torch",)),
     "neox-eval": (("neox-data", "neox-model", "neox-eval[test]"), ("torch",)),
     "neox-train": (("neox-data", "neox-model", "neox-train[test]"), ("torch", "deepspeed")),
+    "neox-testing": (("neox-model", "neox-testing[test]"), ("torch",)),
 }
 ALL_PACKAGES = (
     "neox-data",
@@ -49,6 +50,12 @@ def install_heavy(session: nox.Session, needs: tuple[str, ...]) -> None:
 
 
 def install_local(session: nox.Session, packages: tuple[str, ...]) -> None:
+    """The local packages `packages` (names with extras) in one pip command. A `[test]` extra
+    needs neox-testing, which is not on PyPI: its folder goes along."""
+    names = [spec.partition("[")[0] for spec in packages]
+    tested = any("test" in spec.partition("[")[2].rstrip("]").split(",") for spec in packages)
+    if tested and "neox-testing" not in names:
+        packages = ("neox-testing", *packages)
     paths = []
     for spec in packages:
         name, _, extras = spec.partition("[")

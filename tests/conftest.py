@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neox_testing import tiny_run
+
 MODULES = ("textwrap", "json/decoder", "string", "difflib", "shlex", "fnmatch", "argparse")
 # Fault-injection hooks (a sitecustomize.py) for the processes given `hooked(...)` variables.
 HOOKS = Path(__file__).parent / "fault_hooks"
@@ -97,35 +99,9 @@ def corpus(tmp_path_factory):
 
 
 def run_config(corpus, save, **overrides):
-    values = dict(
-        num_layers=2,
-        hidden_size=64,
-        num_attention_heads=4,
-        seq_length=64,
-        pos_emb="rotary",
-        rotary_pct=0.25,
-        gpt_j_residual=True,
-        no_weight_tying=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        optimizer={"type": "Adam", "params": {"lr": 2.0e-3, "betas": [0.9, 0.95], "eps": 1.0e-8}},
-        lr_decay_style="cosine",
-        warmup=0.2,
-        train_iters=5,
-        eval_interval=100,
-        eval_iters=2,
-        log_interval=1,
-        zero_optimization={"stage": 1},
-        seed=11,
-        launcher="local",
-        data_path=str(corpus / "docs_text_document"),
-        split="95, 5, 0",
-        tokenizer_type="HFTokenizer",
-        vocab_file=str(corpus / "tokenizer.json"),
-        save=str(save),
-    )
-    values.update(overrides)
-    return values
+    """Run-config values of a tiny run on the corpus, started by the local launcher."""
+    data = (corpus / "docs_text_document", corpus / "tokenizer.json")
+    return tiny_run(*data, save, **{"launcher": "local", **overrides})
 
 
 def train_losses(save):

@@ -6,9 +6,9 @@ import shutil
 
 import torch
 from tokenizers import Tokenizer
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from neox_model import load_model, load_state_dict
+from neox_testing import hf_model
 from neox_train.config.run_config import load_run_config
 from neox_train.monitoring.metrics import read_metrics
 
@@ -31,19 +31,8 @@ TRAINING_KEYS = (
 
 def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
     vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        initializer_range=0.1,
-    )
-    torch.manual_seed(0)
     hf_dir = tmp_path / "hf"
-    LlamaForCausalLM(config).save_pretrained(hf_dir)
+    hf_model("llama", vocab_rows=vocab).save_pretrained(hf_dir)
     shutil.copyfile(corpus / "tokenizer.json", hf_dir / "tokenizer.json")
     imported = tmp_path / "imported"
     result = neox(

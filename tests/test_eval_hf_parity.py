@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
+import neox_testing
 from neox_convert import export_to_hf
 from neox_data import train_bpe_tokenizer
-from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
-from neox_model.checkpoint import seal_step
+from neox_testing import style
 
 from conftest import neox, write_yaml
 
@@ -86,38 +86,21 @@ def write_task(directory, name):
 def make_checkpoint(root, vocab):
     """A random tiny Pythia-style model saved as neox-train saves a step; the tokenizer has
     `vocab` tokens, the model 320 rows."""
-    config = ModelConfig(
-        num_layers=2,
+    config = style(
+        "pythia",
         hidden_size=64,
-        num_attention_heads=4,
         seq_length=SEQ_LENGTH,
-        pos_emb="rotary",
-        rotary_pct=0.25,
-        gpt_j_residual=True,
-        no_weight_tying=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
         vocab_size=vocab,
         make_vocab_size_divisible_by=64,
         init_method_std=0.1,
     )
-    step = root / "global_step5"
-    step.mkdir(parents=True)
-    model = Transformer(config, seed=7)
-    with torch.no_grad():  # norms away from 1 and 0, so that a mix-up shows
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(
-                    torch.randn(param.shape, generator=torch.Generator().manual_seed(1)) * 0.1
-                )
-    torch.save({"module": model.state_dict()}, step / "mp_rank_00_model_states.pt")
     texts = [sentence(1000 + i, 30) + "." for i in range(200)]
-    assert train_bpe_tokenizer(texts, vocab, step / "tokenizer.json").vocab_size == vocab
-    write_yaml(step / "config.yml", {"tokenizer_type": "HFTokenizer", "seq_length": SEQ_LENGTH})
-    files = (WeightFile("mp_rank_00_model_states.pt", "module"),)
-    write_manifest(step, ModelManifest(config, files, tokenizer="tokenizer.json"))
-    seal_step(step)  # files.json, as a save writes last
-    (root / "latest").write_text("global_step5\n")
+
+    def write_tokenizer(path):
+        assert train_bpe_tokenizer(texts, vocab, path).vocab_size == vocab
+
+    saved = {"tokenizer_type": "HFTokenizer", "seq_length": SEQ_LENGTH}
+    neox_testing.make_checkpoint(root, config, write_tokenizer, step=5, seed=7, run_config=saved)
 
 
 def hf_backend(hf_dir, task_files, batch_size):

@@ -22,6 +22,7 @@ import pytest
 
 from neox_launch import ProgramNotFoundError
 from neox_launch.program import find_program
+from neox_testing import free_port
 from neox_train.monitoring.metrics import read_metrics
 
 from conftest import run_config, write_yaml
@@ -60,12 +61,6 @@ if sys.argv[2] == "save":  # a save that takes longer than 5 s, then 75
     sys.exit(75)
 time.sleep(120)
 """
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _needs(launcher):
@@ -129,7 +124,7 @@ def ssh_localhost(tmp_path_factory):
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True
         )
     shutil.copy(root / "client.pub", root / "authorized_keys")
-    port = _free_port()
+    port = free_port()
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\n"
@@ -197,7 +192,7 @@ def slurm_cluster(tmp_path_factory):
     (root / "munge.key").write_bytes(os.urandom(1024))
     (root / "munge.key").chmod(0o600)
     conf = root / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(root=root, ctld_port=_free_port(), slurmd_port=_free_port()))
+    conf.write_text(SLURM_CONF.format(root=root, ctld_port=free_port(), slurmd_port=free_port()))
     env = {**os.environ, "SLURM_CONF": str(conf)}
     daemons = _start_slurm(root, conf, env)
     try:
@@ -288,7 +283,7 @@ def _train(corpus, tmp_path, **launch_keys):
         train_micro_batch_size_per_gpu=2,
         gradient_accumulation_steps=1,
         train_iters=3,
-        master_port=_free_port(),
+        master_port=free_port(),
         **{"num_gpus": 2, **launch_keys},
     )
     config = write_yaml(tmp_path / "run.yml", values)
@@ -345,7 +340,7 @@ def _gloo_ranks(output):
 def test_the_sbatch_script_runs_a_two_rank_job(tmp_path, slurm_cluster):
     env = {**os.environ, **slurm_cluster}
     script = tmp_path / "job.sh"
-    flags = ["--sbatch", script, "--num-gpus", "2", "--master-port", _free_port()]
+    flags = ["--sbatch", script, "--num-gpus", "2", "--master-port", free_port()]
     written = _neox("launch", *flags, "--", sys.executable, "-c", GLOO, env=env, cwd=tmp_path)
     assert written.returncode == 0, written.stderr
     submitted = subprocess.run(
@@ -393,14 +388,23 @@ def _pids(tmp_path):
     return [int((tmp_path / f"pid{rank}").read_text()) for rank in (0, 1)]
 
 
-def test_a_failing_worker_takes_the_job_down(launcher, tmp_path):
-    name, flags = launcher
-    job = _start(flags, tmp_path, "fail")
+def _run_job(flags, tmp_path, mode, signum=None, timeout=120):
+    """The launcher with two ranks in `mode`, sent `signum` (if any) once both have started, to
+    its end: (the launcher's process, its output, the ranks' pids)."""
+    job = _start(flags, tmp_path, mode)
     try:
         pids = _pids(tmp_path)
-        output, _ = job.communicate(timeout=120)
+        if signum is not None:
+            job.send_signal(signum)
+        output, _ = job.communicate(timeout=timeout)
     finally:
         job.kill()
+    return job, output, pids
+
+
+def test_a_failing_worker_takes_the_job_down(launcher, tmp_path):
+    name, flags = launcher
+    job, output, pids = _run_job(flags, tmp_path, "fail")
     assert job.returncode == 3, output
     assert "rank 1" in output or "worker 1" in output, output
     _wait_until(lambda: not any(map(_alive, pids)), 30, f"the {name} workers ending")
@@ -408,13 +412,7 @@ def test_a_failing_worker_takes_the_job_down(launcher, tmp_path):
 
 def test_ctrl_c_reaches_every_worker(launcher, tmp_path):
     name, flags = launcher
-    job = _start(flags, tmp_path, "sleep")
-    try:
-        pids = _pids(tmp_path)
-        job.send_signal(signal.SIGINT)
-        output, _ = job.communicate(timeout=60)
-    finally:
-        job.kill()
+    job, output, pids = _run_job(flags, tmp_path, "sleep", signal.SIGINT, timeout=60)
     assert job.returncode == 128 + signal.SIGINT, output
     _wait_until(lambda: not any(map(_alive, pids)), 30, f"the {name} workers ending")
 
@@ -425,13 +423,7 @@ def test_a_preempted_job_saves_on_every_rank_and_exits_75(launcher, tmp_path):
     once: the launcher exits 128 + the signal while each node's agent waits for its workers to
     save. MPICH's Hydra reports 0 instead of 75 in about one run in five (seen here)."""
     name, flags = launcher
-    job = _start(flags, tmp_path, "save")
-    try:
-        pids = _pids(tmp_path)
-        job.send_signal(signal.SIGTERM)
-        output, _ = job.communicate(timeout=120)
-    finally:
-        job.kill()
+    job, output, pids = _run_job(flags, tmp_path, "save", signal.SIGTERM)
     saved = [tmp_path / f"saved{rank}" for rank in (0, 1)]
     _wait_until(lambda: all(path.exists() for path in saved), 30, f"the {name} ranks saving")
     expected = {"pdsh": {128 + signal.SIGTERM}, "mpich": {75, 0}}.get(name, {75})

@@ -1,5 +1,5 @@
-"""neox-train and neox-eval read the same YAML config files with readers of their own (neither
-package depends on the other): both refuse a key repeated in one file, in the same words."""
+"""neox-train and neox-eval read the same YAML config files (through neox-model's one reader,
+`neox_model.config_files`): both refuse a key repeated in one file, in the same words."""
 
 import pytest
 

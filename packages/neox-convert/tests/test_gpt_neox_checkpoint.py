@@ -10,8 +10,9 @@ from neox_convert.cli import main
 from neox_convert.fused import split_qkv, split_up_gate
 from neox_convert.gpt_neox_checkpoint import import_from_neox, model_config
 from neox_model import ModelConfig, Transformer, load_model, read_manifest
+from neox_testing import perturb
 
-from conftest import build_tokenizer, perturb, random_ids
+from conftest import build_tokenizer, random_ids
 
 TP = 2
 STYLES = {

@@ -2,12 +2,10 @@
 continuation in every tensor/pipeline layout, and exports back to the very same tensors."""
 
 import json
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -15,8 +13,9 @@ from tokenizers import Tokenizer
 from neox_convert import ConversionError, ParallelDims, export_to_hf, import_from_hf
 from neox_convert.cli import main
 from neox_model import ModelConfig, TPGroup, Transformer, load_model, read_manifest
+from neox_testing import hf_model, spawn_ranks
 
-from conftest import VOCAB, greedy, hf_greedy, hf_model, random_ids, save_hf
+from conftest import VOCAB, greedy, hf_greedy, random_ids, save_hf
 
 LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 
@@ -224,11 +223,8 @@ def tp_worker(rank, port, run, out):
 def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path):
     hf, directory = hf_dirs["llama"]
     import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "logits.pt"
-    mp.spawn(tp_worker, args=(port, str(tmp_path / "run"), str(out)), nprocs=2, join=True)
+    spawn_ranks(tp_worker, 2, str(tmp_path / "run"), str(out))
     with torch.no_grad():
         theirs = hf(random_ids()).logits
     assert (torch.load(out)[..., :384] - theirs).abs().max().item() <= 1e-5

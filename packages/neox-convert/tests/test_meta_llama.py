@@ -12,8 +12,9 @@ from neox_convert import ConversionError, ParallelDims
 from neox_convert.cli import main
 from neox_convert.meta_llama import import_from_llama, interleaved_to_half
 from neox_model import load_model, read_manifest
+from neox_testing import hf_model
 
-from conftest import greedy, hf_greedy, hf_model, random_ids
+from conftest import greedy, hf_greedy, random_ids
 
 # column-parallel rows, row-parallel columns (fairscale's layers in Meta's model.py)
 META_DIMS = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "wo": 1, "w2": 1}

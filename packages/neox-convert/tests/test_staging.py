@@ -9,8 +9,9 @@ import stat
 import pytest
 
 from neox_convert.cli import main
+from neox_testing import hf_model
 
-from conftest import hf_model, make_checkpoint, save_hf
+from conftest import make_checkpoint, save_hf
 
 
 def to_hf(tmp_path, *extra):

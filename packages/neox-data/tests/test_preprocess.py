@@ -218,6 +218,21 @@ def _expected_labels(tokens: list[int], pattern: list[int]) -> list[int]:
     return list(tokens)
 
 
+def preprocess_masked(tmp_path, write_jsonl, texts, tokenizer, pattern, **options):
+    """`texts` written as tmp_path/c.jsonl and preprocessed to tmp_path/d with an EOD after each
+    document, the labels before `pattern` masked."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
+    return preprocess(
+        corpus,
+        tmp_path / "d",
+        tokenizer,
+        append_eod=True,
+        mask_before_token=pattern,
+        progress=False,
+        **options,
+    )
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_mask_before_token_writes_labels_in_step_with_the_tokens(
     tmp_path: Path, tokenizer_path: Path, write_jsonl, make_texts, workers: int
@@ -228,16 +243,7 @@ def test_mask_before_token_writes_labels_in_step_with_the_tokens(
     texts = [f"Question: {t} Answer: {t[::-1]}" for t in make_texts(150, seed=5)]
     texts[3] = "no delimiter in this one"
     texts[7] = f"{texts[7]} Answer: again"  # only the first occurrence counts
-    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
-    result = preprocess(
-        corpus,
-        tmp_path / "d",
-        spec,
-        append_eod=True,
-        workers=workers,
-        progress=False,
-        mask_before_token=pattern,
-    )
+    result = preprocess_masked(tmp_path, write_jsonl, texts, spec, pattern, workers=workers)
     assert result.outputs["label"] == tmp_path / "d_label_document"
     tokens, labels = TokenFile(result.outputs["text"]), TokenFile(result.outputs["label"])
     assert labels.dtype == np.int32 and len(labels) == len(tokens) == len(texts)
@@ -260,15 +266,7 @@ def test_mask_labels_are_read_by_the_dataset(
 
     pattern = tokenizer.encode(" Answer:")
     texts = ["Question: the fox? Answer: the dog.", "Question: a café? Answer: déjà vu."]
-    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in texts])
-    result = preprocess(
-        corpus,
-        tmp_path / "d",
-        tokenizer,
-        append_eod=True,
-        mask_before_token=pattern,
-        progress=False,
-    )
+    result = preprocess_masked(tmp_path, write_jsonl, texts, tokenizer, pattern)
     tokens = TokenFile(result.outputs["text"])
     dataset = GPTDataset(
         tokens,

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+import neox_testing
 from neox_data import train_bpe_tokenizer
-from neox_model import ModelConfig, ModelManifest, Transformer, WeightFile, write_manifest
-from neox_model.checkpoint import seal_step
+from neox_testing import style
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -42,84 +42,25 @@ def make_tokenizer(path, vocab=VOCAB):
     return tokenizer
 
 
-def perturb(model, seed=0):
-    """Norm weights and biases away from 1 and 0, so that a mix-up would show in the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-    return model
-
-
-def model_config(vocab=VOCAB, **overrides):
-    values = dict(
-        num_layers=2,
+def make_checkpoint(root, layout="module"):
+    """A run directory with one step (`global_step10`) as neox-train saves it, with the model's
+    weights in one module file or in pipeline layer files; returns the model (eval mode)."""
+    config = style(
+        "pythia",
         hidden_size=64,
-        num_attention_heads=4,
         seq_length=SEQ_LENGTH,
-        pos_emb="rotary",
-        rotary_pct=0.25,
-        gpt_j_residual=True,
-        no_weight_tying=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        vocab_size=vocab,
+        vocab_size=VOCAB,
         make_vocab_size_divisible_by=64,
         init_method_std=0.1,
     )
-    values.update(overrides)
-    return ModelConfig(**values)
-
-
-def _module_files(step, state):
-    torch.save({"module": state, "ds_config": {}}, step / "mp_rank_00_model_states.pt")
-    return (WeightFile("mp_rank_00_model_states.pt", "module"),)
-
-
-def _pipeline_files(step, state, config):
-    """DeepSpeed pipeline layer files: layer 0 the embedding, 1..n the blocks (as `block.*`),
-    n+1 the final norm, n+2 the output layer."""
-    layers = {0: {}, config.num_layers + 1: {}, config.num_layers + 2: {}}
-    for name, tensor in state.items():
-        if name.startswith("layers."):
-            index, rest = name[len("layers.") :].split(".", 1)
-            layers.setdefault(int(index) + 1, {})["block." + rest] = tensor
-        elif name.startswith("final_layer_norm."):
-            layers[config.num_layers + 1][name] = tensor
-        elif name.startswith("embed_out."):
-            layers[config.num_layers + 2][name] = tensor
-        else:
-            layers[0][name] = tensor
-    files = []
-    for layer, own in sorted(layers.items()):
-        name = f"layer_{layer:02d}-model_00-model_states.pt"
-        torch.save(own, step / name)
-        block = 1 <= layer <= config.num_layers
-        rename = ("block.", f"layers.{layer - 1}.") if block else ("", "")
-        files.append(WeightFile(name, "", 0, *rename))
-    return tuple(files)
-
-
-def make_checkpoint(root, layout="module", vocab=VOCAB, run_config=None, **overrides):
-    """A run directory with one step (`global_step10`) as neox-train saves it; returns the
-    model (eval mode) whose weights it holds."""
-    config = model_config(vocab, **overrides)
-    step = root / "global_step10"
-    step.mkdir(parents=True)
-    model = perturb(Transformer(config, seed=3)).eval()
-    state = model.state_dict()
-    files = (
-        _module_files(step, state) if layout == "module" else _pipeline_files(step, state, config)
-    )
-    make_tokenizer(step / "tokenizer.json", vocab)
     saved = {"tokenizer_type": "HFTokenizer", "vocab_file": "data/tokenizer.json"}
-    saved.update(seq_length=config.seq_length, **(run_config or {}))
-    (step / "config.yml").write_text(yaml.safe_dump(saved))
-    write_manifest(step, ModelManifest(config, files, tokenizer="tokenizer.json"))
-    seal_step(step)  # files.json, as a save writes last
-    (root / "latest").write_text("global_step10\n")
-    return model
+    return neox_testing.make_checkpoint(
+        root,
+        config,
+        make_tokenizer,
+        layout=layout,
+        run_config=dict(saved, seq_length=SEQ_LENGTH),
+    )
 
 
 MC_DOCS = [

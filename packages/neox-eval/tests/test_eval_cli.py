@@ -1,8 +1,6 @@
 """`neox-eval` as a user runs it: one process, and two under a launcher (tensor parallel)."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -10,6 +8,7 @@ import pytest
 import yaml
 
 from neox_eval.cli import main
+from neox_testing import start_ranks
 
 from conftest import make_checkpoint
 
@@ -58,28 +57,10 @@ def test_a_misspelt_task_name_is_one_line_with_the_close_names(run_dir, tasks, c
     assert "did you mean neox_mc" in err and err.count("\n") == 1
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(world_size, argv):
     """`python -m neox_eval ARGV` as a launcher starts it on `world_size` processes."""
-    port = free_port()
-    procs = []
-    for rank in range(world_size):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "neox_eval", *argv],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    command = [sys.executable, "-m", "neox_eval", *argv]
+    procs = start_ranks(command, world_size, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err

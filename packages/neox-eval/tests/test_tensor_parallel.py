@@ -3,15 +3,14 @@ its shard of a pipeline-layout checkpoint) against size 1: the same numbers per 
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from neox_eval import NeoxLM, evaluate_tasks, load_checkpoint, resolve_tasks, run_tasks
 from neox_model import TPGroup
+from neox_testing import spawn_ranks
 
 from conftest import TASKS, make_checkpoint
 
@@ -42,12 +41,6 @@ def worker(rank, port, checkpoint, task_files, out_dir):
     dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def numbers(value):
     """Every number in a nested response, flattened (booleans as 0/1)."""
     if isinstance(value, list | tuple):
@@ -59,8 +52,7 @@ def test_tensor_parallel_2_gives_the_numbers_of_size_1(tmp_path, loaded, tasks):
     task_files = [str(tasks[t]) for t in TASKS]
     single_samples, single_metrics = evaluate(loaded, task_files)
     make_checkpoint(tmp_path / "pipeline", layout="pipeline")
-    args = (free_port(), str(tmp_path / "pipeline"), task_files, str(tmp_path))
-    mp.spawn(worker, args=args, nprocs=2, join=True)
+    spawn_ranks(worker, 2, str(tmp_path / "pipeline"), task_files, str(tmp_path))
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank1 == {"samples": None, "metrics": {}}  # lm-eval reports from rank 0 only

@@ -25,8 +25,7 @@ from torch.utils import cpp_extension
 from neox_model import ModelConfig, Transformer, kernels
 from neox_model.norms import RMSNorm, rms_norm_reference
 from neox_model.rotary import RotaryEmbedding, apply_rotary, apply_rotary_reference
-
-from styles import style
+from neox_testing import style
 
 EMULATION = Path(__file__).parent / "cuda_emulation"
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}

@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-from spawning import spawn_ranks
 
 from neox_model import (
     ColumnParallelLinear,
@@ -17,8 +16,7 @@ from neox_model import (
     pipeline_specs,
 )
 from neox_model.tensor_parallel import VocabParallelEmbedding
-
-from styles import style
+from neox_testing import spawn_ranks, style
 
 TP_STYLES = ("pythia", "llama", "mistral")
 # with tied output layers, ALiBi, learned positions (a replicated weight), ScaleNorm

@@ -3,8 +3,7 @@ import torch
 from neox_model import Transformer
 from neox_model.pipeline import pipeline_loss, pipeline_specs
 from neox_model.tensor_parallel import TPGroup, shard, shard_spec, unshard
-
-from styles import style
+from neox_testing import style
 
 
 def build(config, seed, part=slice(None)):

@@ -60,3 +60,24 @@ def test_launch_env_reads_the_launcher_variables() -> None:
     assert LaunchEnv.from_environ({}) == LaunchEnv()
     with pytest.raises(ValueError, match="MASTER_PORT"):
         LaunchEnv(world_size=2).init_method()
+
+
+def test_exit_process_stops_idle_thread_pool_workers(tmp_path: Path) -> None:
+    """A ThreadPoolExecutor's idle workers wait for threading's own exit hook; without it the
+    join never returns (this hung until the hook ran first, as the interpreter runs it)."""
+    worker = textwrap.dedent(
+        """
+        import atexit
+        from concurrent.futures import ThreadPoolExecutor
+        from neox_model import exit_process
+
+        atexit.register(print, "atexit ran")
+        ThreadPoolExecutor(2).submit(print, "work done").result()
+        exit_process(5)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", worker], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 5, result.stderr
+    assert result.stdout.split("\n")[:2] == ["work done", "atexit ran"]

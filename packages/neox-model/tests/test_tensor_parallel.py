@@ -18,7 +18,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from spawning import spawn_ranks
 from torch import nn
 
 from neox_model.tensor_parallel import (
@@ -39,6 +38,7 @@ from neox_model.tensor_parallel import (
     sum_replicated_gradients,
     vocab_parallel_cross_entropy,
 )
+from neox_testing import spawn_ranks
 
 WORLD = 2
 TOL = 1e-5  # max |got - want| / max |want|, fp32

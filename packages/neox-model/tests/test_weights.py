@@ -1,8 +1,9 @@
+import dataclasses
+
 import pytest
 import torch
 
 from neox_model import (
-    ModelConfig,
     ModelManifest,
     Transformer,
     WeightFile,
@@ -12,16 +13,9 @@ from neox_model import (
     write_manifest,
 )
 from neox_model.checkpoint import NoCheckpoint, seal_step
+from neox_testing import tiny_model
 
-CONFIG = ModelConfig(
-    num_layers=1,
-    hidden_size=16,
-    num_attention_heads=2,
-    seq_length=8,
-    pos_emb="rotary",
-    vocab_size=30,
-    make_vocab_size_divisible_by=8,
-)
+CONFIG = tiny_model(num_layers=1, pos_emb="rotary", vocab_size=30)
 
 
 def save_step(run_dir, name="global_step7"):
@@ -61,16 +55,7 @@ def test_latest_pointing_at_an_incomplete_step_is_an_error(tmp_path):
 
 
 def test_saved_rotary_frequencies_may_be_absent_but_nothing_else(tmp_path):
-    config = ModelConfig(
-        num_layers=1,
-        hidden_size=16,
-        num_attention_heads=2,
-        seq_length=8,
-        pos_emb="rotary",
-        rotary_save_freqs_buffer=True,
-        vocab_size=30,
-        make_vocab_size_divisible_by=8,
-    )
+    config = dataclasses.replace(CONFIG, rotary_save_freqs_buffer=True)
     step = tmp_path / "global_step1"
     step.mkdir()
     state = Transformer(config, seed=1).state_dict()

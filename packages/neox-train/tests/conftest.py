@@ -1,6 +1,4 @@
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -9,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from neox_data import TokenFileWriter, best_dtype, train_bpe_tokenizer
+from neox_testing import start_ranks, tiny_run
 
 CORPUS_MODULES = ("textwrap", "json/decoder", "string", "difflib", "shlex", "fnmatch")
 
@@ -32,36 +31,31 @@ def data_dir(tmp_path_factory):
     return root
 
 
+# the tiny run of these tests: TINY_RUN half as wide and long, rotary over half of each head
+TRAINING = dict(
+    hidden_size=32,
+    seq_length=32,
+    rotary_pct=0.5,
+    optimizer={"type": "Adam", "params": {"lr": 3.0e-3, "betas": [0.9, 0.95]}},
+    weight_decay=0.01,
+    seed=7,
+    split="90, 10, 0",
+)
+
+
 def tiny_config(data_dir, save_dir, **overrides):
-    values = dict(
-        num_layers=2,
-        hidden_size=32,
-        num_attention_heads=4,
-        seq_length=32,
-        pos_emb="rotary",
-        rotary_pct=0.5,
-        gpt_j_residual=True,
-        no_weight_tying=True,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        optimizer={"type": "Adam", "params": {"lr": 3.0e-3, "betas": [0.9, 0.95]}},
-        lr_decay_style="cosine",
-        warmup=0.2,
-        weight_decay=0.01,
-        train_iters=5,
-        eval_interval=100,
-        eval_iters=2,
-        log_interval=1,
-        zero_optimization={"stage": 1},
-        seed=7,
-        data_path=str(data_dir / "corpus"),
-        split="90, 10, 0",
-        tokenizer_type="HFTokenizer",
-        vocab_file=str(data_dir / "tokenizer.json"),
-        save=str(save_dir),
+    """Run-config values of a tiny run on `data_dir`'s corpus, saving to `save_dir`."""
+    data = (data_dir / "corpus", data_dir / "tokenizer.json")
+    return tiny_run(*data, save_dir, **{**TRAINING, **overrides})
+
+
+def write_run(data_dir, tmp_path, name, **overrides):
+    """`tmp_path / f"{name}.yml"`: a tiny run saving to `tmp_path / name`, with micro batches of 2
+    samples (unless `overrides` say otherwise)."""
+    values = tiny_config(
+        data_dir, tmp_path / name, **{"train_micro_batch_size_per_gpu": 2, **overrides}
     )
-    values.update(overrides)
-    return values
+    return write_config(tmp_path / f"{name}.yml", values)
 
 
 def losses(save_dir, key="train_loss"):
@@ -78,33 +72,16 @@ def write_config(path, values):
     return path
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def neox_train(*args, timeout=300, env=None):
+    """`python -m neox_train ARGS` in one process to its end; its output captured."""
+    command = [sys.executable, "-m", "neox_train", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def start_workers(configs, world_size):
     """Start `python -m neox_train train` as `world_size` ranks, like a launcher would."""
-    port = str(free_port())
-    procs = []
-    for rank in range(world_size):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world_size),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-            OMP_NUM_THREADS="1",
-        )
-        cmd = [sys.executable, "-m", "neox_train", "train", *map(str, configs)]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-    return procs
+    command = [sys.executable, "-m", "neox_train", "train", *configs]
+    return start_ranks(command, world_size, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def run_workers(configs, world_size, timeout=300):

@@ -14,7 +14,7 @@ from neox_train.monitoring.flops import flops_per_step, peak_tflops
 from neox_train.monitoring.metrics import read_metrics
 from neox_train.monitoring.progress import Progress, Throughput
 
-from conftest import run_workers, tiny_config, write_config
+from conftest import neox_train, run_workers, tiny_config, write_config, write_run
 
 
 def test_flops_reduce_to_six_n_d_for_a_wide_model():
@@ -72,10 +72,10 @@ def test_the_progress_line_has_every_figure():
 def test_tensorboard_wandb_and_parameter_norms(data_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
+        tmp_path,
+        "run",
         train_iters=3,
         tensorboard_dir=str(tmp_path / "tb"),
         use_wandb=True,
@@ -84,7 +84,6 @@ def test_tensorboard_wandb_and_parameter_norms(data_dir, tmp_path):
         log_param_norm=True,
         model_parallel_size=2,
     )
-    config = write_config(tmp_path / "m.yml", values)
     os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wandb"), WANDB_SILENT="true")
     try:
         run_workers([config], 2)
@@ -165,13 +164,7 @@ def test_param_grad_and_optimizer_state_norms_are_the_same_in_every_layout(data_
 
 
 def test_a_missing_extra_is_named(data_dir, tmp_path):
-    values = tiny_config(
-        data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
-        tensorboard_dir=str(tmp_path / "tb"),
-    )
-    config = write_config(tmp_path / "tb.yml", values)
+    config = write_run(data_dir, tmp_path, "run", tensorboard_dir=str(tmp_path / "tb"))
     code = (
         "import sys, builtins; real = builtins.__import__\n"
         "def fake(name, *a, **k):\n"
@@ -190,10 +183,10 @@ def test_a_missing_extra_is_named(data_dir, tmp_path):
 def test_profiling_writes_a_trace_of_the_chosen_steps(data_dir, tmp_path):
     """profile: a torch profiler trace of steps 2-3 with named ranges; memory_profiling on a CPU:
     a trace with memory events."""
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
+        tmp_path,
+        "run",
         train_iters=4,
         profile=True,
         profile_step_start=2,
@@ -201,7 +194,7 @@ def test_profiling_writes_a_trace_of_the_chosen_steps(data_dir, tmp_path):
         memory_profiling=True,
         memory_profiling_path=str(tmp_path / "memory"),
     )
-    out = run_workers([write_config(tmp_path / "p.yml", values)], 1)
+    out = run_workers([config], 1)
     assert "profiling steps 2 to 3" in out
     trace = json.loads((tmp_path / "run" / "profile" / "trace_rank0.json").read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
@@ -213,17 +206,6 @@ def test_profiling_writes_a_trace_of_the_chosen_steps(data_dir, tmp_path):
 
 def test_profile_steps_are_checked(data_dir, tmp_path):
     values = tiny_config(data_dir, tmp_path / "run", memory_profiling=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "neox_train",
-            "check",
-            str(write_config(tmp_path / "c.yml", values)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = neox_train("check", write_config(tmp_path / "c.yml", values), timeout=120)
     assert proc.returncode == 2
     assert "memory_profiling needs memory_profiling_path" in proc.stderr

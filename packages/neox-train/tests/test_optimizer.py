@@ -1,21 +1,18 @@
 import torch
 
-from neox_model import ModelConfig, Transformer
+from neox_model import Transformer
+from neox_testing import tiny_model
 from neox_train.config.sections import OptimizerConfig, OptimizerParams, OptimizerSpec
 from neox_train.engine.optimizer import GradientGuard, build_optimizer, parameter_groups
 
 
+def one_block(**overrides):
+    """A one-block model: its parameters are layers.0.* and the embeddings and final norm."""
+    return Transformer(tiny_model(num_layers=1, pos_emb="rotary", **overrides))
+
+
 def test_weight_decay_only_on_weight_matrices():
-    config = ModelConfig(
-        num_layers=1,
-        hidden_size=8,
-        num_attention_heads=2,
-        seq_length=4,
-        pos_emb="rotary",
-        vocab_size=16,
-        make_vocab_size_divisible_by=8,
-    )
-    model = Transformer(config)
+    model = one_block()
     decay, no_decay = parameter_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -103,17 +100,7 @@ def test_every_optimizer_type_builds():
 
 def test_norms_of_every_kind_are_not_decayed():
     for norm in ("rmsnorm", "scalenorm"):
-        config = ModelConfig(
-            num_layers=1,
-            hidden_size=8,
-            num_attention_heads=2,
-            seq_length=4,
-            pos_emb="rotary",
-            norm=norm,
-            vocab_size=16,
-            make_vocab_size_divisible_by=8,
-        )
-        model = Transformer(config)
+        model = one_block(norm=norm)
         _, no_decay = parameter_groups(model, 0.1)
         names = {id(p): n for n, p in model.named_parameters()}
         assert {names[id(p)] for p in no_decay["params"]} >= {"final_layer_norm.weight"}

@@ -8,7 +8,6 @@ saved-tensor hooks, each storage once) must be within 2% of the plan's.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,11 @@ import pytest
 import torch
 
 from neox_model import Transformer
+from neox_testing import start_ranks
 from neox_train.cli import main
 from neox_train.config.run_config import load_run_config
 from neox_train.planning.plan import make_plan
 
-from conftest import free_port
 from plan_probe import saved_bytes
 
 CPU_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "cpu"
@@ -41,13 +40,8 @@ LAYOUTS = {
 
 def probe(config_sets, world_size=2, *mode):
     """Run plan_probe.py on `world_size` CPU ranks; rank 0's JSON lines, then rank 1's..."""
-    port = str(free_port())
-    procs = []
-    for rank in range(world_size):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
-        env.update(WORLD_SIZE=str(world_size), MASTER_PORT=port, OMP_NUM_THREADS="1")
-        cmd = [sys.executable, str(PROBE), json.dumps(config_sets), *mode]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+    command = [sys.executable, PROBE, json.dumps(config_sets), *mode]
+    procs = start_ranks(command, world_size, stdout=subprocess.PIPE)
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     return [json.loads(line) for out in outputs for line in out.splitlines() if line[:1] == "{"]

@@ -1,11 +1,8 @@
 """Training runs with other precisions and optimizers."""
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import losses, run_workers, tiny_config, write_config
+from conftest import losses, neox_train, run_workers, tiny_config, write_config
 
 
 @pytest.mark.parametrize("stage", [0, 1])
@@ -70,12 +67,7 @@ def test_fp16_without_a_gpu_is_one_clear_error(data_dir, tmp_path):
         data_dir, tmp_path / "never", train_micro_batch_size_per_gpu=2, fp16={"enabled": True}
     )
     config = write_config(tmp_path / "fp16.yml", values)
-    proc = subprocess.run(
-        [sys.executable, "-m", "neox_train", "train", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = neox_train("train", config)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "neox-train: error: fp16 training needs a GPU (its loss scaling runs on CUDA); "

@@ -1,9 +1,8 @@
 """Checkpoints on an S3-compatible store: moto's server on loopback, spoken to over HTTP."""
 
-import socket
-
 import pytest
 
+from neox_testing import free_port
 from neox_train.checkpoint.s3 import S3Location, S3Uploader, client, download_latest
 from neox_train.config.schema import ConfigError
 
@@ -12,9 +11,7 @@ from neox_train.config.schema import ConfigError
 def store(monkeypatch):
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for key, value in {

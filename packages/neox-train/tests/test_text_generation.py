@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from conftest import free_port, run_workers, tiny_config, write_config
+from neox_testing import start_ranks
+
+from conftest import neox_train, run_workers, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +32,13 @@ def checkpoint(data_dir, tmp_path_factory):
 
 
 def generate(*args, env=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "neox_train", "generate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = neox_train("generate", *args, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
+
+
+WRAP_PROMPT = ("--prompt", "def wrap(", "--max-new-tokens", 10)
+CLASS_PROMPT = ("--prompt", "class ", "--max-new-tokens", 12)
 
 
 def gen_config(tmp_path, checkpoint, **keys):
@@ -92,59 +92,20 @@ def test_input_file_prompts(checkpoint, tmp_path):
 
 
 def test_a_prompt_on_the_command_line_and_recompute(checkpoint, tmp_path):
-    cached = generate("--checkpoint", checkpoint, "--prompt", "def wrap(", "--max-new-tokens", 10)
+    cached = generate("--checkpoint", checkpoint, *WRAP_PROMPT)
     assert cached.startswith("def wrap(")
-    recomputed = generate(
-        gen_config(tmp_path, checkpoint, recompute=True),
-        "--prompt",
-        "def wrap(",
-        "--max-new-tokens",
-        10,
-    )
+    recomputed = generate(gen_config(tmp_path, checkpoint, recompute=True), *WRAP_PROMPT)
     assert recomputed == cached
-    compiled = generate(
-        gen_config(tmp_path, checkpoint, compile_decoding=True),
-        "--prompt",
-        "def wrap(",
-        "--max-new-tokens",
-        10,
-    )
+    compiled = generate(gen_config(tmp_path, checkpoint, compile_decoding=True), *WRAP_PROMPT)
     assert compiled == cached
 
 
 def test_tensor_parallel_generation_gives_the_same_text(checkpoint, tmp_path):
-    single = generate("--checkpoint", checkpoint, "--prompt", "class ", "--max-new-tokens", 12)
+    single = generate("--checkpoint", checkpoint, *CLASS_PROMPT)
     config = gen_config(tmp_path, checkpoint)
-    outputs, workers, port = [], [], str(free_port())
-    for rank in range(2):
-        worker_env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-            OMP_NUM_THREADS="1",
-        )
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "neox_train",
-                    "generate",
-                    str(config),
-                    "--prompt",
-                    "class ",
-                    "--max-new-tokens",
-                    "12",
-                ],
-                env=worker_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    command = [sys.executable, "-m", "neox_train", "generate", config, *CLASS_PROMPT]
+    workers = start_ranks(command, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err[-2000:]

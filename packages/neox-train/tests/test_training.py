@@ -1,8 +1,6 @@
 """Real training runs: worker processes over gloo, compared with a single process."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -10,28 +8,12 @@ from neox_train import load_run_config
 from neox_train.loop.trainer import dropout_seed, schedule_for
 from neox_train.monitoring.metrics import read_metrics
 
-from conftest import losses, run_workers, tiny_config, write_config
+from conftest import losses, neox_train, run_workers, tiny_config, write_config, write_run
 
 
 def test_two_rank_zero1_matches_one_rank_with_the_same_global_batch(data_dir, tmp_path):
-    one = write_config(
-        tmp_path / "one.yml",
-        tiny_config(
-            data_dir,
-            tmp_path / "one",
-            train_micro_batch_size_per_gpu=2,
-            gradient_accumulation_steps=2,
-        ),
-    )
-    two = write_config(
-        tmp_path / "two.yml",
-        tiny_config(
-            data_dir,
-            tmp_path / "two",
-            train_micro_batch_size_per_gpu=2,
-            gradient_accumulation_steps=1,
-        ),
-    )
+    one = write_run(data_dir, tmp_path, "one", gradient_accumulation_steps=2)
+    two = write_run(data_dir, tmp_path, "two", gradient_accumulation_steps=1)
     out = run_workers([one], 1)
     run_workers([two], 2)
     single, double = losses(tmp_path / "one"), losses(tmp_path / "two")
@@ -49,16 +31,8 @@ def test_two_rank_zero1_matches_one_rank_with_the_same_global_batch(data_dir, tm
 
 
 def test_checkpoint_layout(data_dir, tmp_path):
-    config = write_config(
-        tmp_path / "c.yml",
-        tiny_config(
-            data_dir,
-            tmp_path / "run",
-            train_micro_batch_size_per_gpu=2,
-            train_iters=4,
-            checkpoint_factor=1,
-            keep_last_n_checkpoints=2,
-        ),
+    config = write_run(
+        data_dir, tmp_path, "run", train_iters=4, checkpoint_factor=1, keep_last_n_checkpoints=2
     )
     run_workers([config], 1)
     run = tmp_path / "run"
@@ -77,6 +51,7 @@ def test_checkpoint_layout(data_dir, tmp_path):
 
 
 LR, LEARNED = 1.0e-2, 4.75  # the learning test's rate and bound
+DROPOUT = dict(hidden_dropout=0.1, attention_dropout=0.1)  # a resumed run draws the same masks
 
 RESUME_LAYOUTS = {
     # name: (processes, overrides, tolerance)
@@ -98,8 +73,7 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(data_dir, tmp_path, 
         train_micro_batch_size_per_gpu=2,
         train_iters=10,
         checkpoint_factor=5,
-        hidden_dropout=0.1,
-        attention_dropout=0.1,
+        **DROPOUT,
         **overrides,
     )
     run_workers([write_config(tmp_path / "full.yml", values)], processes)
@@ -146,17 +120,17 @@ def test_finetune_loads_only_the_weights(data_dir, tmp_path):
 
 
 def test_checkpoint_schedule_and_exit_interval(data_dir, tmp_path):
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
+        tmp_path,
+        "run",
         train_iters=6,
         checkpoint_factor=2,
         checkpoint_scale="log",
         extra_save_iters=[0, 3],
         exit_interval=5,
     )
-    run_workers([write_config(tmp_path / "c.yml", values)], 1)
+    run_workers([config], 1)
     steps = sorted(
         int(p.name.removeprefix("global_step")) for p in (tmp_path / "run").glob("global_step*")
     )
@@ -174,12 +148,7 @@ def test_a_damaged_checkpoint_is_named_and_an_earlier_step_resumes(data_dir, tmp
     damaged = tmp_path / "run" / "global_step4" / "mp_rank_00_model_states.pt"
     damaged.write_bytes(damaged.read_bytes()[:2000])  # as a full disk would leave it
     again = dict(values, load=str(tmp_path / "run"), save=str(tmp_path / "again"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "neox_train", "train", str(write_config(tmp_path / "a.yml", again))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = neox_train("train", write_config(tmp_path / "a.yml", again))
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = proc.stderr.strip().splitlines()[-1]
     damaged_file = tmp_path / "run" / "global_step4" / "mp_rank_00_model_states.pt"
@@ -197,12 +166,7 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(data_dir, tmp_path):
     values = tiny_config(data_dir, tmp_path / "never", train_micro_batch_size_per_gpu=2)
     values["hidden_sise"] = 32
     config = write_config(tmp_path / "bad.yml", values)
-    proc = subprocess.run(
-        [sys.executable, "-m", "neox_train", "train", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = neox_train("train", config, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"neox-train: error: {config}: unknown key 'hidden_sise'; did you mean 'hidden_size'?"
@@ -211,36 +175,23 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(data_dir, tmp_path):
 
 
 def test_generate_from_the_checkpoint(data_dir, tmp_path):
-    config = write_config(
-        tmp_path / "g.yml",
-        tiny_config(data_dir, tmp_path / "run", train_micro_batch_size_per_gpu=2, train_iters=2),
-    )
+    config = write_run(data_dir, tmp_path, "run", train_iters=2)
     run_workers([config], 1)
-    cmd = [
-        sys.executable,
-        "-m",
-        "neox_train",
-        "generate",
-        "--checkpoint",
-        str(tmp_path / "run"),
-        "--prompt",
-        "def wrap(",
-        "--max-new-tokens",
-        "8",
-    ]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    args = ["--checkpoint", tmp_path / "run", "--prompt", "def wrap(", "--max-new-tokens", 8]
+    first = neox_train("generate", *args, timeout=120)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("def wrap(")
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    again = neox_train("generate", *args, timeout=120)
     assert again.stdout == first.stdout  # greedy is deterministic
 
 
 def test_a_tiny_model_learns_the_corpus(data_dir, tmp_path):
     """The validation loss on the standard-library corpus falls from 6.24 (a 400-token
     vocabulary: ln 400 = 5.99) to about 4.53 in 100 steps (measured); the test asks < 4.75."""
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
+        tmp_path,
+        "run",
         train_micro_batch_size_per_gpu=8,
         train_iters=100,
         eval_iters=4,
@@ -248,7 +199,7 @@ def test_a_tiny_model_learns_the_corpus(data_dir, tmp_path):
         log_interval=20,
         optimizer={"type": "adam", "params": {"lr": LR}},
     )
-    run_workers([write_config(tmp_path / "learn.yml", values)], 1)
+    run_workers([config], 1)
     valid = losses(tmp_path / "run", "valid_loss")
     assert valid[0] > 5.5
     assert valid[100] < LEARNED, valid
@@ -257,22 +208,16 @@ def test_a_tiny_model_learns_the_corpus(data_dir, tmp_path):
 def test_a_diverged_run_skips_steps_then_stops_with_one_line(data_dir, tmp_path):
     """Weights of std 1e30 make every gradient non-finite: each step is skipped (DeepSpeed's
     overflow check), and after max_skipped_steps in a row the run stops."""
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
+        tmp_path,
+        "run",
         train_iters=20,
         init_method_std=1.0e30,
         max_skipped_steps=3,
         eval_iters=0,
     )
-    config = write_config(tmp_path / "nan.yml", values)
-    proc = subprocess.run(
-        [sys.executable, "-m", "neox_train", "train", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = neox_train("train", config)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         "neox-train: error: 3 optimizer steps in a row had non-finite gradients (the last at "
@@ -294,15 +239,15 @@ def test_the_sequence_length_curriculum(data_dir, tmp_path, pipe):
         "schedule_type": "fixed_linear",
         "schedule_config": {"total_curriculum_step": 4, "difficulty_step": 8},
     }
-    values = tiny_config(
+    config = write_run(
         data_dir,
-        tmp_path / "run",
-        train_micro_batch_size_per_gpu=2,
+        tmp_path,
+        "run",
         train_iters=6,
         curriculum_learning=curriculum,
         pipe_parallel_size=pipe,
     )
-    out = run_workers([write_config(tmp_path / "cl.yml", values)], max(pipe, 1))
+    out = run_workers([config], max(pipe, 1))
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train_loss" in r]
     assert [r["seqlen"] for r in records] == [8, 16, 24, 32, 32, 32]
     assert "seqlen 8" in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ import torch
 import yaml
 
 from neox_convert.errors import ConversionError
-from neox_convert.key_map import DERIVED, StateDict, block_name
+from neox_convert.key_map import DERIVED, StateDict
 from neox_convert.precision import Precision, cast, resolve_dtype
-from neox_convert.staging import staged_directory
+from neox_convert.staging import check_destination, staged_directory
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import resize_rows
 from neox_model import (
@@ -45,6 +46,7 @@ from neox_model import (
     layer_file_name,
     layer_name_map,
     model_file_name,
+    pipeline_layer,
     shard,
     tensor_parallel_specs,
     write_manifest,
@@ -139,18 +141,6 @@ def deepspeed_states(module: StateDict | None, tensor_parallel: int) -> dict[str
     }
 
 
-def pipeline_layer(name: str, config: ModelConfig) -> int:
-    """The pipeline layer (DeepSpeed's layer index) that holds tensor `name`."""
-    block = block_name(name)
-    if block is not None:
-        return block[0] + 1
-    if name.startswith("final_layer_norm."):
-        return config.num_layers + 1
-    if name.startswith("embed_out."):
-        return config.num_layers + 2
-    return 0  # the input embeddings
-
-
 def _module_files(step_dir: Path, ranks: list[StateDict]) -> list[WeightFile]:
     files = []
     for rank, state in enumerate(ranks):
@@ -185,15 +175,23 @@ def write_step(
     config: ModelConfig,
     state: StateDict,
     layout: ParallelDims,
-    tokenizer: str | None,
+    tokenizer: TokenizerFiles,
 ) -> ModelManifest:
-    """The model files and manifest of one step directory (which must exist)."""
+    """The model files and manifest of one step directory (which must exist, holding the
+    tokenizer's files under their own names)."""
     ranks = rank_states(state, config, layout.tensor)
     if layout.pipe == 1:
         files = _module_files(step_dir, ranks)
     else:
         files = _layer_files(step_dir, ranks, config, layout.pipe)
-    manifest = ModelManifest(config, tuple(files), layout.tensor, tokenizer)
+    manifest = ModelManifest(
+        config,
+        tuple(files),
+        layout.tensor,
+        tokenizer=tokenizer.vocab.name if tokenizer.vocab else None,
+        tokenizer_type=tokenizer.kind,
+        merge_file=tokenizer.merges.name if tokenizer.merges else None,
+    )
     write_manifest(step_dir, manifest)
     return manifest
 
@@ -244,8 +242,7 @@ def write_checkpoint(
     step_dir.mkdir()
     for path in tokenizer.files:
         shutil.copyfile(path, step_dir / path.name)
-    vocab_file = tokenizer.vocab.name if tokenizer.vocab else None
-    manifest = write_step(step_dir, config, state, layout, vocab_file)
+    manifest = write_step(step_dir, config, state, layout, tokenizer)
     write_run_config(step_dir / RUN_CONFIG, run_values, header)
     return manifest
 
@@ -256,17 +253,25 @@ def finish_run(dest: Destination) -> None:
     write_latest(dest.staging, seal_step(step_dir).parent)
 
 
+Imported = tuple[ModelConfig, StateDict, TokenizerFiles]  # what an importer reads
+
+
 def write_import(
-    output_dir: Path,
-    config: ModelConfig,
-    state: StateDict,
+    command: str,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    read: Callable[[Path], Imported],
     layout: ParallelDims,
-    tokenizer: TokenizerFiles,
     precision: Precision,
-    source: str,
+    overwrite: bool,
 ) -> Path:
-    """An imported model as a run directory (step 0) at `layout`, in `precision`, with a
-    config.yml for fine-tuning; `source` heads its comment. Written whole or not at all."""
+    """`neox-convert COMMAND`: the model `read` finds in `input_dir` as a run directory (step 0)
+    at `layout`, in `precision`, with a config.yml for fine-tuning. Written whole or not at all;
+    `overwrite` replaces a previous output (`staging`)."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    check_destination(output_dir, overwrite, input_dir)
+    config, state, tokenizer = read(input_dir)
+    source = f"neox-convert {command} {input_dir.resolve()}"
     check_split(layout, config)
     state = cast(state, resolve_dtype(precision, state))
     with staged_directory(output_dir) as staging:

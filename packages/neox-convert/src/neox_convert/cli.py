@@ -18,19 +18,26 @@ same conversion (a directory holding other files is refused, naming them).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 from neox_convert.architecture import ArchitectureName
 from neox_convert.precision import PRECISIONS
 from neox_model.checkpoint import CheckpointError
 
-if TYPE_CHECKING:
-    from neox_model import ParallelDims
-
+# The function each command runs (imported when it runs): called with the input and output
+# directories and every other flag of the command by its name, the layout flags as `layout`.
+COMMANDS = {
+    "to-hf": ("neox_convert.export", "export_to_hf"),
+    "from-hf": ("neox_convert.import_hf", "import_from_hf"),
+    "reshard": ("neox_convert.reshard", "reshard"),
+    "from-llama": ("neox_convert.meta_llama", "import_from_llama"),
+    "from-neox": ("neox_convert.gpt_neox_checkpoint", "import_from_neox"),
+}
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, CheckpointError)
 FINETUNE_HELP = (
     "writes model weights only (no optimizer state) and a config.yml with finetune: true; "
@@ -78,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     to_hf.add_argument(
         "--config_file",
         "--config-file",
+        dest="config_files",
         nargs="+",
         default=(),
         help="the run's YAML file(s), merged in order: checked against the checkpoint's "
@@ -121,6 +129,7 @@ def _import_parsers(sub: Any) -> None:
     parsers["from-neox"].add_argument(
         "--config_file",
         "--config-file",
+        dest="config_files",
         nargs="+",
         default=None,
         help="the run's YAML file(s), merged in order (default: STEP/configs/*.yml)",
@@ -133,77 +142,16 @@ def _import_parsers(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> Path:
     from neox_model import ParallelDims
 
-    tensor, pipe = getattr(args, "model_parallel_size", 1), getattr(args, "pipe_parallel_size", 1)
-    if tensor < 1 or pipe < 1:
-        raise ValueError(f"parallel sizes must be at least 1, got {tensor} and {pipe}")
-    layout = ParallelDims(tensor, pipe)
-    commands: dict[str, Callable[[], Path]] = {
-        "to-hf": lambda: _to_hf(args),
-        "from-hf": lambda: _from_hf(args, layout),
-        "reshard": lambda: _reshard(args, layout),
-        "from-llama": lambda: _from_llama(args, layout),
-        "from-neox": lambda: _from_neox(args, layout),
-    }
-    return commands[args.command]()
-
-
-def _to_hf(args: argparse.Namespace) -> Path:
-    from neox_convert.export import export_to_hf
-
-    return export_to_hf(
-        args.input_dir,
-        args.output_dir,
-        precision=args.precision,
-        architecture=args.architecture,
-        overwrite=args.overwrite,
-        config_files=args.config_file,
-    )
-
-
-def _from_hf(args: argparse.Namespace, layout: ParallelDims) -> Path:
-    from neox_convert.import_hf import import_from_hf
-
-    return import_from_hf(
-        args.input_dir,
-        args.output_dir,
-        layout=layout,
-        precision=args.precision,
-        overwrite=args.overwrite,
-    )
-
-
-def _reshard(args: argparse.Namespace, layout: ParallelDims) -> Path:
-    from neox_convert.reshard import reshard
-
-    return reshard(args.input_dir, args.output_dir, layout=layout, overwrite=args.overwrite)
-
-
-def _from_llama(args: argparse.Namespace, layout: ParallelDims) -> Path:
-    from neox_convert.meta_llama import import_from_llama
-
-    return import_from_llama(
-        args.input_dir,
-        args.output_dir,
-        layout=layout,
-        seq_length=args.seq_length,
-        tokenizer=args.tokenizer,
-        precision=args.precision,
-        overwrite=args.overwrite,
-    )
-
-
-def _from_neox(args: argparse.Namespace, layout: ParallelDims) -> Path:
-    from neox_convert.gpt_neox_checkpoint import import_from_neox
-
-    return import_from_neox(
-        args.input_dir,
-        args.output_dir,
-        config_files=args.config_file,
-        tokenizer=args.tokenizer,
-        layout=layout,
-        precision=args.precision,
-        overwrite=args.overwrite,
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    if "model_parallel_size" in options:
+        tensor, pipe = options.pop("model_parallel_size"), options.pop("pipe_parallel_size")
+        if tensor < 1 or pipe < 1:
+            raise ValueError(f"parallel sizes must be at least 1, got {tensor} and {pipe}")
+        options["layout"] = ParallelDims(tensor, pipe)
+    module, name = COMMANDS[args.command]
+    convert = getattr(importlib.import_module(module), name)
+    path: Path = convert(options.pop("input_dir"), options.pop("output_dir"), **options)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

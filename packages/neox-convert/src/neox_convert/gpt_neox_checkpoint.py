@@ -23,19 +23,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
-from neox_convert.checkpoint import SINGLE, check_state, write_import
+from neox_convert.checkpoint import SINGLE, Imported, check_state, write_import
 from neox_convert.errors import ConversionError
 from neox_convert.fused import fuse_qkv, fuse_up_gate
 from neox_convert.key_map import StateDict
 from neox_convert.mlp_size import with_ffn_size
 from neox_convert.precision import Precision
-from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
 from neox_model import LAYER_FILE, MODEL_FILE, ModelConfig, ParallelDims, unshard
 from neox_model.checkpoint import load_file
+from neox_model.config_files import ConfigFileError, merge_files
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +98,12 @@ Ranks = list[dict[tuple[int, str], torch.Tensor]]  # per tensor rank: (layer, na
 
 
 def read_yaml(paths: list[Path]) -> dict[str, Any]:
-    """GPT-NeoX's YAML files merged left to right, keys with "-" read as "_"."""
-    values: dict[str, Any] = {}
-    for path in paths:
-        if not path.is_file():
-            raise ConversionError(f"config file {path} not found")
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConversionError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(doc, dict):
-            raise ConversionError(f"{path} is not a YAML mapping of config keys")
-        values.update({str(k).replace("-", "_"): v for k, v in doc.items()})
-    return values
+    """GPT-NeoX's YAML files merged left to right as neox-train merges them (nested mappings
+    merged, keys with "-" read as "_", a key repeated within a file refused)."""
+    try:
+        return merge_files(paths).values
+    except ConfigFileError as err:
+        raise ConversionError(str(err)) from err
 
 
 def _attention_here(fields: dict[str, Any]) -> dict[str, Any]:
@@ -322,13 +314,13 @@ def import_from_neox(
     precision: Precision = "auto",
     overwrite: bool = False,
 ) -> Path:
-    """Convert a checkpoint written by GPT-NeoX into a neox run directory (step 0)."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_destination(output_dir, overwrite, input_dir)
-    step_dir = find_step(input_dir)
+    """Convert a checkpoint written by GPT-NeoX (a step directory, or the save directory whose
+    `latest` names one) into a neox run directory (step 0)."""
     paths = [Path(p) for p in config_files or []]
-    config, state, files = read_gpt_neox_model(
-        step_dir, paths, Path(tokenizer) if tokenizer else None
-    )
-    source = f"neox-convert from-neox {step_dir.resolve()}"
-    return write_import(output_dir, config, state, layout, files, precision, source)
+
+    def read(directory: Path) -> Imported:
+        return read_gpt_neox_model(
+            find_step(directory), paths, Path(tokenizer) if tokenizer else None
+        )
+
+    return write_import("from-neox", input_dir, output_dir, read, layout, precision, overwrite)

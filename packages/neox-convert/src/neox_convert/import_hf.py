@@ -16,7 +16,6 @@ from neox_convert.errors import ConversionError
 from neox_convert.hf_files import hf_tokenizer, read_config, read_weights
 from neox_convert.key_map import StateDict
 from neox_convert.precision import Precision
-from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
 from neox_model import ModelConfig, ParallelDims
@@ -59,8 +58,5 @@ def import_from_hf(
     overwrite: bool = False,
 ) -> Path:
     """Convert a GPTNeoX, Llama or Mistral directory into a neox run directory (step 0)."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_destination(output_dir, overwrite, input_dir)
-    config, state, tokenizer = read_hf_model(input_dir)
-    source = f"neox-convert from-hf {input_dir.resolve()}"
-    return write_import(output_dir, config, state, layout, tokenizer, precision, source)
+    read = read_hf_model
+    return write_import("from-hf", input_dir, output_dir, read, layout, precision, overwrite)

@@ -23,12 +23,11 @@ from typing import Any
 
 import torch
 
-from neox_convert.checkpoint import SINGLE, check_state, write_import
+from neox_convert.checkpoint import SINGLE, Imported, check_state, write_import
 from neox_convert.errors import ConversionError
 from neox_convert.key_map import KeyMap, StateDict, from_format
 from neox_convert.mlp_size import with_ffn_size
 from neox_convert.precision import Precision
-from neox_convert.staging import check_destination
 from neox_convert.tokenizer_files import TokenizerFiles
 from neox_convert.vocab import with_vocab
 from neox_model import ModelConfig, ParallelDims, checkpoint
@@ -231,9 +230,9 @@ def import_from_llama(
     overwrite: bool = False,
 ) -> Path:
     """Convert a Meta LLaMA 1/2 directory into a neox run directory (step 0)."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_destination(output_dir, overwrite, input_dir)
-    config, state = read_meta_model(input_dir, seq_length)
-    files = find_tokenizer(input_dir, Path(tokenizer) if tokenizer else None)
-    source = f"neox-convert from-llama {input_dir.resolve()}"
-    return write_import(output_dir, config, state, layout, files, precision, source)
+
+    def read(directory: Path) -> Imported:
+        config, state = read_meta_model(directory, seq_length)
+        return config, state, find_tokenizer(directory, Path(tokenizer) if tokenizer else None)
+
+    return write_import("from-llama", input_dir, output_dir, read, layout, precision, overwrite)

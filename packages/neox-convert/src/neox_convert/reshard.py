@@ -21,8 +21,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from neox_convert.checkpoint import (
     Destination,
     check_split,
@@ -41,7 +39,8 @@ from neox_model import (
     read_layout,
     write_layout,
 )
-from neox_model.checkpoint import STATE_FILE, verify_step
+from neox_model.checkpoint import RUN_CONFIG, STATE_FILE, verify_step
+from neox_model.config_files import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +55,25 @@ RESUME_NOTE = (
 )
 
 
-def _tokenizer(step_dir: Path, manifest: ModelManifest) -> TokenizerFiles:
-    """The manifest's tokenizer file, then the other tokenizer files beside it (the run
-    config's tokenizer keys come from the source's config.yml)."""
+def _tokenizer(step_dir: Path, manifest: ModelManifest, values: dict[str, Any]) -> TokenizerFiles:
+    """The tokenizer the manifest records (for a step from before it recorded the type and
+    merges: the run config `values`' keys), then the other tokenizer files beside it."""
     vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
+    merge_name = manifest.merge_file or Path(values.get("merge_file") or "").name
+    merges = step_dir / merge_name if merge_name and (step_dir / merge_name).is_file() else None
+    kind = manifest.tokenizer_type or values.get("tokenizer_type")
     others = [step_dir / n for n in TOKENIZER_FILES if (step_dir / n).is_file()]
-    return TokenizerFiles(None, vocab, None, tuple(p for p in others if p != vocab))
+    return TokenizerFiles(kind, vocab, merges, tuple(p for p in others if p not in (vocab, merges)))
 
 
 def resharded_config(
     step_dir: Path, manifest: ModelManifest, layout: ParallelDims, dest: Destination, resume: bool
 ) -> dict[str, Any]:
     """The source's config.yml (or one made from the manifest) for the new layout and place."""
-    source = step_dir / "config.yml"
+    source = step_dir / RUN_CONFIG
     values: dict[str, Any]
     if source.is_file():
-        values = yaml.safe_load(source.read_text()) or {}
+        values = load_yaml(source)  # neox-train's reader (repeated keys refused)
     else:
         values = run_config(manifest.config, layout, dest.final, {})
     new_step = dest.final / dest.step
@@ -122,7 +124,7 @@ def reshard(
         values = resharded_config(step_dir, manifest, layout, dest, resume)
         note = RESUME_NOTE if resume else NOTE
         header = f"neox-convert reshard {step_dir.resolve()}\n{note}"
-        tokenizer = _tokenizer(step_dir, manifest)
+        tokenizer = _tokenizer(step_dir, manifest, values)
         write_checkpoint(dest, manifest.config, state, layout, tokenizer, values, header)
         if resume:
             carry_optimizer_state(step_dir, staging / step_dir.name)

@@ -10,16 +10,19 @@ left as it was. Keeping them beside the new output is not safe: Hugging Face loa
 ``model.safetensors`` before a new sharded export's index, and a run directory's older steps
 would sit beside an import's ``latest``.
 
-What a conversion writes gets the modes the umask asks for, ``0o666 & ~umask`` for files and
-``0o777 & ~umask`` for directories, so that colleagues can read an export: ``tempfile.mkdtemp``
-makes the directory 0700 and safetensors writes its files 0600.
+What a conversion writes gets the modes the umask asks for, ``0o777 & ~umask`` for directories
+and ``0o666 & ~umask`` for files, so that colleagues can read an export: the staging directory
+is made by ``mkdir``, which applies the umask (``tempfile.mkdtemp`` would make it 0700), and
+everything written into it takes its mode, files without the execute bits (safetensors writes
+them 0600).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -51,10 +54,11 @@ def staged_directory(output_dir: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `output_dir` when the block succeeds
     (refused when `output_dir` holds anything the block did not write again)."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    staging = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    staging.mkdir()  # with the mode the umask asks for
     try:
         yield staging
-        _apply_umask(staging)
+        _give_mode(staging)
         _replace(output_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -94,30 +98,15 @@ def _check_nothing_foreign(output_dir: Path, staging: Path) -> None:
     )
 
 
-def _apply_umask(root: Path) -> None:
-    """Give `root` and everything under it the mode the umask asks for."""
-    mask = _umask()
-    for path in [root, *root.rglob("*")]:
+def _give_mode(root: Path) -> None:
+    """Give everything under `root` the mode `root` was made with (files without the execute
+    bits)."""
+    mode = stat.S_IMODE(root.stat().st_mode)
+    for path in root.rglob("*"):
         if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+            path.chmod(mode if path.is_dir() else mode & 0o666)
 
 
 def _entries(root: Path) -> set[str]:
     """Every file and directory under `root`, as paths relative to it."""
     return {path.relative_to(root).as_posix() for path in root.rglob("*")}
-
-
-def _umask() -> int:
-    """The process's umask, read from /proc without changing it (setting and restoring it, the
-    only other way, races with threads creating files); elsewhere it is set and restored.
-    `neox_data.atomic_file.umask` is its twin (neox-convert does not depend on neox-data)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

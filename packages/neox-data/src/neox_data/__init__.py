@@ -11,6 +11,7 @@ from neox_data.char_tokenizer import CharLevelTokenizer
 from neox_data.corpus import DamagedInputError, Document, iter_documents
 from neox_data.dependency import MissingDependencyError
 from neox_data.gpt_dataset import (
+    DEFAULT_SPLIT,
     IGNORE_INDEX,
     PACK_IMPLS,
     GPTDataset,
@@ -32,10 +33,12 @@ from neox_data.tokenizer import (
     SUPPORTED_TOKENIZER_TYPES,
     Tokenizer,
     TokenizerSpec,
+    TokenizerType,
     build_tokenizer,
 )
 
 __all__ = [
+    "DEFAULT_SPLIT",
     "IGNORE_INDEX",
     "PACK_IMPLS",
     "SUPPORTED_TOKENIZER_TYPES",
@@ -57,6 +60,7 @@ __all__ = [
     "TokenFileWriter",
     "Tokenizer",
     "TokenizerSpec",
+    "TokenizerType",
     "best_dtype",
     "blend_sample_counts",
     "blending_index",

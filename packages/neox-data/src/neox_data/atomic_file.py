@@ -44,8 +44,7 @@ def reporting_full_disk(path: str | Path) -> Iterator[None]:
 
 def umask() -> int:
     """The process's umask, read from /proc without changing it (setting and restoring it, the
-    only other way, races with threads creating files); elsewhere it is set and restored.
-    neox-convert's `staging` keeps a twin (it does not depend on neox-data)."""
+    only other way, races with threads creating files); elsewhere it is set and restored."""
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:
             for line in status:

@@ -55,10 +55,11 @@ PackImpl = Literal["packed", "pack_until_overflow", "unpacked"]
 PACK_IMPLS: tuple[PackImpl, ...] = get_args(PackImpl)
 IGNORE_INDEX = -100  # the label of a position without loss (GPT-NeoX's and Hugging Face's)
 PAD_TOKEN = 0  # what pads a sample's tokens (its labels say to ignore them)
+DEFAULT_SPLIT = "969,30,1"  # GPT-NeoX's train, validation and test weights
 
 
 def split_documents(
-    num_docs: int, split: str = "969,30,1"
+    num_docs: int, split: str = DEFAULT_SPLIT
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Document indices of the train, validation and test splits, as GPT-NeoX's ``split``.
 
@@ -84,7 +85,7 @@ def _parse_split(split: str) -> list[float]:
         weights = [float(part) for part in split.split(separator)]
     except ValueError:
         raise ValueError(
-            f"bad split {split!r}: expected up to three numbers such as '969,30,1'"
+            f"bad split {split!r}: expected up to three numbers such as {DEFAULT_SPLIT!r}"
         ) from None
     if len(weights) > 3:
         raise ValueError(f"bad split {split!r}: at most three weights (train, valid, test)")

@@ -12,23 +12,25 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
 EOD_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 
-# GPT-NeoX's names; `build_tokenizer` also accepts them in any letter case, as GPT-NeoX does.
 ENGINES = ("hf", "tiktoken")  # how a byte-level BPE tokenizer encodes (build_tokenizer)
-SUPPORTED_TOKENIZER_TYPES = (
+# GPT-NeoX's names (a run config's `tokenizer_type` is one of them); `build_tokenizer` also
+# accepts them in any letter case, as GPT-NeoX does.
+TokenizerType = Literal[
     "HFTokenizer",
     "HFGPT2Tokenizer",
     "GPT2BPETokenizer",
     "SPMTokenizer",
     "CharLevelTokenizer",
     "TiktokenTokenizer",
-)
+]
+SUPPORTED_TOKENIZER_TYPES: tuple[TokenizerType, ...] = get_args(TokenizerType)
 
 
 @runtime_checkable

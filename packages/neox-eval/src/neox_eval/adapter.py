@@ -32,7 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from neox_data import Tokenizer
-from neox_eval.generation import Sampling, continue_batch, equal_length_batches
+from neox_eval.generation import continue_batch, equal_length_batches, sampling_of
 from neox_eval.scoring import Score, TokenPair, score_pairs
 from neox_model import Transformer
 
@@ -185,7 +185,7 @@ class NeoxLM(TemplateLM):  # type: ignore[misc]  # lm-eval is untyped
         settings = dict(normalize_gen_kwargs(options, self.max_gen_toks))
         until = handle_stop_sequences(settings.pop("until", None), eos=self._eos_text)
         max_new = int(settings.pop("max_gen_toks"))
-        sampling = Sampling.from_options(settings)
+        sampling = sampling_of(settings)
         room = self.max_length - max_new
         if room <= 0:
             raise ValueError(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-from neox_model import LaunchEnv, TPGroup, join_process_group
+from neox_model import COLLECTIVE_TIMEOUT_MINUTES, LaunchEnv, TPGroup, join_process_group
 
 
-def join(env: LaunchEnv, timeout_minutes: float = 30.0) -> TPGroup:
+def join(env: LaunchEnv, timeout_minutes: float = COLLECTIVE_TIMEOUT_MINUTES) -> TPGroup:
     """Join the launcher's processes as one tensor-parallel group (a group of one without a
     launcher)."""
     if env.world_size == 1:

@@ -14,9 +14,10 @@ import select
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
 from neox_launch import preemption
-from neox_launch.local import NodeLayout, node_workers
+from neox_launch.local import NodePlacement, node_workers
 from neox_launch.supervisor import WorkerStartError, supervise
 
 PROG = "neox_launch.agent"
@@ -68,15 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format=f"neox-launch node {options.node_rank}: %(message)s"
     )
     try:
-        layout = NodeLayout(
-            nproc_per_node=options.nproc_per_node,
-            master_port=options.master_port,
-            num_nodes=options.num_nodes,
-            node_rank=options.node_rank,
-            master_addr=options.master_addr,
-            visible_devices=options.visible_devices,
+        # the placement flags are named as its fields
+        placement = NodePlacement(
+            **{f.name: getattr(options, f.name) for f in fields(NodePlacement)}
         )
-        commands = node_workers(layout, command, env=os.environ)
+        commands = node_workers(placement, command, env=os.environ)
         stop_check = StdinWatch() if options.watch_stdin else None
         policy = preemption.from_args(options)
         return supervise(commands, policy=policy, stdin=subprocess.DEVNULL, stop_check=stop_check)

@@ -20,7 +20,7 @@ from neox_launch.nodelist import slurm_hosts
 from neox_launch.request import LaunchRequest, plan
 from neox_launch.runner import describe, launch
 from neox_launch.slurm import sbatch_script
-from neox_launch.spec import LAUNCHERS, SlurmOptions
+from neox_launch.spec import LAUNCHERS
 from neox_launch.supervisor import WorkerStartError
 
 PROG = "neox-launch"
@@ -157,21 +157,10 @@ def _run(options: list[str], command: list[str]) -> int:
 
 
 def _request(args: argparse.Namespace, launcher: str) -> LaunchRequest:
+    """The flags are named as the launch keys of a run config (`LaunchRequest.from_keys`)."""
     env = dict(_assignment(item) for item in args.env)
-    return LaunchRequest(
-        launcher=launcher,
-        hostfile=args.hostfile,
-        include=args.include,
-        exclude=args.exclude,
-        num_nodes=args.num_nodes,
-        num_gpus=args.num_gpus,
-        master_addr=args.master_addr,
-        master_port=args.master_port,
-        launcher_args=args.launcher_args,
-        no_ssh_check=args.no_ssh_check,
-        slurm=SlurmOptions(comment=args.comment, account=args.account, partition=args.partition),
-        env=env,
-        preemption=preemption.from_args(args),
+    return LaunchRequest.from_keys(
+        args, launcher=launcher, env=env, preemption=preemption.from_args(args)
     )
 
 

@@ -3,12 +3,11 @@
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
+from neox_launch.program import query
 
-_NVIDIA_SMI_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
 
 
 def count_local_gpus(environ: Mapping[str, str] | None = None) -> int:
@@ -39,14 +38,8 @@ def _count_nvidia_smi() -> int:
     if executable is None:
         return 0
     try:
-        result = subprocess.run(
-            [executable, "-L"],
-            capture_output=True,
-            text=True,
-            timeout=_NVIDIA_SMI_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
+        result = query([executable, "-L"])
+    except OSError as error:
         log.warning("cannot run %s -L (%s); assuming no GPUs", executable, error)
         return 0
     if result.returncode != 0:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class NodeLayout:
+class NodePlacement:
     """Where one node's workers sit in the job.
 
     Node ``node_rank`` of ``num_nodes`` runs ranks ``node_rank * nproc_per_node`` onwards;
@@ -41,7 +41,7 @@ class NodeLayout:
 
 
 def node_workers(
-    layout: NodeLayout,
+    placement: NodePlacement,
     command: Sequence[str],
     *,
     env: Mapping[str, str],
@@ -55,21 +55,21 @@ def node_workers(
     argv = checked_command(command)
     shared = dict(env)
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    shared.setdefault("OMP_NUM_THREADS", str(default_omp_threads(layout.nproc_per_node, cpus)))
-    if layout.visible_devices is not None:
-        shared["CUDA_VISIBLE_DEVICES"] = layout.visible_devices
-    shared["WORLD_SIZE"] = str(layout.nproc_per_node * layout.num_nodes)
-    shared["LOCAL_WORLD_SIZE"] = str(layout.nproc_per_node)
-    shared["MASTER_ADDR"] = layout.master_addr
-    shared["MASTER_PORT"] = str(layout.master_port)
-    first = layout.node_rank * layout.nproc_per_node
+    shared.setdefault("OMP_NUM_THREADS", str(default_omp_threads(placement.nproc_per_node, cpus)))
+    if placement.visible_devices is not None:
+        shared["CUDA_VISIBLE_DEVICES"] = placement.visible_devices
+    shared["WORLD_SIZE"] = str(placement.nproc_per_node * placement.num_nodes)
+    shared["LOCAL_WORLD_SIZE"] = str(placement.nproc_per_node)
+    shared["MASTER_ADDR"] = placement.master_addr
+    shared["MASTER_PORT"] = str(placement.master_port)
+    first = placement.node_rank * placement.nproc_per_node
     return [
         WorkerCommand(
             rank=first + local,
             argv=argv,
             env={**shared, "RANK": str(first + local), "LOCAL_RANK": str(local)},
         )
-        for local in range(layout.nproc_per_node)
+        for local in range(placement.nproc_per_node)
     ]
 
 
@@ -86,13 +86,13 @@ def worker_commands(
     Each environment is ``base_env``, then ``spec.env``, then the launch variables (RANK,
     LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT); see ``node_workers``.
     """
-    layout = NodeLayout(
+    placement = NodePlacement(
         nproc_per_node=spec.nproc_per_node,
         master_port=master_port,
         master_addr=spec.rendezvous_addr or LOOPBACK,
         visible_devices=spec.visible_devices(0),
     )
-    return node_workers(layout, command, env={**base_env, **spec.env}, cpu_count=cpu_count)
+    return node_workers(placement, command, env={**base_env, **spec.env}, cpu_count=cpu_count)
 
 
 def run_local(spec: LaunchSpec, command: Sequence[str]) -> int:

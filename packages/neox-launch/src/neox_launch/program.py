@@ -10,14 +10,14 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from neox_launch.supervisor import WorkerStartError
 
 log = logging.getLogger(__name__)
 
-_VERSION_TIMEOUT = 30.0
+_QUERY_TIMEOUT = 30.0  # seconds a program gets to say its version or list its devices
 
 
 class ProgramNotFoundError(WorkerStartError):
@@ -97,15 +97,24 @@ def find_program(launcher: str, environ: Mapping[str, str], python: str | None =
 
 def _is_implementation(path: str, markers: tuple[str, ...]) -> bool:
     try:
-        result = subprocess.run(
-            [path, "--version"],
-            capture_output=True,
-            text=True,
-            timeout=_VERSION_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
+        result = query([path, "--version"])
+    except OSError as error:
         log.debug("cannot run %s --version: %s", path, error)
         return False
     return any(marker in result.stdout + result.stderr for marker in markers)
+
+
+def query(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a program for what it prints (its version, its devices), without input; an OSError
+    when it cannot run or does not answer within 30 seconds."""
+    try:
+        return subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=_QUERY_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise OSError(str(error)) from error

@@ -11,9 +11,9 @@ scheduler, with no SSH.
 import logging
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import cast
+from typing import Any, cast
 
 from neox_launch.environment import read_env_files
 from neox_launch.hostfile import Host, find_hostfile, read_hostfile
@@ -70,6 +70,23 @@ class LaunchRequest:
         if self.num_nodes < 1 and self.num_nodes != -1:
             raise ValueError(f"num_nodes={self.num_nodes} must be at least 1, or -1 for all")
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    @classmethod
+    def from_keys(cls, keys: object, **given: Any) -> "LaunchRequest":
+        """The request that the launch keys held by ``keys`` (a run config's launch section,
+        parsed flags) ask for: each field of the request and of `SlurmOptions` read by its own
+        name, a missing one left at its default; ``given`` sets fields directly (``env``,
+        ``preemption``, which are not read by name, or a value that replaces the key's)."""
+        slurm = {name: getattr(keys, name) for name in SLURM_KEYS if hasattr(keys, name)}
+        named = {name: getattr(keys, name) for name in REQUEST_KEYS if hasattr(keys, name)}
+        return cls(**{**named, "slurm": SlurmOptions(**slurm), **given})
+
+
+# The launch keys `LaunchRequest.from_keys` reads by name (a run config has every one of them).
+SLURM_KEYS = tuple(f.name for f in fields(SlurmOptions))
+REQUEST_KEYS = tuple(
+    f.name for f in fields(LaunchRequest) if f.name not in ("slurm", "env", "preemption")
+)
 
 
 def plan(request: LaunchRequest, machine: Machine) -> LaunchSpec:

@@ -38,14 +38,16 @@ from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
 from neox_model.parallel_dims import ParallelDims
 from neox_model.parameters import count_parameters
-from neox_model.pipeline import layer_name_map, pipeline_loss, pipeline_specs
+from neox_model.pipeline import layer_name_map, pipeline_layer, pipeline_loss, pipeline_specs
 from neox_model.process_group import (
+    COLLECTIVE_TIMEOUT_MINUTES,
     LaunchEnv,
     collective_timeout,
     exit_process,
     join_process_group,
     leave_process_group,
 )
+from neox_model.sampling import Sampling, next_token, next_tokens
 from neox_model.tensor_parallel import (
     IGNORE_INDEX,
     ColumnParallelLinear,
@@ -62,6 +64,7 @@ from neox_model.transformer import Block, Transformer
 from neox_model.weights import load_model, load_state_dict, tensor_parallel_specs, verified_step
 
 __all__ = [
+    "COLLECTIVE_TIMEOUT_MINUTES",
     "CONSOLIDATED",
     "FILES",
     "GATED_ACTIVATIONS",
@@ -90,6 +93,7 @@ __all__ = [
     "PosEmb",
     "RankFiles",
     "RowParallelLinear",
+    "Sampling",
     "SavedLayout",
     "TPGroup",
     "Transformer",
@@ -107,7 +111,10 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "model_file_name",
+    "next_token",
     "next_token_loss",
+    "next_tokens",
+    "pipeline_layer",
     "pipeline_loss",
     "pipeline_specs",
     "read_layout",

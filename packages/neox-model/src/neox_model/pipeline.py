@@ -16,6 +16,7 @@ pipeline engine must send them whole: DeepSpeed's `pipe_partitioned` off).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,21 +35,24 @@ from neox_model.tensor_parallel import (
 from neox_model.transformer import Block, WithEmbeddings
 
 
+@dataclass(frozen=True)
+class LayerArgs:
+    """What every pipeline layer is built from (`pipeline_specs` makes one for all of them)."""
+
+    config: ModelConfig
+    tp: TPGroup
+    seed: int
+    vocab: int  # rows of the embedding and output layer: the vocabulary padded for the layout
+    sequence_parallel: bool  # on, over more than one tensor-parallel rank
+
+
 class EmbeddingPipe(WithEmbeddings):
-    def __init__(
-        self,
-        config: ModelConfig,
-        tp: TPGroup,
-        seed: int,
-        padded_vocab: int | None = None,
-        sequence_parallel: bool = False,
-    ) -> None:
+    def __init__(self, args: LayerArgs) -> None:
         super().__init__()
-        vocab = padded_vocab or config.padded_vocab(tp.size)
-        self.add_embeddings(config, tp, vocab, sequence_parallel)
-        init_weights(self, config, seed)
+        self.add_embeddings(args.config, args.tp, args.vocab, args.sequence_parallel)
+        init_weights(self, args.config, args.seed)
         if self.sequence_parallel:
-            sum_replicated_gradients(self, tp)
+            sum_replicated_gradients(self, args.tp)
 
     def model_name(self, name: str) -> str:
         return name
@@ -61,20 +65,14 @@ class EmbeddingPipe(WithEmbeddings):
 class TransformerLayerPipe(nn.Module):
     """One block (named so that GPT-NeoX's `pipe_partition_method: type:transformer` finds it)."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        tp: TPGroup,
-        seed: int,
-        index: int,
-        sequence_parallel: bool = False,
-    ) -> None:
+    def __init__(self, args: LayerArgs, index: int) -> None:
         super().__init__()
+        config, tp = args.config, args.tp
         self.index = index
-        self.block = Block(config, tp, index, sequence_parallel=sequence_parallel)
-        init_weights(self.block, config, seed, prefix=f"layers.{index}")
+        self.block = Block(config, tp, index, sequence_parallel=args.sequence_parallel)
+        init_weights(self.block, config, args.seed, prefix=f"layers.{index}")
         # the input holds 1 / shards of the sequence
-        self.shards = tp.size if sequence_parallel else 1
+        self.shards = tp.size if args.sequence_parallel else 1
         if self.shards > 1:
             sum_replicated_gradients(self, tp)
         # rotary holds no weights: each stage computes its own cos/sin
@@ -95,13 +93,11 @@ class TransformerLayerPipe(nn.Module):
 
 
 class FinalNormPipe(nn.Module):
-    def __init__(
-        self, config: ModelConfig, tp: TPGroup | None = None, sequence_parallel: bool = False
-    ) -> None:
+    def __init__(self, args: LayerArgs) -> None:
         super().__init__()
-        self.final_layer_norm = build_norm(config)
-        if sequence_parallel and tp is not None:
-            sum_replicated_gradients(self, tp)
+        self.final_layer_norm = build_norm(args.config)
+        if args.sequence_parallel:
+            sum_replicated_gradients(self, args.tp)
 
     def model_name(self, name: str) -> str:
         return name
@@ -113,29 +109,22 @@ class FinalNormPipe(nn.Module):
 class OutputPipe(nn.Module):
     """hidden -> logits over this tensor-parallel rank's share of the vocabulary."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        tp: TPGroup,
-        seed: int,
-        padded_vocab: int | None = None,
-        sequence_parallel: bool = False,
-    ) -> None:
+    def __init__(self, args: LayerArgs) -> None:
         super().__init__()
-        if not config.no_weight_tying:
+        if not args.config.no_weight_tying:
             raise ValueError(
                 "pipeline parallelism needs an untied output layer (no_weight_tying: true); "
                 "tied embeddings across pipeline stages are not supported yet"
             )
-        self.tp = tp
+        self.tp = args.tp
         self.embed_out = ColumnParallelLinear(
-            config.hidden_size,
-            padded_vocab or config.padded_vocab(tp.size),
-            tp,
+            args.config.hidden_size,
+            args.vocab,
+            args.tp,
             bias=False,
-            sequence_parallel=sequence_parallel,
+            sequence_parallel=args.sequence_parallel,
         )
-        init_weights(self, config, seed)
+        init_weights(self, args.config, args.seed)
 
     def model_name(self, name: str) -> str:
         return name
@@ -154,15 +143,31 @@ def pipeline_specs(
 ) -> list[tuple[type[nn.Module], tuple[Any, ...]]]:
     """(layer class, constructor arguments) of every layer, in order; a pipeline engine builds
     only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`). `padded_vocab` and
-    `sequence_parallel` as `Transformer`'s."""
-    sp = sequence_parallel and tp.size > 1
-    blocks = [(TransformerLayerPipe, (config, tp, seed, i, sp)) for i in range(config.num_layers)]
+    `sequence_parallel` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
+    vocab = padded_vocab or config.padded_vocab(tp.size)
+    args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1)
+    blocks = [(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]
     return [
-        (EmbeddingPipe, (config, tp, seed, padded_vocab, sp)),
+        (EmbeddingPipe, (args,)),
         *blocks,
-        (FinalNormPipe, (config, tp, sp)),
-        (OutputPipe, (config, tp, seed, padded_vocab, sp)),
+        (FinalNormPipe, (args,)),
+        (OutputPipe, (args,)),
     ]
+
+
+def pipeline_layer(name: str, config: ModelConfig) -> int:
+    """The index in `pipeline_specs` (DeepSpeed's layer index) of the layer holding the
+    `Transformer`'s parameter `name`: 0 the embeddings, 1 + i block i, then the final norm and
+    the output layer."""
+    head, _, rest = name.partition(".")
+    match head:
+        case "layers":
+            return 1 + int(rest.partition(".")[0])
+        case "final_layer_norm":
+            return config.num_layers + 1
+        case "embed_out":
+            return config.num_layers + 2
+    return 0  # the token and position embeddings
 
 
 def pipeline_loss(tp: TPGroup) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -175,7 +180,8 @@ def pipeline_loss(tp: TPGroup) -> Callable[[torch.Tensor, torch.Tensor], torch.T
 
 
 def layer_name_map(config: ModelConfig, layer_index: int) -> tuple[str, str]:
-    """(prefix in the pipeline layer's state dict, prefix in the Transformer's) of a layer."""
+    """(prefix in the pipeline layer's state dict, prefix in the Transformer's) of the layer at
+    `layer_index` (as `pipeline_layer` numbers them)."""
     if 1 <= layer_index <= config.num_layers:
         return "block.", f"layers.{layer_index - 1}."
     return "", ""

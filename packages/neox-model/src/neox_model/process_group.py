@@ -21,6 +21,10 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+# How long a collective waits for the other ranks before it fails (training's
+# `distributed_timeout_minutes`, generation and evaluation alike).
+COLLECTIVE_TIMEOUT_MINUTES = 30.0
+
 
 @dataclass(frozen=True)
 class LaunchEnv:
@@ -65,9 +69,10 @@ class LaunchEnv:
 
 
 def leave_process_group() -> None:
-    """Leave the process group (registered at exit by `join_process_group`): gloo's threads
-    otherwise outlive it now and then, and the process aborts ("terminate called without an
-    active exception")."""
+    """Leave the process group (registered at exit by `join_process_group`). Its gloo threads end
+    with it unless something else still holds the group (torch.compile's caches do); a thread
+    still alive while the interpreter tears down can abort the process ("terminate called
+    without an active exception"), which is why workers end through `exit_process`."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -84,7 +89,9 @@ def collective_timeout(minutes: float) -> datetime.timedelta:
     return timeout
 
 
-def join_process_group(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.device:
+def join_process_group(
+    env: LaunchEnv, timeout_minutes: float = COLLECTIVE_TIMEOUT_MINUTES
+) -> torch.device:
     """Join the launcher's processes with torch alone; returns this rank's device."""
     device, backend = env.device()
     dist.init_process_group(
@@ -101,17 +108,24 @@ def join_process_group(env: LaunchEnv, timeout_minutes: float = 30.0) -> torch.d
 def exit_process(code: int) -> NoReturn:
     """End a worker process with `code` after a normal finish, without the interpreter's teardown.
 
-    Everything Python would do at exit is done here first: non-daemon threads are joined, the
-    `atexit` handlers run (the process group is left, loggers and writers flushed, data-loader
+    Everything Python would do at exit is done here first, in its order: threading's exit hooks
+    run (a thread pool's idle workers stop) and non-daemon threads are joined, the `atexit`
+    handlers run (the process group is left, loggers and writers flushed, data-loader
     workers stopped) and the standard streams are flushed. Only the destruction of C++ objects
     that remain is skipped: gloo and the c10d store keep threads whose destructors abort the
     process now and then ("terminate called without an active exception", exit 134) after the
     work has finished and been saved.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    if threading.current_thread() is threading.main_thread():
+        # what the interpreter does first at exit: threading's own exit hooks (they stop the
+        # idle workers of every ThreadPoolExecutor, which would otherwise wait forever), then
+        # every non-daemon thread joined
+        threading._shutdown()  # type: ignore[attr-defined]
+    else:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to deliver

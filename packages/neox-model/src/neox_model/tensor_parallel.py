@@ -362,11 +362,7 @@ class ColumnParallelLinear(nn.Module):
         return _chunk_major(y, self.tp.size, self.chunks) if self.chunks > 1 else y
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"tp_size={self.tp.size}, chunks={self.chunks}, gather_output={self.gather_output}, "
-            f"sequence_parallel={self.sequence_parallel}, bias={self.bias is not None}"
-        )
+        return _linear_repr(self, "chunks", "gather_output")
 
 
 class RowParallelLinear(nn.Module):
@@ -421,11 +417,15 @@ class RowParallelLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"tp_size={self.tp.size}, input_is_parallel={self.input_is_parallel}, "
-            f"sequence_parallel={self.sequence_parallel}, bias={self.bias is not None}"
-        )
+        return _linear_repr(self, "input_is_parallel")
+
+
+def _linear_repr(layer: ColumnParallelLinear | RowParallelLinear, *settings: str) -> str:
+    """A parallel linear layer's sizes, group size, `settings` and sequence parallelism."""
+    shown = [f"in_features={layer.in_features}", f"out_features={layer.out_features}"]
+    shown += [f"tp_size={layer.tp.size}"]
+    shown += [f"{name}={getattr(layer, name)}" for name in (*settings, "sequence_parallel")]
+    return ", ".join([*shown, f"bias={layer.bias is not None}"])
 
 
 class VocabParallelEmbedding(nn.Module):

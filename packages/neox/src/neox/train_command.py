@@ -22,7 +22,6 @@ from neox_launch import (
     LaunchSpec,
     Machine,
     PreemptionPolicy,
-    SlurmOptions,
     WorkerStartError,
     describe,
     launch,
@@ -39,29 +38,18 @@ from neox_train import (
 )
 
 
+def launch_request(config: LaunchConfig) -> LaunchRequest:
+    """The launch keys of a run config as neox-launch's request: its fields by name (a key of
+    the launch section each), the preemption policy from `preemption_*`."""
+    policy = PreemptionPolicy(config.preemption_grace_period, config.signals)
+    return LaunchRequest.from_keys(config, preemption=policy)
+
+
 def launch_spec(config: LaunchConfig) -> LaunchSpec:
     """The launch spec for a run: its launch keys resolved against the hostfile and this machine
     (a bad hostfile or an impossible selection is a ConfigError, before anything starts)."""
-    request = LaunchRequest(
-        launcher=config.launcher,
-        hostfile=config.hostfile,
-        include=config.include,
-        exclude=config.exclude,
-        num_nodes=config.num_nodes,
-        num_gpus=config.num_gpus,
-        master_addr=config.master_addr,
-        master_port=config.master_port,
-        deepspeed_mpi=config.deepspeed_mpi,
-        deepspeed_slurm=config.deepspeed_slurm,
-        launcher_args=config.launcher_args,
-        no_ssh_check=config.no_ssh_check,
-        slurm=SlurmOptions(
-            comment=config.comment, account=config.account, partition=config.partition
-        ),
-        preemption=PreemptionPolicy(config.preemption_grace_period, config.signals),
-    )
     try:
-        return plan(request, Machine.current())
+        return plan(launch_request(config), Machine.current())
     except ValueError as err:
         raise ConfigError(str(err)) from err
 

@@ -5,9 +5,13 @@ The trainer writes the manifest into each checkpoint step directory: the archite
 piece of the model's state dict, with the tensor-parallel rank it belongs to and how its names
 map to the `Transformer`'s (a pipeline layer file holds `block.*` for `layers.3.*`). Readers
 (generation, export, evaluation) rebuild the full model from the manifest alone
-(`neox_model.load_model`), whatever the layout it was trained with.
+(`neox_model.load_model`), whatever the layout it was trained with. The manifest also names the
+tokenizer saved in the step: its GPT-NeoX `tokenizer_type` and its files (the vocabulary, a GPT-2
+merges file), so that a reader builds it without reading the run config.
 
-Format version 3 goes with files.json (`integrity`); version 2, from before, is still read.
+Format version 3 goes with files.json (`integrity`); version 2, from before, is still read. A
+manifest written before the tokenizer type was recorded has `tokenizer_type` None (its
+vocabulary file may be named): the step's config.yml says which tokenizer it is.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class ModelManifest:
     config: ModelConfig
     files: tuple[WeightFile, ...]
     tensor_parallel: int = 1
-    tokenizer: str | None = None  # relative path of the tokenizer file, if saved
+    tokenizer: str | None = None  # the tokenizer's (vocabulary) file, relative, if saved
+    tokenizer_type: str | None = None  # GPT-NeoX's name; None: not recorded (an older step)
+    merge_file: str | None = None  # the GPT-2 BPE merges file, relative, if saved
 
     @property
     def padded_vocab(self) -> int:
@@ -59,6 +65,8 @@ class ModelManifest:
             "tensor_parallel": self.tensor_parallel,
             "files": [dataclasses.asdict(f) for f in self.files],
             "tokenizer": self.tokenizer,
+            "tokenizer_type": self.tokenizer_type,
+            "merge_file": self.merge_file,
         }
         return json.dumps(body, indent=2) + "\n"
 
@@ -86,4 +94,6 @@ def read_manifest(step_dir: str | Path) -> ModelManifest:
         files=tuple(WeightFile(**f) for f in body["files"]),
         tensor_parallel=body["tensor_parallel"],
         tokenizer=body.get("tokenizer"),
+        tokenizer_type=body.get("tokenizer_type"),
+        merge_file=body.get("merge_file"),
     )

@@ -184,6 +184,8 @@ def _write_metadata(
         files=weight_files(step_dir, config, layout),
         tensor_parallel=1 if layout.zero_stage == 3 else layout.tensor,
         tokenizer=Path(tokenizer_files[0]).name if tokenizer_files else None,
+        tokenizer_type=run_yaml.get("tokenizer_type"),
+        merge_file=Path(run_yaml["merge_file"]).name if run_yaml.get("merge_file") else None,
     )
     write_manifest(step_dir, manifest)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from neox_data import SUPPORTED_TOKENIZER_TYPES, NoSpaceError, TokenFile, build_tokenizer
+from neox_data import NoSpaceError, TokenFile, build_tokenizer
 from neox_train.config.run_config import RunConfig
 from neox_train.config.schema import ConfigError
 from neox_train.config.sections import DataConfig
@@ -56,12 +56,8 @@ def _token_files(data: DataConfig) -> list[tuple[str, str]]:
 
 
 def _tokenizer_file(data: DataConfig) -> str | None:
-    """The run's vocab_file, checked; None for CharLevelTokenizer (bytes, no file)."""
-    if data.tokenizer_type not in SUPPORTED_TOKENIZER_TYPES:
-        raise ConfigError(
-            f"tokenizer_type {data.tokenizer_type!r} is not supported yet; use one of "
-            f"{', '.join(SUPPORTED_TOKENIZER_TYPES)}"
-        )
+    """The run's vocab_file, checked; None for CharLevelTokenizer (bytes, no file). The type is
+    one of neox-data's: the config schema checked it (`neox_data.TokenizerType`)."""
     if data.tokenizer_type == "CharLevelTokenizer":
         return None
     if data.vocab_file is None or not Path(data.vocab_file).exists():

@@ -11,21 +11,12 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from neox_data import PackImpl
+from neox_data import DEFAULT_SPLIT, PackImpl, TokenizerType
+from neox_model import COLLECTIVE_TIMEOUT_MINUTES
 
 
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
-
-
-TokenizerType = Literal[
-    "GPT2BPETokenizer",
-    "HFTokenizer",
-    "HFGPT2Tokenizer",
-    "SPMTokenizer",
-    "CharLevelTokenizer",
-    "TiktokenTokenizer",
-]
 
 
 @dataclass(frozen=True)
@@ -33,7 +24,7 @@ class DataConfig:
     data_path: str | None = field(
         default=None, metadata=_doc("Token file prefix (PREFIX.bin/.idx) split by `split`.")
     )
-    split: str = field(default="969, 30, 1", metadata=_doc("Train, valid, test weights."))
+    split: str = field(default=DEFAULT_SPLIT, metadata=_doc("Train, valid, test weights."))
     tokenizer_type: TokenizerType = field(
         default="GPT2BPETokenizer", metadata=_doc("Tokenizer class (GPT-NeoX names).")
     )
@@ -393,7 +384,7 @@ class ParallelConfig:
         ),
     )
     distributed_timeout_minutes: float = field(
-        default=30.0,
+        default=COLLECTIVE_TIMEOUT_MINUTES,
         metadata=_doc(
             "How long a collective may wait for the other ranks before the run stops, naming "
             "the ranks that stopped answering."
@@ -611,8 +602,10 @@ class TextGenConfig:
             )
 
 
+# neox-launch's launchers (`neox_launch.LAUNCHERS`, which neox-train does not import: the meta
+# package's tests hold the two to one list)
 Launcher = Literal[
-    "pdsh", "local", "openmpi", "mvapich", "mpich", "impi", "slurm", "jsrun", "torchrun"
+    "local", "pdsh", "openmpi", "mvapich", "mpich", "impi", "slurm", "jsrun", "torchrun"
 ]
 
 

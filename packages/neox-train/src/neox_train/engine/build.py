@@ -13,6 +13,7 @@ import logging
 from typing import Any, Protocol, cast
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -28,6 +29,7 @@ from neox_model.checkpoint import load_file
 from neox_train.config.batch import BatchLayout
 from neox_train.config.run_config import RunConfig
 from neox_train.engine.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
+from neox_train.engine.deepspeed_internals import check_op_build
 from neox_train.engine.optimizer import GradientGuard, build_optimizer
 from neox_train.engine.schedule import Schedule
 from neox_train.parallel.topology import ModelParallelUnit, Parallel
@@ -114,6 +116,9 @@ def build_engine(
     # on the device before the optimizer is built
     module = build_module(run, model_config, parallel, padded_vocab).to(device)
     mark_tensor_parallel(module)
+    if run.optimizer.optimizer.kind == "cpu_adam":
+        check_op_build("cpu_adam")  # every rank, before any of them starts building it
+        dist.barrier()
     optimizer = build_optimizer(module, run.optimizer)
     replicas = parallel.dims.data
     if neox_checks_gradients(run, replicas):

@@ -8,11 +8,23 @@ its optimizer wrappers (the flat fp32 partitions of ZeRO 1/2 and of the bf16 opt
 parameter's `_hp_mapping`), and the lazy link between them. These change between DeepSpeed
 releases without notice, so `pyproject.toml` pins `deepspeed` to `TESTED_RANGE` and
 `check_version` refuses any other release when a run starts, naming both.
+
+DeepSpeed builds some of its C++ ops when first used (torch's JIT extension build, minutes, into
+the torch extensions cache, under a lock file that a build killed midway leaves behind, making
+every later build wait on it forever). On CPU its process-group backend builds a shared-memory
+all-reduce for `inference_all_reduce`, which neox never calls: `without_shm_comm_op` makes it
+take its fallback instead. The one op neox does build is cpu_adam (`optimizer.type: cpu_adam`):
+`check_op_build` refuses a left-behind lock in one line naming the file to delete, and says
+when a build starts.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,6 +32,8 @@ from typing import Any
 import torch
 
 from neox_train.config.schema import ConfigError
+
+log = logging.getLogger(__name__)
 
 # the DeepSpeed releases this module was tested with: >= TESTED[0], < TESTED[1]
 TESTED = ((0, 19), (0, 20))
@@ -56,9 +70,11 @@ def zero_file(engine: Any, step_dir: Path) -> str:
     return Path(engine._get_zero_ckpt_name(str(step_dir.parent), step_dir.name)).name
 
 
-def zero3_whole_weights(engine: Any) -> dict[str, torch.Tensor]:
-    """The whole model's 16-bit weights gathered from every ZeRO-3 partition (collective)."""
-    return dict(engine._zero3_consolidated_16bit_state_dict())
+def zero3_whole_weights(engine: Any) -> dict[str, torch.Tensor] | None:
+    """The whole model's 16-bit weights gathered from every ZeRO-3 partition (collective: every
+    rank calls it); rank 0 gets them, the other ranks None."""
+    weights = engine._zero3_consolidated_16bit_state_dict()
+    return None if weights is None else dict(weights)
 
 
 # -- the optimizer wrappers ------------------------------------------------------------------
@@ -112,3 +128,51 @@ def relink_flat_state(engine: Any) -> None:
     wrapper = engine.optimizer
     wrapper._hp_optimizer_states_linked = False
     wrapper._lazy_init_hp_params_optimizer_state()
+
+
+# -- ops DeepSpeed builds when first used ----------------------------------------------------
+
+
+def without_shm_comm_op() -> None:
+    """Keep DeepSpeed's CPU backend from building its shared-memory all-reduce op when it joins
+    the process group (about 3 minutes on a first run): only `inference_all_reduce` uses it, and
+    without it that falls back to torch.distributed, as on a machine where it cannot build."""
+    # by its module name: `deepspeed.comm.torch` as an attribute is the torch package itself
+    backend = importlib.import_module("deepspeed.comm.torch")
+    setattr(backend, "build_shm_op", lambda: None)  # noqa: B010
+
+
+def op_build_directory(name: str) -> Path:
+    """Where torch's JIT extension build puts DeepSpeed's op `name` (as torch computes it)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        return Path(root) / name
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if torch.version.hip is not None:
+        accelerator = f"rocm{torch.version.hip.replace('.', '')}"
+    elif torch.version.cuda is not None:
+        accelerator = f"cu{torch.version.cuda.replace('.', '')}"
+    else:
+        accelerator = "cpu"
+    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return Path(get_default_build_root()) / f"{python}_{accelerator}" / name
+
+
+def check_op_build(name: str) -> None:
+    """Before any rank of the run builds DeepSpeed's op `name` (call it on every rank, then a
+    barrier, then build): refuse a lock left by an earlier build, and say when a build starts."""
+    from deepspeed.git_version_info import installed_ops
+
+    if installed_ops.get(name, False):
+        return  # built when DeepSpeed was installed
+    directory = op_build_directory(name)
+    lock = directory / "lock"
+    if lock.exists():
+        raise ConfigError(
+            f"a build of DeepSpeed's {name} op did not finish: {lock} is left from it, and "
+            f"every build would wait on it forever; unless another run is building the op right "
+            f"now, delete it (rm {lock}) and start again"
+        )
+    if not (directory / f"{name}.so").exists():
+        log.info("building DeepSpeed's %s op into %s (once; a few minutes)", name, directory)

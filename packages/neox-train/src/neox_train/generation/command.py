@@ -24,6 +24,7 @@ from neox_model import (
     load_model,
     verified_step,
 )
+from neox_model.checkpoint import RUN_CONFIG
 from neox_train.config.run_config import RunConfig, load_run_config
 from neox_train.config.schema import ConfigError
 from neox_train.config.sections import TextGenConfig
@@ -41,7 +42,7 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     if not checkpoint:
         raise ConfigError("generate needs a checkpoint: --checkpoint DIR or `load` in the config")
     step_dir, _ = verified_step(checkpoint)
-    return load_run_config([step_dir / "config.yml", *args.configs]).run, step_dir
+    return load_run_config([step_dir / RUN_CONFIG, *args.configs]).run, step_dir
 
 
 def _settings(run: RunConfig, args: argparse.Namespace) -> TextGenConfig:

@@ -21,10 +21,10 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer
-from neox_model import Transformer
+from neox_model import Sampling, Transformer
 from neox_train.config.schema import ConfigError
 from neox_train.config.sections import TextGenConfig
-from neox_train.generation.sampling import Sampling, generate
+from neox_train.generation.sampling import generate
 
 PROMPT = "Context prompt >>> "
 

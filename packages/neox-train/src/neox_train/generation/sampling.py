@@ -1,4 +1,5 @@
-"""Sampling tokens from a model: greedy, or temperature with top-k and top-p (nucleus).
+"""Sampling tokens from a model: greedy, or temperature with top-k and top-p (nucleus), each
+token chosen by neox-model's sampler (`neox_model.Sampling`, `next_token`).
 
 With the KV cache (the default) the prompt runs once and each new token costs a single-token
 forward; `recompute` reruns the whole context instead. A context longer than the model's
@@ -14,35 +15,13 @@ ranks pick the same tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from neox_model import KVCache, Transformer
+from neox_model import KVCache, Sampling, Transformer, next_token
 from neox_train.config.schema import ConfigError
 
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # 0: no top-k filter
-    top_p: float = 1.0  # 1 (or 0): no nucleus filter
-
-
-def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    """logits (vocab,) -> a token id."""
-    if sampling.temperature <= 0.0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-    sorted_probs, order = torch.sort(probs, descending=True)
-    if sampling.top_k:
-        sorted_probs[sampling.top_k :] = 0.0
-    if 0.0 < sampling.top_p < 1.0:
-        # keep the smallest prefix whose mass reaches top_p (always at least the first token)
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= sampling.top_p
-        sorted_probs[outside] = 0.0
-    choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
-    return int(order[choice])
+GREEDY = Sampling()
 
 
 @torch.no_grad()
@@ -52,7 +31,7 @@ def generate(
     max_new_tokens: int,
     *,
     vocab_size: int,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = GREEDY,
     stop: Callable[[list[int]], bool] | None = None,
     generator: torch.Generator | None = None,
     recompute: bool = False,

@@ -38,7 +38,7 @@ from neox_train.engine.schedule import Schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
 from neox_train.loop.preemption import Preempted, Preemption
-from neox_train.monitoring.flops import flops_per_step, peak_tflops
+from neox_train.monitoring.flops import no_peak_reason, peak_tflops, step_flops
 from neox_train.monitoring.parameter_norms import optimizer_state_norms, parameter_norms
 from neox_train.monitoring.profiling import StepProfiler
 from neox_train.monitoring.progress import Progress, Throughput
@@ -461,19 +461,24 @@ def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
 
 def throughput(session: Session) -> Throughput:
     run, config, batch = session.run, session.run.model, session.batch
-    flops = flops_per_step(
+    flops = step_flops(
         config,
         batch.global_batch,
         config.padded_vocab(session.parallel.dims.tensor),
         recompute=run.training.checkpoint_activations,
     )
     device = torch.cuda.get_device_name() if session.device.type == "cuda" else None
+    peak = peak_tflops(device, run.logging.peak_tflops, run.precision.dtype)
+    reason = no_peak_reason(device, run.precision.dtype) if peak is None else None
+    if reason:
+        log.info(reason)
     return Throughput(
         tokens_per_step=batch.global_batch * config.seq_length,
         samples_per_step=batch.global_batch,
-        flops_per_step=flops,
+        flops_per_step=flops.model,
         devices=session.env.world_size,
-        peak_tflops=peak_tflops(device, run.logging.peak_tflops),
+        peak_tflops=peak,
+        hardware_flops_per_step=flops.hardware,
     )
 
 

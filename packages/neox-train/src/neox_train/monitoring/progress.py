@@ -1,5 +1,12 @@
 """The progress line and the numbers behind it: step, loss, learning rate, gradient norm, loss
-scale (fp16), tokens/s, samples/s, TFLOP/s and MFU per device, memory, elapsed time and ETA."""
+scale (fp16), tokens/s, samples/s, TFLOP/s and MFU per device, memory, elapsed time and ETA.
+
+Each record holds this step's own figures (`step_time_s`, `step_tokens_per_s`,
+`step_tflops_per_device`, `step_mfu`, `step_hfu`: the time since the previous record, so that a
+benchmark can leave out warm-up steps) beside the running averages since the run (re)started
+(`tokens_per_s`, `tflops_per_device`, `mfu`, `hfu`). TFLOP/s and MFU count model FLOPs;
+`*hardware_tflops_per_device` and HFU count recomputation too (`neox_train.monitoring.flops`).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +27,10 @@ def _clock(seconds: float) -> str:
 class Throughput:
     tokens_per_step: int
     samples_per_step: int
-    flops_per_step: float  # all devices together
+    flops_per_step: float  # model FLOPs, all devices together
     devices: int
     peak_tflops: float | None  # per device; None: no MFU
+    hardware_flops_per_step: float | None = None  # with recomputation; None: as flops_per_step
 
 
 def memory_gib() -> float:
@@ -44,27 +52,44 @@ class Progress:
     ) -> None:
         self.total, self.start, self.throughput = total_steps, start_step, throughput
         self.clock = clock
-        self.began = clock()
+        self.began = self.last_time = clock()
         self.step = start_step
 
     def rates(self, step: int) -> dict[str, float]:
-        """Elapsed seconds, rates since the start, and the seconds left, after `step`."""
+        """Elapsed seconds, this step's figures and the running averages since the start, and
+        the seconds left, after `step`."""
+        now, previous = self.clock(), self.step
         self.step = step
-        t = self.throughput
-        elapsed = self.clock() - self.began
+        elapsed = now - self.began
         steps_per_s = (step - self.start) / elapsed if elapsed > 0 else 0.0
-        tflops = steps_per_s * t.flops_per_step / t.devices / 1e12
+        step_time = (now - self.last_time) / (step - previous) if step > previous else 0.0
+        self.last_time = now
         rates = {
             "elapsed_s": elapsed,
             "steps_per_s": steps_per_s,
-            "tokens_per_s": steps_per_s * t.tokens_per_step,
-            "samples_per_s": steps_per_s * t.samples_per_step,
-            "tflops_per_device": tflops,
+            "samples_per_s": steps_per_s * self.throughput.samples_per_step,
             "eta_s": (self.total - step) / steps_per_s if steps_per_s else 0.0,
             "memory_gib": memory_gib(),
+            "step_time_s": step_time,
+            **self._per_second(steps_per_s, ""),
+            **self._per_second(1 / step_time if step_time > 0 else 0.0, "step_"),
+        }
+        return rates
+
+    def _per_second(self, steps_per_s: float, prefix: str) -> dict[str, float]:
+        """Tokens/s, model and hardware TFLOP/s per device, MFU and HFU at `steps_per_s`."""
+        t = self.throughput
+        tflops = steps_per_s * t.flops_per_step / t.devices / 1e12
+        hardware = t.hardware_flops_per_step or t.flops_per_step
+        hardware_tflops = steps_per_s * hardware / t.devices / 1e12
+        rates = {
+            f"{prefix}tokens_per_s": steps_per_s * t.tokens_per_step,
+            f"{prefix}tflops_per_device": tflops,
+            f"{prefix}hardware_tflops_per_device": hardware_tflops,
         }
         if t.peak_tflops:
-            rates["mfu"] = tflops / t.peak_tflops
+            rates[f"{prefix}mfu"] = tflops / t.peak_tflops
+            rates[f"{prefix}hfu"] = hardware_tflops / t.peak_tflops
         return rates
 
     def line(self, step: int, values: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from neox_model import (
     TPGroup,
     Transformer,
     count_parameters,
+    pipeline_layer,
     pipeline_specs,
 )
 from neox_train.config.batch import BatchLayout
@@ -103,23 +104,14 @@ def make_plan(run: RunConfig, vocab_size: int, world_size: int, gpu_memory: int 
 def layer_parameters(config: ModelConfig, tensor_parallel: int) -> list[tuple[str, int]]:
     """(pipeline layer class, parameters on one tensor-parallel rank) of every layer in
     order: embedding, blocks, final norm, output layer (tied: counted with the embedding)."""
+    tp = TPGroup(None, 0, tensor_parallel)
     with torch.device("meta"):
-        model = Transformer(config, tp=TPGroup(None, 0, tensor_parallel))
-    counts = [0] * (config.num_layers + 3)
+        model = Transformer(config, tp=tp)
+    specs = pipeline_specs(config, tp, 0)
+    counts = [0] * len(specs)
     for name, param in model.named_parameters():
-        counts[_layer_index(name, config.num_layers)] += param.numel()
-    specs = pipeline_specs(config, TPGroup(None, 0, tensor_parallel), 0)
+        counts[pipeline_layer(name, config)] += param.numel()
     return [(cls.__name__, count) for (cls, _), count in zip(specs, counts, strict=True)]
-
-
-def _layer_index(name: str, num_layers: int) -> int:
-    if name.startswith("layers."):
-        return 1 + int(name.split(".")[1])
-    if name.startswith("final_layer_norm."):
-        return num_layers + 1
-    if name.startswith("embed_out."):
-        return num_layers + 2
-    return 0  # token and position embeddings
 
 
 def partition(layers: list[tuple[str, int]], stages: int, method: str) -> list[int]:

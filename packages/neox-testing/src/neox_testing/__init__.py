@@ -1,0 +1,26 @@
+"""neox-testing: the helpers the neox packages' tests share (ports, ranks, tiny configs,
+checkpoints). Importing it imports neither torch nor neox-model; the helpers that need them
+import them when called, so the torch-free packages' tests can use the rest."""
+
+from neox_testing.checkpoints import make_checkpoint, perturb
+from neox_testing.configs import STYLES, TINY_MODEL, TINY_RUN, style, tiny_model, tiny_run
+from neox_testing.hf_models import HF_KINDS, hf_model
+from neox_testing.ports import free_port
+from neox_testing.ranks import rank_env, spawn_ranks, start_ranks
+
+__all__ = [
+    "HF_KINDS",
+    "STYLES",
+    "TINY_MODEL",
+    "TINY_RUN",
+    "free_port",
+    "hf_model",
+    "make_checkpoint",
+    "perturb",
+    "rank_env",
+    "spawn_ranks",
+    "start_ranks",
+    "style",
+    "tiny_model",
+    "tiny_run",
+]
