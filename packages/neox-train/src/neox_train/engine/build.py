@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 class TrainingEngine(Protocol):
     """What the training loop asks of DeepSpeed's engine (`DeepSpeedEngine`, or `PipelineEngine`
-    with a pipeline); checkpoint code reaches further in, through `neox_train.engine.deepspeed`."""
+    with a pipeline); checkpoint code reaches further in, through `deepspeed_internals`."""
 
     module: nn.Module
     optimizer: Any  # the wrapped optimizer (ZeRO, bf16, fp16 or neox's GradientGuard)
