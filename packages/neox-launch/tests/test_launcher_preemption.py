@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 
@@ -185,3 +187,50 @@ def test_no_worker_outlives_a_supervisor_killed_with_sigkill(
         assert all(gone(pid) for pid in pids)
     finally:
         process.kill()
+
+
+# A "runner" that exits 0 on SIGTERM, as Hydra's mpirun now and then does for ranks it stopped.
+ZERO_ON_SIGTERM = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    open(sys.argv[1], "w").close()
+    time.sleep(60)
+    """
+)
+SUPERVISE = textwrap.dedent(
+    """
+    import os, sys, time
+    from neox_launch.supervisor import supervise
+    from neox_launch.worker import WorkerCommand
+
+    ready, script, trusted = sys.argv[1], sys.argv[2], sys.argv[3] == "trusted"
+    command = WorkerCommand(
+        0,
+        (sys.executable, "-c", script, ready),
+        dict(os.environ),
+        label="mpirun",
+        zero_after_signal_is_success=trusted,
+    )
+    sys.exit(supervise([command]))
+    """
+)
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [(True, 0), (False, 128 + signal.SIGTERM)])
+def test_a_zero_after_a_signal_counts_only_from_a_runner_whose_zero_says_so(
+    tmp_path, trusted, expected
+):
+    ready = tmp_path / "ready"
+    argv = [sys.executable, "-c", SUPERVISE, str(ready), ZERO_ON_SIGTERM]
+    launcher = subprocess.Popen(
+        [*argv, "trusted" if trusted else "hydra"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == expected, err
+    if not trusted:
+        assert "exited 0 after SIGTERM" in err and "whether they saved is unknown" in err

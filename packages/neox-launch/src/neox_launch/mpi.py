@@ -38,7 +38,19 @@ def mpi_commands(
     # (its exit code under SIGUSR1 was 0 for ranks killed by it, so it is not used there).
     passed = spec.preemption.user_signal() if spec.launcher == "openmpi" else None
     env = {**machine.environ, **spec.env}
-    return [WorkerCommand(0, tuple(argv), env, label="mpirun", preemption_signal=passed)]
+    # Hydra (MPICH, MVAPICH, Intel MPI) reports 0 now and then for ranks a passed-on signal
+    # stopped or killed: after a preemption its 0 says nothing
+    hydra = spec.launcher != "openmpi"
+    return [
+        WorkerCommand(
+            0,
+            tuple(argv),
+            env,
+            label="mpirun",
+            preemption_signal=passed,
+            zero_after_signal_is_success=not hydra,
+        )
+    ]
 
 
 def openmpi_flags(spec: LaunchSpec, exported: Sequence[str], *, is_root: bool) -> list[str]:

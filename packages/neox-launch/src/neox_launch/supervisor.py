@@ -108,7 +108,9 @@ def supervise(
 
     0 when every worker succeeds; else the first failing worker's code (128 + signal number
     when it was killed by a signal). A preemption gives 75 when every worker exited 75 (0 when
-    they all finished instead); else 128 + the signal's number (SIGHUP for ``stop_check``).
+    they all finished instead, unless a worker's 0 is no proof of that:
+    ``WorkerCommand.zero_after_signal_is_success``); else 128 + the signal's number (SIGHUP
+    for ``stop_check``).
     ``policy`` (default: ``PreemptionPolicy()``) names the signals and the grace period.
     """
     policy = policy or PreemptionPolicy()
@@ -186,7 +188,7 @@ def _preempt(
     interrupted: int,
 ) -> int:
     """Pass ``signum`` on to every worker and wait for them to save and exit: 75 when they all
-    exited 75 (0 when they all finished), else ``interrupted``."""
+    exited 75 (0 when they all finished, from workers whose 0 says so), else ``interrupted``."""
     _signal_groups(workers, signum, preempting=True)
     start = time.monotonic()
     deadline = start + policy.grace_period
@@ -210,8 +212,19 @@ def _preempt(
         )
     _kill(workers)
     codes = {worker.process.returncode for worker in workers}
-    if codes <= {0, PREEMPTED}:
-        return PREEMPTED if PREEMPTED in codes else 0
+    if codes <= {0, PREEMPTED} and PREEMPTED in codes:
+        return PREEMPTED
+    if codes == {0}:
+        unsure = [w for w in workers if not w.command.zero_after_signal_is_success]
+        if not unsure:
+            return 0  # every worker finished before it could be stopped
+        log.warning(
+            "%s exited 0 after %s, which it also reports for ranks the signal stopped: "
+            "whether they saved is unknown; exiting %d",
+            _names(unsure),
+            signal_name(signum),
+            interrupted,
+        )
     return interrupted
 
 

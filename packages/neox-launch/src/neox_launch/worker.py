@@ -31,6 +31,8 @@ class WorkerCommand:
     supervisor sends it in place of SIGINT (pdsh takes one SIGINT as a status request);
     ``preemption_signal``, when set, what it sends in place of any signal that asks the job to
     save and stop (srun and mpirun kill their ranks on SIGTERM, but pass SIGUSR1 on).
+    ``zero_after_signal_is_success``: whether its exit code 0 after such a signal means that
+    every rank finished (Hydra's mpiexec now and then reports 0 for ranks the signal stopped).
     """
 
     rank: int
@@ -39,6 +41,7 @@ class WorkerCommand:
     label: str = ""
     interrupt_signal: int = signal.SIGINT
     preemption_signal: int | None = None
+    zero_after_signal_is_success: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
