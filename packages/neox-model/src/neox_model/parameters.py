@@ -5,7 +5,8 @@ from __future__ import annotations
 from neox_model.config import ModelConfig
 
 
-def _norm(config: ModelConfig) -> int:
+def norm_parameters(config: ModelConfig) -> int:
+    """The parameters of one norm layer."""
     if config.norm == "scalenorm":
         return 1
     return config.hidden_size * (2 if config.use_bias_in_norms else 1)
@@ -24,7 +25,7 @@ def block_parameters(config: ModelConfig) -> int:
     mlp = _linear(h, 2 * inner if config.gated else inner, config.use_bias_in_mlp) + _linear(
         inner, h, config.use_bias_in_mlp
     )
-    norms = _norm(config) * (1 if config.gpt_j_tied else 2)
+    norms = norm_parameters(config) * (1 if config.gpt_j_tied else 2)
     return attention + mlp + norms
 
 
@@ -36,4 +37,5 @@ def count_parameters(config: ModelConfig, tensor_parallel: int = 1) -> int:
     if config.pos_emb == "learned":
         embeddings += config.max_positions * h
     output = vocab * h if config.no_weight_tying else 0
-    return embeddings + config.num_layers * block_parameters(config) + _norm(config) + output
+    blocks = config.num_layers * block_parameters(config)
+    return embeddings + blocks + norm_parameters(config) + output

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neox_model import ModelConfig
-from neox_model.parameters import block_parameters
+from neox_model.parameters import block_parameters, norm_parameters
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s per device, from the vendors' data
 # sheets, looked up by the device name torch reports; the first name found in it wins, so the
@@ -62,8 +62,7 @@ def step_flops(
     tokens = global_batch * config.seq_length
     layers, h = config.num_layers, config.hidden_size
     blocks = layers * block_parameters(config)
-    final_norm = h * (2 if config.use_bias_in_norms else 1) if config.norm != "scalenorm" else 1
-    matmul_parameters = blocks + final_norm + padded_vocab * h
+    matmul_parameters = blocks + norm_parameters(config) + padded_vocab * h  # + final norm
     attention = layers * config.seq_length * config.num_attention_heads * config.head_dim
     model = tokens * (6 * matmul_parameters + 12 * attention)
     recomputed = tokens * (2 * blocks + 4 * attention) if recompute else 0
