@@ -2,19 +2,25 @@
 
 1. Build: doc_idx + sample_idx + shuffle_idx for a synthetic corpus (default 50M documents,
    10B tokens, sequence length 2048, one epoch), against the issue's target of 7 s on one core.
-   On a slice of the corpus, sample_idx is also built by a per-document Python loop (how
-   Megatron's pure-Python fallback walks the documents), checked equal, and the ratio printed.
+   Reference: Megatron-Core's own index build, as its GPTDataset runs it (its document and
+   shuffle index functions, and `build_sample_idx` from its C++ helpers), on the same sizes,
+   when `megatron-core` is installed (`nox -s bench` installs it); the two sample_idx must be
+   equal given the same doc_idx. The runs alternate over --rounds rounds; the ratio of the whole
+   build and of the sample_idx step alone are printed as median, min and max. Without
+   megatron-core the reference is an in-process fallback, named as such in the output: the
+   sample_idx of a slice of the corpus built by a per-document Python loop.
 2. Random access: samples per second read in shuffled order from a packed dataset over a
    synthetic token file, against the target of 50k/s, and the ratio to reading each sample
    document by document with `TokenFile.get` (the previous implementation).
 
-Single-threaded numpy; pin to one core with ``taskset -c 0`` for the one-core figure.
+Single-threaded numpy (and C++); pin to one core with ``taskset -c 0`` for the one-core figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +29,8 @@ import numpy as np
 
 from neox_data import GPTDataset, TokenFile, TokenFileWriter
 from neox_data.gpt_dataset import build_index, build_sample_idx
+
+from alternating import ratios, spread, time_rounds
 
 
 def synthetic_sizes(documents: int, tokens: int, seed: int = 0) -> np.ndarray:
@@ -47,22 +55,92 @@ def python_loop_sample_idx(stream_sizes: np.ndarray, num_samples: int, seq_lengt
     return boundaries
 
 
-def bench_build(documents: int, tokens: int, seq_length: int, slice_documents: int) -> None:
+def megatron_core_helpers():  # type: ignore[no-untyped-def]
+    """Megatron-Core's dataset index module and C++ helpers, or None when not installed."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # it warns of its missing GPU libraries
+            warnings.simplefilter("ignore")
+            from megatron.core.datasets import gpt_dataset, helpers
+    except ImportError:
+        return None
+    return gpt_dataset, helpers
+
+
+def megatron_core_build(modules, sizes: np.ndarray, seq_length: int, seed: int):  # type: ignore[no-untyped-def]
+    """Megatron-Core's doc_idx, sample_idx and shuffle_idx (one epoch), and the seconds of its
+    sample_idx step alone."""
+    gpt_dataset, helpers = modules
+    rng = np.random.RandomState(seed)
+    doc_idx = gpt_dataset._build_document_index(np.arange(len(sizes)), 1, rng, False)
+    start = time.perf_counter()
+    tokens = int(sizes.sum(dtype=np.int64))
+    sample_idx = helpers.build_sample_idx(sizes, doc_idx, seq_length, 1, tokens, True, True)
+    sample_seconds = time.perf_counter() - start
+    samples = sample_idx.shape[0] - 1
+    shuffle_idx = gpt_dataset._build_shuffle_index(samples, samples, rng)
+    return (doc_idx, sample_idx, shuffle_idx), sample_seconds
+
+
+def neox_build(sizes: np.ndarray, seq_length: int, seed: int):  # type: ignore[no-untyped-def]
+    num_samples = (int(sizes.sum(dtype=np.int64)) - 1) // seq_length
+    return build_index(sizes, np.arange(len(sizes)), num_samples, seq_length, seed=seed)
+
+
+def bench_build(documents: int, tokens: int, seq_length: int, rounds: int, slice_: int) -> None:
     sizes = synthetic_sizes(documents, tokens)
     total = int(sizes.sum(dtype=np.int64))
     num_samples = (total - 1) // seq_length
-    start = time.perf_counter()
-    index = build_index(sizes, np.arange(documents), num_samples, seq_length, seed=1234)
-    seconds = time.perf_counter() - start
+    modules = megatron_core_helpers()
+    times: dict[str, list[float]] = {
+        "neox": [],
+        "reference": [],
+        "neox_sample": [],
+        "ref_sample": [],
+    }
+    for _ in range(rounds):
+        start = time.perf_counter()
+        index = neox_build(sizes, seq_length, 1234)
+        times["neox"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        build_sample_idx(sizes, num_samples, seq_length, index["doc_idx"])
+        times["neox_sample"].append(time.perf_counter() - start)
+        if modules is not None:
+            start = time.perf_counter()
+            reference, sample_seconds = megatron_core_build(modules, sizes, seq_length, 1234)
+            times["reference"].append(time.perf_counter() - start)
+            times["ref_sample"].append(sample_seconds)
+        del index
+    seconds = statistics.median(times["neox"])
     print(
-        f"index build: {documents / 1e6:.0f}M documents, {total / 1e9:.2f}B tokens, "
-        f"seq {seq_length}, {num_samples} samples: {seconds:.2f} s (target < 7 s: "
-        f"{'met' if seconds < 7 else 'NOT met'})"
+        f"bench_data_index build: {documents / 1e6:.0f}M documents, {total / 1e9:.2f}B tokens, "
+        f"seq {seq_length}, {num_samples} samples, {rounds} alternating rounds: neox "
+        f"{spread(times['neox'])} s (target < 7 s: {'met' if seconds < 7 else 'NOT met'})"
     )
-    del index
-    part = sizes[:slice_documents]
+    if modules is None:
+        python_loop_reference(sizes[:slice_], seq_length)
+        return
+    doc_idx = reference[0]
+    same = np.array_equal(build_sample_idx(sizes, num_samples, seq_length, doc_idx), reference[1])
+    print(
+        f"  reference: Megatron-Core {megatron_core_version()} index build (numpy shuffles, C++ "
+        f"build_sample_idx) {spread(times['reference'])} s; neox/reference whole build "
+        f"{spread(ratios(times['reference'], times['neox']))}, sample_idx step alone "
+        f"{spread(ratios(times['ref_sample'], times['neox_sample']))}; same sample_idx: {same}"
+    )
+
+
+def megatron_core_version() -> str:
+    from importlib.metadata import version
+
+    return version("megatron-core")
+
+
+def python_loop_reference(part: np.ndarray, seq_length: int) -> None:
+    """The fallback reference: sample_idx of a slice built by a per-document Python loop."""
     part_samples = (int(part.sum(dtype=np.int64)) - 1) // seq_length
-    doc_idx = build_index(part, np.arange(slice_documents), part_samples, seq_length, 1)["doc_idx"]
+    doc_idx = build_index(part, np.arange(len(part)), part_samples, seq_length, 1)["doc_idx"]
     start = time.perf_counter()
     ours = build_sample_idx(part, part_samples, seq_length, doc_idx)
     vectorised = time.perf_counter() - start
@@ -71,8 +149,9 @@ def bench_build(documents: int, tokens: int, seq_length: int, slice_documents: i
     loop = time.perf_counter() - start
     assert ours.tolist() == [list(pair) for pair in reference]
     print(
-        f"sample_idx on {slice_documents} documents: vectorised {vectorised * 1e3:.1f} ms, "
-        f"per-document Python loop {loop * 1e3:.1f} ms, ratio {loop / vectorised:.0f}x"
+        f"  reference: megatron-core not installed; fallback: a per-document Python loop, "
+        f"sample_idx of {len(part)} documents: vectorised {vectorised * 1e3:.1f} ms, loop "
+        f"{loop * 1e3:.1f} ms, ratio {loop / vectorised:.0f}x"
     )
 
 
@@ -98,27 +177,32 @@ def read_by_documents(dataset: GPTDataset, sample: int) -> np.ndarray:
     return np.concatenate(pieces).astype(np.int64)
 
 
-def bench_random_access(documents: int, tokens: int, seq_length: int, reads: int) -> None:
+def bench_random_access(
+    documents: int, tokens: int, seq_length: int, reads: int, rounds: int
+) -> None:
     with tempfile.TemporaryDirectory() as directory:
         token_file = write_corpus(Path(directory) / "corpus", documents, tokens)
         num_samples = (token_file.num_tokens - 1) // seq_length
         dataset = GPTDataset(token_file, np.arange(documents), num_samples, seq_length, 7)
-        order = np.random.default_rng(3).integers(0, num_samples, reads)
+        order = np.random.default_rng(3).integers(0, num_samples, reads).tolist()
         for i in order:  # warm up: map the token and index pages both readers touch
-            read_by_documents(dataset, int(dataset.shuffle_idx[int(i)]))
-        start = time.perf_counter()
-        for i in order:
-            dataset[int(i)]
-        ours = reads / (time.perf_counter() - start)
-        start = time.perf_counter()
-        for i in order:
-            read_by_documents(dataset, int(dataset.shuffle_idx[int(i)]))
-        reference = reads / (time.perf_counter() - start)
+            read_by_documents(dataset, int(dataset.shuffle_idx[i]))
+        runs = {
+            "neox": lambda: [dataset[i] for i in order],
+            "reference": lambda: [
+                read_by_documents(dataset, int(dataset.shuffle_idx[i])) for i in order
+            ],
+        }
+        seconds = time_rounds(runs, rounds)
+        ours = reads / statistics.median(seconds["neox"])
         mean_length = token_file.num_tokens / documents
         print(
-            f"random access: seq {seq_length}, mean document {mean_length:.0f} tokens: "
-            f"{ours / 1e3:.1f}k samples/s (target >= 50k: {'met' if ours >= 5e4 else 'NOT met'}); "
-            f"document-by-document reader {reference / 1e3:.1f}k/s, ratio {ours / reference:.1f}x"
+            f"bench_data_index random access: seq {seq_length}, mean document {mean_length:.0f} "
+            f"tokens, {rounds} alternating rounds of {reads} reads: neox {ours / 1e3:.1f}k "
+            f"samples/s (target >= 50k: {'met' if ours >= 5e4 else 'NOT met'}); reference: a "
+            f"TokenFile.get per document of the sample (the previous reader) "
+            f"{reads / statistics.median(seconds['reference']) / 1e3:.1f}k/s; neox/reference "
+            f"{spread(ratios(seconds['reference'], seconds['neox']))}"
         )
 
 
@@ -127,13 +211,16 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=50_000_000)
     parser.add_argument("--tokens", type=int, default=10_000_000_000)
     parser.add_argument("--seq-length", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slice-documents", type=int, default=200_000)
     parser.add_argument("--access-documents", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=20_000)
     args = parser.parse_args()
-    bench_build(args.documents, args.tokens, args.seq_length, args.slice_documents)
+    bench_build(args.documents, args.tokens, args.seq_length, args.rounds, args.slice_documents)
     access_tokens = math.ceil(args.access_documents * args.tokens / args.documents)
-    bench_random_access(args.access_documents, access_tokens, args.seq_length, args.reads)
+    bench_random_access(
+        args.access_documents, access_tokens, args.seq_length, args.reads, args.rounds
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ on `tokenizers` (it reads and writes nothing, and its start-up is not timed). ne
 `neox-data preprocess` as a user runs it, in a process of its own with the same
 RAYON_NUM_THREADS, the whole job timed (start-up, reading the JSON lines, tokenizing, writing
 .bin/.idx), with W workers, with the `hf` engine (`tokenizers` itself) and the `tiktoken`
-engine; the two outputs must be byte-identical. The runs alternate (reference, hf, tiktoken)
---repeats times; each ratio to the reference of the same round is printed as median, min and
-max.
+engine; the two outputs must be byte-identical. With --gpt-neox PATH (a checkout of GPT-NeoX,
+whose requirements, lm_dataformat, ftfy, tqdm and torch among them, the running Python has),
+GPT-NeoX's own `tools/datasets/preprocess_data.py` runs too, with the same flags, workers and
+threads, its output compared with neox's. The runs alternate (reference, hf, tiktoken, and
+GPT-NeoX) --repeats times; each ratio to the reference of the same round is printed as median,
+min and max.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pathlib import Path
 
 from neox.demo import stdlib_sources
 from neox_data import train_bpe_tokenizer
+
+from alternating import spread
 
 NEOX_DATA = [sys.executable, "-m", "neox_data"]
 
@@ -67,36 +72,45 @@ def reference_run(tokenizer_file: str, corpus: str) -> None:
     print(time.perf_counter() - start)
 
 
+def gpt_neox_seconds(root: Path, corpus: Path, workers: int, checkout: Path) -> float:
+    """Wall-clock seconds of GPT-NeoX's preprocessing script, run as its README shows."""
+    script = checkout / "tools" / "datasets" / "preprocess_data.py"
+    command = [sys.executable, str(script), *preprocess_flags(root, corpus, workers, "gpt_neox")]
+    env = {**os.environ, "RAYON_NUM_THREADS": str(workers)}
+    start = time.perf_counter()
+    run(command, env)
+    return time.perf_counter() - start
+
+
+def run(command: list[str], env: dict[str, str]) -> None:
+    """`command`, stopping the benchmark with its own last line of error when it fails."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise SystemExit(f"bench_data_preprocess: {' '.join(command[:4])} ...: {lines[-1]}")
+
+
+def preprocess_flags(root: Path, corpus: Path, workers: int, name: str) -> list[str]:
+    """The flags GPT-NeoX's script and `neox-data preprocess` share."""
+    return [
+        *("--input", str(corpus), "--output-prefix", str(root / f"{name}{workers}")),
+        *("--tokenizer-type", "HFTokenizer", "--vocab-file", str(root / "tokenizer.json")),
+        *("--append-eod", "--workers", str(workers)),
+    ]
+
+
 def neox_seconds(root: Path, corpus: Path, workers: int, engine: str) -> float:
     """Wall-clock seconds of `neox-data preprocess` as a user runs it (a process of its own,
     startup included), its Rayon pool held to `workers` threads as the reference's is (with one
     worker it tokenizes in its own process; with more, each worker uses one thread)."""
     command = [
-        *NEOX_DATA,
-        "preprocess",
-        "--input",
-        str(corpus),
-        "--output-prefix",
-        str(root / f"{engine}{workers}"),
-        "--tokenizer-type",
-        "HFTokenizer",
-        "--vocab-file",
-        str(root / "tokenizer.json"),
-        "--append-eod",
-        "--workers",
-        str(workers),
-        "--tokenizer-engine",
-        engine,
-        "--overwrite",
+        *(*NEOX_DATA, "preprocess", *preprocess_flags(root, corpus, workers, engine)),
+        *("--tokenizer-engine", engine, "--overwrite"),
     ]
     env = {**os.environ, "RAYON_NUM_THREADS": str(workers)}
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    run(command, env)
     return time.perf_counter() - start
-
-
-def spread(values: list[float]) -> str:
-    return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
 
 
 def main() -> None:
@@ -105,6 +119,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gpt-neox", type=Path, help="a GPT-NeoX checkout: its script runs too")
     parser.add_argument("--reference-run", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference_run:
@@ -124,28 +139,44 @@ def main() -> None:
             f"{args.repeats} alternating rounds"
         )
         for workers in counts:
-            ratios: dict[str, list[float]] = {"hf": [], "tiktoken": []}
-            speeds: dict[str, list[float]] = {"reference": [], "hf": [], "tiktoken": []}
-            for _ in range(args.repeats):
-                encoder, reference = reference_seconds(root / "tokenizer.json", corpus, workers)
-                speeds["reference"].append(size / 1e6 / reference)
-                for engine in ("hf", "tiktoken"):
-                    seconds = neox_seconds(root, corpus, workers, engine)
-                    speeds[engine].append(size / 1e6 / seconds)
-                    ratios[engine].append(reference / seconds)
-            same = all(
-                (root / f"hf{workers}_text_document{suffix}").read_bytes()
-                == (root / f"tiktoken{workers}_text_document{suffix}").read_bytes()
-                for suffix in (".bin", ".idx")
-            )
-            print(
-                f"bench_data_preprocess: {workers} worker(s): MB/s reference ({encoder}) "
-                f"{statistics.median(speeds['reference']):.2f}, neox hf "
-                f"{statistics.median(speeds['hf']):.2f}, neox tiktoken "
-                f"{statistics.median(speeds['tiktoken']):.2f}; neox/reference: hf engine "
-                f"{spread(ratios['hf'])}, tiktoken engine {spread(ratios['tiktoken'])}; "
-                f"outputs identical: {same}"
-            )
+            bench_workers(root, corpus, size, workers, args.repeats, args.gpt_neox)
+
+
+def same_output(root: Path, workers: int, name: str) -> bool:
+    """Whether run `name` wrote the very bytes neox's hf engine wrote."""
+    return all(
+        (root / f"hf{workers}_text_document{suffix}").read_bytes()
+        == (root / f"{name}{workers}_text_document{suffix}").read_bytes()
+        for suffix in (".bin", ".idx")
+    )
+
+
+def bench_workers(
+    root: Path, corpus: Path, size: int, workers: int, repeats: int, gpt_neox: Path | None
+) -> None:
+    """Alternating rounds with `workers` workers; one line of MB/s and ratios."""
+    names = ["hf", "tiktoken"] + (["gpt_neox"] if gpt_neox else [])
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    speeds: dict[str, list[float]] = {name: [] for name in ["reference", *names]}
+    for _ in range(repeats):
+        encoder, reference = reference_seconds(root / "tokenizer.json", corpus, workers)
+        speeds["reference"].append(size / 1e6 / reference)
+        for name in names:
+            if name == "gpt_neox" and gpt_neox:
+                seconds = gpt_neox_seconds(root, corpus, workers, gpt_neox)
+            else:
+                seconds = neox_seconds(root, corpus, workers, name)
+            speeds[name].append(size / 1e6 / seconds)
+            ratios[name].append(reference / seconds)
+    label = {"hf": "neox hf", "tiktoken": "neox tiktoken", "gpt_neox": "GPT-NeoX's script"}
+    mbs = ", ".join(f"{label[n]} {statistics.median(speeds[n]):.2f}" for n in names)
+    versus = ", ".join(f"{label[n]} {spread(ratios[n])}" for n in names)
+    same = ", ".join(f"{label[n]} {same_output(root, workers, n)}" for n in names[1:])
+    print(
+        f"bench_data_preprocess: {workers} worker(s): MB/s reference ({encoder}) "
+        f"{statistics.median(speeds['reference']):.2f}, {mbs}; over the reference: {versus}; "
+        f"output identical to neox hf's: {same}"
+    )
 
 
 if __name__ == "__main__":

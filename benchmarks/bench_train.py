@@ -1,12 +1,13 @@
 """Training speed of neox's real loop against a plain PyTorch loop around Hugging Face GPTNeoX.
 
 neox: `neox_train.loop.trainer` as `neox train` runs it, one process (a ZeRO-1 config, which over
-one fp32 replica runs as stage 0; AdamW, the token-file data path), on a 6-layer, 512-wide model at
-sequence length 512 with a 50k vocabulary. Reference: `GPTNeoXForCausalLM` of the same shape with
-torch's AdamW (its default, per-tensor implementation) on the same batch size, forward + backward
-+ step. A second reference runs the same loop with torch's fused AdamW, which neox uses: it
-shows how much of the ratio is the optimizer. The runs are interleaved step by step and timed
-after a warm-up step; ratios of median step times are printed (> 1: neox is faster).
+one fp32 replica runs as stage 0; AdamW, the token-file data path, gradient clipping at 1.0), on
+a 6-layer, 512-wide model at sequence length 512 with a 50k vocabulary. Reference: the loop
+users write around `GPTNeoXForCausalLM` of the same shape (built by neox-convert's config map)
+and batch: forward, cross-entropy, backward, `clip_grad_norm_(1.0)`, and torch's AdamW with
+`fused=True` (the kernel neox steps with), weight decay 0.01, on the same threads. The two
+alternate over --rounds rounds of --steps steps each, after one warm-up step each; each round's
+ratio of the two's step times is kept, and the median, min and max printed (> 1: neox faster).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from neox_train import load_run_config
 from neox_train.loop.trainer import setup, train_step
 from neox_train.parallel.distributed import DistEnv, init_distributed
 
+from alternating import ratios, spread, time_rounds
 from bench_model import CONFIG
 
 BATCH = 2
@@ -67,46 +68,44 @@ def neox_step(config: Path):  # type: ignore[no-untyped-def]
     return lambda: train_step(session, next(counter))
 
 
-def hf_step(fused: bool | None = None):  # type: ignore[no-untyped-def]
-    """One step of a plain PyTorch loop around GPTNeoXForCausalLM, as a callable."""
+def hf_step():  # type: ignore[no-untyped-def]
+    """One step of the plain PyTorch loop around GPTNeoXForCausalLM, as a callable."""
     model = GPTNeoXForCausalLM(hf_config(CONFIG, 0, torch.float32)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
     ids = torch.randint(1, CONFIG.vocab_size or 0, (BATCH, CONFIG.seq_length + 1))
 
     def step() -> None:
         logits = model(ids[:, :-1]).logits
         F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return step
 
 
+def repeated(step, times: int):  # type: ignore[no-untyped-def]
+    return lambda: [step() for _ in range(times)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=2, help="steps per run in each round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        steps = {
-            "neox": neox_step(make_inputs(Path(root))),
-            "hf": hf_step(),
-            "hf_fused": hf_step(fused=True),
-        }
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for index in range(args.steps + 1):  # interleaved, so that load hits both alike
-            for name, step in steps.items():
-                start = time.perf_counter()
-                step()
-                if index:  # the first step warms up
-                    times[name].append(time.perf_counter() - start)
-    neox_s, hf_s, fused_s = (statistics.median(times[n]) for n in ("neox", "hf", "hf_fused"))
-    tokens = BATCH * CONFIG.seq_length
+        steps = {"neox": neox_step(make_inputs(Path(root))), "hf": hf_step()}
+        for step in steps.values():  # warm-up: allocators, first kernels
+            step()
+        seconds = time_rounds({n: repeated(s, args.steps) for n, s in steps.items()}, args.rounds)
+    tokens = BATCH * CONFIG.seq_length * args.steps
+    speed = {name: tokens / statistics.median(s) for name, s in seconds.items()}
     print(
         f"bench_train: one process, 6x512 seq 512, batch {BATCH}, {torch.get_num_threads()} "
-        f"threads: neox train {tokens / neox_s:,.0f} tokens/s, plain loop on HF GPTNeoX "
-        f"{tokens / hf_s:,.0f} tokens/s; neox/HF speed ratio {hf_s / neox_s:.2f} (target >= 1.0); "
-        f"the plain loop with fused AdamW {tokens / fused_s:,.0f} tokens/s, neox/that "
-        f"{fused_s / neox_s:.2f}"
+        f"threads, {args.rounds} alternating rounds of {args.steps} steps: neox train "
+        f"{speed['neox']:,.0f} tokens/s; reference: plain loop on HF GPTNeoX (same shape, "
+        f"fused AdamW, clip 1.0) {speed['hf']:,.0f} tokens/s; neox/reference "
+        f"{spread(ratios(seconds['hf'], seconds['neox']))}"
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from neox_model import ModelConfig, read_layout
 from neox_train.checkpoint.relayout import saved_optimizer_state
-from neox_train.monitoring.flops import flops_per_step, peak_tflops
+from neox_train.monitoring.flops import peak_tflops, step_flops
 from neox_train.monitoring.metrics import read_metrics
 from neox_train.monitoring.progress import Progress, Throughput
 
@@ -18,18 +18,17 @@ from conftest import neox_train, run_workers, tiny_config, write_config, write_r
 
 
 def test_flops_reduce_to_six_n_d_for_a_wide_model():
-    """For s << 6h and V << 16Lh the estimate is 6 x (12 L h^2 parameters) x tokens."""
+    """For s << 6h and V << 16Lh a step is 6 x (12 L h^2 parameters) x tokens, 8 x with the
+    forward recomputed."""
     config = ModelConfig(
         num_layers=96, hidden_size=12288, num_attention_heads=96, seq_length=64, vocab_size=8
     )
     tokens = 4 * 64
     params = 12 * 96 * 12288**2
-    assert flops_per_step(config, 4, 128, recompute=False) == pytest.approx(
-        6 * params * tokens, rel=2e-3
-    )
-    assert flops_per_step(config, 4, 128, recompute=True) == pytest.approx(
-        8 * params * tokens, rel=2e-3
-    )
+    flops = step_flops(config, 4, 128, recompute=True)
+    assert flops.model == pytest.approx(6 * params * tokens, rel=2e-3)
+    assert flops.hardware == pytest.approx(8 * params * tokens, rel=2e-3)
+    assert step_flops(config, 4, 128, recompute=False).hardware == flops.model
 
 
 def test_mfu_needs_a_known_peak():

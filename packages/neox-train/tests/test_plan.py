@@ -207,3 +207,54 @@ def test_plan_splits_pipeline_stages_as_deepspeed_does(capsys):
 def test_plan_refuses_an_impossible_layout(capsys):
     assert main(["plan", str(CONFIGS / "20B.yml"), "--num-gpus", "12"]) == 2
     assert "world size 12 is not divisible by pipe_parallel_size (4)" in capsys.readouterr().err
+
+
+def test_plan_predicts_the_speed_gpt_neox_20b_was_measured_at():
+    """The default fraction of peak is GPT-NeoX-20B's measured 117 TFLOP/s per A100 with its
+    bubble taken out, so planning that run (96 A100s, 4 stages, 32 micro-batches) gives back
+    117 TFLOP/s of hardware FLOPs, and MFU is HFU over the recomputation factor."""
+    run = load_run_config([CONFIGS / "20B.yml"]).run
+    plan = make_plan(run, 50277, 96, None)
+    speed = plan.speed
+    assert speed.gpu == "A100" and speed.bubble == 3 / 32
+    assert speed.hfu * speed.peak_tflops == pytest.approx(117.0, rel=0.01)
+    assert speed.hfu / speed.mfu == pytest.approx(plan.flops.recompute_factor)
+    assert speed.step_seconds * speed.tokens_per_second == plan.tokens_per_step
+    on_h100 = make_plan(run, 50277, 96, None, gpu="NVIDIA H100 80GB HBM3", achievable=0.2)
+    assert on_h100.speed.step_seconds == pytest.approx(
+        speed.step_seconds * (312 / 989) * (speed.achievable / 0.2)
+    )
+
+
+def test_plan_prints_the_speed_and_refuses_an_unknown_gpu(capsys):
+    config = str(CONFIGS / "pythia/160M.yml")
+    assert main(["plan", config, "--num-gpus", "32", "--gpu", "H100 PCIe"]) == 0
+    out = capsys.readouterr().out
+    assert "speed on H100 PCIe (756 TFLOP/s peak) at 41% of peak (GPT-NeoX-20B's measured" in out
+    assert main(["plan", config, "--num-gpus", "32", "--gpu", "T4"]) == 2
+    assert "--gpu 'T4': no known peak; one of: GH200" in capsys.readouterr().err
+    assert main(["plan", config, "--num-gpus", "32", "--achievable", "1.5"]) == 2
+    assert "--achievable is a fraction of peak in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_pick_layout_takes_the_least_model_parallelism_that_fits(capsys):
+    """20B on 96 GPUs of 40 GiB: no pipeline (no bubble) and the fewest tensor ranks whose
+    fullest GPU fits; with 80 GiB fewer tensor ranks fit; with 8 GiB nothing does."""
+    from neox_train.planning.layouts import pick_layout
+
+    run = load_run_config([CONFIGS / "20B.yml"]).run
+    picked, plans = pick_layout(run, 50277, 96, 40 * 2**30, 8, "A100", 0.41)
+    assert picked is not None and (picked.layout.tensor, picked.layout.pipe) == (4, 1)
+    smaller = [p for p in plans if p.layout.pipe == 1 and p.layout.tensor < 4]
+    assert smaller and not any(p.fits for p in smaller)  # why 4: 1 and 2 do not fit
+    assert all(p.layout.tensor <= 8 and 64 % p.layout.tensor == 0 for p in plans)
+    bigger, _ = pick_layout(run, 50277, 96, 80 * 2**30, 8, "A100", 0.41)
+    assert bigger is not None and bigger.layout.tensor * bigger.layout.pipe < 4
+    none, _ = pick_layout(run, 50277, 96, 8 * 2**30, 8, "A100", 0.41)
+    args = ["plan", str(CONFIGS / "20B.yml"), "--num-gpus", "96", "--pick-layout"]
+    assert main([*args, "--gpu-memory", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "picked: model_parallel_size 4, pipe_parallel_size 1 (24 data-parallel" in out
+    assert none is None
+    assert main([*args, "--gpu-memory", "8"]) == 0
+    assert "no layout fits" in capsys.readouterr().out

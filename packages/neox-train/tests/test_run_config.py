@@ -156,7 +156,11 @@ def test_a_nested_typo_is_found_too(neox_file, tmp_path):
             "sparsity_config: {block: 16}\n",
             "sparsity_config is a GPT-NeoX key for sparse attention",
         ),
-        ("attention_config: [[[local], 6]]\n", "attention_config must be one of 'global', 'flash'"),
+        (
+            "attention_config: [[[local], 6]]\n",
+            "attention_config asks for GPT-NeoX's local attention",
+        ),
+        ("attention_config: [[[nope], 6]]\n", "attention_config must be one of 'global', 'flash'"),
         (
             "attention_config: [[[global], 5]]\n",
             "attention_config describes 5 layers but num_layers is 6",

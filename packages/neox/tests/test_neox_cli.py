@@ -1,10 +1,11 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from neox.cli import COMMANDS, main
-from neox.train_command import launch_spec
+from neox.train_command import check, launch_spec
 from neox_train import ConfigError
 from neox_train.config.sections import LaunchConfig
 
@@ -80,3 +81,28 @@ def _fake_run_config(paths):
         run = Run()
 
     return Loaded()
+
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+@pytest.mark.parametrize(
+    ("name", "world"),
+    [("20B.yml", 8), ("pythia/6-9B.yml", 2), ("pythia/12B.yml", 4), ("pythia/160M.yml", 1)],
+)
+def test_neox_check_takes_a_big_run_at_its_smallest_layout(capsys, name, world):
+    """No num_gpus and no hostfile: what `neox train` would start is not decided here, so the
+    file is checked at the smallest layout it allows (pipeline x tensor x the replicas its batch
+    keys fix), as `neox plan` does, instead of being refused at this machine's one device."""
+    assert check([str(CONFIGS / name)]) == 0
+    out = capsys.readouterr().out
+    assert f"world size: {world} (the smallest layout the file allows)" in out
+
+
+def test_neox_check_uses_num_gpus_when_the_file_sets_it(capsys, tmp_path):
+    yml = tmp_path / "gpus.yml"
+    yml.write_text("num_gpus: 2\n")
+    assert check([str(CONFIGS / "20B.yml"), str(yml)]) == 2  # 2 GPUs cannot hold 4 x 2
+    assert "world size 2 is not divisible" in capsys.readouterr().err
+    assert check([str(CONFIGS / "pythia/160M.yml"), str(yml)]) == 0
+    assert "world size: 2 (given)" in capsys.readouterr().out

@@ -6,7 +6,9 @@ A growing cache (the default) writes each update after the `length` tokens store
 attention the keys and values so far. A static one (`static=True`) keeps the next position in a
 tensor, writes at the given positions and hands the attention its whole buffers, whose unwritten
 tail lies after every query and is masked: every decoding step then has the same shapes, and one
-compiled step (`torch.compile`) serves them all.
+compiled step (`torch.compile`) serves them all. A static cache's length is marked dynamic
+(`torch._dynamo.mark_dynamic`), so that the step compiled for the first cache also serves caches
+of every other length without compiling again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class KVCache:
         shape = (batch, kv_heads, max_length, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        if static and max_length > 1:  # torch.compile specialises lengths 0 and 1 regardless
+            for buffer in self.keys + self.values:
+                torch._dynamo.mark_dynamic(buffer, 2)
         self.max_length, self.static = max_length, static
         self._length = 0  # tokens already stored (in every layer), when growing
         self._next = torch.zeros(1, dtype=torch.long, device=device)  # the same, when static

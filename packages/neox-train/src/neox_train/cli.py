@@ -6,7 +6,9 @@
     neox-train check CONFIG... [--world-size N]   validate; print the batch and DeepSpeed JSON
                                      (world size: num_gpus x num_nodes, as `plan`)
     neox-train plan CONFIG... [--num-gpus N] [--gpu-memory GiB] [--vocab-size N]
-                                     parameters, memory per GPU, batch math, FLOPs per step
+                    [--gpu NAME] [--achievable F] [--pick-layout [--gpus-per-node N]]
+                                     parameters, memory per GPU, batch math, FLOPs per step,
+                                     predicted step time / tokens/s / MFU, the best layout
     neox-train keys [--markdown]     every config key: type, default, meaning
 
 Most users run `neox train`, which validates the config once and starts the workers.
@@ -72,6 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--num-gpus", type=int, help="GPUs in all; default: the launch keys")
     plan.add_argument("--gpu-memory", type=float, help="GiB per GPU; default: this GPU's")
     plan.add_argument("--vocab-size", type=int, help="default: from the config's tokenizer")
+    plan.add_argument(
+        "--gpu", help="GPU model for the speed prediction; default: this GPU's, else A100"
+    )
+    plan.add_argument(
+        "--achievable",
+        type=float,
+        help="fraction of peak the compute runs at; default: GPT-NeoX-20B's measured 0.41",
+    )
+    plan.add_argument(
+        "--pick-layout", action="store_true", help="plan every layout of the GPUs; pick one"
+    )
+    plan.add_argument(
+        "--gpus-per-node", type=int, default=8, help="tensor parallelism stays within"
+    )
     keys = sub.add_parser("keys", help="every config key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="as configs/neox_arguments.md")
     return parser
@@ -128,34 +144,63 @@ def _check(configs: list[str], world_size: int | None) -> int:
     loaded = load_run_config(configs)
     _configure_logging(0)
     report(loaded)
-    batch = loaded.run.batch(_world_size(world_size, loaded.run))
+    world, source = _world_size(world_size, loaded.run)
+    batch = loaded.run.batch(world)
+    print(f"world size: {world} ({source})")
     print(f"batch: {batch}")
     print("deepspeed config:", json.dumps(deepspeed_config(loaded.run, batch), indent=2))
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from neox_train.planning.layouts import describe_pick, pick_layout
     from neox_train.planning.plan import describe, make_plan, planning_vocab
+    from neox_train.planning.prediction import ACHIEVABLE
 
     loaded = load_run_config(args.configs)
     run = loaded.run
     if run.parallel.pipe_parallel_size > 1:
         _quiet_deepspeed()  # its pipeline partitioning is imported from DeepSpeed
     vocab, source = planning_vocab(run, args.vocab_size)
-    plan = make_plan(run, vocab, _world_size(args.num_gpus, run), _gpu_memory(args.gpu_memory))
+    world, memory = _world_size(args.num_gpus, run)[0], _gpu_memory(args.gpu_memory)
+    gpu, achievable = args.gpu or _gpu_name(), args.achievable or ACHIEVABLE
+    if args.pick_layout:
+        if memory is None:
+            raise ConfigError("--pick-layout needs --gpu-memory GiB (no GPU here to read it from)")
+        picked, plans = pick_layout(run, vocab, world, memory, args.gpus_per_node, gpu, achievable)
+        print(describe_pick(picked, plans, world))
+        return 0
+    plan = make_plan(run, vocab, world, memory, gpu, achievable)
     print(describe(plan, run, source))
     return 0
 
 
-def _world_size(given: int | None, run: RunConfig) -> int:
-    """`given` (a flag), else num_gpus x num_nodes from the config, else the smallest layout
-    (`neox check` passes the world size `neox train` would start, hostfile included)."""
+def _gpu_name() -> str:
+    """This machine's GPU when its peak is known, else the A100 the default fraction is from."""
+    import torch
+
+    from neox_train.monitoring.flops import peak_tflops
+    from neox_train.planning.prediction import DEFAULT_GPU
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        if peak_tflops(name, None) is not None:
+            return name
+    return DEFAULT_GPU
+
+
+def _world_size(given: int | None, run: RunConfig) -> tuple[int, str]:
+    """(world size, where it came from): `given` (a flag), else num_gpus x num_nodes from the
+    config, else global_num_gpus, else the smallest layout the file allows (`neox check` passes
+    the world size `neox train` would start when the launch keys or a hostfile decide it)."""
     if given is not None:
-        return given
-    launch, parallel = run.launch, run.parallel
+        return given, "given"
+    launch = run.launch
     if launch.num_gpus is not None:
-        return launch.num_gpus * max(launch.num_nodes, 1)
-    return max(parallel.pipe_parallel_size, 1) * parallel.model_parallel_size
+        return launch.num_gpus * max(launch.num_nodes, 1), "num_gpus x num_nodes"
+    if launch.global_num_gpus:
+        return launch.global_num_gpus, "global_num_gpus"
+    return run.smallest_world_size, "the smallest layout the file allows"
 
 
 def _gpu_memory(gib: float | None) -> int | None:
@@ -254,6 +299,8 @@ def _one_line(err: Exception) -> tuple[str | None, int]:
 
 
 def _error_line(rank: int, message: str) -> None:
-    """`neox-train: error: MESSAGE`, naming the rank in a job of several."""
+    """`neox-train: error: MESSAGE`, naming the rank in a job of several; one such line per
+    line of MESSAGE (a config with several problems)."""
     ranked = f"rank {rank}: " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
-    print(f"neox-train: {ranked}error: {message}", file=sys.stderr, flush=True)
+    for line in message.splitlines() or [""]:
+        print(f"neox-train: {ranked}error: {line}", file=sys.stderr, flush=True)

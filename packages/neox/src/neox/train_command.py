@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check(argv: Sequence[str] | None = None) -> int:
     """`neox check CONFIG... [--world-size N]`: `neox-train check` at the world size `neox train`
-    would start (num_gpus x nodes, from the launch keys and the hostfile) unless given."""
+    would start when the launch keys or a hostfile decide it (num_gpus x nodes), else at the
+    world size `neox-train check` picks (global_num_gpus, or the smallest layout the file
+    allows, as `neox plan` does): a file for 96 GPUs is checked, not refused on a laptop."""
     parser = argparse.ArgumentParser(
         prog="neox check", description="Validate configs; print the batch and DeepSpeed JSON."
     )
@@ -108,16 +110,26 @@ def check(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--world-size", type=int, help="default: what `neox train` would start")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    world_size = args.world_size
-    if world_size is None:
+    world = [] if args.world_size is None else ["--world-size", str(args.world_size)]
+    if not world:
         try:
-            world_size = planned(args.configs)[1].world_size
+            world = decided_world_size(args.configs)
         except UserError as err:
             return _refuse("neox check", err, args.debug)
     from neox_train.cli import main as train_cli
 
     debug = ["--debug"] if args.debug else []
-    return train_cli([*debug, "check", *args.configs, "--world-size", str(world_size)])
+    return train_cli([*debug, "check", *args.configs, *world])
+
+
+def decided_world_size(configs: Sequence[str]) -> list[str]:
+    """["--world-size", N] when num_gpus or a hostfile fixes where `neox train` runs, else []."""
+    run = load_run_config(configs).run
+    spec = launch_spec(run.launch)
+    if run.launch.num_gpus is None and not spec.nodes:
+        return []
+    run.batch(spec.world_size)
+    return ["--world-size", str(spec.world_size)]
 
 
 def _refuse(prog: str, err: UserError, debug: bool) -> int:

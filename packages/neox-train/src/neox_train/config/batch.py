@@ -31,6 +31,16 @@ def data_parallel_size(world_size: int, pipe_parallel: int, tensor_parallel: int
     return world_size // (stages * tensor_parallel)
 
 
+def stated_data_parallel(
+    global_batch: int | None, micro_batch: int | None, grad_accum: int | None
+) -> int:
+    """The data-parallel size the three batch keys fix when all are given, else 1 (the
+    smallest)."""
+    if global_batch and micro_batch and grad_accum:
+        return max(global_batch // (micro_batch * grad_accum), 1)
+    return 1
+
+
 def resolve_batch(
     data_parallel: int,
     global_batch: int | None,

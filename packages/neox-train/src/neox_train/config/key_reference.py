@@ -1,6 +1,7 @@
 """The reference of every config key (name, type, default, meaning), generated from the typed
-config itself: the sections of `run_config`, `neox_model.ModelConfig`, and the tables of GPT-NeoX
-keys that are ignored, refused or read under an older name. `neox-train keys --markdown` writes
+config itself: the sections of `run_config`, `neox_model.ModelConfig`, the tables of GPT-NeoX
+keys that are ignored, refused (by feature) or read under another name, and every GPT-NeoX key
+with its status here. `neox-train keys --markdown` writes
 it; configs/neox_arguments.md is its output.
 """
 
@@ -13,8 +14,14 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from neox_train.config.gpt_neox import IGNORED_KEYS, LEGACY_KEYS, UNSUPPORTED_KEYS
-from neox_train.config.run_config import config_sections, model_keys
+from neox_train.config.gpt_neox import (
+    FEATURES,
+    GPT_NEOX_KEYS,
+    IGNORED_KEYS,
+    LEGACY_KEYS,
+    UNSUPPORTED_KEYS,
+)
+from neox_train.config.run_config import all_keys, config_sections, model_keys
 
 _TITLE = """# Config keys
 
@@ -95,9 +102,55 @@ def markdown() -> str:
             title = f"`{heading}`" if heading else f"{name} (`{cls.__name__}`)"
             parts.append(f"{'###' if heading else '##'} {title}\n\n{_key_table(keys)}")
     parts.append(_reason_table("GPT-NeoX keys accepted and ignored", IGNORED_KEYS, "why"))
-    parts.append(_reason_table("GPT-NeoX keys refused", UNSUPPORTED_KEYS, "the feature"))
-    parts.append(_reason_table("Older GPT-NeoX spellings", LEGACY_KEYS, "read as"))
+    parts.append(_feature_table())
+    parts.append(_reason_table("Other GPT-NeoX spellings", LEGACY_KEYS, "read as"))
+    parts.append(_gpt_neox_table())
     return "\n\n".join(parts) + "\n"
+
+
+def gpt_neox_status(key: str) -> str:
+    """What neox does with GPT-NeoX's key `key`: its home, or why it has none."""
+    homes = {cls: name for name, cls in config_sections()}
+    owner = all_keys().get(key)
+    if owner is not None:
+        return f"implemented ({homes[owner]})"
+    if key in IGNORED_KEYS:
+        return "accepted and ignored"
+    if key in UNSUPPORTED_KEYS:
+        return f"refused unless at GPT-NeoX's default: {UNSUPPORTED_KEYS[key]}"
+    if key in LEGACY_KEYS:
+        return f"another spelling: {LEGACY_KEYS[key]}"
+    raise KeyError(f"GPT-NeoX key {key} has no status in neox")
+
+
+def _feature_table() -> str:
+    rows = [
+        "## GPT-NeoX features not supported yet",
+        "",
+        "Their keys are refused, naming the feature; a key at GPT-NeoX's default (given here) "
+        "leaves the feature off and is accepted.",
+        "",
+        "| feature | keys (GPT-NeoX's default) |",
+        "| --- | --- |",
+    ]
+    for feature in FEATURES:
+        keys = ", ".join(f"`{k}` ({json.dumps(v)})" for k, v in feature.keys.items())
+        rows.append(f"| {_cell(feature.name)} | {_cell(keys)} |")
+    return "\n".join(rows)
+
+
+def _gpt_neox_table() -> str:
+    rows = [
+        "## Every GPT-NeoX key",
+        "",
+        "GPT-NeoX's argument groups and the DeepSpeed keys it passes through, with what neox does.",
+        "",
+        "| key | GPT-NeoX group | here |",
+        "| --- | --- | --- |",
+    ]
+    for group, keys in GPT_NEOX_KEYS.items():
+        rows += [f"| `{key}` | {group} | {_cell(gpt_neox_status(key))} |" for key in keys]
+    return "\n".join(rows)
 
 
 def plain_text() -> str:

@@ -42,6 +42,9 @@ def layout_problem(run: RunConfig) -> str | None:
             "eval_tasks during training needs the whole model on each rank: not with "
             "pipe_parallel_size > 1 or zero_optimization.stage 3 (run neox eval on a checkpoint)"
         )
+    accumulation = _accumulation_problem(run)
+    if accumulation:
+        return accumulation
     if stage == 3 and run.logging.log_param_norm:
         return "log_param_norm with zero_optimization.stage 3 is not supported yet"
     if stage == 3 and tp > 1:
@@ -52,6 +55,25 @@ def layout_problem(run: RunConfig) -> str | None:
             f"({model.num_attention_heads}) and the key/value heads ({model.kv_heads})"
         )
     return _sequence_parallel_problem(run)
+
+
+def _accumulation_problem(run: RunConfig) -> str | None:
+    """Why DeepSpeed cannot accumulate gradients in data_types.grad_accum_dtype, or None: it
+    accumulates in the weights' dtype, or in fp32 under ZeRO."""
+    dtype, accumulate = run.precision.dtype, run.precision.data_types.grad_accum_dtype
+    if accumulate in (None, dtype):
+        return None
+    if accumulate != "fp32":
+        return (
+            f"data_types.grad_accum_dtype {accumulate} with {dtype} training: DeepSpeed "
+            f"accumulates gradients in the training dtype or in fp32"
+        )
+    if run.parallel.zero_optimization.stage == 0:
+        return (
+            f"data_types.grad_accum_dtype fp32 with {dtype} training needs zero_optimization."
+            "stage 1 or more (DeepSpeed accumulates in fp32 only in its ZeRO and bf16 optimizers)"
+        )
+    return None
 
 
 def _sequence_parallel_problem(run: RunConfig) -> str | None:

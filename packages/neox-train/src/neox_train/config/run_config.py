@@ -2,10 +2,12 @@
 
 Every key has exactly one home (a field of one section below, or of `neox_model.ModelConfig`).
 GPT-NeoX keys that only tune GPT-NeoX's own implementation are accepted and reported once
-(`IGNORED_KEYS`); GPT-NeoX keys for features neox does not have yet are refused with the reason
-(`UNSUPPORTED_KEYS`); older GPT-NeoX spellings are rewritten into today's keys first (all three
-tables: `gpt_neox`); anything else unknown is an error naming the closest valid key. The sections
-themselves are `sections`; the rules between them are `rules`.
+(`IGNORED_KEYS`); GPT-NeoX keys for features neox does not have yet are refused naming the
+feature (`UNSUPPORTED_KEYS`; at GPT-NeoX's default, the feature off, they are accepted), and so
+are values of neox's keys that ask for such a feature; older GPT-NeoX spellings are rewritten
+into today's keys first (all these tables: `gpt_neox`); anything else unknown is an error naming
+the closest valid key. Every problem of a config is reported at once, one line each. The
+sections themselves are `sections`; the rules between them are `rules`.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from neox_model import ModelConfig
-from neox_train.config.batch import BatchLayout, data_parallel_size, resolve_batch
+from neox_train.config.batch import (
+    BatchLayout,
+    data_parallel_size,
+    resolve_batch,
+    stated_data_parallel,
+)
 from neox_train.config.gpt_neox import (
     IGNORED_KEYS,
     LEGACY_KEYS,
     UNSUPPORTED_KEYS,
+    refused_value,
     rewrite_legacy_keys,
+    value_features,
 )
 from neox_train.config.rules import layout_problem
-from neox_train.config.schema import ConfigError, build, closest, field_names
+from neox_train.config.schema import ConfigError, Where, build, closest, field_names
 from neox_train.config.sections import (
     CheckpointConfig,
     DataConfig,
@@ -58,8 +67,16 @@ class RunConfig:
     text_generation: TextGenConfig
 
     def batch(self, world_size: int) -> BatchLayout:
-        """The batch layout for `world_size` ranks (raises ConfigError when impossible)."""
+        """The batch layout for `world_size` ranks (raises ConfigError when impossible, or
+        when global_num_gpus states another world size)."""
         parallel, training = self.parallel, self.training
+        stated = self.launch.global_num_gpus
+        if stated is not None and stated != world_size:
+            raise ConfigError(
+                f"global_num_gpus is {stated} but this run has {world_size} ranks: start "
+                f"{stated} (num_gpus x num_nodes, the hostfile, --world-size) or remove "
+                "global_num_gpus (GPT-NeoX records the world size it ran at there)"
+            )
         dp = data_parallel_size(
             world_size, parallel.pipe_parallel_size, parallel.model_parallel_size
         )
@@ -69,6 +86,18 @@ class RunConfig:
             training.train_micro_batch_size_per_gpu,
             training.gradient_accumulation_steps,
         )
+
+    @property
+    def smallest_world_size(self) -> int:
+        """The fewest ranks this config trains on: one model's pipeline stages x tensor ranks,
+        times the replicas the batch keys fix when all three are given."""
+        parallel, training = self.parallel, self.training
+        replicas = stated_data_parallel(
+            training.train_batch_size,
+            training.train_micro_batch_size_per_gpu,
+            training.gradient_accumulation_steps,
+        )
+        return max(parallel.pipe_parallel_size, 1) * parallel.model_parallel_size * replicas
 
     @property
     def lr_decay_iters(self) -> int:
@@ -132,41 +161,97 @@ def all_keys() -> dict[str, type]:
 
 
 def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
-    """Merge, validate and type the config files (raises ConfigError on any problem)."""
+    """Merge, validate and type the config files; a ConfigError names every problem found,
+    one line each (unknown and refused keys, bad values of each section)."""
     merged = merge_files(paths)
     files = tuple(str(p) for p in paths)
 
     def where(key: str) -> str:
         return merged.origins.get(key.split(".")[0], ", ".join(files))
 
-    owners = all_keys()
-    ignored = []
-    split: dict[type, dict[str, Any]] = {}
     values, rewritten = rewrite_legacy_keys(merged.values, where)
+    sorted_keys = _sort_keys(values, where)
+    problems = list(sorted_keys.problems)
+    built: dict[str, Any] = {}
+    for name, cls in config_sections():
+        try:
+            built[name] = build(cls, sorted_keys.split.get(cls, {}), where)
+        except ConfigError as err:
+            problems += [line for line in str(err).splitlines() if not sorted_keys.left_out(line)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    run = RunConfig(**built)
+    problem = layout_problem(run)
+    if problem:
+        raise ConfigError(f"{', '.join(files)}: {problem}")
+    return LoadedConfig(run, files, merged.overrides, sorted_keys.ignored, tuple(rewritten))
+
+
+@dataclass(frozen=True)
+class _SortedKeys:
+    split: dict[type, dict[str, Any]]  # section class -> its keys and values
+    ignored: tuple[str, ...]  # "key: reason" lines
+    problems: tuple[str, ...]  # one line per unknown or refused key
+    refused: frozenset[str]  # neox's keys left out of `split`: their value was refused
+
+    def left_out(self, problem: str) -> bool:
+        """Whether `problem` is a refused key reported missing (said once, as refused)."""
+        return any(problem.endswith(f"required key {key!r} is missing") for key in self.refused)
+
+
+def _sort_keys(values: Mapping[str, Any], where: Where) -> _SortedKeys:
+    """Each key to its section, to the ignored lines, or to the problems."""
+    owners = all_keys()
+    ignored: list[str] = []
+    problems: list[str] = []
+    refused: set[str] = set()
+    split: dict[type, dict[str, Any]] = {}
     for key, value in values.items():
         if key in IGNORED_KEYS:
             ignored.append(f"{key}: {IGNORED_KEYS[key]}")
         elif key in UNSUPPORTED_KEYS:
-            raise ConfigError(
-                f"{where(key)}: {key} is a GPT-NeoX key for {UNSUPPORTED_KEYS[key]}, which neox "
-                "does not support yet; remove it"
-            )
+            feature = refused_value(key, value)
+            if feature is None:
+                ignored.append(f"{key}: at GPT-NeoX's default, {UNSUPPORTED_KEYS[key]} off")
+            else:
+                problems.append(_refusal(where(key), key, feature))
         elif key in owners:
-            split.setdefault(owners[key], {})[key] = value
+            features = value_features(key, value)
+            problems += [
+                f"{where(key)}: {key} asks for {feature}, which neox does not support yet"
+                for feature in features
+            ]
+            if features:
+                refused.add(key)
+            else:
+                split.setdefault(owners[key], {})[key] = value
         else:
-            raise ConfigError(f"{where(key)}: unknown key {key!r}{_suggestion(key, owners)}")
-    sections: dict[str, Any] = {
-        name: build(cls, split.get(cls, {}), where) for name, cls in _SECTIONS
-    }
-    model = build(ModelConfig, split.get(ModelConfig, {}), where)
-    run = RunConfig(model=model, **sections)
-    problem = layout_problem(run)
-    if problem:
-        raise ConfigError(f"{', '.join(files)}: {problem}")
-    return LoadedConfig(run, files, merged.overrides, tuple(ignored), tuple(rewritten))
+            problems.append(f"{where(key)}: unknown key {key!r}{_suggestion(key, owners)}")
+    problems += _extra_args_problems(values.get("deepspeed_extra_args"), owners, where)
+    return _SortedKeys(split, tuple(ignored), tuple(problems), frozenset(refused))
+
+
+def _refusal(where: str, key: str, feature: str) -> str:
+    return (
+        f"{where}: {key} is a GPT-NeoX key for {feature}, which neox does not support yet; "
+        "remove it"
+    )
+
+
+def _extra_args_problems(extra: Any, owners: Mapping[str, type], where: Where) -> list[str]:
+    """deepspeed_extra_args entries that are keys of this config: they belong at the top."""
+    if not isinstance(extra, Mapping):
+        return []
+    return [
+        f"{where('deepspeed_extra_args')}: deepspeed_extra_args.{key} is a key of the run "
+        f"config, which writes it into the DeepSpeed config itself: set {key} at the top level"
+        for key in extra
+        if key in owners
+    ]
 
 
 def _suggestion(key: str, owners: Mapping[str, type]) -> str:
+    """A close valid key, for a key GPT-NeoX does not define either."""
     hint = closest(key, [*owners, *IGNORED_KEYS, *LEGACY_KEYS])
     return f"; did you mean {hint!r}?" if hint else ""
 

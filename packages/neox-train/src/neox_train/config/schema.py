@@ -2,8 +2,8 @@
 
 A section is a frozen dataclass; its field names are config keys and its type hints are the
 schema. `build` checks every value against its hint (int, float, bool, str, Literal, unions with
-None, list/tuple, dict, nested dataclasses) and reports the first problem as a `ConfigError`
-naming the key, the value, what was expected and the file it came from.
+None, list/tuple, dict, nested dataclasses) and reports every problem, one line each, as a
+`ConfigError` naming the key, the value, what was expected and the file it came from.
 """
 
 from __future__ import annotations
@@ -48,29 +48,36 @@ Where = Callable[[str], str]  # dotted key -> the file it came from
 def build(cls: type[T], values: Mapping[str, Any], where: Where, prefix: str = "") -> T:
     """Instantiate section `cls` from `values`; `where(key)` names the file of a key.
 
-    `prefix` is the dotted path of a nested section ("optimizer.params.").
+    `prefix` is the dotted path of a nested section ("optimizer.params."). A ConfigError names
+    every unknown, missing or mistyped key of the section, one line each.
     """
     hints = typing.get_type_hints(cls)
     known = field_names(cls)
-    fields = dataclasses.fields(cast(Any, cls))
-    for key in values:
-        if key not in known:
-            hint = closest(key, known)
-            tip = f"; did you mean {prefix + hint!r}?" if hint else f"; valid: {', '.join(known)}"
-            raise ConfigError(f"{where(prefix + key)}: unknown key {prefix + key!r}{tip}")
+    problems = [_unknown(key, known, prefix, where) for key in values if key not in known]
     kwargs = {}
-    for field in fields:
+    for field in dataclasses.fields(cast(Any, cls)):
         key = prefix + field.name
         if field.name in values:
-            kwargs[field.name] = convert(values[field.name], hints[field.name], key, where)
+            try:
+                kwargs[field.name] = convert(values[field.name], hints[field.name], key, where)
+            except ConfigError as err:
+                problems.append(str(err))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where(key)}: required key {key!r} is missing")
+            problems.append(f"{where(key)}: required key {key!r} is missing")
+    if problems:
+        raise ConfigError("\n".join(problems))
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{where(prefix.rstrip('.'))}: {err}") from err
+
+
+def _unknown(key: str, known: list[str], prefix: str, where: Where) -> str:
+    hint = closest(key, known)
+    tip = f"; did you mean {prefix + hint!r}?" if hint else f"; valid: {', '.join(known)}"
+    return f"{where(prefix + key)}: unknown key {prefix + key!r}{tip}"
 
 
 def convert(value: Any, hint: Any, key: str, where: Where) -> Any:

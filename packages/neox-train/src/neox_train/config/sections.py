@@ -30,7 +30,10 @@ class DataConfig:
     )
     vocab_file: str | None = field(default=None, metadata=_doc("Tokenizer file."))
     merge_file: str | None = field(default=None, metadata=_doc("BPE merges (GPT-2 tokenizers)."))
-    data_impl: Literal["mmap"] = field(default="mmap", metadata=_doc("Token file format."))
+    data_impl: Literal["mmap", "infer"] = field(
+        default="mmap",
+        metadata=_doc("Token file format: mmap (GPT-NeoX's 'infer', its default, reads it so)."),
+    )
     train_data_paths: tuple[str, ...] | None = field(
         default=None,
         metadata=_doc(
@@ -288,20 +291,62 @@ class TrainingConfig:
             raise ValueError(f"eval_iters must be >= 0, got {self.eval_iters}")
 
 
+Dtype = Literal["fp32", "fp16", "bf16"]
+
+
 @dataclass(frozen=True)
 class Fp16Config:
     enabled: bool = field(default=False, metadata=_doc("Train in fp16 with loss scaling."))
     fp16: bool | None = field(default=None, metadata=_doc("GPT-NeoX alias of enabled."))
+    type: Literal["fp16", "bfloat16"] = field(
+        default="fp16",
+        metadata=_doc("GPT-NeoX: with enabled, 'bfloat16' trains in bfloat16 instead of fp16."),
+    )
+    auto_cast: bool = field(
+        default=False,
+        metadata=_doc("DeepSpeed: cast floating inputs to fp16 (neox's inputs are token ids)."),
+    )
     loss_scale: float = field(default=0.0, metadata=_doc("0 = dynamic loss scaling."))
     loss_scale_window: int = field(default=1000, metadata=_doc("Steps between scale raises."))
     hysteresis: int = field(default=2, metadata=_doc("Overflows tolerated before lowering."))
+    consecutive_hysteresis: bool = field(
+        default=False, metadata=_doc("DeepSpeed: refill hysteresis after a step without overflow.")
+    )
     min_loss_scale: float = field(default=1.0, metadata=_doc("Lowest dynamic loss scale."))
     initial_scale_power: int = field(default=16, metadata=_doc("Start at 2**this."))
+
+    @property
+    def on(self) -> bool:
+        """Whether this block turns on 16-bit training (fp16, or bfloat16 by `type`)."""
+        return self.enabled or bool(self.fp16)
+
+
+_NO_LOSS_SCALE = _doc(
+    "Accepted as GPT-NeoX's bf16 blocks copy it from fp16; bf16 needs no loss scaling."
+)
 
 
 @dataclass(frozen=True)
 class Bf16Config:
     enabled: bool = field(default=False, metadata=_doc("Train in bfloat16."))
+    bf16: bool | None = field(default=None, metadata=_doc("GPT-NeoX alias of enabled."))
+    loss_scale: float | None = field(default=None, metadata=_NO_LOSS_SCALE)
+    loss_scale_window: int | None = field(default=None, metadata=_NO_LOSS_SCALE)
+    initial_scale_power: int | None = field(default=None, metadata=_NO_LOSS_SCALE)
+    hysteresis: int | None = field(default=None, metadata=_NO_LOSS_SCALE)
+    min_loss_scale: float | None = field(default=None, metadata=_NO_LOSS_SCALE)
+
+
+@dataclass(frozen=True)
+class DataTypesConfig:
+    grad_accum_dtype: Dtype | None = field(
+        default=None,
+        metadata=_doc(
+            "DeepSpeed's gradient accumulation dtype; default the training dtype. fp32 under "
+            "bf16 or fp16 needs ZeRO stage >= 1 (bf16 with ZeRO 1: DeepSpeed's bf16 optimizer, "
+            "gradients accumulated in fp32)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -311,22 +356,56 @@ class PrecisionConfig:
     )
     fp16: Fp16Config = field(default_factory=Fp16Config, metadata=_doc("DeepSpeed fp16 block."))
     bf16: Bf16Config = field(default_factory=Bf16Config, metadata=_doc("DeepSpeed bf16 block."))
+    fp32_allreduce: bool = field(
+        default=False,
+        metadata=_doc(
+            "All-reduce (and ZeRO's reduce-scatter) the gradients in fp32 when training in "
+            "fp16 or bf16: DeepSpeed's communication_data_type fp32."
+        ),
+    )
+    communication_data_type: Dtype | None = field(
+        default=None,
+        metadata=_doc("DeepSpeed: the dtype gradients are reduced in; default the training dtype."),
+    )
+    data_types: DataTypesConfig = field(
+        default_factory=DataTypesConfig, metadata=_doc("DeepSpeed data_types block.")
+    )
 
     def __post_init__(self) -> None:
-        flags = {"fp16": self.fp16.enabled or bool(self.fp16.fp16), "bfloat16": self.bf16.enabled}
-        on = [name for name, enabled in flags.items() if enabled]
+        on = [name for name, enabled in self._flags().items() if enabled]
         if len(on) > 1:
             raise ValueError("fp16.enabled and bf16.enabled are both true; choose one")
         if self.precision is not None and on and on[0] != self.precision:
             raise ValueError(f"precision is {self.precision!r} but {on[0]} is enabled")
+        if self.fp32_allreduce and self.communication_data_type not in (None, "fp32"):
+            raise ValueError(
+                f"fp32_allreduce asks for communication_data_type fp32 but it is "
+                f"{self.communication_data_type!r}; keep one"
+            )
+
+    def _flags(self) -> dict[str, bool]:
+        fp16 = self.fp16.on
+        bf16 = self.bf16.enabled or bool(self.bf16.bf16)
+        return {
+            "fp16": fp16 and self.fp16.type == "fp16",
+            "bfloat16": bf16 or (fp16 and self.fp16.type == "bfloat16"),
+        }
 
     @property
-    def dtype(self) -> Literal["fp32", "fp16", "bf16"]:
-        if self.fp16.enabled or self.fp16.fp16 or self.precision == "fp16":
+    def dtype(self) -> Dtype:
+        flags = self._flags()
+        if flags["fp16"] or self.precision == "fp16":
             return "fp16"
-        if self.bf16.enabled or self.precision == "bfloat16":
+        if flags["bfloat16"] or self.precision == "bfloat16":
             return "bf16"
         return "fp32"
+
+    @property
+    def communication_dtype(self) -> Dtype:
+        """The dtype gradients are reduced in."""
+        if self.fp32_allreduce:
+            return "fp32"
+        return self.communication_data_type or self.dtype
 
 
 @dataclass(frozen=True)
@@ -346,6 +425,13 @@ class ZeroConfig:
     )
     offload_param: dict[str, Any] | None = field(
         default=None, metadata=_doc("DeepSpeed's ZeRO-3 parameter offload block.")
+    )
+    load_from_fp32_weights: bool = field(
+        default=True,
+        metadata=_doc(
+            "On resume, take the weights from the checkpoint's fp32 optimizer partitions; false: "
+            "from its 16-bit model weights (DeepSpeed ZeRO key)."
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -381,6 +467,14 @@ class ParallelConfig:
         metadata=_doc(
             "How layers are split over pipeline stages: 'uniform', 'parameters' "
             "or 'type:REGEX' (balance layers whose class matches)."
+        ),
+    )
+    deepspeed_extra_args: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            "More DeepSpeed config entries, merged into the DeepSpeed config neox writes (e.g. "
+            "comms_logger, flops_profiler); an entry neox writes itself, or a key of this "
+            "config, is refused."
         ),
     )
     distributed_timeout_minutes: float = field(
@@ -615,6 +709,13 @@ class LaunchConfig:
         default=None, metadata=_doc("Workers per node (GPUs; on CPU, processes). Default: all.")
     )
     num_nodes: int = field(default=-1, metadata=_doc("Nodes to use; -1 = all in the hostfile."))
+    global_num_gpus: int | None = field(
+        default=None,
+        metadata=_doc(
+            "The run's world size, as GPT-NeoX records it: checked against the ranks the run "
+            "starts (and the default world size of `neox check` and `neox plan`)."
+        ),
+    )
     launcher: Launcher = field(default="pdsh", metadata=_doc("How to start remote workers."))
     hostfile: str | None = field(default=None, metadata=_doc("Hosts and slots; none = local."))
     master_port: int | None = field(
@@ -659,6 +760,8 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if self.num_gpus is not None and self.num_gpus <= 0:
             raise ValueError(f"num_gpus must be positive, got {self.num_gpus}")
+        if self.global_num_gpus is not None and self.global_num_gpus <= 0:
+            raise ValueError(f"global_num_gpus must be positive, got {self.global_num_gpus}")
         if self.num_nodes == 0 or self.num_nodes < -1:
             raise ValueError(f"num_nodes must be positive or -1, got {self.num_nodes}")
         if not 0 <= self.preemption_grace_period < float("inf"):

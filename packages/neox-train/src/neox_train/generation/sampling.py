@@ -6,8 +6,8 @@ forward; `recompute` reruns the whole context instead. A context longer than the
 positions is cut from the left (and the cache rebuilt). `compile` runs those single-token steps as
 one graph compiled by `torch.compile` over a static cache (see `neox_model.KVCache`) sized to
 prompt + new tokens in steps of 64 positions: compiled on the first step (seconds), reused for
-every step and every later call on the model (a second size compiles once more, see
-`compiled_last_logits`).
+every step and every later call on the model, whatever its length (the cache's length is dynamic
+to the compiler, see `neox_model.KVCache`).
 Every tensor-parallel rank computes the same logits and draws with the same generator, so all
 ranks pick the same tokens.
 """
@@ -53,7 +53,7 @@ def generate(
     limit = model.config.max_positions
     step = compiled_last_logits() if compile else last_logits
     # a static cache is read whole at every step: no longer than this call needs (in steps of
-    # 64 positions, so that a few lengths share one compiled step)
+    # 64 positions; its length is dynamic to the compiler, so one compiled step serves all)
     size = min(limit, -(-(len(prompt) + max_new_tokens) // 64) * 64)
     ids, new, cache, pending, stored = list(prompt), [], None, list(prompt), 0
     for _ in range(max_new_tokens):
@@ -77,8 +77,7 @@ def generate(
 
 def compiled_last_logits() -> Callable[[Transformer, torch.Tensor, KVCache | None], torch.Tensor]:
     """`last_logits` compiled in one graph (no graph breaks; C++, not Python, calls the
-    kernels): for the first cache size it meets, then once more with the size left symbolic,
-    which serves every later size (torch.compile's automatic dynamic shapes)."""
+    kernels), once: a static cache's length is symbolic, so every cache size shares it."""
     return torch.compile(last_logits, fullgraph=True, options={"cpp_wrapper": True})
 
 

@@ -11,9 +11,6 @@ Hardware FLOPs are what the devices compute: model FLOPs plus the forward passes
 activation checkpointing runs again (every block's forward: 2 N_blocks + 4 L s h_q per token).
 HFU = hardware FLOP/s over the peak; MFU = model FLOP/s over the peak; HFU / MFU is exactly
 `StepFlops.recompute_factor`.
-
-`flops_per_step` is Megatron's closed-form estimate (Narayanan et al., 2021), which `neox plan`
-prints: 24 f B s L h^2 (1 + s / (6 h) + V / (16 L h)), f = 3, or 4 with recomputation.
 """
 
 from __future__ import annotations
@@ -67,23 +64,6 @@ def step_flops(
     model = tokens * (6 * matmul_parameters + 12 * attention)
     recomputed = tokens * (2 * blocks + 4 * attention) if recompute else 0
     return StepFlops(float(model), float(model + recomputed))
-
-
-def flops_per_step(
-    config: ModelConfig, global_batch: int, padded_vocab: int, recompute: bool
-) -> float:
-    """Megatron's estimate of the FLOPs of one step (for `neox plan`)."""
-    h, layers, s = config.hidden_size, config.num_layers, config.seq_length
-    factor = 4 if recompute else 3
-    return (
-        24
-        * factor
-        * global_batch
-        * s
-        * layers
-        * h**2
-        * (1 + s / (6 * h) + padded_vocab / (16 * layers * h))
-    )
 
 
 def peak_tflops(

@@ -2,7 +2,9 @@
 alone. The model is built on the meta device (shapes, no storage), split as the run splits it:
 its tensor-parallel shard (rank 0's; every rank's is the same size) and, with a pipeline, the
 stages DeepSpeed's partitioning gives (`pipe_partition_method`). Bytes per stage come from
-`memory_model`; FLOPs from `flops`.
+`memory_model`; FLOPs from `neox_train.monitoring.flops` (the model FLOPs MFU counts, and the
+hardware FLOPs with recomputation); step time, tokens/s and MFU on a named GPU from
+`prediction`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from neox_train.config.batch import BatchLayout
 from neox_train.config.run_config import RunConfig
 from neox_train.config.schema import ConfigError
 from neox_train.engine.deepspeed_config import zero_stage
-from neox_train.monitoring.flops import flops_per_step
+from neox_train.monitoring.flops import StepFlops, step_flops
 from neox_train.parallel.topology import parallel_dims
 from neox_train.planning.memory_model import (
     ModelStates,
@@ -37,6 +39,13 @@ from neox_train.planning.memory_model import (
     embedding_activation_bytes,
     head_activation_bytes,
     model_state_bytes,
+)
+from neox_train.planning.prediction import (
+    ACHIEVABLE,
+    DEFAULT_GPU,
+    Prediction,
+    describe_prediction,
+    predict,
 )
 
 GIB = 2**30
@@ -72,8 +81,13 @@ class Plan:
     layout: ParallelDims
     batch: BatchLayout
     stages: tuple[Stage, ...]
-    flops_per_step: float
+    flops: StepFlops  # of one optimizer step, all GPUs together
     gpu_memory: int | None  # bytes per GPU, when known
+    speed: Prediction
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch.global_batch * self.config.seq_length
 
     @property
     def heaviest(self) -> Stage:
@@ -84,8 +98,16 @@ class Plan:
         return None if self.gpu_memory is None else self.heaviest.total <= self.gpu_memory
 
 
-def make_plan(run: RunConfig, vocab_size: int, world_size: int, gpu_memory: int | None) -> Plan:
-    """The plan of `run` on `world_size` GPUs (raises ConfigError for an impossible layout)."""
+def make_plan(
+    run: RunConfig,
+    vocab_size: int,
+    world_size: int,
+    gpu_memory: int | None,
+    gpu: str = DEFAULT_GPU,
+    achievable: float = ACHIEVABLE,
+) -> Plan:
+    """The plan of `run` on `world_size` GPUs named `gpu` (raises ConfigError for an impossible
+    layout)."""
     layout = parallel_dims(run, world_size)
     batch = run.batch(world_size)
     config = run.model.with_vocab(vocab_size)
@@ -95,10 +117,11 @@ def make_plan(run: RunConfig, vocab_size: int, world_size: int, gpu_memory: int 
         _stage(run, config, layout, batch, layers, bounds, index) for index in range(layout.pipe)
     )
     vocab = config.padded_vocab(layout.tensor)
-    recompute = run.training.checkpoint_activations
-    flops = flops_per_step(config, batch.global_batch, vocab, recompute=recompute)
+    flops = step_flops(config, batch.global_batch, vocab, run.training.checkpoint_activations)
     total = count_parameters(config, layout.tensor)
-    return Plan(config, total, layout, batch, stages, flops, gpu_memory)
+    tokens = batch.global_batch * config.seq_length
+    speed = predict(flops, layout, batch, tokens, gpu, achievable)
+    return Plan(config, total, layout, batch, stages, flops, gpu_memory, speed)
 
 
 def layer_parameters(config: ModelConfig, tensor_parallel: int) -> list[tuple[str, int]]:
@@ -238,8 +261,7 @@ def _zero_line(run: RunConfig, data_parallel: int) -> str:
 
 def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
     """The plan as the lines `neox plan` prints."""
-    config, layout, batch = plan.config, plan.layout, plan.batch
-    tokens = batch.global_batch * config.seq_length
+    config, layout, batch, flops = plan.config, plan.layout, plan.batch, plan.flops
     lines = [
         f"model: {plan.parameters:,} parameters; vocabulary {config.vocab_size:,} "
         f"({vocab_source}), padded to {config.padded_vocab(layout.tensor):,}",
@@ -249,10 +271,15 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
         + f" x {layout.data} data-parallel; {_zero_line(run, layout.data)}, {run.precision.dtype}",
         f"batch: {batch.global_batch} sequences per step = {batch.micro_batch} per GPU x "
         f"{batch.grad_accum} accumulation step(s) x {batch.data_parallel} replica(s); "
-        f"{tokens:,} tokens per step",
-        f"compute: {plan.flops_per_step:.3e} FLOPs per step, "
-        f"{plan.flops_per_step / layout.world_size:.3e} per GPU"
-        + (" (with activation recomputation)" if run.training.checkpoint_activations else ""),
+        f"{plan.tokens_per_step:,} tokens per step",
+        f"compute: {flops.model:.3e} model FLOPs per step (6N + attention, as MFU counts), "
+        f"{flops.model / layout.world_size:.3e} per GPU"
+        + (
+            f"; {flops.hardware:.3e} with activation recomputation"
+            if flops.hardware != flops.model
+            else ""
+        ),
+        describe_prediction(plan.speed),
         f"memory per GPU, {_unit(plan)[0]}:",
         *_stage_table(plan),
         *_notes(plan, run),
