@@ -26,6 +26,7 @@ def config(corpus, save, path, **overrides):
         num_gpus=2,
         train_micro_batch_size_per_gpu=2,
         train_iters=STEPS,
+        lr_decay_iters=STEPS + 2,  # the schedule of the resumes below, which train longer
         checkpoint_factor=1,
         seed=5,
     )

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,14 @@ def losses(save_dir, key="train_loss"):
     return {r["step"]: r[key] for r in read_metrics(save_dir / "metrics.jsonl") if key in r}
 
 
+def as_if_killed_after(run_dir, saved_step, lost_step):
+    """Make `run_dir` a run killed after saving `saved_step`: the checkpoint of `lost_step` gone,
+    `latest` pointing back, no metrics.jsonl."""
+    shutil.rmtree(run_dir / f"global_step{lost_step}")
+    (run_dir / "latest").write_text(f"global_step{saved_step}\n")
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+
 def write_config(path, values):
     import yaml
 
@@ -76,6 +85,23 @@ def neox_train(*args, timeout=300, env=None):
     """`python -m neox_train ARGS` in one process to its end; its output captured."""
     command = [sys.executable, "-m", "neox_train", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train_without(config, module, timeout=300):
+    """`neox-train train CONFIG` in one process where `module` is not found and importing it
+    fails, as when the extra that installs it is missing."""
+    code = (
+        "import sys, builtins, importlib.util as util\n"
+        "real, real_find = builtins.__import__, util.find_spec\n"
+        "def fake(name, *a, **k):\n"
+        f"    if name.startswith({module!r}): raise ImportError(name)\n"
+        "    return real(name, *a, **k)\n"
+        f"util.find_spec = lambda name, *a: None if name == {module!r} else real_find(name, *a)\n"
+        "builtins.__import__ = fake\n"
+        "from neox_train.cli import main; sys.exit(main(['train', sys.argv[1]]))"
+    )
+    command = [sys.executable, "-c", code, str(config)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def start_workers(configs, world_size):

@@ -101,7 +101,6 @@ def write(tmp_path, text):
         ),
         ("mlp_type: llama\nactivation: mish\n", "gates with activation silu, gelu or relu"),
         ("mlp_type: llama\nuse_bias_in_mlp: true\n", "no MLP biases but use_bias_in_mlp is true"),
-        ("override_lr_scheduler: true\n", "override_lr_scheduler is a GPT-NeoX key for taking"),
     ],
 )
 def test_older_keys_that_cannot_be_read_say_why(tmp_path, text, message):

@@ -45,6 +45,7 @@ def test_the_reference_lists_every_gpt_neox_key_with_its_status():
             assert f"| `{key}` | {group} | {gpt_neox_status(key)} |" in text.replace("\\|", "|")
     assert "| `moe_num_experts` | moe | refused unless at GPT-NeoX's default: mixture" in text
     assert "| `fp32_allreduce` | deepspeed_config | implemented (precision) |" in text
+    assert "| `override_lr_scheduler` | lr_scheduler | implemented (checkpoint) |" in text
 
 
 @pytest.mark.parametrize(
@@ -54,12 +55,9 @@ def test_the_reference_lists_every_gpt_neox_key_with_its_status():
         ("moe-type: deepspeed\n", "mixture-of-experts layers"),
         ("mamba_inner_func_fusion: true\n", "Mamba layers"),
         ("te_mha: true\n", "Transformer Engine layers and fp8"),
-        ("use_comet: true\n", "Comet logging"),
-        ("use_bnb_optimizer: true\n", "bitsandbytes 8-bit optimizers"),
         ("gmlp_attn_dim: 128\n", "gMLP blocks"),
         ("use_mup: true\n", "muP"),
         ("train_impl: dpo\n", "preference and reinforcement training"),
-        ("override_lr_scheduler: true\n", "taking the schedule from the config"),
     ],
 )
 def test_a_refused_key_names_the_feature_it_belongs_to(tmp_path, text, feature):
@@ -101,7 +99,7 @@ def test_refused_keys_at_gpt_neox_defaults_leave_their_feature_off(tmp_path):
     defaults = {key: value for feature in FEATURES for key, value in feature.keys.items()}
     text = "".join(f"{key}: {json.dumps(value)}\n" for key, value in defaults.items())
     later = tmp_path / "later.yml"
-    later.write_text("use_comet: false\nsparsity_config: {}\niteration: 0\n")
+    later.write_text("use_mup: false\nsparsity_config: {}\niteration: 0\n")
     (tmp_path / "config.yml").write_text(BASE + text)
     loaded = load_run_config([tmp_path / "config.yml", later])
     assert {line.split(":")[0] for line in loaded.ignored} >= set(defaults)
@@ -112,7 +110,7 @@ def test_refused_keys_at_gpt_neox_defaults_leave_their_feature_off(tmp_path):
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     text = (
-        "use_comet: true\n"
+        "use_mup: true\n"
         "moe_num_experts: 4\n"
         "num_layer: 3\n"
         "te_fp8_mha: true\n"
@@ -125,7 +123,8 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     assert all(line.startswith(f"{where}: ") for line in lines), lines
     said = [line.removeprefix(f"{where}: ") for line in lines]
     assert said[:4] == [
-        "use_comet is a GPT-NeoX key for Comet logging, which neox does not support yet; remove it",
+        "use_mup is a GPT-NeoX key for muP (maximal update parametrization), which neox does "
+        "not support yet; remove it",
         "moe_num_experts is a GPT-NeoX key for mixture-of-experts layers, which neox does not "
         "support yet; remove it",
         "unknown key 'num_layer'; did you mean 'num_layers'?",
@@ -140,7 +139,7 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
 
 def test_the_command_line_prints_every_problem_and_exits_2(tmp_path):
     path = tmp_path / "config.yml"
-    path.write_text(BASE + "use_comet: true\nmoe_num_experts: 4\nnum_layer: 3\n")
+    path.write_text(BASE + "use_mup: true\nmoe_num_experts: 4\nnum_layer: 3\n")
     proc = neox_train("check", path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -149,7 +148,7 @@ def test_the_command_line_prints_every_problem_and_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("key", ["use_comet", "use_bnb_optimizer", "comet_project", "te_mha"])
+@pytest.mark.parametrize("key", ["no_save_optim", "wandb_run_name", "checkpoint_in_cpu", "te_mha"])
 def test_no_suggestion_for_keys_gpt_neox_defines(tmp_path, key):
     (line,) = problems(tmp_path, f"{key}: yes-please\n")
     assert "did you mean" not in line and f"{key} is a GPT-NeoX key for" in line

@@ -86,10 +86,15 @@ def test_the_classic_sizes_load_and_plan(name, shape):
     assert planned([name], GPT2_VOCAB).parameters == gpt_neox_dense(*shape, GPT2_VOCAB)
 
 
+@pytest.mark.parametrize("training", ["training.yml", "llama_train_config.yml"])
 @pytest.mark.parametrize(("name", "counted"), LLAMA.items())
-def test_the_llama_family_loads_and_plans_with_a_training_file(name, counted):
+def test_the_llama_family_loads_and_plans_with_a_training_file(name, counted, training):
+    """A generic training file, or the one GPT-NeoX ships for them (configs/llama/
+    train_config.yml), which fine-tunes and takes the config's schedule on resume."""
     total, vocab = counted
-    assert planned(["training.yml", name], vocab).parameters == total
+    assert planned([name, training], vocab).parameters == total
+    checkpoint = load_run_config([FILES / name, FILES / training]).run.checkpoint
+    assert checkpoint.override_lr_scheduler == (training == "llama_train_config.yml")
 
 
 def test_the_20b_finetuning_bf16_and_setup_files_load_and_plan():
@@ -104,6 +109,23 @@ def test_the_20b_finetuning_bf16_and_setup_files_load_and_plan():
         assert planned(["pythia_160M.yml", setup], NEOX_VOCAB).parameters == 162_322_944
 
 
+def test_the_bnb_and_comet_files_load_and_plan():
+    """bnb_125M.yml: GPT-NeoX's 125M with bitsandbytes' 8-bit Adam (fp16, ZeRO stage 0);
+    local_setup_comet.yml over 125M.yml: Comet logging with its project, name, tags and others."""
+    assert planned(["bnb_125M.yml"], GPT2_VOCAB).parameters == gpt_neox_dense(12, 768, GPT2_VOCAB)
+    assert load_run_config([FILES / "bnb_125M.yml"]).run.optimizer.use_bnb_optimizer
+    names = ["125M.yml", "local_setup_comet.yml"]
+    assert planned(names, GPT2_VOCAB).parameters == gpt_neox_dense(12, 768, GPT2_VOCAB)
+    comet = load_run_config([FILES / name for name in names]).run.logging
+    assert (comet.use_comet, comet.comet_project, comet.comet_experiment_name) == (
+        True,
+        "test_project",
+        "test_experiment",
+    )
+    assert comet.comet_tags == ("test_tag1", "test_tag2")
+    assert comet.comet_others == {"test_others": None}
+
+
 def refused(names):
     """The features named by the refusal of these files together, and the number of lines."""
     with pytest.raises(ConfigError) as err:
@@ -113,13 +135,7 @@ def refused(names):
     return features, len(lines)
 
 
-OVERRIDE = (
-    "taking the schedule from the config instead of the checkpoint on resume (neox resumes the "
-    "checkpoint's schedule; finetune: true starts a fresh one from the config)"
-)
 REFUSED = {
-    ("bnb_125M.yml",): ({"bitsandbytes 8-bit optimizers"}, 1),
-    ("125M.yml", "local_setup_comet.yml"): ({"Comet logging"}, 5),
     ("125M-moe.yml",): ({"mixture-of-experts layers"}, 4),
     ("125M-dmoe.yml",): ({"mixture-of-experts layers"}, 2),
     ("training.yml", "mamba_130M.yml"): (
@@ -135,7 +151,6 @@ REFUSED = {
         },
         2,
     ),
-    **{(name, "llama_train_config.yml"): ({OVERRIDE}, 1) for name in LLAMA},
 }
 
 

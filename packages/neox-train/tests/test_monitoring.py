@@ -3,8 +3,7 @@
 import json
 import os
 import re
-import subprocess
-import sys
+import zipfile
 
 import pytest
 
@@ -14,7 +13,14 @@ from neox_train.monitoring.flops import peak_tflops, step_flops
 from neox_train.monitoring.metrics import read_metrics
 from neox_train.monitoring.progress import Progress, Throughput
 
-from conftest import neox_train, run_workers, tiny_config, write_config, write_run
+from conftest import (
+    neox_train,
+    run_workers,
+    tiny_config,
+    train_without,
+    write_config,
+    write_run,
+)
 
 
 def test_flops_reduce_to_six_n_d_for_a_wide_model():
@@ -123,6 +129,78 @@ def wandb_history_keys(data: bytes) -> set[str]:
     return keys
 
 
+def test_comet_offline_archive_holds_every_metric_of_metrics_jsonl(data_dir, tmp_path, monkeypatch):
+    """use_comet without an API key: comet_ml's OfflineExperiment writes its archive (a zip) into
+    LOG_DIR/comet; read back, it holds each value of metrics.jsonl at its step, and the
+    experiment's name, tags, other metadata and the run's config."""
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))  # no key from a file
+    monkeypatch.setenv("COMET_ERROR_TRACKING_ENABLE", "false")  # comet_ml's own error reports
+    config = write_run(
+        data_dir,
+        tmp_path,
+        "run",
+        train_iters=3,
+        log_dir=str(tmp_path / "logs"),
+        use_comet=True,
+        comet_project="neox-test",
+        comet_experiment_name="tiny",
+        comet_tags=["a", "b"],
+        comet_others={"note": "offline"},
+    )
+    run_workers([config], 1)
+    archives = list((tmp_path / "logs" / "comet").glob("*.zip"))
+    assert len(archives) == 1, "comet_ml wrote no offline archive"
+    experiment, messages = comet_archive(archives[0])
+    assert experiment["project_name"] == "neox-test" and sorted(experiment["tags"]) == ["a", "b"]
+    others = {m["key"]: m["value"] for kind, m in messages if kind == "log_other"}
+    assert others["Name"] == "tiny" and others["note"] == "offline"
+    params = {  # a list value is a "params" entry
+        m.get("param", m.get("params"))["paramName"]
+        for kind, m in messages
+        if kind == "parameter_msg"
+    }
+    assert {"hidden_size", "optimizer|params|lr"} <= params
+    logged = {
+        (m["metric"]["step"], m["metric"]["metricName"]): m["metric"]["metricValue"]
+        for kind, m in messages
+        if kind == "metric_msg"
+    }
+    expected = {
+        (record["step"], name): value
+        for record in read_metrics(tmp_path / "logs" / "metrics.jsonl")
+        for name, value in record.items()
+        if name != "step"
+    }
+    assert {(3, "train_loss"), (3, "valid_loss"), (1, "lr")} <= set(expected)
+    names = {name for _, name in expected}  # beside them comet_ml's own sys.* metrics
+    assert {key: value for key, value in logged.items() if key[1] in names} == expected
+
+
+def comet_archive(path):
+    """(experiment.json, [(message type, payload)]) of a comet_ml offline archive."""
+    with zipfile.ZipFile(path) as archive:
+        experiment = json.loads(archive.read("experiment.json"))
+        lines = archive.read("messages.json").decode().splitlines()
+    messages = [(m["type"], m["payload"]) for m in map(json.loads, lines)]
+    return experiment, messages
+
+
+def test_comet_goes_online_only_with_an_api_key_and_without_comet_offline(tmp_path, monkeypatch):
+    import comet_ml
+
+    from neox_train.monitoring.writers import comet_online
+
+    monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    monkeypatch.delenv("COMET_OFFLINE", raising=False)
+    assert not comet_online(comet_ml.get_config())
+    monkeypatch.setenv("COMET_API_KEY", "key")
+    assert comet_online(comet_ml.get_config())
+    monkeypatch.setenv("COMET_OFFLINE", "true")
+    assert not comet_online(comet_ml.get_config())
+
+
 NORM_LAYOUTS = {
     "single-zero1": (1, {}),
     "tp2-zero1": (2, {"model_parallel_size": 2}),
@@ -162,21 +240,27 @@ def test_param_grad_and_optimizer_state_norms_are_the_same_in_every_layout(data_
         assert single[f"optimizer_state_norm/{key}"] == pytest.approx(total**0.5, rel=1e-6)
 
 
-def test_a_missing_extra_is_named(data_dir, tmp_path):
-    config = write_run(data_dir, tmp_path, "run", tensorboard_dir=str(tmp_path / "tb"))
-    code = (
-        "import sys, builtins; real = builtins.__import__\n"
-        "def fake(name, *a, **k):\n"
-        "    if name.startswith('torch.utils.tensorboard'): raise ImportError(name)\n"
-        "    return real(name, *a, **k)\n"
-        "builtins.__import__ = fake\n"
-        "from neox_train.cli import main; sys.exit(main(['train', sys.argv[1]]))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=300
-    )
+MISSING_EXTRAS = {
+    # extra: (the module it installs, keys that need it, the error's start)
+    "tensorboard": (
+        "torch.utils.tensorboard",
+        {"tensorboard_dir": "tb"},
+        "tensorboard_dir needs TensorBoard",
+    ),
+    "comet": ("comet_ml", {"use_comet": True}, "use_comet needs the 'comet' extra"),
+}
+
+
+@pytest.mark.parametrize("extra", sorted(MISSING_EXTRAS))
+def test_a_missing_extra_is_one_line_naming_it_before_training(data_dir, tmp_path, extra):
+    module, keys, needs = MISSING_EXTRAS[extra]
+    config = write_run(data_dir, tmp_path, "run", **keys)
+    proc = train_without(config, module)
     assert proc.returncode == 2
-    assert "pip install 'neox-train[tensorboard]'" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"neox-train: error: {needs}: pip install 'neox-train[{extra}]'"
+    )
+    assert "step 1/" not in proc.stdout and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_profiling_writes_a_trace_of_the_chosen_steps(data_dir, tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from neox_model import Transformer
@@ -104,3 +105,32 @@ def test_norms_of_every_kind_are_not_decayed():
         _, no_decay = parameter_groups(model, 0.1)
         names = {id(p): n for n, p in model.named_parameters()}
         assert {names[id(p)] for p in no_decay["params"]} >= {"final_layer_norm.weight"}
+
+
+def test_use_bnb_optimizer_is_bitsandbytes_adam8bit_with_8_bit_moments():
+    """As GPT-NeoX: Adam becomes bitsandbytes' Adam8bit; a weight of >= 4096 elements keeps its
+    moments as uint8 codes, and the step moves the weights as an Adam step of the same size."""
+    import bitsandbytes as bnb
+
+    config = OptimizerConfig(
+        OptimizerSpec("Adam", OptimizerParams(1e-2, (0.9, 0.95), 1e-8)),
+        weight_decay=0.0,
+        use_bnb_optimizer=True,
+    )
+    model = torch.nn.Linear(128, 64)
+    optimizer = build_optimizer(model, config)
+    assert isinstance(optimizer, bnb.optim.Adam8bit)
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-8
+    before = model.weight.detach().clone()
+    model(torch.randn(4, 128)).square().sum().backward()
+    optimizer.step()
+    # Adam's first step moves each weight by lr x sign(gradient), up to 8-bit rounding
+    step = (model.weight.detach() - before).abs()
+    assert step.mean() == pytest.approx(1e-2, rel=0.05)
+    state = optimizer.state[model.weight]
+    assert state["state1"].dtype == torch.uint8 and state["state1"].shape == (64, 128)
+
+
+def test_use_bnb_optimizer_is_refused_for_other_optimizer_types():
+    with pytest.raises(ValueError, match="optimizer type lion has no 8-bit form"):
+        OptimizerConfig(OptimizerSpec("lion", OptimizerParams(1e-3)), use_bnb_optimizer=True)

@@ -1,8 +1,20 @@
 """Training runs with other precisions and optimizers."""
 
-import pytest
+import shutil
 
-from conftest import losses, neox_train, run_workers, tiny_config, write_config
+import pytest
+import torch
+
+from conftest import (
+    as_if_killed_after,
+    losses,
+    neox_train,
+    run_workers,
+    start_workers,
+    tiny_config,
+    train_without,
+    write_config,
+)
 
 
 @pytest.mark.parametrize("stage", [0, 1])
@@ -74,3 +86,76 @@ def test_fp16_without_a_gpu_is_one_clear_error(data_dir, tmp_path):
         "use bf16 or fp32 here"
     ]
     assert not (tmp_path / "never").exists()
+
+
+BNB = dict(use_bnb_optimizer=True, pos_emb="rotary", train_micro_batch_size_per_gpu=2)
+BNB_LAYOUTS = {
+    # name: (processes, overrides, the files that hold the optimizer state)
+    "single": (1, {}, "mp_rank_00_model_states.pt"),
+    "dp2-zero1": (2, {"zero_optimization": {"stage": 1}}, "zero_pp_rank_*_optim_states.pt"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BNB_LAYOUTS))
+def test_bnb_8_bit_adam_saves_its_8_bit_state_and_resumes_exactly(data_dir, tmp_path, name):
+    """use_bnb_optimizer: 6 steps straight = 3 steps, a checkpoint holding bitsandbytes' 8-bit
+    moments (uint8 codes with per-block scales), a crash, a resume and 3 more steps, without ZeRO
+    and with ZeRO-1's flat partitions; a resume at another layout is refused naming the
+    optimizer (its 8-bit blocks cannot be split)."""
+    processes, overrides, files = BNB_LAYOUTS[name]
+    values = tiny_config(
+        data_dir, tmp_path / "full", train_iters=6, checkpoint_factor=3, **BNB, **overrides
+    )
+    run_workers([write_config(tmp_path / "full.yml", values)], processes)
+    full = losses(tmp_path / "full")
+    assert full[6] < full[1]
+    codes = eight_bit_states(sorted((tmp_path / "full" / "global_step3").glob(files)))
+    assert codes and all(q["state2"].dtype == torch.uint8 and "absmax1" in q for q in codes)
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "full", crashed)
+    as_if_killed_after(crashed, 3, 6)
+    resumed = dict(values, save=str(crashed), load=str(crashed))
+    out = run_workers([write_config(tmp_path / "resume.yml", resumed)], processes)
+    assert "at step 3" in out
+    assert losses(crashed) == {step: full[step] for step in (4, 5, 6)}
+    as_if_killed_after(crashed, 3, 6)
+    wider = dict(resumed, model_parallel_size=2, zero_optimization={"stage": 1})
+    procs = start_workers([write_config(tmp_path / "wider.yml", wider)], 2)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], outputs[0][-2000:]
+    assert "cannot carry the optimizer state of Adam8bit" in outputs[0]
+
+
+def eight_bit_states(paths):
+    """bitsandbytes' quantised states (those with uint8 codes) in DeepSpeed's checkpoint files:
+    the optimizer of a model-states file, the base optimizer of a ZeRO partition file."""
+    from neox_model.checkpoint import load_file
+
+    found = []
+    for path in paths:
+        saved = load_file(path)
+        optimizer = saved.get("optimizer") or saved["optimizer_state_dict"]["base_optimizer_state"]
+        quantised = [s["__bnb_optimizer_quant_state__"] for s in optimizer["state"].values()]
+        found += [q for q in quantised if q["state1"].dtype == torch.uint8]
+    return found
+
+
+def test_bnb_where_it_cannot_run_is_one_line_and_exit_2(data_dir, tmp_path):
+    """With the optimizer offloaded (DeepSpeed's CPU Adam steps it), with a learned position
+    embedding (GPT-NeoX's StableEmbedding) and without bitsandbytes: one line, exit 2, before
+    training."""
+    offload = {"stage": 2, "offload_optimizer": {"device": "cpu"}}
+    offloaded = tiny_config(data_dir, tmp_path / "o", **BNB, zero_optimization=offload)
+    proc = neox_train("check", write_config(tmp_path / "offloaded.yml", offloaded))
+    assert proc.returncode == 2
+    assert "use_bnb_optimizer with an offloaded optimizer" in proc.stderr
+    learned = tiny_config(data_dir, tmp_path / "l", **{**BNB, "pos_emb": "learned"})
+    proc = neox_train("check", write_config(tmp_path / "learned.yml", learned))
+    assert proc.returncode == 2 and "bitsandbytes' StableEmbedding" in proc.stderr
+    config = write_config(tmp_path / "bnb.yml", tiny_config(data_dir, tmp_path / "b", **BNB))
+    proc = train_without(config, "bitsandbytes")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "neox-train: error: use_bnb_optimizer needs the 'bnb' extra: pip install 'neox-train[bnb]'"
+    )
+    assert "step 1/" not in proc.stdout

@@ -19,7 +19,12 @@ def train_steps(save):
 def test_sigterm_saves_exits_75_and_the_next_start_resumes(data_dir, tmp_path):
     save = tmp_path / "run"
     values = tiny_config(
-        data_dir, save, train_micro_batch_size_per_gpu=2, train_iters=400, checkpoint_factor=1000
+        data_dir,
+        save,
+        train_micro_batch_size_per_gpu=2,
+        train_iters=400,
+        lr_decay_iters=400,  # the schedule stays when train_iters is shortened below
+        checkpoint_factor=1000,
     )
     config = write_config(tmp_path / "long.yml", values)
     procs = start_workers([config], 2)

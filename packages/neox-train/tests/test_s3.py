@@ -69,6 +69,7 @@ def test_a_run_uploads_its_checkpoints_and_another_resumes_from_s3(store, data_d
         tmp_path / "first",
         train_micro_batch_size_per_gpu=2,
         train_iters=4,
+        lr_decay_iters=6,  # the schedule of both runs (a resume keeps the checkpoint's)
         checkpoint_factor=2,
         s3_path="s3://ckpts/run",
         s3_chunk_size=5 * 2**20,

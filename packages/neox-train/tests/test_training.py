@@ -8,7 +8,15 @@ from neox_train import load_run_config
 from neox_train.loop.trainer import dropout_seed, schedule_for
 from neox_train.monitoring.metrics import read_metrics
 
-from conftest import losses, neox_train, run_workers, tiny_config, write_config, write_run
+from conftest import (
+    as_if_killed_after,
+    losses,
+    neox_train,
+    run_workers,
+    tiny_config,
+    write_config,
+    write_run,
+)
 
 
 def test_two_rank_zero1_matches_one_rank_with_the_same_global_batch(data_dir, tmp_path):
@@ -79,9 +87,7 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(data_dir, tmp_path, 
     run_workers([write_config(tmp_path / "full.yml", values)], processes)
     crashed = tmp_path / "crashed"
     shutil.copytree(tmp_path / "full", crashed)
-    shutil.rmtree(crashed / "global_step10")  # as if killed after saving step 5
-    (crashed / "latest").write_text("global_step5\n")
-    (crashed / "metrics.jsonl").unlink()
+    as_if_killed_after(crashed, 5, 10)
     resumed = dict(values, save=str(crashed), load=str(crashed))
     out = run_workers([write_config(tmp_path / "resume.yml", resumed)], processes)
     assert "resumed from" in out and "at step 5" in out

@@ -18,6 +18,7 @@ another reads the step through layout.json (`neox_train.checkpoint.relayout`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ from neox_model.checkpoint import (
 )
 from neox_train.checkpoint.relayout import describe_rank, load_relayout, saved_layout
 from neox_train.engine.deepspeed_internals import zero3_whole_weights
+from neox_train.engine.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ log = logging.getLogger(__name__)
 class SavedStep:
     iteration: int
     consumed_samples: int
+    schedule: Schedule | None = None  # the LR schedule the run followed (None: not recorded)
 
 
 def save(
@@ -177,7 +180,12 @@ def _write_metadata(
     for name in tokenizer_files:
         write_atomic(step_dir / Path(name).name, Path(name).read_bytes())
     write_atomic(step_dir / RUN_CONFIG, yaml.safe_dump(run_yaml, sort_keys=False))
-    body = {"iteration": state.iteration, "consumed_samples": state.consumed_samples}
+    body: dict[str, Any] = {
+        "iteration": state.iteration,
+        "consumed_samples": state.consumed_samples,
+    }
+    if state.schedule is not None:
+        body[_SCHEDULE] = dataclasses.asdict(state.schedule)
     write_atomic(step_dir / STATE_FILE, json.dumps(body, indent=2) + "\n")
     manifest = ModelManifest(
         config=config,
@@ -237,8 +245,21 @@ def load(
         raise damaged(step_dir, err) from err
     if weights_only:
         return SavedStep(0, 0)
+    if with_state and engine.lr_scheduler is not None:
+        engine.lr_scheduler.apply()  # ZeRO's optimizer state, read last, set the saved rates
+    return saved_state(step_dir)
+
+
+# neox_state.json's record of the LR schedule (absent from the steps of earlier neox versions)
+_SCHEDULE = "lr_schedule"
+
+
+def saved_state(step_dir: Path) -> SavedStep:
+    """neox_state.json of a step saved with its training state."""
     body = json.loads((step_dir / STATE_FILE).read_text())
-    return SavedStep(body["iteration"], body["consumed_samples"])
+    record = body.get(_SCHEDULE)
+    schedule = Schedule(**record) if record is not None else None
+    return SavedStep(body["iteration"], body["consumed_samples"], schedule)
 
 
 def _load_step(

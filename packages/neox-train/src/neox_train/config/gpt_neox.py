@@ -382,10 +382,6 @@ _MAMBA = {
     "mamba_inner_func_fusion": False, "mamba_selective_fp32_params": True,
     "mamba_use_bias_in_conv": True, "mamba_use_bias_in_linears": False,
 }  # fmt: skip
-_COMET = {
-    "use_comet": None, "comet_workspace": None, "comet_project": None,
-    "comet_experiment_name": None, "comet_tags": None, "comet_others": None,
-}  # fmt: skip
 _DEEPSPEED_BLOCK = " (deepspeed_extra_args passes such a block to DeepSpeed as it is)"
 
 FEATURES: tuple[Feature, ...] = (
@@ -395,8 +391,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("Transformer Engine layers and fp8", _TRANSFORMER_ENGINE),
     Feature("gMLP blocks", {"gmlp_attn_dim": 64}),
     Feature("sparse attention", {"sparsity_config": None, "sparse_attention": None}),
-    Feature("Comet logging", _COMET),
-    Feature("bitsandbytes 8-bit optimizers", {"use_bnb_optimizer": False}),
     Feature("muP (maximal update parametrization)", _MUP),
     Feature("preference and reinforcement training (DPO, KTO, reward models, REINFORCE)",
             _PREFERENCE),
@@ -419,16 +413,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("starting at a chosen iteration", {"iteration": None}),
     Feature("training for a number of epochs", {"train_epochs": None}),
     Feature("decaying the learning rate over a fraction of training", {"lr_decay_fraction": None}),
-    Feature(
-        "taking the schedule from the config instead of the checkpoint on resume (neox resumes "
-        "the checkpoint's schedule; finetune: true starts a fresh one from the config)",
-        {"override_lr_scheduler": False},
-    ),
-    Feature(
-        "choosing between the checkpoint's and the config's schedule on resume (neox resumes "
-        "the checkpoint's)",
-        {"use_checkpoint_lr_scheduler": False},
-    ),
     Feature("naming the W&B run", {"wandb_run_name": None}),
     Feature("checkpoints without the optimizer state", {"no_save_optim": False}),
     Feature("activation checkpoints kept in CPU memory", {"checkpoint_in_cpu": False}),

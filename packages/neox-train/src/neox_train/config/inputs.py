@@ -119,6 +119,8 @@ def check_extras(run: RunConfig) -> None:
     wanted = {
         "neox_eval": ("eval_tasks", "eval", bool(run.training.eval_tasks)),
         "boto3": ("s3_path / an s3:// load", "s3", _uses_s3(run)),
+        "comet_ml": ("use_comet", "comet", run.logging.use_comet),
+        "bitsandbytes": ("use_bnb_optimizer", "bnb", run.optimizer.use_bnb_optimizer),
     }
     for module, (key, extra, used) in wanted.items():
         if used and importlib.util.find_spec(module) is None:

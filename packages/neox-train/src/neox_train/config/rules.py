@@ -23,10 +23,26 @@ def layout_problem(run: RunConfig) -> str | None:
             f"pipe_parallel_size {pipe} needs no_weight_tying: true (tied input and output "
             "embeddings across pipeline stages are not supported yet)"
         )
+    if run.parallel.zero_optimization.offloads_optimizer and run.optimizer.use_bnb_optimizer:
+        return (
+            "use_bnb_optimizer with an offloaded optimizer: ZeRO-Offload steps DeepSpeed's CPU "
+            "Adam on the CPU, not bitsandbytes' 8-bit Adam; drop the offload or use_bnb_optimizer"
+        )
     if run.parallel.zero_optimization.offloads_optimizer and (
         run.optimizer.optimizer.kind != "cpu_adam"
     ):
         return "an offloaded optimizer needs optimizer type cpu_adam (DeepSpeed's CPU Adam)"
+    if run.optimizer.use_bnb_optimizer and model.pos_emb == "learned":
+        return (
+            "use_bnb_optimizer with pos_emb learned: GPT-NeoX then makes the position embedding "
+            "bitsandbytes' StableEmbedding (a layer norm after the lookup), which neox does not "
+            "have yet; use another pos_emb or drop use_bnb_optimizer"
+        )
+    if run.optimizer.use_bnb_optimizer and run.logging.log_optimizer_states:
+        return (
+            "log_optimizer_states with use_bnb_optimizer: bitsandbytes keeps Adam's moments as "
+            "8-bit codes with per-block scales, whose norms neox does not log yet"
+        )
     curriculum = run.training.curriculum_learning
     if (
         curriculum

@@ -187,6 +187,15 @@ class OptimizerConfig:
     gradient_clipping: float = field(
         default=1.0, metadata=_doc("Clip the global gradient norm to this; 0 disables.")
     )
+    use_bnb_optimizer: bool = field(
+        default=False,
+        metadata=_doc(
+            "Adam as bitsandbytes' 8-bit Adam (Adam8bit: its moments stored in 8 bits, blockwise "
+            "quantised; extra 'bnb'), as GPT-NeoX. Optimizer type adam only; any ZeRO stage, "
+            "not with optimizer offload or pos_emb learned (GPT-NeoX's StableEmbedding); a "
+            "resume at another layout needs no_load_optim."
+        ),
+    )
     lr_decay_style: Literal["constant", "linear", "cosine", "inverse_sqrt"] = field(
         default="linear", metadata=_doc("Shape of the decay after warmup.")
     )
@@ -209,6 +218,12 @@ class OptimizerConfig:
             raise ValueError(f"min_lr ({self.min_lr}) > lr ({self.optimizer.params.lr})")
         if self.gradient_clipping < 0:
             raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
+        if self.use_bnb_optimizer and self.optimizer.type.lower() not in ("adam", "adamw"):
+            raise ValueError(
+                f"use_bnb_optimizer replaces Adam with bitsandbytes' Adam8bit; optimizer type "
+                f"{self.optimizer.type} has no 8-bit form here (use type adam, or drop "
+                "use_bnb_optimizer)"
+            )
 
 
 @dataclass(frozen=True)
@@ -544,6 +559,23 @@ class CheckpointConfig:
     no_load_optim: bool = field(
         default=False, metadata=_doc("Resume without the optimizer state and schedule.")
     )
+    override_lr_scheduler: bool = field(
+        default=False,
+        metadata=_doc(
+            "On resume, follow this config's learning-rate schedule (lr, min_lr, warmup, "
+            "lr_decay_iters, lr_decay_style) from the checkpoint's step instead of the one the "
+            "checkpoint was trained with. Without it or use_checkpoint_lr_scheduler a "
+            "checkpoint whose schedule differs is refused. No effect with finetune (the "
+            "config's schedule starts afresh)."
+        ),
+    )
+    use_checkpoint_lr_scheduler: bool = field(
+        default=False,
+        metadata=_doc(
+            "On resume, follow the learning-rate schedule the checkpoint was trained with, "
+            "whatever this config's lr, min_lr, warmup, lr_decay_iters and lr_decay_style say."
+        ),
+    )
     overwrite_save: bool = field(
         default=False,
         metadata=_doc(
@@ -569,6 +601,11 @@ class CheckpointConfig:
             raise ValueError("checkpoint_scale log needs checkpoint_factor >= 2")
         if any(step < 0 for step in self.extra_save_iters or ()):
             raise ValueError(f"extra_save_iters must be >= 0, got {self.extra_save_iters}")
+        if self.override_lr_scheduler and self.use_checkpoint_lr_scheduler:
+            raise ValueError(
+                "override_lr_scheduler (the config's schedule) and use_checkpoint_lr_scheduler "
+                "(the checkpoint's) are both true: set one of them"
+            )
 
     def save_steps(self, train_iters: int) -> frozenset[int]:
         """The steps after which a checkpoint is written (0 = before training)."""
@@ -600,6 +637,30 @@ class LoggingConfig:
     wandb_group: str | None = field(default=None, metadata=_doc("wandb group of runs."))
     wandb_team: str | None = field(default=None, metadata=_doc("wandb entity (team)."))
     wandb_host: str | None = field(default=None, metadata=_doc("wandb server URL."))
+    use_comet: bool = field(
+        default=False,
+        metadata=_doc(
+            "Log to Comet (extra 'comet'): the metrics of metrics.jsonl and the resolved config. "
+            "Online when Comet finds an API key (COMET_API_KEY or its config file) and "
+            "COMET_OFFLINE is not true; else an offline archive (a zip) in LOG_DIR/comet "
+            "(log_dir, else save), uploaded later with `comet upload`."
+        ),
+    )
+    comet_workspace: str | None = field(
+        default=None, metadata=_doc("Comet workspace; default the account's default workspace.")
+    )
+    comet_project: str | None = field(
+        default=None, metadata=_doc("Comet project; default Comet's Uncategorized Experiments.")
+    )
+    comet_experiment_name: str | None = field(
+        default=None, metadata=_doc("Name of the Comet experiment; default a random name.")
+    )
+    comet_tags: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Tags of the Comet experiment.")
+    )
+    comet_others: dict[str, Any] | None = field(
+        default=None, metadata=_doc("Other metadata of the Comet experiment (Comet's 'others').")
+    )
     log_param_norm: bool = field(
         default=False, metadata=_doc("Log the parameter norm, whole and per layer.")
     )

@@ -31,7 +31,7 @@ from neox_train.config.run_config import RunConfig
 from neox_train.engine.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
 from neox_train.engine.deepspeed_internals import check_op_build
 from neox_train.engine.optimizer import GradientGuard, build_optimizer
-from neox_train.engine.schedule import Schedule
+from neox_train.engine.schedule import Schedule, ScheduledLR
 from neox_train.parallel.topology import ModelParallelUnit, Parallel
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def build_engine(
             run.parallel.zero_optimization.stage,
             stage,
         )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
+    scheduler = ScheduledLR(optimizer, schedule)
     mpu = ModelParallelUnit(parallel) if parallel.dims.pipe == 1 else None
     engine, _, _, _ = deepspeed.initialize(
         model=module,

@@ -82,8 +82,13 @@ def zero3_whole_weights(engine: Any) -> dict[str, torch.Tensor] | None:
 
 def optimizer_kind(engine: Any) -> str:
     """ "torch": the optimizer keeps per-parameter state itself (no ZeRO, fp32); "flat": ZeRO 1/2
-    or DeepSpeed's bf16 optimizer, state in flat fp32 partitions; else the wrapper's class."""
+    or DeepSpeed's bf16 optimizer, state in flat fp32 partitions; else the wrapper's class, or
+    bitsandbytes' optimizer's (its 8-bit state is blocks of codes and scales, not per-parameter
+    tensors that relayout could split or the state norms sum)."""
     opt = engine.optimizer
+    inner = getattr(opt, "optimizer", opt)  # neox's GradientGuard, DeepSpeed's wrappers
+    if type(inner).__module__.startswith("bitsandbytes"):
+        return type(inner).__name__
     if hasattr(opt, "single_partition_of_fp32_groups") or hasattr(
         opt, "fp32_groups_flat_partition"
     ):

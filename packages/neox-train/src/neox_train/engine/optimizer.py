@@ -1,7 +1,9 @@
 """The optimizer: weight decay on weight matrices only (not biases, not norms), as GPT-NeoX.
 
 adam (adamw, cpu_torch_adam): torch's AdamW, decoupled weight decay, torch's fused kernel (on GPU
-and CPU alike: on CPU it steps ~6x faster than the per-tensor loop); sgd: torch's SGD with
+and CPU alike: on CPU it steps ~6x faster than the per-tensor loop); with use_bnb_optimizer
+bitsandbytes' Adam8bit (decoupled weight decay too; its moments 8-bit, blockwise quantised, for
+tensors of at least 4096 elements, as GPT-NeoX: extra `neox-train[bnb]`); sgd: torch's SGD with
 momentum; lion: `neox_train.engine.lion.Lion`;
 cpu_adam: DeepSpeed's CPU Adam, for ZeRO with the optimizer offloaded to the CPU.
 
@@ -20,7 +22,8 @@ import torch.distributed as dist
 from torch import nn
 
 from neox_model import NORM_TYPES
-from neox_train.config.sections import OptimizerConfig
+from neox_train.config.schema import ConfigError
+from neox_train.config.sections import OptimizerConfig, OptimizerParams
 from neox_train.engine.lion import Lion
 
 
@@ -47,6 +50,8 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
     spec, groups = config.optimizer, parameter_groups(model, config.weight_decay)
     params = spec.params
     match spec.kind:
+        case "adam" if config.use_bnb_optimizer:
+            return _adam8bit(groups, params)
         case "adam":
             fused = all(p.dtype in _FUSED_DTYPES for g in groups for p in g["params"])
             return torch.optim.AdamW(
@@ -61,6 +66,19 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
 
             return DeepSpeedCPUAdam(groups, lr=params.lr, betas=params.betas, eps=params.eps)
     raise AssertionError(f"unknown optimizer {spec.type}")
+
+
+def _adam8bit(groups: list[dict[str, Any]], params: OptimizerParams) -> torch.optim.Optimizer:
+    try:
+        import bitsandbytes as bnb
+    except ImportError as err:
+        raise ConfigError(
+            "use_bnb_optimizer needs bitsandbytes: pip install 'neox-train[bnb]'"
+        ) from err
+    optimizer: torch.optim.Optimizer = bnb.optim.Adam8bit(
+        groups, lr=params.lr, betas=params.betas, eps=params.eps
+    )
+    return optimizer
 
 
 class GradientGuard(torch.optim.Optimizer):

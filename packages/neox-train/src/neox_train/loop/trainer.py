@@ -34,7 +34,7 @@ from neox_train.config.schema import ConfigError
 from neox_train.engine.build import TrainingEngine, build_engine
 from neox_train.engine.deepspeed_config import zero_stage
 from neox_train.engine.deepspeed_internals import check_version
-from neox_train.engine.schedule import Schedule
+from neox_train.engine.schedule import Schedule, resumed_schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
 from neox_train.loop.preemption import Preempted, Preemption
@@ -60,6 +60,7 @@ class Session:
     device: torch.device
     tokenizer: Tokenizer
     engine: TrainingEngine
+    schedule: Schedule  # the LR schedule followed (on resume, the one `run_schedule` chose)
     splits: Splits
     monitor: Monitor
     parallel: Parallel
@@ -116,9 +117,8 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     start = choose_start(load, ckpt.save, ckpt.finetune, ckpt.overwrite_save, model_config)
     verify_start(start)
     padded_vocab = _resume_padded_vocab(start, model_config, parallel)
-    engine = build_engine(
-        run, model_config, parallel, batch, schedule_for(run), device, padded_vocab
-    )
+    schedule = run_schedule(start, run)
+    engine = build_engine(run, model_config, parallel, batch, schedule, device, padded_vocab)
     start_step = _load_start(engine, start, run, parallel)
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
     curriculum = run.training.curriculum_learning
@@ -129,6 +129,7 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
         device=device,
         tokenizer=tokenizer,
         engine=engine,
+        schedule=schedule,
         splits=splits,
         monitor=build_monitor(run.logging, ckpt.save, env.rank, run.to_yaml_dict()),
         parallel=parallel,
@@ -147,6 +148,32 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
         ),
         lock=lock,
     )
+
+
+def run_schedule(start: StartPoint, run: RunConfig) -> Schedule:
+    """The LR schedule the run follows: the config's, or on a resume with the checkpoint's
+    training state the one GPT-NeoX's rules choose (`resumed_schedule`); `finetune` and
+    `no_load_optim` start the config's afresh. Decided before the engine is built."""
+    config, ckpt = schedule_for(run), run.checkpoint
+    if start.step_dir is None or start.weights_only or ckpt.no_load_optim:
+        return config
+    saved = checkpoint.saved_state(start.step_dir)
+    chosen = resumed_schedule(
+        config,
+        saved.schedule,
+        override=ckpt.override_lr_scheduler,
+        use_checkpoint=ckpt.use_checkpoint_lr_scheduler,
+        where=str(start.step_dir),
+        step=saved.iteration,
+    )
+    if saved.schedule is None:
+        log.info(
+            "%s records no LR schedule (an earlier neox saved it): this config's", start.step_dir
+        )
+    elif saved.schedule != config:
+        whose = "this config's" if chosen is config else "the checkpoint's"
+        log.info("LR schedule from step %d: %s, %s", saved.iteration, whose, chosen.describe())
+    return chosen
 
 
 def _load_start(
@@ -284,7 +311,7 @@ def evaluate(session: Session, dataset: Any) -> float:
 def _save(session: Session, step: int) -> str:
     run = session.run
     assert run.checkpoint.save is not None
-    state = checkpoint.SavedStep(step, step * session.batch.global_batch)
+    state = checkpoint.SavedStep(step, step * session.batch.global_batch, session.schedule)
     path = checkpoint.save(
         session.engine,
         run.checkpoint.save,
