@@ -1,7 +1,7 @@
 """The optimizer: weight decay on weight matrices only (not biases, not norms), as GPT-NeoX.
 
 adam (adamw, cpu_torch_adam): torch's AdamW, decoupled weight decay, torch's fused kernel (on GPU
-and CPU alike: on CPU it steps ~6x faster than the per-tensor loop); with use_bnb_optimizer
+and CPU alike; `benchmarks/bench_train.py` compares it with the plain loop); with use_bnb_optimizer
 bitsandbytes' Adam8bit (decoupled weight decay too; its moments 8-bit, blockwise quantised, for
 tensors of at least 4096 elements, as GPT-NeoX: extra `neox-train[bnb]`); sgd: torch's SGD with
 momentum; lion: `neox_train.engine.lion.Lion`;
