@@ -194,3 +194,18 @@ def test_engine_matches_on_random_strings_of_tricky_characters(tokenizer: HFToke
     texts = ["".join(rng.choices(pieces, k=rng.randint(1, 40))) for _ in range(500)]
     engine = TiktokenEngine.wrap(tokenizer)
     assert engine.encode_batch(texts) == tokenizer.encode_batch(texts)
+
+
+def test_the_engine_is_checked_on_the_documents_within_the_sample_limit() -> None:
+    """Both encoders run over the sample serially before the workers start, so it is bounded by
+    characters as well as documents; the first document is always in it."""
+    from neox_data.corpus import Document
+    from neox_data.preprocess import engine_sample
+
+    chunks = [
+        [Document("text", "x" * size, Path("a.jsonl"), line) for line, size in enumerate(sizes)]
+        for sizes in ([40, 30], [20, 10])
+    ]
+    assert [d.line for d in engine_sample(chunks, 100)] == [0, 1, 0, 1]
+    assert [len(d.text) for d in engine_sample(chunks, 90)] == [40, 30, 20]
+    assert [len(d.text) for d in engine_sample(chunks, 10)] == [40]

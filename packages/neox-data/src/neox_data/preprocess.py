@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 _CHUNK_SIZE = 64
 _CHUNKS_IN_FLIGHT_PER_WORKER = 2
 _ENGINE_SAMPLE_CHUNKS = 4  # chunks encoded both ways before the tiktoken engine is trusted
+_ENGINE_SAMPLE_CHARS = 1 << 20  # ... or fewer: their first 2^20 characters (a serial cost)
 TOKENIZER_ENGINES = ("auto", "hf", "tiktoken")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal a worker gets when the run ends
 
@@ -156,7 +157,7 @@ def preprocess(
     documents = iter_documents(paths, jsonl_keys, skip_bad_lines=skip_bad_lines, stats=stats)
     chunks = _chunked(documents, _CHUNK_SIZE)
     first = list(itertools.islice(chunks, _ENGINE_SAMPLE_CHUNKS))
-    local = choose_engine(local, tokenizer_engine, [d for chunk in first for d in chunk])
+    local = choose_engine(local, tokenizer_engine, engine_sample(first, _ENGINE_SAMPLE_CHARS))
     encoding = _Encoding(dtype.str, local.eod_id if append_eod else None, ftfy)
     encoded = _encode(itertools.chain(first, chunks), local, encoding, workers)
     total = num_docs * len(jsonl_keys) if num_docs else None
@@ -181,6 +182,20 @@ def preprocess(
     )
     logger.info("%s", result.summary())
     return result
+
+
+def engine_sample(chunks: Sequence[_Chunk], limit: int) -> list[Document]:
+    """The documents of `chunks` the tiktoken engine is checked on: in order, while their text
+    stays within `limit` characters (at least one). Both encoders run over them one after the
+    other before any worker starts: on a small corpus an unbounded sample was most of the job
+    (the first 256 of the standard library's 610 modules: 43% of its text, 2.2 of 3 s)."""
+    sample, size = [], 0
+    for document in itertools.chain.from_iterable(chunks):
+        if sample and size + len(document.text) > limit:
+            break
+        sample.append(document)
+        size += len(document.text)
+    return sample
 
 
 def choose_engine(tokenizer: Tokenizer, requested: str, sample: Sequence[Document]) -> Tokenizer:
