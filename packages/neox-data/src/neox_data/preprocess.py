@@ -189,7 +189,8 @@ def engine_sample(chunks: Sequence[_Chunk], limit: int) -> list[Document]:
     stays within `limit` characters (at least one). Both encoders run over them one after the
     other before any worker starts: on a small corpus an unbounded sample was most of the job
     (the first 256 of the standard library's 610 modules: 43% of its text, 2.2 of 3 s)."""
-    sample, size = [], 0
+    sample: list[Document] = []
+    size = 0
     for document in itertools.chain.from_iterable(chunks):
         if sample and size + len(document.text) > limit:
             break
