@@ -29,6 +29,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 NEOX_VOCAB = 50277  # the GPT-NeoX-20B tokenizer (Pythia, GPT-NeoX-20B)
 GPT2_VOCAB = 50257  # GPT-2's BPE (the classic GPT-NeoX sizes)
+LLAMA3_VOCAB = 128256  # Llama 3's tokenizer.json: 128,000 tokens and 256 special ones
+QWEN2_VOCAB = 151665  # Qwen 2 / 2.5's tokenizer.json: 151,643 tokens and 22 special ones
+QWEN3_VOCAB = 151669  # Qwen 3's: four more (<think>, </think>, <tool_response>, </tool_response>)
+OLMO2_VOCAB = 100278  # OLMo 2's dolma2 tokenizer (OLMo's vocab_size; embedding_size is 100352)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,19 @@ def classic(layers, hidden, heads, vocab=50304, rotary=1.0, parallel=False):
     )
 
 
+# neox-convert's --architecture for each transformers class it exports
+EXPORTS = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Olmo2ForCausalLM": "olmo2",
+}
+
+
 def llama(layers, hidden, heads, inner, total, kv=None, vocab=32000, context=2048, **extra):
+    """A Llama-family model (also Mistral, Qwen); `rope` replaces the default rope_parameters."""
+    theta = extra.pop("theta", 10000.0)
     hf = dict(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -80,13 +96,87 @@ def llama(layers, hidden, heads, inner, total, kv=None, vocab=32000, context=204
         hidden_act="silu",
         max_position_embeddings=context,
         rms_norm_eps=extra.pop("eps", 1e-5),
-        rope_parameters={"rope_type": "default", "rope_theta": extra.pop("theta", 10000.0)},
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
         tie_word_embeddings=False,
     )
     hf_class = extra.pop("hf_class", "LlamaForCausalLM")
+    if "rope" in extra:
+        hf["rope_parameters"] = {"rope_theta": theta, **extra.pop("rope")}
     hf.update(extra)
-    export = "mistral" if hf_class == "MistralForCausalLM" else "llama"
-    return Published(vocab, hf_class, hf, total, export)
+    return Published(vocab, hf_class, hf, total, EXPORTS[hf_class])
+
+
+def llama3_rope(factor: float) -> dict[str, Any]:
+    """Llama 3.1's and 3.2's rope_scaling in config.json (transformers' rope_parameters)."""
+    return {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+
+
+def llama3(layers, hidden, heads, inner, total, factor, context=131072, **extra):
+    return llama(
+        layers,
+        hidden,
+        heads,
+        inner,
+        total,
+        kv=8,
+        vocab=LLAMA3_VOCAB,
+        context=context,
+        theta=500000.0,
+        rope=llama3_rope(factor),
+        **extra,
+    )
+
+
+def qwen(version, layers, hidden, heads, kv, inner, total, padded=151936, **extra):
+    """A Qwen 2.5 or 3 model: `padded` is config.json's vocab_size, more rows than the
+    tokenizer has. No sliding window (use_sliding_window false; its sliding_window and
+    max_window_layers are then unused)."""
+    published = llama(
+        layers,
+        hidden,
+        heads,
+        inner,
+        total,
+        kv=kv,
+        vocab=padded,
+        eps=1e-6,
+        theta=1000000.0,
+        hf_class=f"Qwen{version}ForCausalLM",
+        use_sliding_window=False,
+        **extra,
+    )
+    return dataclasses.replace(published, vocab={2: QWEN2_VOCAB, 3: QWEN3_VOCAB}[version])
+
+
+def qwen3(layers, hidden, heads, inner, total, **extra):
+    """A Qwen 3 model: 8 key/value heads, every head 128 wide, no biases, 32,768 positions."""
+    return qwen(3, layers, hidden, heads, 8, inner, total, context=32768, head_dim=128, **extra)
+
+
+def olmo2(layers, hidden, heads, inner, total):
+    """An OLMo 2 model: as many key/value heads as query heads, no biases, 4096 positions,
+    rotary base 500,000, untied; config.json's vocab_size 100352 is the tokenizer's 100,278
+    tokens padded to a multiple of 128."""
+    published = llama(
+        layers,
+        hidden,
+        heads,
+        inner,
+        total,
+        vocab=100352,
+        context=4096,
+        eps=1e-6,
+        theta=500000.0,
+        hf_class="Olmo2ForCausalLM",
+        attention_bias=False,
+    )
+    return dataclasses.replace(published, vocab=OLMO2_VOCAB)
 
 
 PYTHIA_CLASSIC = 0.25  # rotary on a quarter of each head
@@ -159,6 +249,29 @@ PUBLISHED: dict[str, Published] = {
         hf_class="MistralForCausalLM",
         sliding_window=4096,
     ),
+    # Llama 3.1 (Llama Team, 2024); meta-llama/Llama-3.1-8B, -70B
+    "llama3/3.1-8B.yml": llama3(32, 4096, 32, 14336, 8_030_261_248, factor=8.0),
+    "llama3/3.1-70B.yml": llama3(80, 8192, 64, 28672, 70_553_706_496, factor=8.0),
+    # Llama 3.2; meta-llama/Llama-3.2-1B, -3B (tied embeddings)
+    "llama3/3.2-1B.yml": llama3(
+        16, 2048, 32, 8192, 1_235_814_400, factor=32.0, head_dim=64, tie_word_embeddings=True
+    ),
+    "llama3/3.2-3B.yml": llama3(
+        28, 3072, 24, 8192, 3_212_749_824, factor=32.0, head_dim=128, tie_word_embeddings=True
+    ),
+    # Qwen2.5 (Qwen Team, 2024); Qwen/Qwen2.5-0.5B, -7B (a bias on q, k and v only)
+    "qwen2.5/0.5B.yml": qwen(
+        2, 24, 896, 14, 2, 4864, 494_032_768, context=32768, tie_word_embeddings=True
+    ),
+    "qwen2.5/7B.yml": qwen(2, 28, 3584, 28, 4, 18944, 7_615_616_512, 152064, context=131072),
+    # Qwen3 (Qwen Team, 2025); Qwen/Qwen3-0.6B-Base, -8B-Base (heads 128 wide, q/k norms)
+    "qwen3/0.6B.yml": qwen3(28, 1024, 16, 3072, 596_049_920, tie_word_embeddings=True),
+    "qwen3/8B.yml": qwen3(36, 4096, 32, 12288, 8_190_735_360),
+    # OLMo 2 (Team OLMo, 2024); allenai/OLMo-2-0425-1B, allenai/OLMo-2-1124-7B (norms after
+    # attention and MLP, query/key norms over all heads). Totals: Hugging Face's count of each
+    # repository's safetensors weights (the model cards name them 1B and 7B)
+    "olmo2/1B.yml": olmo2(16, 2048, 16, 8192, 1_484_916_736),
+    "olmo2/7B.yml": olmo2(32, 4096, 32, 11008, 7_298_617_344),
     # Falcon-7B's sizes (tiiuae/falcon-7b); neox-convert has no Falcon export
     "falcon/7B.yml": Published(
         65024,
@@ -247,8 +360,16 @@ COMPARED = (
     "rms_norm_eps",
     "use_parallel_residual",
     "sliding_window",
+    "use_sliding_window",
+    "attention_bias",
+    "mlp_bias",
     "tie_word_embeddings",
 )
+
+
+def head_width(hf: Any) -> int:
+    """A transformers config's attention head width (head_dim, where it has one set)."""
+    return getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
 
 
 @pytest.mark.parametrize("name", EXPORTED)
@@ -263,6 +384,7 @@ def test_export_covers_every_hugging_face_tensor(name):
     for key in COMPARED:
         if hasattr(expected, key):
             assert getattr(exported_config, key) == getattr(expected, key), key
+    assert head_width(exported_config) == head_width(expected)
     exported = arch.to_hf(model.state_dict(), config)
     theirs = hf_model(expected, published.hf_class)
     loaded_as = {as_loaded(k, published.hf_class): tuple(v.shape) for k, v in exported.items()}

@@ -4,6 +4,7 @@ files at tensor size 2 and pipeline size 2, training continues from them and low
 import json
 import shutil
 
+import pytest
 import torch
 from tokenizers import Tokenizer
 
@@ -75,3 +76,59 @@ def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
         load_model(run)[2](ids[:, :-1], labels=ids[:, 1:]) for run in (imported, tmp_path / "tuned")
     )
     assert after.item() < before.item() - 0.05, (before.item(), after.item())
+
+
+@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "qwen3", "olmo2"])
+def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_path, kind):
+    """Llama 3.1 (llama3 rotary scaling), Llama 3.2 (tied), Qwen2 (QKV bias, linear scaling) and
+    Qwen3 (wide heads, query/key norms, yarn), OLMo 2 (post norms, query/key norms over all
+    heads): imported at tensor size 2, fine-tuned for a few steps (the loss falls), exported
+    without naming the architecture: transformers loads the export as the family's class and
+    computes neox's logits."""
+    from transformers import AutoModelForCausalLM
+
+    vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])
+    original = hf_model(kind, vocab_rows=vocab)
+    hf_dir = tmp_path / "hf"
+    original.save_pretrained(hf_dir)
+    shutil.copyfile(corpus / "tokenizer.json", hf_dir / "tokenizer.json")
+    imported = tmp_path / "imported"
+    result = neox(
+        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported,
+        "--model_parallel_size", 2,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reference = run_config(corpus, tmp_path / "tuned")
+    data = write_yaml(
+        tmp_path / "data.yml",
+        {
+            **{k: reference[k] for k in TRAINING_KEYS},
+            "save": str(tmp_path / "tuned"),
+            "num_gpus": 2,
+            "train_micro_batch_size_per_gpu": 4,
+            "train_iters": 4,
+        },
+    )
+    result = neox("train", imported / "global_step0" / "config.yml", data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    losses = [
+        r["train_loss"]
+        for r in read_metrics(tmp_path / "tuned" / "metrics.jsonl")
+        if "train_loss" in r
+    ]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+
+    exported = tmp_path / "exported"
+    result = neox("convert", "to-hf", "--input_dir", tmp_path / "tuned", "--output_dir", exported)
+    assert result.returncode == 0, result.stderr
+    theirs = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
+    assert type(theirs) is type(original)
+    text = json.loads((corpus / "docs.jsonl").read_text().splitlines()[3])["text"]
+    ids = torch.tensor([Tokenizer.from_file(str(corpus / "tokenizer.json")).encode(text).ids[:48]])
+    ours = load_model(tmp_path / "tuned")[2]
+    with torch.no_grad():
+        expected = ours(ids)[..., :vocab]
+        got = theirs(ids).logits[..., :vocab]
+        before = original(ids).logits[..., :vocab]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, before, atol=1e-4)  # the export is the fine-tuned model

@@ -1,8 +1,11 @@
 """`neox eval` against lm-eval's own `hf` backend on the same model exported with neox-convert:
 the same per-document log-likelihoods (within 1e-4), generations and metrics, on local tasks
-(multiple choice, perplexity, generation) over local JSONL data. Nothing is downloaded."""
+(multiple choice, perplexity, generation) over local JSONL data, for a Pythia-style model with
+GPT-NeoX's tokenizer and a Llama 3-style one with Llama 3's (a BOS before every text, its own end
+of document). Nothing is downloaded."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,8 +13,8 @@ import yaml
 
 import neox_testing
 from neox_convert import export_to_hf
-from neox_data import train_bpe_tokenizer
-from neox_testing import style
+from neox_data import HFTokenizer, train_bpe_tokenizer
+from neox_testing import TOKENIZER_FAMILIES, style, write_tokenizer_files
 
 from conftest import neox, write_yaml
 
@@ -83,21 +86,38 @@ def write_task(directory, name):
     return str(path)
 
 
-def make_checkpoint(root, vocab):
-    """A random tiny Pythia-style model saved as neox-train saves a step; the tokenizer has
-    `vocab` tokens, the model 320 rows."""
-    config = style(
-        "pythia",
-        hidden_size=64,
-        seq_length=SEQ_LENGTH,
-        vocab_size=vocab,
-        make_vocab_size_divisible_by=64,
-        init_method_std=0.1,
-    )
-    texts = [sentence(1000 + i, 30) + "." for i in range(200)]
+# Llama 3's rotary scaling with an original context SEQ_LENGTH exceeds, and band edges (wavelengths
+# of 16 / 2 and 16 / 0.25 tokens; a head's 8 are 6.3, 32, 167... tokens) that put a frequency in
+# each band: kept, smoothed, divided by the factor
+LLAMA3_ROPE = dict(
+    rope_type="llama3",
+    factor=8.0,
+    low_freq_factor=0.25,
+    high_freq_factor=2.0,
+    original_max_position_embeddings=16,
+)
+TOKENIZER_TEXTS = [sentence(1000 + i, 30) + "." for i in range(200)]
+
+
+def make_checkpoint(root, family, vocab):
+    """A random tiny model in the style of `family` ("pythia": GPT-NeoX's tokenizer; "llama3":
+    tied, Llama 3's rotary scaling, a tokenizer.json laid out as Llama 3's) saved as neox-train
+    saves a step with its tokenizer.json alone; the tokenizer has `vocab` tokens, the model 320
+    rows."""
+    sizes = dict(hidden_size=64, seq_length=SEQ_LENGTH, vocab_size=vocab, init_method_std=0.1)
+    if family == "llama3":
+        config = style("llama3", **sizes, make_vocab_size_divisible_by=64, rope_scaling=LLAMA3_ROPE)
+        trained = vocab - len(TOKENIZER_FAMILIES["llama3"].specials)
+        files = write_tokenizer_files("llama3", root.parent / "llama3", trained, TOKENIZER_TEXTS)
+    else:
+        config = style("pythia", **sizes, make_vocab_size_divisible_by=64)
 
     def write_tokenizer(path):
-        assert train_bpe_tokenizer(texts, vocab, path).vocab_size == vocab
+        if family == "llama3":
+            shutil.copyfile(files / "tokenizer.json", path)
+        else:
+            train_bpe_tokenizer(TOKENIZER_TEXTS, vocab, path)
+        assert HFTokenizer(path).vocab_size == vocab
 
     saved = {"tokenizer_type": "HFTokenizer", "seq_length": SEQ_LENGTH}
     neox_testing.make_checkpoint(root, config, write_tokenizer, step=5, seed=7, run_config=saved)
@@ -134,12 +154,18 @@ def numbers(value):
 
 
 @pytest.mark.parametrize(
-    ("vocab", "tasks"),
-    [(320, ["parity_mc", "parity_ppl", "parity_gen"]), (300, ["parity_mc", "parity_ppl"])],
-    ids=["vocab-unpadded", "vocab-padded"],
+    ("family", "vocab", "tasks"),
+    [
+        ("pythia", 320, ["parity_mc", "parity_ppl", "parity_gen"]),
+        ("pythia", 300, ["parity_mc", "parity_ppl"]),
+        ("llama3", 320, ["parity_mc", "parity_ppl", "parity_gen"]),
+    ],
+    ids=["vocab-unpadded", "vocab-padded", "llama3"],
 )
-def test_neox_eval_agrees_with_lm_evals_hf_backend_on_the_exported_model(tmp_path, vocab, tasks):
-    make_checkpoint(tmp_path / "run", vocab)
+def test_neox_eval_agrees_with_lm_evals_hf_backend_on_the_exported_model(
+    tmp_path, family, vocab, tasks
+):
+    make_checkpoint(tmp_path / "run", family, vocab)
     hf_dir = export_to_hf(tmp_path / "run", tmp_path / "hf")
     task_files = [write_task(tmp_path, name) for name in tasks]
     config = write_yaml(tmp_path / "eval.yml", {"load": str(tmp_path / "run")})

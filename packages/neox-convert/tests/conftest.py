@@ -5,6 +5,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import neox_testing
+from neox_model import Sampling, next_tokens
 from neox_testing import tiny_model
 
 TEXT = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int\n    y: int\n"] * 20
@@ -64,6 +65,18 @@ def greedy(logits_of, prompt=PROMPT, steps=20, vocab=None):
         for _ in range(steps):
             logits = logits_of(ids)[:, -1, :vocab]
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def cached_greedy(model, prompt=PROMPT, steps=20, vocab=None):
+    """Greedy decoding as `neox generate` decodes: the prompt, then one token at a time over the
+    model's KV cache, each chosen by `neox_model.next_tokens`."""
+    cache = model.new_cache(prompt.shape[0], prompt.shape[1] + steps)
+    ids, new = prompt, prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            new = next_tokens(model(new, cache=cache)[:, -1, :vocab], Sampling(), None)[:, None]
+            ids = torch.cat([ids, new], dim=1)
     return ids
 
 

@@ -225,7 +225,7 @@ def test_the_written_config_keeps_the_tokenizer_and_gated_activation(tmp_path, c
     [
         ({"num-layers": 3}, "has no place in a 3-layer model"),
         ({"num-layers": 1}, "has no place in a 1-layer model"),
-        ({"use_qk_layernorm": True}, "use_qk_layernorm True"),
+        ({"use-qk-layernorm": True}, "use_qk_layernorm True"),  # the helper writes "-" keys
         ({"hidden-size": 48}, "in the model its config describes"),
     ],
 )

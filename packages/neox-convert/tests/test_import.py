@@ -1,6 +1,7 @@
 """Import parity: a Hugging Face model imported into neox computes the same logits and greedy
 continuation in every tensor/pipeline layout, and exports back to the very same tensors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -15,12 +16,15 @@ from neox_convert.cli import main
 from neox_model import ModelConfig, TPGroup, Transformer, load_model, read_manifest
 from neox_testing import hf_model, spawn_ranks
 
-from conftest import VOCAB, greedy, hf_greedy, random_ids, save_hf
+from conftest import VOCAB, cached_greedy, greedy, hf_greedy, random_ids, save_hf
 
 LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 
 
-HF_KINDS = ("neox", "llama", "mistral")
+HF_KINDS = ("neox", "llama", "mistral", "llama3", "llama3.2", "qwen2", "qwen3", "olmo2")
+TIED = ("llama3.2",)  # a pipeline needs an untied output layer: tensor-parallel layouts only
+KIND_LAYOUTS = [(k, lay) for k in HF_KINDS for lay in LAYOUTS if k not in TIED or lay[1] == 1]
+LONG = 48  # tokens: past the 16 positions the scaled kinds' rotary was "trained" at
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +35,51 @@ def hf_dirs(tmp_path_factory):
     return {kind: (model, save_hf(model, root / kind)) for kind, model in models.items()}
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda x: f"tp{x[0]}-pp{x[1]}")
-@pytest.mark.parametrize("kind", HF_KINDS)
+@pytest.mark.parametrize(
+    ("kind", "layout"), KIND_LAYOUTS, ids=[f"{k}-tp{t}-pp{p}" for k, (t, p) in KIND_LAYOUTS]
+)
 def test_import_computes_the_hf_logits_and_continuation(hf_dirs, tmp_path, kind, layout):
     hf, directory = hf_dirs[kind]
     import_from_hf(directory, tmp_path / "run", layout=ParallelDims(*layout))
     _, manifest, model = load_model(tmp_path / "run")
     assert manifest.tensor_parallel == layout[0]
     assert any("layer_01" in f.file for f in manifest.files) == (layout[1] > 1)
-    ids = random_ids()
+    ids = random_ids(shape=(2, LONG))
     with torch.no_grad():
         ours, theirs = model(ids), hf(ids).logits
     assert ours.shape[-1] == manifest.padded_vocab >= theirs.shape[-1]
     assert (ours[..., :384] - theirs).abs().max().item() <= 1e-5
-    assert greedy(model, vocab=384).tolist() == hf_greedy(hf).tolist()
+    expected = hf_greedy(hf).tolist()
+    assert greedy(model, vocab=384).tolist() == expected
+    assert cached_greedy(model, vocab=384).tolist() == expected
+
+
+# config.json keys a round trip gives back as they were
+ROUND_TRIP_KEYS = (
+    "architectures",
+    "vocab_size",
+    "intermediate_size",
+    "num_key_value_heads",
+    "head_dim",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+    "use_sliding_window",
+    "layer_types",
+)
 
 
 @pytest.mark.parametrize("kind", HF_KINDS)
 def test_hf_to_neox_to_hf_gives_identical_tensors(hf_dirs, tmp_path, kind):
-    """Through a tensor- and pipeline-parallel checkpoint whose vocabulary had to grow."""
+    """Through a tensor- (and, untied, pipeline-) parallel checkpoint whose vocabulary had to
+    grow; exported as the architecture the checkpoint's model calls for."""
     _, directory = hf_dirs[kind]
-    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 2))
+    layout = ParallelDims(2, 1 if kind in TIED else 2)
+    import_from_hf(directory, tmp_path / "run", layout=layout)
     assert read_manifest(tmp_path / "run" / "global_step0").padded_vocab == 512  # 300 -> x 256
-    out = export_to_hf(tmp_path / "run", tmp_path / "back", architecture=kind)
+    out = export_to_hf(tmp_path / "run", tmp_path / "back")
     original, back = (
         load_file(directory / "model.safetensors"),
         load_file(out / "model.safetensors"),
@@ -61,8 +87,115 @@ def test_hf_to_neox_to_hf_gives_identical_tensors(hf_dirs, tmp_path, kind):
     assert sorted(original) == sorted(back)
     assert all(torch.equal(original[k], back[k]) for k in original)
     source, exported = (json.loads((d / "config.json").read_text()) for d in (directory, out))
-    for key in ("vocab_size", "intermediate_size", "num_key_value_heads", "sliding_window"):
+    for key in ROUND_TRIP_KEYS:
         assert source.get(key) == exported.get(key), key
+
+
+def test_the_test_models_rotary_scaling_is_not_trivial(hf_dirs):
+    """Each scaled kind's frequencies (as transformers computes them) differ from unscaled ones,
+    and llama3's and yarn's fall in all three of their bands: kept, blended, divided."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for kind in ("llama3", "qwen2", "qwen3", "olmo2"):
+        config = hf_dirs[kind][0].config
+        rope = config.rope_parameters
+        scaled, _ = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, "cpu")
+        dim = getattr(config, "head_dim", None) or 16
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+        ratio = (scaled / (1.0 / rope["rope_theta"] ** exponents)).tolist()
+        factor = rope["factor"]
+        kept, divided = ratio.count(1.0), ratio.count(1 / factor)
+        assert divided > 0, kind
+        if kind != "qwen2":  # linear divides every frequency
+            assert kept > 0 and kept + divided < len(ratio), (kind, ratio)
+
+
+def test_imported_configs_have_the_hf_features(hf_dirs, tmp_path):
+    expected = {
+        "llama3": dict(
+            no_weight_tying=True,
+            rotary_emb_base=500,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=4.0,
+                low_freq_factor=1.0,
+                high_freq_factor=2.0,
+                original_max_position_embeddings=16,
+            ),
+        ),
+        "llama3.2": dict(no_weight_tying=False),
+        "qwen2": dict(
+            qkv_bias=True,
+            use_bias_in_attn_linear=False,
+            rope_scaling=dict(rope_type="linear", factor=2.0),
+            rotary_emb_base=1000000,
+        ),
+        "qwen3": dict(
+            kv_channels=32,
+            attention_width=128,
+            use_qk_layernorm=True,
+            qkv_bias=False,
+            rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=16),
+        ),
+        "olmo2": dict(
+            norm_placement="post",
+            use_qk_layernorm=True,
+            qk_layernorm_per_head=False,
+            num_kv_heads=2,
+            qkv_bias=False,
+            use_bias_in_mlp=False,
+            no_weight_tying=True,
+            rms_norm_epsilon=1e-6,
+            rotary_emb_base=500000,
+            rope_scaling=dict(rope_type="llama3", factor=8.0, original_max_position_embeddings=48),
+        ),
+    }
+    for kind, values in expected.items():
+        import_from_hf(hf_dirs[kind][1], tmp_path / kind)
+        config = read_manifest(tmp_path / kind / "global_step0").config
+        for key, value in values.items():
+            got = getattr(config, key)
+            if key == "rope_scaling":
+                got = {k: v for k, v in dataclasses.asdict(got).items() if k in value}
+            assert got == value, (kind, key)
+
+
+def test_a_qwen_window_on_every_layer_is_neox_sliding_window_width(tmp_path):
+    """use_sliding_window with max_window_layers 0 windows every layer: sliding_window - 1."""
+    hf = hf_model("qwen3", use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    assert hf.config.layer_types == ["sliding_attention"] * 2
+    directory = save_hf(hf, tmp_path / "hf")
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
+    _, manifest, model = load_model(tmp_path / "run")
+    assert manifest.config.sliding_window_width == 7
+    ids = random_ids(shape=(2, LONG))
+    with torch.no_grad():
+        assert (model(ids)[..., :384] - hf(ids).logits).abs().max().item() <= 1e-5
+    out = export_to_hf(tmp_path / "run", tmp_path / "back", architecture="qwen3")
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["sliding_window"] == 8 and exported["layer_types"] == hf.config.layer_types
+
+
+def test_gpt_neox_rotary_scaling_imports_and_exports_exactly(tmp_path):
+    """GPTNeoX scales its partial rotary with the same rope_parameters."""
+    rope = {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.5,
+        "factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
+    hf = hf_model("neox", rope_parameters=rope)
+    directory = save_hf(hf, tmp_path / "hf")
+    import_from_hf(directory, tmp_path / "run")
+    _, manifest, model = load_model(tmp_path / "run")
+    assert manifest.config.rope_scaling.rope_type == "yarn" and manifest.config.rotary_dim == 8
+    ids = random_ids(shape=(2, LONG))
+    with torch.no_grad():
+        assert (model(ids)[..., :384] - hf(ids).logits).abs().max().item() <= 1e-5
+    out = export_to_hf(tmp_path / "run", tmp_path / "back")
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["rope_parameters"] == rope
 
 
 def test_vocabulary_padding_is_chosen_to_reproduce_the_rows(hf_dirs, tmp_path):
@@ -153,17 +286,58 @@ def test_the_run_directory_is_ready_for_fine_tuning(hf_dirs, tmp_path, capsys):
     assert ModelConfig.from_dict({**model_keys, "vocab_size": config.vocab_size}) == config
 
 
+LONGROPE = {
+    "rope_type": "longrope",
+    "rope_theta": 10000.0,
+    "short_factor": [1.0] * 8,
+    "long_factor": [2.0] * 8,
+    "original_max_position_embeddings": 16,
+}
+
+
 def test_bad_inputs_are_one_clear_error_and_nothing_is_written(hf_dirs, tmp_path, capsys):
-    _, good = hf_dirs["llama"]
+    mixed = {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}
     cases = {
-        "empty": ({}, "is not a Hugging Face model directory: no config.json"),
-        "bert": ({"architectures": ["BertForMaskedLM"]}, "neox imports GPTNeoXForCausalLM"),
-        "layers": ({"num_hidden_layers": 3}, "missing from the weights"),
-        "width": ({"intermediate_size": 128}, "in the model its config describes"),
-        "scaling": ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_type 'linear'"),
-        "kv_heads": ({"num_key_value_heads": 4}, "do not fit the config"),
+        "empty": ("llama", {}, "is not a Hugging Face model directory: no config.json"),
+        "bert": (
+            "llama",
+            {"architectures": ["BertForMaskedLM"]},
+            "neox imports GPTNeoXForCausalLM",
+        ),
+        "layers": ("llama", {"num_hidden_layers": 3}, "missing from the weights"),
+        "width": ("llama", {"intermediate_size": 128}, "in the model its config describes"),
+        "longrope": ("llama", {"rope_parameters": LONGROPE}, "rope_type 'longrope' (neox-model"),
+        "dynamic": (
+            "llama",
+            {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
+            "rope_type 'dynamic' (Hugging Face grows the base",
+        ),
+        "theta": (
+            "qwen2",
+            {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.5}},
+            "rope_theta 10000.5 (neox-model's rotary_emb_base is an integer)",
+        ),
+        "partial": (
+            "llama",
+            {"rope_parameters": {"rope_theta": 10000.0, "partial_rotary_factor": 0.5}},
+            "partial_rotary_factor 0.5 (Llama rotates whole heads)",
+        ),
+        "windows": (
+            "qwen3",
+            {**mixed, "layer_types": ["full_attention", "sliding_attention"]},
+            "sliding windows on layers [1] but not on [0] (use_sliding_window with "
+            "max_window_layers 1; neox-model windows every layer or none)",
+        ),
+        "kv_heads": ("llama", {"num_key_value_heads": 4}, "do not fit the config"),
+        "olmo2-partial": (
+            "olmo2",
+            {"rope_parameters": {"rope_theta": 500000.0, "partial_rotary_factor": 0.5}},
+            "neox-model cannot reproduce this OLMo2 model: partial_rotary_factor 0.5 (OLMo2 "
+            "rotates whole heads)",
+        ),
     }
-    for name, (change, message) in cases.items():
+    for name, (kind, change, message) in cases.items():
+        good = hf_dirs[kind][1]
         directory = tmp_path / name
         directory.mkdir()
         if name != "empty":
@@ -213,18 +387,22 @@ def tp_worker(rank, port, run, out):
         blob = torch.load(f"{run}/global_step0/mp_rank_0{rank}_model_states.pt")
         model.load_state_dict(blob["module"])
         with torch.no_grad():
-            logits = model.eval()(random_ids())
+            logits = model.eval()(random_ids(shape=(2, LONG)))
         if rank == 0:
             torch.save(logits, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path):
-    hf, directory = hf_dirs["llama"]
+@pytest.mark.parametrize("kind", ["llama", "qwen3", "olmo2"])
+def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path, kind):
+    """Qwen3: each rank normalises its own query and key heads. OLMo2: each rank holds part of
+    the features of the norm over all query heads (and of the one over all key heads), whose
+    mean square sums every rank's part."""
+    hf, directory = hf_dirs[kind]
     import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
     out = tmp_path / "logits.pt"
     spawn_ranks(tp_worker, 2, str(tmp_path / "run"), str(out))
     with torch.no_grad():
-        theirs = hf(random_ids()).logits
+        theirs = hf(random_ids(shape=(2, LONG))).logits
     assert (torch.load(out)[..., :384] - theirs).abs().max().item() <= 1e-5

@@ -168,3 +168,33 @@ def test_generation_options_it_cannot_honour_are_errors(lm):
 def test_seq_length_beyond_the_model_positions_is_refused(loaded):
     with pytest.raises(ValueError, match="seq_length 41 must be between 1 and the model's"):
         NeoxLM(loaded.model, loaded.tokenizer, seq_length=SEQ_LENGTH + 1)
+
+
+def test_a_tokenizer_that_adds_a_bos_encodes_as_lm_evals_hf_backend(tmp_path, loaded):
+    """Llama 3's tokenizer.json prepends <|begin_of_text|>: lm-eval's HF backend (its own
+    `tok_encode` and `prefix_token_id`, on transformers' tokenizer of the same files) keeps it
+    before a text unless asked not to or the text starts with it, and conditions an empty
+    context on it; so does NeoxLM. GPT-NeoX's tokenizer has none: the prefix is end-of-document."""
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoTokenizer
+
+    from neox_data import HFTokenizer
+    from neox_testing import write_tokenizer_files
+
+    directory = write_tokenizer_files("llama3", tmp_path)
+    ours = NeoxLM(loaded.model, HFTokenizer(directory / "tokenizer.json"), seq_length=SEQ_LENGTH)
+    theirs = SimpleNamespace(
+        tokenizer=AutoTokenizer.from_pretrained(directory),
+        add_bos_token=None,
+        custom_prefix_token_id=None,
+    )
+    theirs.prefix_token_id = HFLM.prefix_token_id.fget(theirs)
+    assert ours.prefix_token_id == theirs.prefix_token_id == 384  # <|begin_of_text|>
+    for text in ("the cat sat on a mat", "<|begin_of_text|>the cat", " x\n", ""):
+        for special in (None, True, False):
+            expected = HFLM.tok_encode(theirs, text, add_special_tokens=special)
+            assert ours.tok_encode(text, add_special_tokens=special) == expected, (text, special)
+    gpt_neox = NeoxLM(loaded.model, loaded.tokenizer, seq_length=SEQ_LENGTH)
+    assert gpt_neox.prefix_token_id == loaded.tokenizer.eod_id

@@ -85,3 +85,61 @@ def test_flash_attention_is_an_architecture_choice_valid_without_flash_attn():
 def test_gpt_j_tied_needs_the_parallel_residual():
     with pytest.raises(ValueError, match="set both"):
         small(gpt_j_tied=True)
+
+
+def test_kv_channels_sets_the_head_width_apart_from_hidden_size():
+    config = small(num_attention_heads=5, kv_channels=24, num_kv_heads=1)
+    assert (config.head_dim, config.attention_width) == (24, 120)
+    with pytest.raises(ValueError, match="kv_channels must be positive"):
+        small(kv_channels=0)
+
+
+def test_the_qkv_bias_follows_the_attention_bias_unless_set():
+    assert small().qkv_bias and not small(use_bias_in_attn_linear=False).qkv_bias
+    assert small(use_bias_in_attn_linear=False, use_bias_in_qkv=True).qkv_bias
+
+
+def test_rope_scaling_is_read_from_a_mapping_and_checked():
+    config = small(
+        pos_emb="rotary",
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+    )
+    assert ModelConfig.from_dict(config.to_dict()) == config  # a manifest's JSON round trip
+    with pytest.raises(ValueError, match="llama3 needs original_max_position_embeddings"):
+        small(pos_emb="rotary", rope_scaling={"rope_type": "llama3", "factor": 8.0})
+    with pytest.raises(ValueError, match="rope_scaling scales rotary positions"):
+        small(pos_emb="alibi", rope_scaling={"rope_type": "linear", "factor": 2.0})
+    with pytest.raises(ValueError, match="factor must be at least 1"):
+        small(
+            pos_emb="rotary",
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": 0.5,
+                "original_max_position_embeddings": 8,
+            },
+        )
+    with pytest.raises(ValueError, match="high_freq_factor must exceed"):
+        small(
+            pos_emb="rotary",
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=4.0,
+                high_freq_factor=1.0,
+                original_max_position_embeddings=8,
+            ),
+        )
+
+
+def test_norm_placements_other_than_pre_need_sequential_blocks():
+    assert small(norm_placement="post").norm_placement == "post"
+    with pytest.raises(ValueError, match="norm_placement 'sandwich' is for sequential blocks"):
+        small(norm_placement="sandwich", gpt_j_residual=True)
+
+
+def test_query_key_norms_over_all_heads_are_rmsnorms():
+    small(
+        use_qk_layernorm=True, qk_layernorm_per_head=False, norm="rmsnorm", use_bias_in_norms=False
+    )
+    with pytest.raises(ValueError, match="needs norm: rmsnorm"):
+        small(use_qk_layernorm=True, qk_layernorm_per_head=False)

@@ -88,14 +88,37 @@ ACTIVATION_CASES = {
     "bf16": "precision: bfloat16\n",
     "bf16, checkpointed": "precision: bfloat16\ncheckpoint_activations: true\n",
     "fp32, checkpointed": "checkpoint_activations: true\n",
+    # Qwen 3's attention: heads twice hidden / heads wide, each query and key head normalised
+    "bf16, wide heads, qk norms": "precision: bfloat16\nkv_channels: 32\nuse_qk_layernorm: true\n",
+    "fp32, wide heads, qk norms": "kv_channels: 32\nuse_qk_layernorm: true\n",
+}
+# norms after attention and MLP (OLMo 2), on both sides (Gemma 2): sequential blocks only
+PLACEMENT_CASES = {
+    "bf16, post norms": "precision: bfloat16\nnorm_placement: post\n",
+    "fp32, sandwich norms": "norm_placement: sandwich\n",
+    "bf16, sandwich norms, qk norms over all heads": (
+        "precision: bfloat16\nnorm_placement: sandwich\nuse_qk_layernorm: true\n"
+        "qk_layernorm_per_head: false\n"
+    ),
+    "fp32, post norms, qk norms over all heads (OLMo 2)": (
+        "norm_placement: post\nuse_qk_layernorm: true\nqk_layernorm_per_head: false\n"
+    ),
+    "bf16, soft-capped attention (Gemma 2)": (
+        "precision: bfloat16\nattention_logit_softcapping: 50.0\nkv_channels: 32\n"
+        "final_logit_softcapping: 30.0\nnorm_placement: sandwich\nrmsnorm_unit_offset: true\n"
+    ),
+    "fp32, soft-capped attention (Gemma 2)": "attention_logit_softcapping: 50.0\n",
 }
 
 
-@pytest.mark.parametrize("base", ["neox_tiny.yml", "llama_tiny.yml"])
-@pytest.mark.parametrize("case", list(ACTIVATION_CASES))
+@pytest.mark.parametrize(
+    ("base", "case"),
+    [(base, case) for base in ("neox_tiny.yml", "llama_tiny.yml") for case in ACTIVATION_CASES]
+    + [("llama_tiny.yml", case) for case in PLACEMENT_CASES],
+)
 def test_activation_bytes_match_the_saved_tensors(tmp_path, base, case):
     overlay = tmp_path / "case.yml"
-    overlay.write_text(ACTIVATION_CASES[case])
+    overlay.write_text({**ACTIVATION_CASES, **PLACEMENT_CASES}[case])
     run = load_run_config([CPU_CONFIGS / base, overlay]).run
     stage = make_plan(run, VOCAB, 1, None).stages[0]
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[run.precision.dtype]

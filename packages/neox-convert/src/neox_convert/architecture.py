@@ -1,7 +1,9 @@
 """The Hugging Face architectures neox converts to and from, and how each maps onto neox.
 
 Each architecture's module holds its literal key map and config translation; this table names
-them once, for export (`--architecture`) and for import (config.json's `architectures`).
+them once, for export (`--architecture`) and for import (config.json's `architectures`). Export
+without `--architecture` takes the first in the table's order that reproduces the checkpoint's
+model exactly (`architecture_for`); a refusal names the others that would.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from typing import Any, Literal
 
 import torch
 
-from neox_convert import gpt_neox, llama, mistral
+from neox_convert import gpt_neox, llama, mistral, olmo2, qwen
 from neox_convert.errors import ConversionError, ExportError
 from neox_convert.key_map import StateDict
 from neox_model import ModelConfig
 
-ArchitectureName = Literal["neox", "llama", "mistral"]
+ArchitectureName = Literal["neox", "llama", "mistral", "qwen2", "qwen3", "olmo2"]
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,14 @@ class Architecture:
     from_hf: Callable[[StateDict, ModelConfig], StateDict]
 
     def check_exportable(self, config: ModelConfig) -> None:
-        """Refuse configs this architecture cannot reproduce exactly (never approximately)."""
+        """Refuse configs this architecture cannot reproduce exactly (never approximately),
+        naming the architectures that can."""
         problems = self.export_problems(config)
         if problems:
+            others = [a.name for a in ARCHITECTURES.values() if not a.export_problems(config)]
+            hint = f"; --architecture {' or '.join(others)} reproduces it exactly" if others else ""
             raise ExportError(
-                f"no exact Hugging Face {self.family} equivalent for " + "; ".join(problems)
+                f"no exact Hugging Face {self.family} equivalent for " + "; ".join(problems) + hint
             )
 
 
@@ -71,7 +76,48 @@ ARCHITECTURES: dict[ArchitectureName, Architecture] = {
         mistral.model_config,
         mistral.from_hf,
     ),
+    "qwen2": Architecture(
+        "qwen2",
+        "Qwen2ForCausalLM",
+        "Qwen2",
+        qwen.qwen2_export_problems,
+        qwen.qwen2_hf_config,
+        llama.to_hf,
+        qwen.qwen2_model_config,
+        llama.from_hf,
+    ),
+    "qwen3": Architecture(
+        "qwen3",
+        "Qwen3ForCausalLM",
+        "Qwen3",
+        qwen.qwen3_export_problems,
+        qwen.qwen3_hf_config,
+        qwen.qwen3_to_hf,
+        qwen.qwen3_model_config,
+        qwen.qwen3_from_hf,
+    ),
+    "olmo2": Architecture(
+        "olmo2",
+        "Olmo2ForCausalLM",
+        "OLMo2",
+        olmo2.export_problems,
+        olmo2.hf_config,
+        olmo2.to_hf,
+        olmo2.model_config,
+        olmo2.from_hf,
+    ),
 }
+
+
+def architecture_for(config: ModelConfig) -> Architecture:
+    """The first architecture of the table that reproduces `config` exactly."""
+    for arch in ARCHITECTURES.values():
+        if not arch.export_problems(config):
+            return arch
+    reasons = " ".join(
+        f"{a.family}: {'; '.join(a.export_problems(config))}." for a in ARCHITECTURES.values()
+    )
+    raise ExportError(f"no Hugging Face architecture reproduces this model exactly. {reasons}")
 
 
 def architecture_of(hf_classes: list[str] | None, where: str) -> Architecture:

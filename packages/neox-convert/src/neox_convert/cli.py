@@ -1,6 +1,7 @@
 """`neox-convert`: convert neox checkpoints to and from other formats.
 
-neox-convert to-hf      --input_dir CKPT --output_dir OUT [--architecture neox|llama|mistral]
+neox-convert to-hf      --input_dir CKPT --output_dir OUT
+                        [--architecture neox|llama|mistral|qwen2|qwen3|olmo2]
                         [--config_file YML ...]
 neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
                         [--pipe_parallel_size N]
@@ -81,7 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     to_hf = sub.add_parser("to-hf", help="export to a Hugging Face model directory")
     _common(to_hf, "checkpoint step directory, or the run directory (its latest step)")
-    to_hf.add_argument("--architecture", choices=get_args(ArchitectureName), default="neox")
+    to_hf.add_argument(
+        "--architecture",
+        choices=get_args(ArchitectureName),
+        default=None,
+        help="the Hugging Face architecture (default: the first of "
+        f"{', '.join(get_args(ArchitectureName))} that reproduces the checkpoint exactly)",
+    )
     to_hf.add_argument(
         "--config_file",
         "--config-file",
@@ -111,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
 def _import_parsers(sub: Any) -> None:
     """from-hf, from-llama and from-neox: a source in, a run directory out."""
     importers = {
-        "from-hf": ("a GPTNeoX, Llama or Mistral directory", "config.json and weights"),
+        "from-hf": (
+            "a GPTNeoX, Llama, Mistral, Qwen2, Qwen3 or OLMo 2 directory",
+            "config.json and weights",
+        ),
         "from-llama": ("Meta's original LLaMA 1/2", "params.json and consolidated.XX.pth"),
         "from-neox": ("a checkpoint written by GPT-NeoX", "GPT-NeoX global_stepN, or its save"),
     }

@@ -5,9 +5,11 @@ files) is built under a temporary name beside the destination and renamed into p
 complete. The vocabulary is written padded as for one device (`vocab`): rows a tensor-parallel
 layout added are dropped.
 
-The architecture comes from the checkpoint's model.json. `config_files` (GPT-NeoX's
-`--config_file`: the run's YAML files) are checked against it, every architecture key they set
-must agree, and name the tokenizer when the checkpoint holds none.
+The model comes from the checkpoint's model.json, and so does the Hugging Face architecture
+unless one is named: the first of `ARCHITECTURES` that reproduces the model exactly (GPTNeoX,
+Llama, Mistral, Qwen2, Qwen3, OLMo 2). `config_files` (GPT-NeoX's `--config_file`: the run's
+YAML files) are checked against the model, every architecture key they set must agree, and name
+the tokenizer when the checkpoint holds none.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 
 import torch
 
-from neox_convert.architecture import ARCHITECTURES, Architecture, ArchitectureName
+from neox_convert.architecture import (
+    ARCHITECTURES,
+    Architecture,
+    ArchitectureName,
+    architecture_for,
+)
 from neox_convert.errors import ConversionError
 from neox_convert.gpt_neox_checkpoint import model_config, read_yaml
 from neox_convert.hf_files import MAX_SHARD_BYTES, hf_tokenizer, write_weights
@@ -33,6 +40,9 @@ from neox_model import ModelConfig, load_state_dict
 log = logging.getLogger(__name__)
 
 EOD_TOKEN = "<|endoftext|>"  # GPT-NeoX's end-of-document token
+# The end-of-document tokens of tokenizer.json files, the first in the vocabulary wins, as
+# neox-data reads them (neox_data.HF_EOD_TOKENS): GPT-NeoX's and Qwen's, Llama 3's, then </s>.
+EOD_TOKENS = (EOD_TOKEN, "<|end_of_text|>", "</s>")
 
 
 def export_to_hf(
@@ -40,20 +50,24 @@ def export_to_hf(
     output_dir: str | Path,
     *,
     precision: Precision = "auto",
-    architecture: ArchitectureName = "neox",
+    architecture: ArchitectureName | None = None,
     overwrite: bool = False,
     max_shard_bytes: int = MAX_SHARD_BYTES,
     config_files: Sequence[str | Path] = (),
 ) -> Path:
-    """Export the checkpoint (step or run directory) to `output_dir`; returns the directory."""
-    arch = ARCHITECTURES[architecture]
+    """Export the checkpoint (step or run directory) to `output_dir` as `architecture` (None:
+    the first that reproduces it exactly); returns the directory."""
     output_dir = Path(output_dir)
     check_destination(output_dir, overwrite, Path(checkpoint))
     step_dir, manifest, state = load_state_dict(checkpoint)
     values = read_yaml([Path(p) for p in config_files]) if config_files else {}
     if values:
         check_config(values, manifest.config, config_files)
-    arch.check_exportable(manifest.config)
+    if architecture is None:
+        arch = architecture_for(manifest.config)
+    else:
+        arch = ARCHITECTURES[architecture]
+        arch.check_exportable(manifest.config)
     dtype = resolve_dtype(precision, state)
     state = resize_rows(state, manifest.config.padded_vocab_size)
     tokenizer_file = step_dir / manifest.tokenizer if manifest.tokenizer else None
@@ -62,8 +76,8 @@ def export_to_hf(
         if not tokenizer_file.is_file():
             raise ConversionError(f"the config's vocab_file {tokenizer_file} is not a file")
     with staged_directory(output_dir) as staging:
-        eod_id = _write_tokenizer(tokenizer_file, staging) if tokenizer_file else None
-        _write_model(arch, manifest.config, state, dtype, eod_id, staging, max_shard_bytes)
+        special_ids = _write_tokenizer(tokenizer_file, staging) if tokenizer_file else (None, None)
+        _write_model(arch, manifest.config, state, dtype, special_ids, staging, max_shard_bytes)
     log.info("exported %s to %s (%s, %s)", step_dir, output_dir, arch.hf_class, dtype)
     return output_dir
 
@@ -72,7 +86,7 @@ def check_config(
     values: dict[str, object], config: ModelConfig, files: Sequence[str | Path]
 ) -> None:
     """Every architecture key the YAML files set must be the checkpoint's (model.json)."""
-    given = model_config(values)
+    given = model_config(values, gpt_neox=False)
     keys = {f.name for f in dataclasses.fields(ModelConfig)} & set(values) - {"vocab_size"}
     if "mlp_type" in values:
         keys.add("activation")  # GPT-NeoX's mlp_type llama is a gated activation here
@@ -91,37 +105,52 @@ def _write_model(
     config: ModelConfig,
     state: StateDict,
     dtype: torch.dtype,
-    eod_id: int | None,
+    special_ids: tuple[int | None, int | None],
     out: Path,
     max_shard_bytes: int,
 ) -> None:
+    """config.json and generation_config.json name `special_ids` (BOS, EOD; the BOS is the EOD
+    where the tokenizer has none, as GPT-NeoX's and Qwen's configs say), then the weights."""
     from transformers import GenerationConfig
 
-    arch.hf_config(config, eod_id, dtype, config.padded_vocab_size).save_pretrained(out)
-    GenerationConfig(bos_token_id=eod_id, eos_token_id=eod_id).save_pretrained(out)
+    bos_id, eod_id = special_ids
+    bos_id = eod_id if bos_id is None else bos_id
+    hf_config = arch.hf_config(config, eod_id, dtype, config.padded_vocab_size)
+    hf_config.bos_token_id = bos_id
+    hf_config.save_pretrained(out)
+    GenerationConfig(bos_token_id=bos_id, eos_token_id=eod_id).save_pretrained(out)
     write_weights(cast(arch.to_hf(state, config), dtype), out, max_shard_bytes)
 
 
-def _write_tokenizer(tokenizer_file: Path, out: Path) -> int | None:
-    """Save the tokenizer as a fast HF tokenizer; returns the end-of-document id. Files that
-    came from a Hugging Face directory (with their tokenizer_config.json) are copied as they are."""
+def _write_tokenizer(tokenizer_file: Path, out: Path) -> tuple[int | None, int | None]:
+    """Save the tokenizer as a fast HF tokenizer; returns its (BOS, end-of-document) ids.
+    Files that came from a Hugging Face directory (with their tokenizer_config.json) are copied
+    as they are. A bare tokenizer.json gets the tokenizer_config.json its family's has:
+    eos_token the end of document (the first of `EOD_TOKENS` it holds), bos_token the token its
+    post-processor puts before every text (Llama 3's <|begin_of_text|>), else the end of
+    document (GPT-NeoX's)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if (tokenizer_file.parent / "tokenizer_config.json").is_file():
         for path in hf_tokenizer(tokenizer_file.parent).files:
             shutil.copyfile(path, out / path.name)
-        eos: int | None = AutoTokenizer.from_pretrained(out).eos_token_id
-        return eos
+        copied = AutoTokenizer.from_pretrained(out)
+        return copied.bos_token_id, copied.eos_token_id
 
     try:
-        Tokenizer.from_file(str(tokenizer_file))
+        backend = Tokenizer.from_file(str(tokenizer_file))
     except Exception:
         log.warning("tokenizer %s is not a tokenizer.json: exported without one", tokenizer_file)
-        return None
+        return None, None
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file))
-    eod_id = tokenizer.get_vocab().get(EOD_TOKEN)
-    if eod_id is not None:
-        tokenizer.eos_token = tokenizer.bos_token = EOD_TOKEN
+    vocab = backend.get_vocab()
+    eod = next((token for token in EOD_TOKENS if token in vocab), None)
+    added = backend.encode("")  # the post-processor's tokens alone, marked special
+    bos = backend.id_to_token(added.ids[0]) if added.special_tokens_mask[:1] == [1] else eod
+    if eod is not None:
+        tokenizer.eos_token = eod
+    if bos is not None:
+        tokenizer.bos_token = bos
     tokenizer.save_pretrained(out)
-    return eod_id
+    return tokenizer.bos_token_id, tokenizer.eos_token_id

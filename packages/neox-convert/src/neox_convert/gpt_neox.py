@@ -13,7 +13,14 @@ import torch
 
 from neox_convert.errors import ConversionError, ExportError
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
-from neox_convert.rope import rope_base, rope_problems, rotary_fraction
+from neox_convert.rope import (
+    rope_base,
+    rope_parameters,
+    rope_problems,
+    rope_scaling,
+    rotary_fraction,
+    scaling_problems,
+)
 from neox_model import ModelConfig
 
 KEYS = KeyMap(
@@ -54,8 +61,26 @@ def export_problems(config: ModelConfig) -> list[str]:
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} (GPTNeoX uses rotary positions)")
+    problems += scaling_problems(config)
+    if config.attention_width != config.hidden_size:
+        problems.append(
+            f"kv_channels {config.kv_channels} (GPTNeoX's heads are hidden_size / "
+            "num_attention_heads wide)"
+        )
+    if config.qkv_bias != config.use_bias_in_attn_linear:
+        problems.append(
+            f"use_bias_in_qkv {config.qkv_bias} with use_bias_in_attn_linear "
+            f"{config.use_bias_in_attn_linear} (GPTNeoX's attention_bias is on QKV and dense)"
+        )
+    if config.use_qk_layernorm:
+        problems.append("use_qk_layernorm (GPTNeoX has no query/key norms)")
     if config.norm != "layernorm" or not config.use_bias_in_norms:
         problems.append(f"norm {config.norm!r} without the LayerNorm bias GPTNeoX has")
+    if config.norm_placement != "pre":
+        problems.append(
+            f"norm_placement {config.norm_placement!r} (GPTNeoX normalises the inputs of "
+            "attention and MLP)"
+        )
     if config.activation not in HF_ACTIVATIONS:
         problems.append(f"activation {config.activation!r} (GPTNeoX's MLP is not gated)")
     if config.kv_heads != config.num_attention_heads:
@@ -101,11 +126,7 @@ def hf_config(
         num_attention_heads=config.num_attention_heads,
         intermediate_size=config.ffn_size,
         hidden_act=HF_ACTIVATIONS[config.activation],
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": float(config.rotary_emb_base),
-            "partial_rotary_factor": config.rotary_pct,
-        },
+        rope_parameters=rope_parameters(config, fraction=True),
         max_position_embeddings=config.max_positions,
         layer_norm_eps=config.layernorm_epsilon,
         use_parallel_residual=config.gpt_j_residual,
@@ -146,6 +167,7 @@ def model_config(hf: Any) -> ModelConfig:
         pos_emb="rotary",
         rotary_pct=rotary_fraction(hf),
         rotary_emb_base=rope_base(hf),
+        rope_scaling=rope_scaling(hf),
         gpt_j_residual=hf.use_parallel_residual,
         norm="layernorm",
         layernorm_epsilon=hf.layer_norm_eps,

@@ -82,7 +82,8 @@ BLOCK_KEYS: dict[str, tuple[str, Join]] = {
     "mlp.w2.weight": ("mlp.dense_4h_to_h.weight", "columns"),
 }
 IGNORED = ("attention.rotary_emb.inv_freq",)  # recomputed from the config
-# GPT-NeoX features neox-model does not have: key -> the values it can reproduce
+# GPT-NeoX features neox-model does not have: key -> the values it can reproduce (neox's
+# use_qk_layernorm normalises each head; GPT-NeoX's, a rank's heads together)
 UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "use_qk_layernorm": (False, None),
     "use_mup": (False, None),
@@ -122,9 +123,12 @@ def _attention_here(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "attention_config": spec}
 
 
-def model_config(values: dict[str, Any]) -> ModelConfig:
-    """The neox architecture of a GPT-NeoX config (vocabulary and MLP width not yet set)."""
-    problems = [f"{k} {values[k]!r}" for k, ok in UNSUPPORTED.items() if values.get(k) not in ok]
+def model_config(values: dict[str, Any], gpt_neox: bool = True) -> ModelConfig:
+    """The neox architecture of a GPT-NeoX config (vocabulary and MLP width not yet set); with
+    `gpt_neox` false, of a neox run config, whose keys are neox's own (its use_qk_layernorm is
+    per head, not GPT-NeoX's)."""
+    unsupported = UNSUPPORTED if gpt_neox else {}
+    problems = [f"{k} {values[k]!r}" for k, ok in unsupported.items() if values.get(k) not in ok]
     fields = {f.name: values[f.name] for f in dataclasses.fields(ModelConfig) if f.name in values}
     fields.pop("vocab_size", None)
     if values.get("mlp_type") == "llama":

@@ -3,19 +3,29 @@
 Llama keeps q/k/v and gate/up as separate projections, which neox fuses (see `fused`); its rotary
 is the same rotate-half layout as neox's, so no rows are permuted. Block: RMSNorm without bias,
 sequential residual, gated MLP down(act(gate(x)) * up(x)), optional biases (`attention_bias` on
-q/k/v/o, `mlp_bias`), grouped-query attention. Mistral's files use the same names (`mistral`).
+q/k/v/o, `mlp_bias`), grouped-query attention with heads `head_dim` wide (neox's `kv_channels`
+where that is not hidden / heads), rotary scaled as `rope_parameters` says (Llama 3.1's llama3,
+linear, yarn: see `rope`). Mistral's and Qwen's files use the same names (`mistral`, `qwen`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 
 from neox_convert.errors import ConversionError
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
 from neox_convert.mlp_size import with_ffn_size
-from neox_convert.rope import rope_base, rope_parameters, rope_problems, rotary_fraction
+from neox_convert.rope import (
+    rope_base,
+    rope_parameters,
+    rope_problems,
+    rope_scaling,
+    rotary_fraction,
+    scaling_problems,
+)
 from neox_model import ModelConfig
 
 KEYS = KeyMap(
@@ -63,19 +73,45 @@ HF_ACTIVATIONS = {
 }
 NEOX_ACTIVATIONS = {hf: neox for neox, hf in HF_ACTIVATIONS.items()} | {"swish": "swiglu"}
 
+# the query/key norms of a family: none, an RMSNorm of each head (Qwen 3), one over all query
+# heads together and one over all key heads (OLMo 2)
+QKNorm = Literal["per head", "all heads"] | None
+QK_NORMS: dict[str, str] = {
+    "per head": "each query and key head",
+    "all heads": "all query heads together and all key heads together",
+}
+# where a family's block norms are, by neox's norm_placement
+PLACEMENTS: dict[str, str] = {
+    "pre": "the inputs of attention and MLP",
+    "post": "the outputs of attention and MLP",
+    "sandwich": "the inputs and outputs of attention and MLP",
+}
 
-def family_problems(config: ModelConfig, family: str) -> list[str]:
-    """Why `family` (Llama or Mistral) cannot reproduce `config` exactly; empty when it can."""
+
+def family_problems(
+    config: ModelConfig,
+    family: str,
+    qk_norm: QKNorm = None,
+    placement: str = "pre",
+) -> list[str]:
+    """Why `family` (Llama, Mistral, Qwen2, Qwen3 or OLMo2: with the query/key norms `qk_norm`,
+    norms on the inputs or outputs of attention and MLP as `placement` says) cannot reproduce
+    `config` exactly, its biases and windows aside; empty when it can."""
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} ({family} uses rotary positions)")
     elif config.rotary_pct != 1.0:
         problems.append(f"rotary_pct {config.rotary_pct} ({family} rotates whole heads)")
+    problems += scaling_problems(config)
     if config.norm != "rmsnorm" or config.use_bias_in_norms:
         problems.append(
             f"norm {config.norm!r} with bias {config.use_bias_in_norms} "
             f"({family} has RMSNorm without bias)"
         )
+    if config.norm_placement != placement:
+        where = PLACEMENTS[placement]
+        problems.append(f"norm_placement {config.norm_placement!r} ({family} normalises {where})")
+    problems += qk_norm_problems(config, family, qk_norm)
     if config.activation not in HF_ACTIVATIONS:
         problems.append(f"activation {config.activation!r} ({family}'s MLP is gated)")
     if config.gpt_j_residual:
@@ -83,17 +119,52 @@ def family_problems(config: ModelConfig, family: str) -> list[str]:
     return problems
 
 
+def qk_norm_of(config: ModelConfig) -> QKNorm:
+    """The query/key norms `config` has: none, one per head (Qwen 3) or one over all heads
+    (OLMo 2)."""
+    if not config.use_qk_layernorm:
+        return None
+    return "per head" if config.qk_layernorm_per_head else "all heads"
+
+
+def qk_norm_problems(config: ModelConfig, family: str, qk_norm: QKNorm) -> list[str]:
+    """Why `family`, whose query/key norms are `qk_norm`, cannot reproduce `config`'s."""
+    ours = qk_norm_of(config)
+    if ours == qk_norm:
+        return []
+    if qk_norm is None:
+        keys = "use_qk_layernorm True"
+        if ours == "all heads":
+            keys += ", qk_layernorm_per_head False"
+        return [f"{keys} ({family} has no query/key norms)"]
+    if ours is None:
+        return [f"use_qk_layernorm False ({family} always normalises {QK_NORMS[qk_norm]})"]
+    return [
+        f"qk_layernorm_per_head {config.qk_layernorm_per_head} "
+        f"({family} normalises {QK_NORMS[qk_norm]})"
+    ]
+
+
 def export_problems(config: ModelConfig) -> list[str]:
     """Why Llama cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "Llama")
+    if config.qkv_bias != config.use_bias_in_attn_linear:
+        problems.append(
+            f"use_bias_in_qkv {config.qkv_bias} with use_bias_in_attn_linear "
+            f"{config.use_bias_in_attn_linear} (Llama's attention_bias is on q, k, v and o alike)"
+        )
     if config.sliding_window_width is not None:
-        problems.append("sliding_window_width (Llama attends to the whole sequence; use mistral)")
+        problems.append("sliding_window_width (Llama attends to the whole sequence)")
     return problems
 
 
-def common_hf_config(config: ModelConfig, eod_id: int | None, vocab: int) -> dict[str, Any]:
-    """The config.json values Llama and Mistral share."""
-    return dict(
+def common_hf_config(
+    config: ModelConfig, eod_id: int | None, vocab: int, head_dim_key: bool = True
+) -> dict[str, Any]:
+    """The config.json values Llama, Mistral, Qwen and OLMo 2 share. Without `head_dim_key`
+    (Qwen2Config, Olmo2Config have no such key, but their models read it where it is set)
+    `head_dim` is written only where heads are not hidden / heads wide."""
+    values = dict(
         vocab_size=vocab,
         hidden_size=config.hidden_size,
         intermediate_size=config.ffn_size,
@@ -106,11 +177,14 @@ def common_hf_config(config: ModelConfig, eod_id: int | None, vocab: int) -> dic
         initializer_range=config.init_method_std,
         rms_norm_eps=config.rms_norm_epsilon,
         tie_word_embeddings=not config.no_weight_tying,
-        rope_parameters=rope_parameters(config.rotary_emb_base),
+        rope_parameters=rope_parameters(config),
         attention_dropout=config.attention_dropout,
         bos_token_id=eod_id,
         eos_token_id=eod_id,
     )
+    if not head_dim_key and config.attention_width == config.hidden_size:
+        del values["head_dim"]
+    return values
 
 
 def hf_config(
@@ -128,16 +202,13 @@ def hf_config(
     )
 
 
-def import_problems(hf: Any) -> list[str]:
-    """Why neox-model cannot reproduce the Llama-family model `hf` describes (also Mistral)."""
+def import_problems(hf: Any, family: str = "Llama") -> list[str]:
+    """Why neox-model cannot reproduce the Llama-family (Llama, Mistral, Qwen) model `hf`
+    describes; empty when it can."""
     problems = rope_problems(hf)
     if rotary_fraction(hf) != 1.0:
-        problems.append(f"partial_rotary_factor {rotary_fraction(hf)} (Llama rotates whole heads)")
-    head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-    if head_dim * hf.num_attention_heads != hf.hidden_size:
         problems.append(
-            f"head_dim {head_dim} (neox-model's heads are hidden_size / num_attention_heads = "
-            f"{hf.hidden_size / hf.num_attention_heads:g} wide)"
+            f"partial_rotary_factor {rotary_fraction(hf)} ({family} rotates whole heads)"
         )
     if hf.hidden_act not in NEOX_ACTIVATIONS:
         problems.append(
@@ -146,9 +217,20 @@ def import_problems(hf: Any) -> list[str]:
     return problems
 
 
-def common_model_config(hf: Any, family: str, **extra: Any) -> ModelConfig:
-    """The neox architecture of a Llama or Mistral config (vocabulary not set)."""
-    problems = import_problems(hf)
+def head_width(hf: Any) -> int | None:
+    """neox's `kv_channels` of a Llama-family config: None where heads are hidden / heads."""
+    head_dim: int | None = getattr(hf, "head_dim", None)
+    if not head_dim or head_dim * hf.num_attention_heads == hf.hidden_size:
+        return None
+    return head_dim
+
+
+def common_model_config(
+    hf: Any, family: str, reasons: Sequence[str] = (), **extra: Any
+) -> ModelConfig:
+    """The neox architecture of a Llama-family config (vocabulary not set); `reasons` are the
+    family's own reasons to refuse it, reported with the common ones."""
+    problems = [*import_problems(hf, family), *reasons]
     if problems:
         raise ConversionError(
             f"neox-model cannot reproduce this {family} model: " + "; ".join(problems)
@@ -159,10 +241,12 @@ def common_model_config(hf: Any, family: str, **extra: Any) -> ModelConfig:
         hidden_size=hf.hidden_size,
         num_attention_heads=hf.num_attention_heads,
         num_kv_heads=None if kv_heads == hf.num_attention_heads else kv_heads,
+        kv_channels=head_width(hf),
         seq_length=hf.max_position_embeddings,
         max_position_embeddings=hf.max_position_embeddings,
         pos_emb="rotary",
         rotary_emb_base=rope_base(hf),
+        rope_scaling=rope_scaling(hf),
         norm="rmsnorm",
         rms_norm_epsilon=hf.rms_norm_eps,
         use_bias_in_norms=False,

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from neox_convert.errors import ConversionError
 from neox_convert.llama import (
     common_hf_config,
     common_model_config,
@@ -23,16 +22,26 @@ from neox_convert.llama import (
 )
 from neox_model import ModelConfig
 
-__all__ = ["export_problems", "from_hf", "hf_config", "import_problems", "model_config", "to_hf"]
+__all__ = [
+    "export_problems",
+    "from_hf",
+    "hf_config",
+    "hf_window",
+    "import_problems",
+    "model_config",
+    "to_hf",
+    "window_problems",
+]
 
 
 def export_problems(config: ModelConfig) -> list[str]:
     """Why Mistral cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "Mistral")
-    if config.use_bias_in_attn_linear or config.use_bias_in_mlp:
+    if config.qkv_bias or config.use_bias_in_attn_linear or config.use_bias_in_mlp:
         problems.append(
-            f"use_bias_in_attn_linear {config.use_bias_in_attn_linear}, use_bias_in_mlp "
-            f"{config.use_bias_in_mlp} (Mistral has no biases; use llama)"
+            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
+            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
+            "(Mistral has no biases)"
         )
     return problems
 
@@ -57,18 +66,21 @@ def hf_config(
     )
 
 
+def window_problems(window: int | None) -> list[str]:
+    """Why neox-model cannot reproduce Hugging Face's `sliding_window` (Mistral's or Qwen's)."""
+    if window is not None and window < 2:
+        return [f"sliding_window {window} (a query that sees no key before itself)"]
+    return []
+
+
 def model_config(hf: Any) -> ModelConfig:
     """The neox architecture of a MistralConfig (vocabulary not set)."""
     window = hf.sliding_window
-    if window is not None and window < 2:
-        raise ConversionError(
-            f"neox-model cannot reproduce this Mistral model: sliding_window {window} (a query "
-            "that sees no key before itself)"
-        )
     return common_model_config(
         hf,
         "Mistral",
+        window_problems(window),
         use_bias_in_attn_linear=False,
         use_bias_in_mlp=False,
-        sliding_window_width=None if window is None else window - 1,
+        sliding_window_width=None if window is None or window < 2 else window - 1,
     )

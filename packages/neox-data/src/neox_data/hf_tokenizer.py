@@ -30,13 +30,25 @@ GPT2_VOCAB_NAME = "vocab.json"
 GPT2_MERGES_NAME = "merges.txt"
 
 
-class _Backed:
-    """The `Tokenizer` protocol over a ``tokenizers.Tokenizer`` whose vocabulary has EOD."""
+# The end-of-document tokens of tokenizer.json files, the first one in the vocabulary wins:
+# GPT-NeoX's (and Qwen's), Llama 3's, then SentencePiece-derived files' (Llama 2, Mistral).
+HF_EOD_TOKENS = (EOD_TOKEN, "<|end_of_text|>", "</s>")
 
-    def __init__(self, tokenizer: tokenizers.Tokenizer, source: Path) -> None:
-        eod = tokenizer.token_to_id(EOD_TOKEN)
+
+class _Backed:
+    """The `Tokenizer` protocol over a ``tokenizers.Tokenizer`` whose vocabulary has EOD: the
+    first of ``eod_tokens`` it holds."""
+
+    def __init__(
+        self,
+        tokenizer: tokenizers.Tokenizer,
+        source: Path,
+        eod_tokens: Sequence[str] = (EOD_TOKEN,),
+    ) -> None:
+        ids = (tokenizer.token_to_id(token) for token in eod_tokens)
+        eod = next((i for i in ids if i is not None), None)
         if eod is None:
-            raise ValueError(f"{source}: the vocabulary has no {EOD_TOKEN} token")
+            raise ValueError(f"{source}: the vocabulary has no {' or '.join(eod_tokens)} token")
         self._tokenizer = tokenizer
         self._eod_id: int = eod
 
@@ -48,6 +60,13 @@ class _Backed:
     @property
     def eod_id(self) -> int:
         return self._eod_id
+
+    @property
+    def bos_id(self) -> int | None:
+        """The id ``encode`` puts before every text (the file's post-processor's BOS: Llama 3's
+        ``<|begin_of_text|>``), None where it adds none (GPT-NeoX's, Qwen's, GPT-2's files)."""
+        added = self._tokenizer.encode("")  # the post-processor's tokens alone, marked special
+        return added.ids[0] if added.special_tokens_mask[:1] == [1] else None
 
     @property
     def vocab_size(self) -> int:
@@ -71,7 +90,18 @@ class _Backed:
 
 
 class HFTokenizer(_Backed):
-    """A Hugging Face ``tokenizer.json`` tokenizer; end-of-document is ``<|endoftext|>``."""
+    """A Hugging Face ``tokenizer.json`` tokenizer (GPT-NeoX's, Llama 3's, Qwen 2 / 2.5 / 3's...).
+
+    End-of-document is the first of `HF_EOD_TOKENS` in the vocabulary: ``<|endoftext|>`` (GPT-NeoX
+    and Qwen, as GPT-NeoX's HFTokenizer), else ``<|end_of_text|>`` (Llama 3), else ``</s>``. The
+    file is all that is read: a ``tokenizer_config.json``'s ``eos_token`` names the end of a chat
+    turn in instruct models (``<|eot_id|>``, ``<|im_end|>``), not of a pre-training document.
+
+    ``encode`` runs the file's whole pipeline, post-processor included, as GPT-NeoX's
+    HFTokenizer and transformers' ``encode(text)`` (``add_special_tokens=True``) do: the ids of
+    a Llama 3 document start with ``<|begin_of_text|>`` (`bos_id`; then EOD is appended after
+    the text with ``append_eod``); GPT-NeoX's and Qwen's files add no BOS (`bos_id` is None).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -81,7 +111,7 @@ class HFTokenizer(_Backed):
             tokenizer = tokenizers.Tokenizer.from_file(str(self.path))
         except Exception as err:  # the library raises plain Exception for bad JSON
             raise ValueError(f"{self.path}: not a valid tokenizer.json: {err}") from err
-        super().__init__(tokenizer, self.path)
+        super().__init__(tokenizer, self.path, HF_EOD_TOKENS)
 
     @property
     def spec(self) -> TokenizerSpec:

@@ -3,9 +3,11 @@
 Tokenization follows lm-eval's Hugging Face backend exactly, through lm-eval's own `TemplateLM`:
 whitespace at the end of a context moves to the front of the continuation, context + continuation
 are encoded together and split at the length of the encoded context, an empty context is the
-end-of-document token. Scoring (`scoring`) and generation (`generation`) then read the model the
-way that backend reads a Hugging Face model, so a model exported to Hugging Face and evaluated
-with lm-eval's `hf` backend gets the same numbers.
+tokenizer's BOS (else the end-of-document token). A tokenizer whose encoding puts a BOS before
+every text (Llama 3's tokenizer.json) puts it before contexts, rolling texts and prompts too, as
+transformers' `encode` does for that backend. Scoring (`scoring`) and generation (`generation`)
+then read the model the way that backend reads a Hugging Face model, so a model exported to
+Hugging Face and evaluated with lm-eval's `hf` backend gets the same numbers.
 
 The log-softmax runs over the vocabulary as padded for one device (the rows an export to Hugging
 Face keeps), whatever tensor-parallel layout the model was saved or loaded with; generation
@@ -77,6 +79,14 @@ class NeoxLM(TemplateLM):  # type: ignore[misc]  # lm-eval is untyped
         return self.neox_tokenizer.eod_id
 
     @property
+    def prefix_token_id(self) -> int:
+        """What an empty context and the first rolling window are conditioned on: the BOS the
+        tokenizer puts before every text (Llama 3's <|begin_of_text|>), else end-of-document
+        (GPT-NeoX's, Qwen's), as lm-eval's Hugging Face backend takes a tokenizer's BOS."""
+        bos: int | None = getattr(self.neox_tokenizer, "bos_id", None)
+        return self.eot_token_id if bos is None else bos
+
+    @property
     def max_length(self) -> int:
         return self.seq_length
 
@@ -91,9 +101,18 @@ class NeoxLM(TemplateLM):  # type: ignore[misc]  # lm-eval is untyped
         left_truncate_len: int | None = None,
         **kwargs: Any,
     ) -> list[int]:
-        """The ids of `string` (neox tokenizers add no special tokens), the last
-        `left_truncate_len` of them if given."""
-        ids = self.neox_tokenizer.encode(string)
+        """The ids of `string`, the last `left_truncate_len` of them if given. As lm-eval's
+        Hugging Face backend encodes for a causal model, a tokenizer.json's post-processor
+        (Llama 3's <|begin_of_text|>) runs unless `add_special_tokens` is False or, left None,
+        the string already starts with the prefix token's text; neox's other tokenizers add no
+        special tokens."""
+        if add_special_tokens is None:
+            add_special_tokens = not string.startswith(self._prefix_text)
+        backend = getattr(self.neox_tokenizer, "backend", None)  # a tokenizers.Tokenizer
+        if backend is not None and not add_special_tokens:
+            ids = list(backend.encode(string, add_special_tokens=False).ids)
+        else:
+            ids = self.neox_tokenizer.encode(string)
         return ids[-left_truncate_len:] if left_truncate_len else ids
 
     def tok_decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
@@ -131,8 +150,8 @@ class NeoxLM(TemplateLM):  # type: ignore[misc]  # lm-eval is untyped
         self, requests: list[Instance], disable_tqdm: bool = False
     ) -> list[float]:
         """Each text's log-likelihood, read in windows of seq_length tokens that each predict
-        tokens not predicted before (lm-eval's rolling windows; the first conditioned on the
-        end-of-document token)."""
+        tokens not predicted before (lm-eval's rolling windows over the encoded text, a BOS
+        included; the first conditioned on `prefix_token_id`)."""
         per_text = [self._rolling_windows(request.args[0]) for request in requests]
         scores = iter(self._score([pair for pairs in per_text for pair in pairs], disable_tqdm))
         totals = []
@@ -214,6 +233,10 @@ class NeoxLM(TemplateLM):  # type: ignore[misc]  # lm-eval is untyped
     @property
     def _eos_text(self) -> str:
         return self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+
+    @property
+    def _prefix_text(self) -> str:
+        return self.tok_decode([self.prefix_token_id], skip_special_tokens=False)
 
     def _finished(self, until: list[str], new: list[int]) -> bool:
         if new[-1] == self.eot_token_id:

@@ -32,6 +32,7 @@ from neox_model.config import (
     ModelConfig,
     Norm,
     PosEmb,
+    RopeScaling,
 )
 from neox_model.kernels import KernelBuildError, build_kernels
 from neox_model.kv_cache import KVCache
@@ -92,6 +93,7 @@ __all__ = [
     "ParallelDims",
     "PosEmb",
     "RankFiles",
+    "RopeScaling",
     "RowParallelLinear",
     "Sampling",
     "SavedLayout",

@@ -3,7 +3,10 @@
 Field names are GPT-NeoX's config keys, so a GPT-NeoX YAML maps onto this class key for key.
 Only architecture lives here: no paths, no parallel degrees, no precision. One class describes
 Pythia / GPT-NeoX-20B (rotary, parallel residual, LayerNorm, GELU), LLaMA and CodeLlama (GQA,
-RMSNorm, SwiGLU, no biases), Mistral (plus a sliding window), Falcon- and PaLM-style models.
+RMSNorm, SwiGLU, no biases), Llama 3 (plus rotary scaling), Mistral (plus a sliding window),
+Qwen 2 (a bias on QKV only), Qwen 3 (per-head query/key norms, wider heads), OLMo 2 (norms
+after attention and MLP, query/key norms over all heads), Gemma 2 (norms on both sides, soft-
+capped logits, alternating sliding windows, scaled embeddings), Falcon- and PaLM-style models.
 """
 
 from __future__ import annotations
@@ -15,26 +18,30 @@ from typing import Any, Literal
 
 PosEmb = Literal["rotary", "alibi", "learned", "sinusoidal", "none"]
 Norm = Literal["layernorm", "rmsnorm", "scalenorm"]
+NormPlacement = Literal["pre", "post", "sandwich"]
 Activation = Literal[
     "gelu",
+    "gelu_tanh",
     "relu",
     "silu",
     "swish",
     "softsign",
     "mish",
     "geglu",
+    "geglu_tanh",
     "reglu",
     "swiglu",
     "glu",
     "bilinear",
 ]
-GATED_ACTIVATIONS = frozenset({"geglu", "reglu", "swiglu", "glu", "bilinear"})
+GATED_ACTIVATIONS = frozenset({"geglu", "geglu_tanh", "reglu", "swiglu", "glu", "bilinear"})
 InitMethod = Literal[
     "normal", "scaled_normal", "small_init", "wang_init", "xavier_normal", "xavier_uniform"
 ]
 AttentionType = Literal["global", "flash"]
 # GPT-NeoX's attention_config: [[["global"], 12]] = 12 layers of global attention
 AttentionConfig = tuple[tuple[tuple[AttentionType, ...], int], ...]
+RopeType = Literal["linear", "dynamic", "llama3", "yarn"]
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -43,6 +50,61 @@ def _doc(text: str) -> dict[str, str]:
 
 def round_up(value: int, multiple: int) -> int:
     return multiple * math.ceil(value / multiple)
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Rotary frequency scaling for contexts past the one a model was trained at. The names and
+    meanings are Hugging Face's `rope_parameters` (the same formulas; see `neox_model.rotary`)."""
+
+    rope_type: RopeType = field(
+        metadata=_doc(
+            "linear (positions / factor), dynamic (NTK base growth past the original context), "
+            "llama3 (Llama 3.1's per-frequency blend) or yarn (Peng et al., 2023)."
+        )
+    )
+    factor: float = field(metadata=_doc("How many times longer than the original context."))
+    original_max_position_embeddings: int | None = field(
+        default=None,
+        metadata=_doc(
+            "The context the model was trained at (llama3, yarn and dynamic need it; dynamic "
+            "grows the base for positions past it, up to max_position_embeddings)."
+        ),
+    )
+    low_freq_factor: float = field(
+        default=1.0,
+        metadata=_doc("llama3: wavelengths past original / this are divided by factor."),
+    )
+    high_freq_factor: float = field(
+        default=4.0, metadata=_doc("llama3: wavelengths below original / this are kept.")
+    )
+    beta_fast: float = field(default=32.0, metadata=_doc("yarn: extrapolation boundary."))
+    beta_slow: float = field(default=1.0, metadata=_doc("yarn: interpolation boundary."))
+    attention_factor: float | None = field(
+        default=None,
+        metadata=_doc(
+            "yarn: cos and sin are multiplied by it (default 0.1 ln(factor) + 1, or from mscale)."
+        ),
+    )
+    mscale: float | None = field(default=None, metadata=_doc("yarn: DeepSeek's mscale."))
+    mscale_all_dim: float | None = field(
+        default=None, metadata=_doc("yarn: DeepSeek's mscale_all_dim.")
+    )
+    truncate: bool = field(
+        default=True, metadata=_doc("yarn: round the correction range to whole dimensions.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.factor < 1.0 and self.rope_type != "linear":
+            raise ValueError(f"rope_scaling.factor must be at least 1, got {self.factor}")
+        if self.factor <= 0.0:
+            raise ValueError(f"rope_scaling.factor must be positive, got {self.factor}")
+        if self.rope_type != "linear" and self.original_max_position_embeddings is None:
+            raise ValueError(
+                f"rope_scaling {self.rope_type} needs original_max_position_embeddings"
+            )
+        if self.rope_type == "llama3" and self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError("rope_scaling.high_freq_factor must exceed low_freq_factor")
 
 
 @dataclass(frozen=True)
@@ -56,6 +118,13 @@ class ModelConfig:
     num_kv_heads: int | None = field(
         default=None,
         metadata=_doc("Key/value heads (GQA; 1 = multi-query); default num_attention_heads."),
+    )
+    kv_channels: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Width of each attention head (Megatron's name); default hidden_size / "
+            "num_attention_heads. Qwen 3 and Gemma 2 have wider heads than that."
+        ),
     )
     max_position_embeddings: int | None = field(
         default=None, metadata=_doc("Longest position the model supports; default seq_length.")
@@ -75,6 +144,13 @@ class ModelConfig:
         default=1.0, metadata=_doc("Fraction of each head's dimensions that rotary rotates.")
     )
     rotary_emb_base: int = field(default=10000, metadata=_doc("Rotary frequency base (theta)."))
+    rope_scaling: RopeScaling | None = field(
+        default=None,
+        metadata=_doc(
+            "Rotary frequency scaling, e.g. Llama 3.1's {rope_type: llama3, factor: 8, "
+            "low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192}."
+        ),
+    )
     rotary_save_freqs_buffer: bool = field(
         default=False, metadata=_doc("Keep rotary's inverse frequencies in the state dict.")
     )
@@ -85,12 +161,50 @@ class ModelConfig:
         default=False, metadata=_doc("With gpt_j_residual: one norm, x + attn(ln(x)) + mlp(ln(x)).")
     )
     norm: Norm = field(default="layernorm", metadata=_doc("Normalisation layer."))
+    norm_placement: NormPlacement = field(
+        default="pre",
+        metadata=_doc(
+            "pre: x + attn(norm(x)) (GPT-NeoX, Llama); post: x + norm(attn(x)), the same for the "
+            "MLP (OLMo 2); sandwich: x + norm(attn(norm(x))) (Gemma 2). The final norm stays."
+        ),
+    )
+    rmsnorm_unit_offset: bool = field(
+        default=False,
+        metadata=_doc(
+            "RMSNorm scales by 1 + weight, the weight starting at 0 (Gemma), in float32 before "
+            "rounding to the activations' type."
+        ),
+    )
     layernorm_epsilon: float = field(default=1e-5, metadata=_doc("LayerNorm epsilon."))
     rms_norm_epsilon: float = field(default=1e-8, metadata=_doc("RMSNorm epsilon."))
     scalenorm_epsilon: float = field(default=1e-8, metadata=_doc("ScaleNorm epsilon."))
     use_bias_in_norms: bool = field(default=True, metadata=_doc("Norms have a bias."))
     use_bias_in_attn_linear: bool = field(
         default=True, metadata=_doc("QKV and attention output projections have biases.")
+    )
+    use_bias_in_qkv: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "The QKV projection has a bias (Qwen 2: yes, with none on the output projection); "
+            "default use_bias_in_attn_linear."
+        ),
+    )
+    use_qk_layernorm: bool = field(
+        default=False,
+        metadata=_doc(
+            "Normalise each query and key head (norm type and epsilon as norm; one weight of "
+            "head width for queries, one for keys) before rotary, as Qwen 3 does. GPT-NeoX's "
+            "own form normalises a rank's heads together with one shared weight, which "
+            "depends on the tensor-parallel degree: neox normalises per head."
+        ),
+    )
+    qk_layernorm_per_head: bool = field(
+        default=True,
+        metadata=_doc(
+            "With use_qk_layernorm: true normalises each head; false normalises all query heads "
+            "together and all key heads together, one weight per feature (OLMo 2; rmsnorm only, "
+            "its statistics summed over the tensor-parallel ranks)."
+        ),
     )
     use_bias_in_mlp: bool = field(default=True, metadata=_doc("MLP projections have biases."))
     activation: Activation = field(default="gelu", metadata=_doc("MLP activation."))
@@ -100,6 +214,36 @@ class ModelConfig:
     sliding_window_width: int | None = field(
         default=None,
         metadata=_doc("Sliding-window attention: a token sees itself and this many before it."),
+    )
+    global_attention_every: int | None = field(
+        default=None,
+        metadata=_doc(
+            "With sliding_window_width: every this many layers one attends to the whole "
+            "sequence (layers n - 1, 2n - 1, ...), the others through the window (Gemma 2: 2)."
+        ),
+    )
+    query_pre_attn_scalar: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Attention scores are scaled by 1 / sqrt(this) (Gemma 2); default head width."
+        ),
+    )
+    attention_logit_softcapping: float | None = field(
+        default=None,
+        metadata=_doc(
+            "Attention scores become cap * tanh(score / cap) before the mask (Gemma 2: 50); "
+            "computed without SDPA's fused kernels (flash-attn takes it where used)."
+        ),
+    )
+    final_logit_softcapping: float | None = field(
+        default=None,
+        metadata=_doc("Output logits become cap * tanh(logit / cap) (Gemma 2: 30)."),
+    )
+    scale_embeddings: bool = field(
+        default=False,
+        metadata=_doc(
+            "Multiply token embeddings by sqrt(hidden_size), rounded to their type (Gemma)."
+        ),
     )
     attention_config: AttentionConfig | None = field(
         default=None,
@@ -143,6 +287,8 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.rope_scaling, dict):  # from JSON, YAML or a keyword argument
+            object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
         self._check_sizes()
         self._check_positions()
         self._check_attention()
@@ -154,10 +300,12 @@ class ModelConfig:
         for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads:
+        if self.kv_channels is not None and self.kv_channels <= 0:
+            raise ValueError(f"kv_channels must be positive, got {self.kv_channels}")
+        if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})"
+                f"num_attention_heads ({self.num_attention_heads}), or set kv_channels"
             )
         if self.num_kv_heads is not None and (
             self.num_kv_heads <= 0 or self.num_attention_heads % self.num_kv_heads
@@ -172,6 +320,18 @@ class ModelConfig:
             raise ValueError("mlp_multiple_of and make_vocab_size_divisible_by must be positive")
         if self.gpt_j_tied and not self.gpt_j_residual:
             raise ValueError("gpt_j_tied ties the two norms of gpt_j_residual; set both")
+        if self.norm_placement != "pre" and self.gpt_j_residual:
+            raise ValueError(
+                f"norm_placement {self.norm_placement!r} is for sequential blocks; "
+                "gpt_j_residual's parallel residual normalises inputs (norm_placement: pre)"
+            )
+        if not self.qk_layernorm_per_head and self.use_qk_layernorm and (
+            self.norm != "rmsnorm" or self.use_bias_in_norms
+        ):
+            raise ValueError(
+                "qk_layernorm_per_head false (one norm over all heads) needs norm: rmsnorm "
+                "and use_bias_in_norms: false"
+            )
 
     def _check_positions(self) -> None:
         if not 0.0 < self.rotary_pct <= 1.0:
@@ -181,6 +341,8 @@ class ModelConfig:
                 f"rotary_pct {self.rotary_pct} of head size {self.head_dim} leaves fewer than "
                 "2 rotary dimensions"
             )
+        if self.rope_scaling is not None and self.pos_emb != "rotary":
+            raise ValueError(f"rope_scaling scales rotary positions; pos_emb is {self.pos_emb!r}")
         if self.max_positions < self.seq_length:
             raise ValueError(
                 f"max_position_embeddings ({self.max_position_embeddings}) is smaller than "
@@ -189,6 +351,28 @@ class ModelConfig:
         if self.sliding_window_width is not None and self.sliding_window_width <= 0:
             raise ValueError(
                 f"sliding_window_width must be positive, not {self.sliding_window_width}"
+            )
+        if self.global_attention_every is not None and (
+            self.global_attention_every < 1 or self.sliding_window_width is None
+        ):
+            raise ValueError(
+                "global_attention_every needs sliding_window_width and a positive interval, "
+                f"got {self.global_attention_every}"
+            )
+        for name in (
+            "query_pre_attn_scalar",
+            "attention_logit_softcapping",
+            "final_logit_softcapping",
+        ):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.rmsnorm_unit_offset and self.norm != "rmsnorm":
+            raise ValueError("rmsnorm_unit_offset needs norm: rmsnorm")
+        if self.rmsnorm_unit_offset and self.use_qk_layernorm and not self.qk_layernorm_per_head:
+            raise ValueError(
+                "rmsnorm_unit_offset is not supported for query/key norms over all heads "
+                "(qk_layernorm_per_head: false)"
             )
 
     def _check_attention(self) -> None:
@@ -201,7 +385,25 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
+
+    @property
+    def attention_width(self) -> int:
+        """The width of all query heads together (the attention output projection's input)."""
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def qkv_bias(self) -> bool:
+        if self.use_bias_in_qkv is None:
+            return self.use_bias_in_attn_linear
+        return self.use_bias_in_qkv
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of layer `layer` (0-based), None where it attends globally."""
+        every = self.global_attention_every
+        if every is not None and (layer + 1) % every == 0:
+            return None
+        return self.sliding_window_width
 
     @property
     def kv_heads(self) -> int:

@@ -1,7 +1,8 @@
 """The transformer feed-forward block: h -> inner -> h, plain or gated.
 
 Plain: act(x W1) W2. Gated (GLU variants, Shazeer 2020, "GLU Variants Improve Transformer"):
-W1 projects to [up | gate] and the block computes (up * act(gate)) W2: geglu (GELU), reglu (ReLU),
+W1 projects to [up | gate] and the block computes (up * act(gate)) W2: geglu (GELU; geglu_tanh
+its tanh approximation), reglu (ReLU),
 swiglu (SiLU), glu (sigmoid), bilinear (no activation). That [up | gate] order is GPT-NeoX's.
 """
 
@@ -18,12 +19,14 @@ from neox_model.tensor_parallel import ColumnParallelLinear, RowParallelLinear, 
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # exact (erf) GELU (Hendrycks & Gimpel, 2016)
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # its tanh approximation
     "relu": F.relu,
     "silu": F.silu,
     "swish": F.silu,
     "softsign": F.softsign,
     "mish": F.mish,
     "geglu": F.gelu,
+    "geglu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # Gemma
     "reglu": F.relu,
     "swiglu": F.silu,
     "glu": torch.sigmoid,

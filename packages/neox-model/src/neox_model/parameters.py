@@ -5,11 +5,19 @@ from __future__ import annotations
 from neox_model.config import ModelConfig
 
 
-def norm_parameters(config: ModelConfig) -> int:
-    """The parameters of one norm layer."""
+def norm_parameters(config: ModelConfig, width: int | None = None) -> int:
+    """The parameters of one norm layer over `width` features (default hidden_size)."""
     if config.norm == "scalenorm":
         return 1
-    return config.hidden_size * (2 if config.use_bias_in_norms else 1)
+    return (width or config.hidden_size) * (2 if config.use_bias_in_norms else 1)
+
+
+def block_norms(config: ModelConfig) -> int:
+    """Norm layers of hidden width per block: before attention and MLP (pre), after them (post),
+    both (sandwich); gpt_j_tied shares one."""
+    if config.gpt_j_tied:
+        return 1
+    return 4 if config.norm_placement == "sandwich" else 2
 
 
 def _linear(fan_in: int, fan_out: int, bias: bool) -> int:
@@ -19,13 +27,17 @@ def _linear(fan_in: int, fan_out: int, bias: bool) -> int:
 def block_parameters(config: ModelConfig) -> int:
     h, inner = config.hidden_size, config.ffn_size
     qkv = config.kv_heads * (config.num_attention_heads // config.kv_heads + 2) * config.head_dim
-    attention = _linear(h, qkv, config.use_bias_in_attn_linear) + _linear(
-        h, h, config.use_bias_in_attn_linear
+    attention = _linear(h, qkv, config.qkv_bias) + _linear(
+        config.attention_width, h, config.use_bias_in_attn_linear
     )
+    if config.use_qk_layernorm and config.qk_layernorm_per_head:
+        attention += 2 * norm_parameters(config, config.head_dim)
+    elif config.use_qk_layernorm:  # over all query heads, over all key heads
+        attention += config.attention_width + config.kv_heads * config.head_dim
     mlp = _linear(h, 2 * inner if config.gated else inner, config.use_bias_in_mlp) + _linear(
         inner, h, config.use_bias_in_mlp
     )
-    norms = norm_parameters(config) * (1 if config.gpt_j_tied else 2)
+    norms = norm_parameters(config) * block_norms(config)
     return attention + mlp + norms
 
 

@@ -32,7 +32,7 @@ from neox_model.tensor_parallel import (
     next_token_loss,
     sum_replicated_gradients,
 )
-from neox_model.transformer import Block, WithEmbeddings
+from neox_model.transformer import Block, WithEmbeddings, softcap
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TransformerLayerPipe(nn.Module):
             sum_replicated_gradients(self, tp)
         # rotary holds no weights: each stage computes its own cos/sin
         self.rotary = (
-            RotaryEmbedding(config.rotary_dim, config.rotary_emb_base)
+            RotaryEmbedding(config.rotary_dim, config.rotary_emb_base, scaling=config.rope_scaling)
             if config.pos_emb == "rotary"
             else None
         )
@@ -124,6 +124,7 @@ class OutputPipe(nn.Module):
             bias=False,
             sequence_parallel=args.sequence_parallel,
         )
+        self.cap = args.config.final_logit_softcapping
         init_weights(self, args.config, args.seed)
 
     def model_name(self, name: str) -> str:
@@ -131,7 +132,7 @@ class OutputPipe(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, seq or seq / tp, hidden) -> (batch, seq, vocab / tp)."""
-        return self.embed_out(x)  # type: ignore[no-any-return]
+        return softcap(self.embed_out(x), self.cap)
 
 
 def pipeline_specs(

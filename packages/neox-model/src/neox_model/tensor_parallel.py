@@ -217,6 +217,12 @@ def reduce_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     return _collective(x, tp, _all_reduce, _identity)
 
 
+def all_reduce_both_ways(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
+    """Forward: all-reduce (sum). Backward: all-reduce of the gradient (every rank's result
+    depends on every rank's input and feeds a different computation on each rank)."""
+    return _collective(x, tp, _all_reduce, _all_reduce)
+
+
 def gather_from_tp(x: torch.Tensor, tp: TPGroup) -> torch.Tensor:
     """Forward: all-gather along the last dim in rank order. Backward: this rank's slice."""
     return _collective(x, tp, _all_gather_last, _split_last)
@@ -565,6 +571,8 @@ def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:
     if isinstance(module, RowParallelLinear):
         return (1, 1) if param_name == "weight" else None
     if isinstance(module, VocabParallelEmbedding):
+        return (0, 1)
+    if getattr(module, "sharded_features", False):  # a norm over features the ranks split
         return (0, 1)
     return None
 

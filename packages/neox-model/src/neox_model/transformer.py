@@ -5,7 +5,9 @@
            -> final_layer_norm -> embed_out (or the tied input embedding) -> logits
 
 A Block is sequential, x + attn(n1(x)) then x + mlp(n2(x)), or GPT-J's parallel residual,
-x + attn(n1(x)) + mlp(n2(x)) (`gpt_j_residual`; `gpt_j_tied` uses one norm for both). Under
+x + attn(n1(x)) + mlp(n2(x)) (`gpt_j_residual`; `gpt_j_tied` uses one norm for both); with
+`norm_placement` post the norms act on the outputs instead, x + n1(attn(x)) (OLMo 2), and with
+sandwich on both sides, x + n1'(attn(n1(x))) (Gemma 2). Under
 tensor parallelism (a `TPGroup` handed in) the embedding, projections and output layer hold this
 rank's shard; with no group they are plain layers. With `sequence_parallel` (Korthikanti et al.,
 2022) everything between the tensor-parallel regions (embedding output, dropout, norms,
@@ -44,6 +46,11 @@ from neox_model.tensor_parallel import (
 )
 
 
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(logits / cap) (Gemma 2's final_logit_softcapping), or the logits unchanged."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 class WithEmbeddings(nn.Module):
     """A module holding the input side of the model: token embeddings, learned or sinusoidal
     positions and the embedding dropout (the whole model, or a pipeline's first stage)."""
@@ -52,6 +59,7 @@ class WithEmbeddings(nn.Module):
     position_embeddings: nn.Embedding | None
     sinusoidal: SinusoidalEmbedding | None
     embed_dropout: nn.Dropout
+    embedding_scale: float | None
     sequence_parallel: bool
 
     def add_embeddings(
@@ -69,6 +77,7 @@ class WithEmbeddings(nn.Module):
         )
         self.sinusoidal = SinusoidalEmbedding(hidden) if config.pos_emb == "sinusoidal" else None
         self.embed_dropout = nn.Dropout(config.hidden_dropout)
+        self.embedding_scale = hidden**0.5 if config.scale_embeddings else None
 
     def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids at `positions` (seq,) -> (batch, seq, hidden), or this rank's part
@@ -83,6 +92,8 @@ class WithEmbeddings(nn.Module):
                 )
             positions = sequence_part(positions, tp, dim=-1)  # this rank's positions
         x = self.embed_in(input_ids)  # (batch, seq or seq / tp, hidden)
+        if self.embedding_scale is not None:  # Gemma: sqrt(hidden) rounded to the weights' type
+            x = x * torch.tensor(self.embedding_scale, dtype=x.dtype)
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(positions)
         if self.sinusoidal is not None:
@@ -91,15 +102,25 @@ class WithEmbeddings(nn.Module):
 
 
 class Block(nn.Module):
+    """Norms by `norm_placement`: `input_layernorm` before attention and
+    `post_attention_layernorm` before the MLP (pre, sandwich; GPT-NeoX's names), and
+    `attention_output_layernorm` / `mlp_output_layernorm` on their outputs (post, sandwich)."""
+
     def __init__(
         self, config: ModelConfig, tp: TPGroup, index: int, *, sequence_parallel: bool = False
     ) -> None:
         super().__init__()
         self.parallel_residual = config.gpt_j_residual
-        self.input_layernorm = build_norm(config)
+        before = config.norm_placement != "post"
+        after = config.norm_placement != "pre"
+        self.input_layernorm = build_norm(config) if before else None
         self.attention = SelfAttention(config, tp, index, sequence_parallel=sequence_parallel)
-        self.post_attention_layernorm = None if config.gpt_j_tied else build_norm(config)
+        self.attention_output_layernorm = build_norm(config) if after else None
+        self.post_attention_layernorm = (
+            build_norm(config) if before and not config.gpt_j_tied else None
+        )
         self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)
+        self.mlp_output_layernorm = build_norm(config) if after else None
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -107,14 +128,20 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """x (batch, seq, hidden) -> (batch, seq, hidden), or this rank's (batch, seq / tp,
         hidden) part under sequence parallelism; `positions` (seq,) are the whole sequence's."""
-        normed = self.input_layernorm(x)
-        attn = self.dropout(self.attention(normed, rope, positions, cache))
+        normed = x if self.input_layernorm is None else self.input_layernorm(x)
+        attn = self.attention(normed, rope, positions, cache)
+        if self.attention_output_layernorm is not None:
+            attn = self.attention_output_layernorm(attn)
+        attn = self.dropout(attn)
         if self.parallel_residual:
             norm2 = self.post_attention_layernorm
             return x + attn + self.dropout(self.mlp(normed if norm2 is None else norm2(x)))
         x = x + attn
-        assert self.post_attention_layernorm is not None
-        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+        norm2 = self.post_attention_layernorm
+        out = self.mlp(x if norm2 is None else norm2(x))
+        if self.mlp_output_layernorm is not None:
+            out = self.mlp_output_layernorm(out)
+        return x + self.dropout(out)
 
 
 class Transformer(WithEmbeddings):
@@ -148,6 +175,7 @@ class Transformer(WithEmbeddings):
                 config.rotary_emb_base,
                 config.rotary_save_freqs_buffer,
                 max_positions=config.max_positions,
+                scaling=config.rope_scaling,
             )
             if config.pos_emb == "rotary"
             else None
@@ -257,6 +285,7 @@ class Transformer(WithEmbeddings):
                 self.tp,
                 sequence_parallel=self.sequence_parallel,
             )
+        local = softcap(local, self.config.final_logit_softcapping)
         return gather_from_tp(local, self.tp) if gather else local
 
     def forward(

@@ -55,6 +55,58 @@ STYLES: dict[str, dict[str, Any]] = {
         output_layer_init_method="xavier_uniform",
     ),
     "none": dict(pos_emb="none", activation="glu", intermediate_size=96),
+    # Llama 3.2: tied embeddings, rotary scaled by frequency band (an original context at which
+    # the 4 frequencies of a head fall in all three bands)
+    "llama3": dict(
+        LLAMA,
+        no_weight_tying=False,
+        rotary_emb_base=500000,
+        rope_scaling=dict(
+            rope_type="llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=512,
+        ),
+    ),
+    # Qwen 2: a bias on QKV only
+    "qwen2": dict(LLAMA, use_bias_in_qkv=True, rotary_emb_base=1000000),
+    # Qwen 3: heads wider than hidden / heads, per-head query/key RMSNorm, yarn scaling (a base
+    # and original context at which the ramp covers some of a head's 8 frequencies)
+    "qwen3": dict(
+        LLAMA,
+        kv_channels=16,
+        use_qk_layernorm=True,
+        rotary_emb_base=100,
+        rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
+    ),
+    # OLMo 2: norms after attention and MLP, query and key norms each over all heads
+    "olmo2": dict(
+        LLAMA,
+        norm_placement="post",
+        use_qk_layernorm=True,
+        qk_layernorm_per_head=False,
+        rotary_emb_base=500000,
+    ),
+    # Gemma 2: norms on both sides of attention and MLP scaling by 1 + weight, wide heads,
+    # scores scaled by 1 / sqrt(query_pre_attn_scalar) and soft-capped, a window on every other
+    # layer, scaled embeddings, GeGLU with tanh, tied output; weights 10 times the others' and
+    # caps small enough that each of these features moves the logits
+    "gemma2": dict(
+        LLAMA,
+        init_method_std=0.2,
+        norm_placement="sandwich",
+        rmsnorm_unit_offset=True,
+        kv_channels=16,
+        query_pre_attn_scalar=12,
+        attention_logit_softcapping=2.0,
+        final_logit_softcapping=5.0,
+        sliding_window_width=3,
+        global_attention_every=2,
+        scale_embeddings=True,
+        activation="geglu_tanh",
+        no_weight_tying=False,
+    ),
 }
 
 

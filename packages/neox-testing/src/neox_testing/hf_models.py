@@ -3,10 +3,27 @@ import, export and end-to-end tests. transformers is imported when a model is bu
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from neox_testing.checkpoints import perturb
 
+# Llama 3.1's rotary scaling from an original context of 16 positions (high_freq_factor 2, not
+# 4, so that the shortest wavelength, 2 pi, is kept): base 500 puts a head's 8 frequencies in all
+# three bands (kept, blended, divided by the factor)
+LLAMA3: dict[str, Any] = dict(
+    intermediate_size=96,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-5,
+    rope_parameters={
+        "rope_type": "llama3",
+        "rope_theta": 500.0,
+        "factor": 4.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 2.0,
+        "original_max_position_embeddings": 16,
+    },
+)
 # kind -> (transformers' config and model class names, the kind's own config values)
 HF_KINDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # Pythia-style: partial rotary, parallel residual, untied
@@ -36,6 +53,62 @@ HF_KINDS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "MistralForCausalLM",
         dict(intermediate_size=96, num_key_value_heads=2, sliding_window=8),
     ),
+    # Llama 3.1: llama's shape, rotary scaled by frequency band (`LLAMA3`)
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", LLAMA3),
+    # Llama 3.2: Llama 3.1's with the output tied to the input embedding
+    "llama3.2": ("LlamaConfig", "LlamaForCausalLM", dict(LLAMA3, tie_word_embeddings=True)),
+    # biases on q, k and v only; rotary linearly scaled (positions / 2)
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(
+            intermediate_size=96,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0},
+        ),
+    ),
+    # heads 32 wide (hidden / heads is 16), per-head query/key RMSNorm, yarn from an original
+    # context of 16 positions (of a head's 16 frequencies the first is kept, the second blended,
+    # the others divided by the factor; cos and sin scaled by 0.1 ln 4 + 1)
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(
+            intermediate_size=96,
+            num_key_value_heads=2,
+            head_dim=32,
+            rope_parameters={
+                "rope_type": "yarn",
+                "rope_theta": 1000000.0,
+                "factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
+    # norms after attention and MLP, query and key RMSNorms each over all heads (2 key/value
+    # heads: a tensor-parallel rank holds part of each norm's weight), OLMo 2's rotary base with
+    # Llama 3.1's scaling from an original context of 48 positions (of a head's 8 frequencies
+    # the first is kept, the second blended, the others divided by the factor); Olmo2Config's
+    # default padding and end-of-text ids (1, 50279) unset
+    "olmo2": (
+        "Olmo2Config",
+        "Olmo2ForCausalLM",
+        dict(
+            intermediate_size=96,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-6,
+            pad_token_id=None,
+            eos_token_id=None,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 2.0,
+                "original_max_position_embeddings": 48,
+            },
+        ),
+    ),
 }
 # what every kind shares: 2 layers 64 wide, 4 heads, 64 positions, weights of std 0.1
 HF_TINY: dict[str, Any] = {
@@ -54,6 +127,7 @@ def hf_model(kind: str, vocab_rows: int = 384, **overrides: Any) -> Any:
     import transformers
 
     config_name, model_name, values = HF_KINDS[kind]
+    values = copy.deepcopy(values)  # transformers fills in rope_parameters where it is given
     config = getattr(transformers, config_name)(
         **{"vocab_size": vocab_rows, **HF_TINY, **values, **overrides}
     )

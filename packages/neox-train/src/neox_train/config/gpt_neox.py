@@ -397,7 +397,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature("T5-style relative position buckets (pos_emb rpe)",
             {"rpe_num_buckets": 32, "rpe_max_distance": 128}),
     Feature("OPT's learned position offset", {"opt_pos_emb_offset": 0}),
-    Feature("query/key layer norm", {"use_qk_layernorm": False}),
     Feature("the MLP width as a multiple of hidden_size (give intermediate_size instead)",
             {"expansion_factor": None}),
     Feature("layers sharing weights",

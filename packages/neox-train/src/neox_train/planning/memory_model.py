@@ -15,14 +15,21 @@ per parameter P held by the rank and D data-parallel replicas:
 Activations follow Korthikanti et al. (2022, "Reducing Activation Recomputation in Large
 Transformer Models"), Section 4: the tensors each layer saves for its backward pass, counted for
 neox's block as it runs (SDPA/flash attention, which keeps no (seq x seq) matrix). Per layer and
-micro-batch, with E = seq x micro batch x hidden elements, w the activation width, t the tensor-
-parallel size, r = kv heads / heads and f = MLP inner width / hidden:
+micro-batch, with E = seq x micro batch x hidden elements, A the same with the query width
+(heads x head_dim, which is hidden unless kv_channels says otherwise), w the activation width, t
+the tensor-parallel size, r = kv heads / heads and f = MLP inner width / hidden:
 
     norms      w E per norm input and output (RMSNorm also keeps its normalised x, and its
                input in fp32); the parallel residual's two norms read one input
-    attention  w E (1 + 2r) / t  QKV output      + w E (1 + r) / t  rotated q and k
-               + 2 w E / t  attention output and its copy into the output projection
+    attention  w A (1 + 2r) / t  QKV output      + w A (1 + r) / t  rotated q and k
+               + 2 w A / t  attention output and its copy into the output projection
                + 4 E heads / (hidden t)  the attention's log-sum-exp
+    qk norms   (use_qk_layernorm) each norm keeps its input (the query's copy out of the QKV
+               output; the key is a view of it, copied for a norm over all heads), RMSNorm its
+               normalised q and k (w A (1 + r) / t) and its input in fp32, and per-head (per
+               token over all heads) statistics
+    soft caps  (attention_logit_softcapping) the attention written out keeps, per head, the
+               (seq x seq) capped scores and float32 probabilities (and a 16-bit copy)
     MLP        2 w E f / t plain (activation input and output), 4 w E f / t gated
     dropout    E bytes per mask when hidden_dropout > 0; attention_dropout > 0 adds the
                (seq x seq) probabilities: (2 w + 1) E seq heads / (hidden t) (an estimate)
@@ -43,6 +50,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from neox_model import ModelConfig
+from neox_model.parameters import block_norms
 
 Dtype = Literal["fp32", "fp16", "bf16"]
 FP32 = 4
@@ -120,13 +128,18 @@ def block_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
     """Bytes one transformer block saves for backward, for one micro-batch (no recompute)."""
     w, t, n = width(tokens.dtype), tokens.tensor_parallel, tokens.count
     e = n * config.hidden_size
+    a = n * config.attention_width
     r = config.kv_heads / config.num_attention_heads
     f = config.ffn_size / config.hidden_size
-    attention = w * e * (1 + 2 * r) / t + FP32 * n * config.num_attention_heads / t
+    attention = w * a * (1 + 2 * r) / t + FP32 * n * config.num_attention_heads / t
     if config.pos_emb == "rotary":  # rotated q and k; the output is copied for the projection
-        attention += w * e * (1 + r) / t + 2 * w * e / t + _rotary_table_bytes(config, tokens)
+        attention += w * a * (1 + r) / t + 2 * w * a / t + _rotary_table_bytes(config, tokens)
     else:  # q, k, v stay views of the QKV output, and the output projection reads a view
-        attention += w * e * (1 if r < 1 else 0) / t + w * e / t
+        attention += w * a * (1 if r < 1 else 0) / t + w * a / t
+    if config.use_qk_layernorm:
+        attention += _qk_norm_bytes(config, tokens)
+    if config.attention_logit_softcapping is not None:  # attention written out, not SDPA
+        attention += _softcapped_attention_bytes(config, tokens)
     mlp = (4 if config.gated else 2) * w * e * f / t
     dropout = 2 * tokens.between_regions * config.hidden_size if config.hidden_dropout > 0 else 0
     if config.attention_dropout > 0:
@@ -142,18 +155,51 @@ def _rotary_table_bytes(config: ModelConfig, tokens: Tokens) -> int:
 
 
 def _block_norm_bytes(config: ModelConfig, tokens: Tokens) -> int:
-    """The block's norms: inputs (shared by the parallel residual's two norms), outputs and
-    RMSNorm's normalised intermediate."""
+    """The block's norms (two, or four with sandwich norms): inputs (shared by the parallel
+    residual's two norms), RMSNorm's normalised intermediate, and the inputs of attention and
+    MLP (a pre norm's output; with post norms the block input and the first residual sum)."""
     w, e = width(tokens.dtype), tokens.between_regions * config.hidden_size
-    norms = 1 if config.gpt_j_tied else 2
+    norms = block_norms(config)
     rms = config.norm == "rmsnorm"
     input_width = FP32 if rms else w
     shared = config.gpt_j_residual and (not rms or w == FP32)  # one saved copy of x
-    inputs = 1 if config.gpt_j_tied or shared else 2
-    extra = norms * w * e if config.norm != "layernorm" else 0
-    return (
-        inputs * input_width * e + norms * w * e + extra + norms * _norm_statistics(config, tokens)
-    )
+    inputs = 1 if config.gpt_j_tied or shared else norms
+    outputs = 1 if config.gpt_j_tied else 2
+    extra = norms * _normalised_width(config, w) * e
+    statistics = norms * _norm_statistics(config, tokens)
+    return inputs * input_width * e + outputs * w * e + extra + statistics
+
+
+def _softcapped_attention_bytes(config: ModelConfig, tokens: Tokens) -> float:
+    """Soft-capped attention, written out, over SDPA's: per head a (seq x seq) matrix of capped
+    scores and the float32 probabilities (and their 16-bit copy), without SDPA's log-sum-exp
+    and its separate copies of the rotated queries and keys."""
+    w, t, n = width(tokens.dtype), tokens.tensor_parallel, tokens.count
+    heads = config.num_attention_heads / t
+    r = config.kv_heads / config.num_attention_heads
+    matrices = (w + FP32 + (w if w != FP32 else 0)) * n * heads * tokens.seq
+    return matrices - w * n * config.attention_width * (1 + r) / t - FP32 * n * heads
+
+
+def _qk_norm_bytes(config: ModelConfig, tokens: Tokens) -> float:
+    """The per-head query and key norms: their inputs (the keys are a view of the QKV output,
+    the queries too unless grouped-query attention copies them out), RMSNorm's fp32 copies and
+    normalised outputs, and every head's statistics."""
+    w, t, n = width(tokens.dtype), tokens.tensor_parallel, tokens.count
+    r = config.kv_heads / config.num_attention_heads
+    a = n * config.attention_width / t
+    both = a * (1 + r)  # q and k elements
+    rows = n * (config.num_attention_heads + config.kv_heads) / t
+    query_copy = w * a if r < 1 else 0.0
+    if not config.qk_layernorm_per_head:  # one RMSNorm over all of the rank's query heads, one
+        # over its keys: the keys are copied out of the QKV output, one statistic per token
+        inputs = query_copy + w * a * r if w == FP32 else FP32 * both
+        return inputs + w * both + FP32 * 2 * n
+    if config.norm != "rmsnorm":
+        statistics = 2 * w if config.norm == "layernorm" else w
+        return query_copy + statistics * rows
+    inputs = query_copy if w == FP32 else FP32 * both
+    return inputs + w * both + FP32 * rows
 
 
 def _norm_statistics(config: ModelConfig, tokens: Tokens) -> int:
@@ -164,12 +210,23 @@ def _norm_statistics(config: ModelConfig, tokens: Tokens) -> int:
 
 
 def head_activation_bytes(config: ModelConfig, tokens: Tokens, padded_vocab: int) -> int:
-    """The last stage's final norm and the loss's fp32 softmax over this rank's vocabulary."""
+    """The last stage's final norm, the soft-capped logits (final_logit_softcapping: tanh
+    keeps its output) and the loss's fp32 softmax over this rank's vocabulary."""
     w, e = width(tokens.dtype), tokens.between_regions * config.hidden_size
     rms = config.norm == "rmsnorm"
-    norm = (FP32 if rms else w) * e + w * e + (w * e if config.norm != "layernorm" else 0)
+    norm = (FP32 if rms else w) * e + w * e + (_normalised_width(config, w) * e)
     norm += _norm_statistics(config, tokens)
-    return norm + FP32 * tokens.count * padded_vocab // tokens.tensor_parallel
+    logits = tokens.count * padded_vocab // tokens.tensor_parallel
+    capped = w * logits if config.final_logit_softcapping is not None else 0
+    return norm + capped + FP32 * logits
+
+
+def _normalised_width(config: ModelConfig, w: int) -> int:
+    """Bytes per element of the normalised x a norm keeps: none for LayerNorm, float32 for
+    Gemma's RMSNorm (1 + weight applied before rounding), else the activation width."""
+    if config.norm == "layernorm":
+        return 0
+    return FP32 if config.rmsnorm_unit_offset else w
 
 
 def embedding_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:
