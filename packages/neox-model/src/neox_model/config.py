@@ -325,8 +325,10 @@ class ModelConfig:
                 f"norm_placement {self.norm_placement!r} is for sequential blocks; "
                 "gpt_j_residual's parallel residual normalises inputs (norm_placement: pre)"
             )
-        if not self.qk_layernorm_per_head and self.use_qk_layernorm and (
-            self.norm != "rmsnorm" or self.use_bias_in_norms
+        if (
+            not self.qk_layernorm_per_head
+            and self.use_qk_layernorm
+            and (self.norm != "rmsnorm" or self.use_bias_in_norms)
         ):
             raise ValueError(
                 "qk_layernorm_per_head false (one norm over all heads) needs norm: rmsnorm "
