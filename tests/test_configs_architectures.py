@@ -2,7 +2,8 @@
 
 Built on the meta device (nothing allocated), each config's model has exactly as many parameters
 as the Hugging Face model built, also on meta, from the published config.json values, and as
-the published total; where Hugging Face has the architecture, neox-convert's export names every
+the published total (or, where only those are published, as many non-embedding parameters and
+the rounded size); where Hugging Face has the architecture, neox-convert's export names every
 Hugging Face tensor once, with its shape, and writes the published config.json values.
 """
 
@@ -33,6 +34,7 @@ LLAMA3_VOCAB = 128256  # Llama 3's tokenizer.json: 128,000 tokens and 256 specia
 QWEN2_VOCAB = 151665  # Qwen 2 / 2.5's tokenizer.json: 151,643 tokens and 22 special ones
 QWEN3_VOCAB = 151669  # Qwen 3's: four more (<think>, </think>, <tool_response>, </tool_response>)
 OLMO2_VOCAB = 100278  # OLMo 2's dolma2 tokenizer (OLMo's vocab_size; embedding_size is 100352)
+GEMMA2_VOCAB = 256000  # Gemma 2's SentencePiece tokenizer and Hugging Face embedding rows
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Published:
     hf: dict[str, Any] = field(default_factory=dict)  # its published config.json values
     total: int | None = None  # the published parameter count
     export: str | None = None  # neox-convert's --architecture for it
+    non_embedding: int | None = None  # the published count without the embedding (and output)
+    billions: float | None = None  # the published size rounded to 0.1B, where no total is
 
 
 def gpt_neox(layers, hidden, heads, vocab, rotary=1.0, parallel=False, total=None):
@@ -80,6 +84,7 @@ EXPORTS = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Olmo2ForCausalLM": "olmo2",
+    "Gemma2ForCausalLM": "gemma2",
 }
 
 
@@ -179,6 +184,38 @@ def olmo2(layers, hidden, heads, inner, total):
     return dataclasses.replace(published, vocab=OLMO2_VOCAB)
 
 
+def gemma2(layers, hidden, heads, kv, inner, non_embedding, billions):
+    """A Gemma 2 model (google/gemma-2-2b's, -9b's config.json): heads 256 wide, scores scaled
+    by 1 / sqrt(256) and soft-capped at 50, logits at 30, a 4096-position window on layers 0, 2,
+    4, ... (Gemma2Config's default layer_types), 8192 positions, no biases, tied embeddings.
+    The report (Gemma Team, 2024, Table 2) counts embedding and non-embedding parameters; its
+    embedding has 256,128 rows, 128 more than the released tokenizer and Hugging Face's, so
+    its non-embedding count is checked exactly and its rounded size (2.6B, 9.2B: 2 and 9 in
+    the names) to 0.1B, not a total."""
+    published = llama(
+        layers,
+        hidden,
+        heads,
+        inner,
+        None,
+        kv=kv,
+        vocab=GEMMA2_VOCAB,
+        context=8192,
+        eps=1e-6,
+        hf_class="Gemma2ForCausalLM",
+        head_dim=256,
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=256,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        sliding_window=4096,
+        attention_bias=False,
+        tie_word_embeddings=True,
+    )
+    del published.hf["hidden_act"]  # Gemma2Config's key is hidden_activation
+    return dataclasses.replace(published, non_embedding=non_embedding, billions=billions)
+
+
 PYTHIA_CLASSIC = 0.25  # rotary on a quarter of each head
 
 
@@ -272,6 +309,10 @@ PUBLISHED: dict[str, Published] = {
     # repository's safetensors weights (the model cards name them 1B and 7B)
     "olmo2/1B.yml": olmo2(16, 2048, 16, 8192, 1_484_916_736),
     "olmo2/7B.yml": olmo2(32, 4096, 32, 11008, 7_298_617_344),
+    # Gemma 2 (Gemma Team, 2024); google/gemma-2-2b, -9b (norms on both sides of attention and
+    # MLP, soft caps, a window on every other layer, scaled embeddings)
+    "gemma2/2B.yml": gemma2(26, 2304, 8, 4, 9216, 2_024_517_888, 2.6),
+    "gemma2/9B.yml": gemma2(42, 3584, 16, 8, 14336, 8_324_201_984, 9.2),
     # Falcon-7B's sizes (tiiuae/falcon-7b); neox-convert has no Falcon export
     "falcon/7B.yml": Published(
         65024,
@@ -343,6 +384,13 @@ def test_parameter_count_matches_the_published_model(name):
         assert count == numel(hf_model(hf_config(published), published.hf_class))
     if published.total is not None:
         assert count == published.total
+    if published.non_embedding is not None:
+        embeddings = model.embed_in.weight.numel()
+        if model.embed_out is not None:
+            embeddings += model.embed_out.weight.numel()
+        assert count - embeddings == published.non_embedding
+    if published.billions is not None:  # a rounded size: checked to the digit given
+        assert round(count / 1e9, 1) == published.billions
 
 
 EXPORTED = sorted(name for name, p in PUBLISHED.items() if p.export is not None)
@@ -364,6 +412,11 @@ COMPARED = (
     "attention_bias",
     "mlp_bias",
     "tie_word_embeddings",
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "layer_types",
 )
 
 

@@ -78,13 +78,14 @@ def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
     assert after.item() < before.item() - 0.05, (before.item(), after.item())
 
 
-@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "qwen3", "olmo2"])
+@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "qwen3", "olmo2", "gemma2"])
 def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_path, kind):
     """Llama 3.1 (llama3 rotary scaling), Llama 3.2 (tied), Qwen2 (QKV bias, linear scaling) and
     Qwen3 (wide heads, query/key norms, yarn), OLMo 2 (post norms, query/key norms over all
-    heads): imported at tensor size 2, fine-tuned for a few steps (the loss falls), exported
-    without naming the architecture: transformers loads the export as the family's class and
-    computes neox's logits."""
+    heads), Gemma 2 (sandwich norms scaling by 1 + weight, soft caps, a window on every other
+    layer, scaled and tied embeddings): imported at tensor size 2, fine-tuned for a few steps
+    (the loss falls), exported without naming the architecture: transformers loads the export
+    as the family's class and computes neox's logits."""
     from transformers import AutoModelForCausalLM
 
     vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])

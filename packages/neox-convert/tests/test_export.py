@@ -58,6 +58,24 @@ OLMO2_STYLE = {
     "use_qk_layernorm": True,
     "qk_layernorm_per_head": False,
 }
+# Gemma 2: norms on both sides of attention and MLP scaling by 1 + weight, heads 32 wide with
+# scores scaled by 1 / sqrt(16) and soft-capped, a window on every other layer, scaled
+# embeddings, GeGLU with tanh, soft-capped logits, a tied output
+GEMMA2_STYLE = {
+    **LLAMA_STYLE,
+    "norm_placement": "sandwich",
+    "rmsnorm_unit_offset": True,
+    "rms_norm_epsilon": 1e-6,
+    "kv_channels": 32,
+    "query_pre_attn_scalar": 16,
+    "attention_logit_softcapping": 0.5,
+    "final_logit_softcapping": 1.0,
+    "sliding_window_width": 7,
+    "global_attention_every": 2,
+    "scale_embeddings": True,
+    "activation": "geglu_tanh",
+    "no_weight_tying": False,
+}
 GATED_EXPORTS = {
     "llama-gqa-swiglu": ("llama", LLAMA_STYLE),
     "llama-tied-biases-geglu": (
@@ -71,6 +89,7 @@ GATED_EXPORTS = {
             "num_kv_heads": 1,
         },
     ),
+    "llama-geglu-tanh": ("llama", {**LLAMA_STYLE, "activation": "geglu_tanh"}),
     "mistral-sliding-window": ("mistral", {**LLAMA_STYLE, "sliding_window_width": 7}),
     "llama3.1-llama3-rope": (
         "llama",
@@ -121,6 +140,25 @@ GATED_EXPORTS = {
             "rope_scaling": YARN,
         },
     ),
+    "gemma2-sandwich-softcaps-alternate-windows": (
+        "gemma2",
+        {**GEMMA2_STYLE, "rotary_emb_base": 500, "rope_scaling": LLAMA3_ROPE},
+    ),
+    "gemma2-untied-biases-geglu-no-window-no-caps": (
+        "gemma2",
+        {
+            **GEMMA2_STYLE,
+            "no_weight_tying": True,
+            "use_bias_in_attn_linear": True,
+            "activation": "geglu",
+            "kv_channels": None,
+            "query_pre_attn_scalar": None,
+            "attention_logit_softcapping": None,
+            "final_logit_softcapping": None,
+            "sliding_window_width": None,
+            "global_attention_every": None,
+        },
+    ),
 }
 LONG = 48  # tokens: past the 16 positions the scaled models' rotary was "trained" at
 
@@ -154,6 +192,22 @@ def test_mistral_window_is_one_more_than_neox_width(tmp_path):
         hf = AutoModelForCausalLM.from_pretrained(out, sliding_window=window).eval()
         with torch.no_grad():
             assert (hf(ids).logits - model(ids)).abs().max().item() > 1e-3
+
+
+def test_gemma2_window_is_one_more_than_neox_width_on_alternate_layers(tmp_path):
+    """transformers counts the query itself in `sliding_window` and windows the layers
+    layer_types names: one less, or a window on every layer, computes other logits."""
+    model = make_checkpoint(tmp_path / "run", **GEMMA2_STYLE, seq_length=64)
+    out = export_to_hf(tmp_path / "run", tmp_path / "hf", architecture="gemma2")
+    values = json.loads((out / "config.json").read_text())
+    assert values["sliding_window"] == 8
+    assert values["layer_types"] == ["sliding_attention", "full_attention"]
+    assert values["query_pre_attn_scalar"] == 16 and values.get("pad_token_id") is None
+    ids = random_ids(shape=(2, LONG))
+    for change in (dict(sliding_window=7), dict(layer_types=["sliding_attention"] * 2)):
+        hf = AutoModelForCausalLM.from_pretrained(out, **change).eval()
+        with torch.no_grad():
+            assert (hf(ids).logits - model(ids)).abs().max().item() > 1e-3, change
 
 
 DYNAMIC = dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings=16)
@@ -258,6 +312,84 @@ DYNAMIC = dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings
             "--architecture llama or mistral reproduces it exactly",
         ),
         (
+            "llama",
+            GEMMA2_STYLE,
+            "norm_placement 'sandwich' (Llama normalises the inputs of attention and MLP); "
+            "rmsnorm_unit_offset (Llama's RMSNorm scales by its weight, not 1 + it); "
+            "query_pre_attn_scalar 16 (Llama scales attention scores by 1 / sqrt of the head "
+            "width, 32); attention_logit_softcapping (Llama does not cap attention scores); "
+            "final_logit_softcapping (Llama does not cap its logits); scale_embeddings (Llama "
+            "does not scale its embeddings); global_attention_every 2 (Llama windows every layer "
+            "or none); sliding_window_width (Llama attends to the whole sequence); "
+            "--architecture gemma2 reproduces it exactly",
+        ),
+        (
+            "mistral",
+            dict(sliding_window_width=7, global_attention_every=2),
+            "global_attention_every 2 (Mistral windows every layer or none)",
+        ),
+        (
+            "qwen3",
+            dict(use_qk_layernorm=True, attention_logit_softcapping=30.0),
+            "attention_logit_softcapping (Qwen3 does not cap attention scores)",
+        ),
+        (
+            "olmo2",
+            {**OLMO2_STYLE, "final_logit_softcapping": 30.0},
+            "final_logit_softcapping (OLMo2 does not cap its logits)",
+        ),
+        (
+            "qwen2",
+            dict(use_bias_in_qkv=True, scale_embeddings=True),
+            "scale_embeddings (Qwen2 does not scale its embeddings)",
+        ),
+        (
+            "mistral",
+            dict(rmsnorm_unit_offset=True),
+            "rmsnorm_unit_offset (Mistral's RMSNorm scales by its weight, not 1 + it)",
+        ),
+        (
+            "llama",
+            dict(query_pre_attn_scalar=12),
+            "query_pre_attn_scalar 12 (Llama scales attention scores by 1 / sqrt of the head "
+            "width, 16)",
+        ),
+        (
+            "gemma2",
+            dict(),
+            "norm_placement 'pre' (Gemma2 normalises the inputs and outputs of attention and "
+            "MLP); rmsnorm_unit_offset False (Gemma2's RMSNorm scales by 1 + weight); "
+            "scale_embeddings False (Gemma2 multiplies its embeddings by sqrt(hidden_size)); "
+            "--architecture llama or mistral reproduces it exactly",
+        ),
+        (
+            "gemma2",
+            {**GEMMA2_STYLE, "use_bias_in_mlp": True},
+            "use_bias_in_qkv False, use_bias_in_attn_linear False, use_bias_in_mlp True "
+            "(Gemma2's attention_bias is on q, k, v and o alike; its MLP has none)",
+        ),
+        (
+            "gemma2",
+            {**GEMMA2_STYLE, "use_qk_layernorm": True},
+            "use_qk_layernorm True (Gemma2 has no query/key norms)",
+        ),
+        (
+            "gemma2",
+            {**GEMMA2_STYLE, "query_pre_attn_scalar": 12.5},
+            "query_pre_attn_scalar 12.5 (Gemma2Config's is an integer)",
+        ),
+        (
+            "gemma2",
+            {**GEMMA2_STYLE, "num_attention_heads": 6},
+            "hidden_size 64 with num_attention_heads 6 (Gemma2Config requires the heads to "
+            "divide hidden_size, whatever their head_dim)",
+        ),
+        (
+            "gemma2",
+            {**GEMMA2_STYLE, "rope_scaling": DYNAMIC},
+            "rope_scaling dynamic (Hugging Face grows the base",
+        ),
+        (
             "qwen3",
             dict(use_qk_layernorm=True, use_bias_in_qkv=True),
             "use_bias_in_qkv True, use_bias_in_attn_linear False, use_bias_in_mlp False "
@@ -293,6 +425,8 @@ def test_llama_family_refuses_what_it_cannot_express(tmp_path, architecture, cha
         (dict(use_bias_in_qkv=True, sliding_window_width=7), "Qwen2ForCausalLM"),
         (dict(use_qk_layernorm=True), "Qwen3ForCausalLM"),
         (OLMO2_STYLE, "Olmo2ForCausalLM"),
+        (GEMMA2_STYLE, "Gemma2ForCausalLM"),
+        ({**GEMMA2_STYLE, "final_logit_softcapping": None}, "Gemma2ForCausalLM"),
     ],
 )
 def test_without_architecture_the_checkpoint_chooses_it(tmp_path, change, chosen):
@@ -308,9 +442,9 @@ def test_a_model_no_architecture_reproduces_is_refused_naming_each_reason(tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Hugging Face architecture reproduces this model exactly" in err[0]
-    for family in ("GPTNeoX", "Llama", "Mistral", "Qwen2", "Qwen3", "OLMo2"):
+    for family in ("GPTNeoX", "Llama", "Mistral", "Qwen2", "Qwen3", "OLMo2", "Gemma2"):
         assert f" {family}: " in err[0]
-    assert err[0].count("rope_scaling dynamic") == 6
+    assert err[0].count("rope_scaling dynamic") == 7
     assert not (tmp_path / "hf").exists()
 
 
@@ -388,6 +522,10 @@ def test_precision_is_applied(tmp_path):
         (dict(use_qk_layernorm=True), "use_qk_layernorm"),
         (dict(norm_placement="post"), "norm_placement 'post'"),
         (dict(rope_scaling=DYNAMIC), "rope_scaling dynamic"),
+        (dict(final_logit_softcapping=30.0), "final_logit_softcapping"),
+        (dict(attention_logit_softcapping=50.0), "attention_logit_softcapping"),
+        (dict(scale_embeddings=True), "scale_embeddings"),
+        (dict(query_pre_attn_scalar=12), "query_pre_attn_scalar 12"),
     ],
 )
 def test_configs_without_an_hf_equivalent_are_refused(tmp_path, change, reason):
@@ -406,6 +544,24 @@ def test_gpt_neox_refuses_olmo_2s_norms_naming_them_and_olmo2(tmp_path):
     assert "use_qk_layernorm (GPTNeoX has no query/key norms)" in message
     assert "norm_placement 'post' (GPTNeoX normalises the inputs of attention and MLP)" in message
     assert message.endswith("; --architecture olmo2 reproduces it exactly")
+
+
+def test_gpt_neox_refuses_gemma_2s_features_naming_them_and_gemma2(tmp_path):
+    make_checkpoint(tmp_path / "run", **GEMMA2_STYLE)
+    with pytest.raises(ExportError) as refused:
+        export_to_hf(tmp_path / "run", tmp_path / "hf", architecture="neox")
+    message = str(refused.value)
+    for feature in (
+        "norm_placement 'sandwich'",
+        "rmsnorm_unit_offset",
+        "query_pre_attn_scalar 16",
+        "attention_logit_softcapping",
+        "final_logit_softcapping",
+        "scale_embeddings",
+        "global_attention_every 2",
+    ):
+        assert f"; {feature} (GPTNeoX" in message, feature
+    assert message.endswith("; --architecture gemma2 reproduces it exactly")
 
 
 def test_cli_refuses_to_overwrite_and_reports_one_line(tmp_path, capsys):

@@ -21,8 +21,8 @@ from conftest import VOCAB, cached_greedy, greedy, hf_greedy, random_ids, save_h
 LAYOUTS = [(1, 1), (2, 1), (1, 2), (2, 2)]
 
 
-HF_KINDS = ("neox", "llama", "mistral", "llama3", "llama3.2", "qwen2", "qwen3", "olmo2")
-TIED = ("llama3.2",)  # a pipeline needs an untied output layer: tensor-parallel layouts only
+HF_KINDS = ("neox", "llama", "mistral", "llama3", "llama3.2", "qwen2", "qwen3", "olmo2", "gemma2")
+TIED = ("llama3.2", "gemma2")  # a pipeline needs an untied output layer: tensor-parallel only
 KIND_LAYOUTS = [(k, lay) for k in HF_KINDS for lay in LAYOUTS if k not in TIED or lay[1] == 1]
 LONG = 48  # tokens: past the 16 positions the scaled kinds' rotary was "trained" at
 
@@ -68,6 +68,10 @@ ROUND_TRIP_KEYS = (
     "sliding_window",
     "use_sliding_window",
     "layer_types",
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
 )
 
 
@@ -96,7 +100,7 @@ def test_the_test_models_rotary_scaling_is_not_trivial(hf_dirs):
     and llama3's and yarn's fall in all three of their bands: kept, blended, divided."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    for kind in ("llama3", "qwen2", "qwen3", "olmo2"):
+    for kind in ("llama3", "qwen2", "qwen3", "olmo2", "gemma2"):
         config = hf_dirs[kind][0].config
         rope = config.rope_parameters
         scaled, _ = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, "cpu")
@@ -106,8 +110,30 @@ def test_the_test_models_rotary_scaling_is_not_trivial(hf_dirs):
         factor = rope["factor"]
         kept, divided = ratio.count(1.0), ratio.count(1 / factor)
         assert divided > 0, kind
-        if kind != "qwen2":  # linear divides every frequency
+        if rope["rope_type"] != "linear":  # linear divides every frequency
             assert kept > 0 and kept + divided < len(ratio), (kind, ratio)
+
+
+def test_the_gemma2_test_models_features_move_its_logits(hf_dirs):
+    """Without each of its soft caps, its window on layer 0 or its scale of the scores (that of
+    a head 32 wide instead of 1 / sqrt(16)) the Gemma 2 kind computes other logits over 48
+    tokens: the import's parity tests would see a feature lost. transformers runs it with its
+    eager attention (Gemma 2 does not support SDPA, which cannot soft-cap)."""
+    hf = hf_dirs["gemma2"][0]
+    assert hf.config._attn_implementation == "eager"
+    assert hf.config.layer_types == ["sliding_attention", "full_attention"]
+    ids = random_ids(shape=(2, LONG))
+    without = {
+        "attn_logit_softcapping": None,
+        "final_logit_softcapping": None,
+        "layer_types": ["full_attention"] * 2,
+        "query_pre_attn_scalar": 32,
+    }
+    with torch.no_grad():
+        logits = hf(ids).logits
+        for key, value in without.items():
+            other = hf_model("gemma2", **{key: value})(ids).logits
+            assert (other - logits).abs().max().item() > 0.05, key
 
 
 def test_imported_configs_have_the_hf_features(hf_dirs, tmp_path):
@@ -149,6 +175,24 @@ def test_imported_configs_have_the_hf_features(hf_dirs, tmp_path):
             rotary_emb_base=500000,
             rope_scaling=dict(rope_type="llama3", factor=8.0, original_max_position_embeddings=48),
         ),
+        "gemma2": dict(
+            norm_placement="sandwich",
+            rmsnorm_unit_offset=True,
+            scale_embeddings=True,
+            kv_channels=32,
+            num_kv_heads=2,
+            query_pre_attn_scalar=16.0,
+            attention_logit_softcapping=0.5,
+            final_logit_softcapping=1.0,
+            sliding_window_width=7,
+            global_attention_every=2,
+            activation="geglu_tanh",
+            qkv_bias=False,
+            use_bias_in_mlp=False,
+            no_weight_tying=False,
+            rms_norm_epsilon=1e-6,
+            rope_scaling=dict(rope_type="linear", factor=2.0),
+        ),
     }
     for kind, values in expected.items():
         import_from_hf(hf_dirs[kind][1], tmp_path / kind)
@@ -174,6 +218,35 @@ def test_a_qwen_window_on_every_layer_is_neox_sliding_window_width(tmp_path):
     out = export_to_hf(tmp_path / "run", tmp_path / "back", architecture="qwen3")
     exported = json.loads((out / "config.json").read_text())
     assert exported["sliding_window"] == 8 and exported["layer_types"] == hf.config.layer_types
+
+
+@pytest.mark.parametrize(
+    ("layer_types", "width", "every"),
+    [
+        (["sliding_attention"] * 3, 7, None),
+        (["full_attention"] * 3, None, None),
+        (["sliding_attention", "sliding_attention", "full_attention"], 7, 3),
+    ],
+    ids=["every-layer", "none", "every-third-global"],
+)
+def test_gemma2_windows_on_every_layer_none_or_all_but_every_nth(
+    tmp_path, layer_types, width, every
+):
+    """Gemma2 layer_types neox expresses (sliding_window - 1 wide; global_attention_every n:
+    layers n - 1, 2n - 1, ... attend to the whole sequence) import exactly and export back."""
+    hf = hf_model("gemma2", num_hidden_layers=3, layer_types=layer_types)
+    directory = save_hf(hf, tmp_path / "hf")
+    import_from_hf(directory, tmp_path / "run")
+    _, manifest, model = load_model(tmp_path / "run")
+    config = manifest.config
+    assert (config.sliding_window_width, config.global_attention_every) == (width, every)
+    ids = random_ids(shape=(2, LONG))
+    with torch.no_grad():
+        assert (model(ids)[..., :384] - hf(ids).logits).abs().max().item() <= 1e-5
+    out = export_to_hf(tmp_path / "run", tmp_path / "back")
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["layer_types"] == layer_types
+    assert exported["sliding_window"] == (8 if width else 64)  # else the whole context
 
 
 def test_gpt_neox_rotary_scaling_imports_and_exports_exactly(tmp_path):
@@ -329,6 +402,24 @@ def test_bad_inputs_are_one_clear_error_and_nothing_is_written(hf_dirs, tmp_path
             "max_window_layers 1; neox-model windows every layer or none)",
         ),
         "kv_heads": ("llama", {"num_key_value_heads": 4}, "do not fit the config"),
+        "gemma2-layer-types": (
+            "gemma2",
+            {"layer_types": ["full_attention", "sliding_attention"]},
+            "neox-model cannot reproduce this Gemma2 model: full attention on layers [0], sliding "
+            "on the others (neox-model attends to the whole sequence on every n-th layer alone: "
+            "global_attention_every)",
+        ),
+        "gemma2-window": ("gemma2", {"sliding_window": 1}, "sliding_window 1 (a query that sees"),
+        "gemma2-bidirectional": (
+            "gemma2",
+            {"use_bidirectional_attention": True},
+            "use_bidirectional_attention (neox-model's attention is causal)",
+        ),
+        "gemma2-activation": (
+            "gemma2",
+            {"hidden_activation": "gelu_new"},
+            "hidden_activation 'gelu_new' (neox-model gates with",
+        ),
         "olmo2-partial": (
             "olmo2",
             {"rope_parameters": {"rope_theta": 500000.0, "partial_rotary_factor": 0.5}},
@@ -394,11 +485,12 @@ def tp_worker(rank, port, run, out):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen3", "olmo2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen3", "olmo2", "gemma2"])
 def test_tensor_parallel_ranks_on_a_real_group_compute_the_hf_logits(hf_dirs, tmp_path, kind):
     """Qwen3: each rank normalises its own query and key heads. OLMo2: each rank holds part of
     the features of the norm over all query heads (and of the one over all key heads), whose
-    mean square sums every rank's part."""
+    mean square sums every rank's part. Gemma2: each rank soft-caps its own heads' scores, and
+    the tied output's logits are capped on each rank's share of the vocabulary."""
     hf, directory = hf_dirs[kind]
     import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
     out = tmp_path / "logits.pt"

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 import torch
 
-from neox_convert import gpt_neox, llama, mistral, olmo2, qwen
+from neox_convert import gemma2, gpt_neox, llama, mistral, olmo2, qwen
 from neox_convert.errors import ConversionError, ExportError
 from neox_convert.key_map import StateDict
 from neox_model import ModelConfig
 
-ArchitectureName = Literal["neox", "llama", "mistral", "qwen2", "qwen3", "olmo2"]
+ArchitectureName = Literal["neox", "llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,16 @@ ARCHITECTURES: dict[ArchitectureName, Architecture] = {
         olmo2.to_hf,
         olmo2.model_config,
         olmo2.from_hf,
+    ),
+    "gemma2": Architecture(
+        "gemma2",
+        "Gemma2ForCausalLM",
+        "Gemma2",
+        gemma2.export_problems,
+        gemma2.hf_config,
+        gemma2.to_hf,
+        gemma2.model_config,
+        gemma2.from_hf,
     ),
 }
 

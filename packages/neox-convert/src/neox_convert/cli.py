@@ -1,7 +1,7 @@
 """`neox-convert`: convert neox checkpoints to and from other formats.
 
 neox-convert to-hf      --input_dir CKPT --output_dir OUT
-                        [--architecture neox|llama|mistral|qwen2|qwen3|olmo2]
+                        [--architecture neox|llama|mistral|qwen2|qwen3|olmo2|gemma2]
                         [--config_file YML ...]
 neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
                         [--pipe_parallel_size N]
@@ -119,7 +119,7 @@ def _import_parsers(sub: Any) -> None:
     """from-hf, from-llama and from-neox: a source in, a run directory out."""
     importers = {
         "from-hf": (
-            "a GPTNeoX, Llama, Mistral, Qwen2, Qwen3 or OLMo 2 directory",
+            "a GPTNeoX, Llama, Mistral, Qwen2, Qwen3, OLMo 2 or Gemma 2 directory",
             "config.json and weights",
         ),
         "from-llama": ("Meta's original LLaMA 1/2", "params.json and consolidated.XX.pth"),

@@ -7,9 +7,9 @@ layout added are dropped.
 
 The model comes from the checkpoint's model.json, and so does the Hugging Face architecture
 unless one is named: the first of `ARCHITECTURES` that reproduces the model exactly (GPTNeoX,
-Llama, Mistral, Qwen2, Qwen3, OLMo 2). `config_files` (GPT-NeoX's `--config_file`: the run's
-YAML files) are checked against the model, every architecture key they set must agree, and name
-the tokenizer when the checkpoint holds none.
+Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 2). `config_files` (GPT-NeoX's `--config_file`: the
+run's YAML files) are checked against the model, every architecture key they set must agree,
+and name the tokenizer when the checkpoint holds none.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from neox_convert.errors import ConversionError, ExportError
+from neox_convert.gemma_features import gemma_problems
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
 from neox_convert.rope import (
     rope_base,
@@ -93,7 +94,7 @@ def export_problems(config: ModelConfig) -> list[str]:
         problems.append("gpt_j_tied (GPTNeoX has two norms per block)")
     if config.sliding_window_width is not None:
         problems.append("sliding_window_width (GPTNeoX attends to the whole sequence)")
-    return problems
+    return problems + gemma_problems(config, "GPTNeoX")
 
 
 def check_exportable(config: ModelConfig) -> None:

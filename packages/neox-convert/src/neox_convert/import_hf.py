@@ -1,9 +1,10 @@
 """`from-hf`: a Hugging Face model directory -> a neox run directory to fine-tune from.
 
-config.json gives the architecture (GPTNeoX, Llama, Mistral, Qwen2, Qwen3, OLMo 2) and the
-`ModelConfig`; the weights are renamed and fused by the architecture's key map, checked tensor by
-tensor against the model the config describes, padded for the tensor-parallel layout and written
-as neox-train's files (`checkpoint`). The tokenizer files are copied into the step directory.
+config.json gives the architecture (GPTNeoX, Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 2) and
+the `ModelConfig`; the weights are renamed and fused by the architecture's key map, checked
+tensor by tensor against the model the config describes, padded for the tensor-parallel layout
+and written as neox-train's files (`checkpoint`). The tokenizer files are copied into the step
+directory.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def import_from_hf(
     precision: Precision = "auto",
     overwrite: bool = False,
 ) -> Path:
-    """Convert a GPTNeoX, Llama, Mistral, Qwen2, Qwen3 or OLMo 2 directory into a neox run
-    directory (step 0)."""
+    """Convert a GPTNeoX, Llama, Mistral, Qwen2, Qwen3, OLMo 2 or Gemma 2 directory into a neox
+    run directory (step 0)."""
     read = read_hf_model
     return write_import("from-hf", input_dir, output_dir, read, layout, precision, overwrite)

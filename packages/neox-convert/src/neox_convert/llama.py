@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from neox_convert.errors import ConversionError
+from neox_convert.gemma_features import gemma_problems
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
 from neox_convert.mlp_size import with_ffn_size
 from neox_convert.rope import (
@@ -63,10 +64,12 @@ KEYS = KeyMap(
     derived=("rotary_emb.inv_freq",),  # saved by older transformers versions
 )
 
-# neox gated activation -> the Hugging Face activation applied to the gate (exact GELU is "gelu")
+# neox gated activation -> the Hugging Face activation applied to the gate (exact GELU is "gelu";
+# "gelu_pytorch_tanh" is torch's tanh approximation, Gemma's)
 HF_ACTIVATIONS = {
     "swiglu": "silu",
     "geglu": "gelu",
+    "geglu_tanh": "gelu_pytorch_tanh",
     "reglu": "relu",
     "glu": "sigmoid",
     "bilinear": "linear",
@@ -93,10 +96,12 @@ def family_problems(
     family: str,
     qk_norm: QKNorm = None,
     placement: str = "pre",
+    gemma: bool = False,
 ) -> list[str]:
-    """Why `family` (Llama, Mistral, Qwen2, Qwen3 or OLMo2: with the query/key norms `qk_norm`,
-    norms on the inputs or outputs of attention and MLP as `placement` says) cannot reproduce
-    `config` exactly, its biases and windows aside; empty when it can."""
+    """Why `family` (Llama, Mistral, Qwen2, Qwen3, OLMo2 or Gemma2: with the query/key norms
+    `qk_norm`, norms on the inputs or outputs of attention and MLP as `placement` says, Gemma 2's
+    features where `gemma`) cannot reproduce `config` exactly, its biases and windows aside;
+    empty when it can."""
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} ({family} uses rotary positions)")
@@ -116,6 +121,8 @@ def family_problems(
         problems.append(f"activation {config.activation!r} ({family}'s MLP is gated)")
     if config.gpt_j_residual:
         problems.append(f"gpt_j_residual ({family}'s blocks are sequential)")
+    if not gemma:
+        problems += gemma_problems(config, family)
     return problems
 
 
@@ -159,11 +166,16 @@ def export_problems(config: ModelConfig) -> list[str]:
 
 
 def common_hf_config(
-    config: ModelConfig, eod_id: int | None, vocab: int, head_dim_key: bool = True
+    config: ModelConfig,
+    eod_id: int | None,
+    vocab: int,
+    head_dim_key: bool = True,
+    act_key: str = "hidden_act",
 ) -> dict[str, Any]:
-    """The config.json values Llama, Mistral, Qwen and OLMo 2 share. Without `head_dim_key`
-    (Qwen2Config, Olmo2Config have no such key, but their models read it where it is set)
-    `head_dim` is written only where heads are not hidden / heads wide."""
+    """The config.json values Llama, Mistral, Qwen, OLMo 2 and Gemma 2 share. Without
+    `head_dim_key` (Qwen2Config, Olmo2Config have no such key, but their models read it where it
+    is set) `head_dim` is written only where heads are not hidden / heads wide. `act_key` is the
+    key of the gate's activation (Gemma2Config's is `hidden_activation`)."""
     values = dict(
         vocab_size=vocab,
         hidden_size=config.hidden_size,
@@ -172,7 +184,6 @@ def common_hf_config(
         num_attention_heads=config.num_attention_heads,
         num_key_value_heads=config.kv_heads,
         head_dim=config.head_dim,
-        hidden_act=HF_ACTIVATIONS[config.activation],
         max_position_embeddings=config.max_positions,
         initializer_range=config.init_method_std,
         rms_norm_eps=config.rms_norm_epsilon,
@@ -182,6 +193,7 @@ def common_hf_config(
         bos_token_id=eod_id,
         eos_token_id=eod_id,
     )
+    values[act_key] = HF_ACTIVATIONS[config.activation]
     if not head_dim_key and config.attention_width == config.hidden_size:
         del values["head_dim"]
     return values
@@ -202,17 +214,18 @@ def hf_config(
     )
 
 
-def import_problems(hf: Any, family: str = "Llama") -> list[str]:
-    """Why neox-model cannot reproduce the Llama-family (Llama, Mistral, Qwen) model `hf`
-    describes; empty when it can."""
+def import_problems(hf: Any, family: str = "Llama", act_key: str = "hidden_act") -> list[str]:
+    """Why neox-model cannot reproduce the Llama-family (Llama, Mistral, Qwen, OLMo 2, Gemma 2)
+    model `hf` describes, its gate's activation under `act_key`; empty when it can."""
     problems = rope_problems(hf)
     if rotary_fraction(hf) != 1.0:
         problems.append(
             f"partial_rotary_factor {rotary_fraction(hf)} ({family} rotates whole heads)"
         )
-    if hf.hidden_act not in NEOX_ACTIVATIONS:
+    activation = getattr(hf, act_key)
+    if activation not in NEOX_ACTIVATIONS:
         problems.append(
-            f"hidden_act {hf.hidden_act!r} (neox-model gates with {sorted(NEOX_ACTIVATIONS)})"
+            f"{act_key} {activation!r} (neox-model gates with {sorted(NEOX_ACTIVATIONS)})"
         )
     return problems
 
@@ -226,11 +239,12 @@ def head_width(hf: Any) -> int | None:
 
 
 def common_model_config(
-    hf: Any, family: str, reasons: Sequence[str] = (), **extra: Any
+    hf: Any, family: str, reasons: Sequence[str] = (), act_key: str = "hidden_act", **extra: Any
 ) -> ModelConfig:
     """The neox architecture of a Llama-family config (vocabulary not set); `reasons` are the
-    family's own reasons to refuse it, reported with the common ones."""
-    problems = [*import_problems(hf, family), *reasons]
+    family's own reasons to refuse it, reported with the common ones; `act_key` names the gate's
+    activation."""
+    problems = [*import_problems(hf, family, act_key), *reasons]
     if problems:
         raise ConversionError(
             f"neox-model cannot reproduce this {family} model: " + "; ".join(problems)
@@ -250,7 +264,7 @@ def common_model_config(
         norm="rmsnorm",
         rms_norm_epsilon=hf.rms_norm_eps,
         use_bias_in_norms=False,
-        activation=NEOX_ACTIVATIONS[hf.hidden_act],  # type: ignore[arg-type]
+        activation=NEOX_ACTIVATIONS[getattr(hf, act_key)],  # type: ignore[arg-type]
         no_weight_tying=not hf.tie_word_embeddings,
         hidden_dropout=0.0,
         attention_dropout=float(hf.attention_dropout),

@@ -109,6 +109,31 @@ HF_KINDS: dict[str, tuple[str, str, dict[str, Any]]] = {
             },
         ),
     ),
+    # Gemma 2: RMSNorms on both sides of attention and MLP (their weights offsets from 1,
+    # perturbed as the others' weights are), heads 32 wide (hidden / heads is 16) with scores
+    # scaled by 1 / sqrt(16) and soft-capped, a window on layer 0 (a query sees itself and 7 keys
+    # before it) and the whole sequence on layer 1, embeddings scaled by sqrt(64), GeGLU with
+    # tanh, logits soft-capped, the output tied, rotary linearly scaled (positions / 2). Weights
+    # of std 0.05 and caps 0.5 and 1 so that each feature moves the logits over 48 tokens
+    # (test_import checks it; at std 0.1 the scaled, tied embedding makes every greedy token the
+    # prompt's last); Gemma2Config's default padding id (0) unset, as export writes it
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(
+            intermediate_size=96,
+            num_key_value_heads=2,
+            head_dim=32,
+            query_pre_attn_scalar=16,
+            attn_logit_softcapping=0.5,
+            final_logit_softcapping=1.0,
+            sliding_window=8,
+            rms_norm_eps=1e-6,
+            initializer_range=0.05,
+            pad_token_id=None,
+            rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+        ),
+    ),
 }
 # what every kind shares: 2 layers 64 wide, 4 heads, 64 positions, weights of std 0.1
 HF_TINY: dict[str, Any] = {

@@ -192,9 +192,10 @@ def _qk_norm_bytes(config: ModelConfig, tokens: Tokens) -> float:
     rows = n * (config.num_attention_heads + config.kv_heads) / t
     query_copy = w * a if r < 1 else 0.0
     if not config.qk_layernorm_per_head:  # one RMSNorm over all of the rank's query heads, one
-        # over its keys: the keys are copied out of the QKV output, one statistic per token
+        # over its keys: the keys are copied out of the QKV output, the normalised values kept in
+        # float32 (the weight multiplies before rounding), one statistic per token
         inputs = query_copy + w * a * r if w == FP32 else FP32 * both
-        return inputs + w * both + FP32 * 2 * n
+        return inputs + FP32 * both + FP32 * 2 * n
     if config.norm != "rmsnorm":
         statistics = 2 * w if config.norm == "layernorm" else w
         return query_copy + statistics * rows
