@@ -1,0 +1,249 @@
+"""Mixture-of-experts feed-forward block: a router sends each token to top_k of num_experts MLPs.
+
+Sparsely-gated MoE (Shazeer et al., 2017, "Outrageously Large Neural Networks"), as Switch
+Transformer (Fedus et al., 2021) and Mixtral (Jiang et al., 2024) use it, with the dropless
+dispatch of MegaBlocks (Gale et al., 2022): no capacity factor, every token reaches all of its
+top_k experts. y_t = sum_{e in topk(t)} w_{t,e} * expert_e(x_t) (+ the shared expert).
+
+Routers (`router_type`):
+- "softmax_topk": p = softmax(logits) in float32, the top_k of p, renormalised to sum 1 when
+  `normalize_topk` (Mixtral; Qwen2-MoE's `norm_topk_prob`, default false there).
+- "topk": GPT-NeoX's dropless TopKTokenChoiceRouter: softmax in the logits' dtype, top_k, never
+  renormalised.
+- "sinkhorn": GPT-NeoX's SinkhornRouter (Clark et al., 2022, "Unified Scaling Laws for Routed
+  Language Models"): in training the experts are chosen by top_k of the Sinkhorn-balanced
+  float32 scores exp(logits) and weighted by sigmoid(logits) (top_k 1) or softmax(logits);
+  in evaluation plain top_k of those weights.
+Jitter (`jitter_eps`, GPT-NeoX's moe_jitter_eps): in training the router (only) reads x times
+uniform noise in [1 - eps, 1 + eps].
+
+Dispatch: the (token, k) slots are sorted by expert (a stable sort, so the order is fixed), each
+expert runs once on its contiguous slice, and the outputs are put back in slot order and summed
+over k in a fixed order: deterministic on every device, no atomics.
+
+Auxiliary losses, unweighted (the training loop owns the coefficients):
+- load balancing (Switch eq. 4-6, as transformers' `load_balancing_loss_func` computes it):
+  num_experts * sum_e f_e * P_e, f_e = (slots routed to e) / tokens, so sum_e f_e = top_k
+  (MegaBlocks, and GPT-NeoX's megablocks path, also divide by top_k), P_e = the mean router
+  probability; in float32 when `lbl_in_fp32`.
+- router z-loss (Zoph et al., 2022, "ST-MoE"): mean over tokens of logsumexp(logits)^2.
+
+Weights: experts stacked (experts, in, out); gated experts hold [up | gate] along `out`, GPT-NeoX's
+order (Mixtral's gate_up_proj is [gate | up], (experts, out, in)). Parameters are allocated as
+zeros; the model's initialisation fills them. Not here yet: tensor and expert parallelism
+(plain tensors only), grouped GEMM kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from neox_model.config import GATED_ACTIVATIONS, Activation
+from neox_model.mlp import activation_function
+
+RouterType = Literal["softmax_topk", "topk", "sinkhorn"]
+SINKHORN_TOLERANCE = 1e-4  # GPT-NeoX's
+SINKHORN_MAX_ITERATIONS = 1000
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """The mixture-of-experts hyper-parameters of one MoE layer."""
+
+    num_experts: int
+    top_k: int = 2
+    router_type: RouterType = "softmax_topk"
+    normalize_topk: bool | None = None  # None: the router's own (softmax_topk yes, others no)
+    jitter_eps: float | None = None
+    lbl_in_fp32: bool = True
+    shared_expert_ffn_size: int = 0  # 0: no shared expert (Qwen2-MoE's shared expert + gate)
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ValueError(f"moe num_experts must be at least 1, got {self.num_experts}")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(
+                f"moe top_k={self.top_k} must lie in 1..num_experts={self.num_experts}"
+            )
+        if self.router_type not in ("softmax_topk", "topk", "sinkhorn"):
+            raise ValueError(
+                f"moe router_type={self.router_type!r}: use softmax_topk, topk or sinkhorn"
+            )
+        if self.normalize_topk and self.router_type != "softmax_topk":
+            raise ValueError(
+                f"moe normalize_topk applies to the softmax_topk router, not {self.router_type}"
+            )
+        if self.jitter_eps is not None and not 0.0 <= self.jitter_eps < 1.0:
+            raise ValueError(f"moe jitter_eps={self.jitter_eps} must lie in [0, 1)")
+        if self.shared_expert_ffn_size < 0:
+            raise ValueError(
+                f"moe shared_expert_ffn_size={self.shared_expert_ffn_size} must be >= 0"
+            )
+
+    @property
+    def renormalize(self) -> bool:
+        if self.normalize_topk is None:
+            return self.router_type == "softmax_topk"
+        return self.normalize_topk
+
+
+class MoEOutput(NamedTuple):
+    output: torch.Tensor  # (..., hidden), the input's shape
+    load_balancing_loss: torch.Tensor  # () float32 when lbl_in_fp32
+    z_loss: torch.Tensor  # () float32
+    expert_share: torch.Tensor  # (experts,) share of the token-slots per expert, no gradient
+    router_logits: torch.Tensor  # (tokens, experts)
+
+
+class Experts(nn.Module):
+    """num_experts MLPs with stacked weights: w_in (experts, hidden, inner or 2 * inner),
+    w_out (experts, inner, hidden), optional biases."""
+
+    def __init__(
+        self, num_experts: int, hidden: int, inner: int, activation: Activation, bias: bool
+    ) -> None:
+        super().__init__()
+        self.gated = activation in GATED_ACTIVATIONS
+        self.act = activation_function(activation)
+        width = 2 * inner if self.gated else inner
+        self.w_in = nn.Parameter(torch.zeros(num_experts, hidden, width))
+        self.w_out = nn.Parameter(torch.zeros(num_experts, inner, hidden))
+        self.b_in = nn.Parameter(torch.zeros(num_experts, width)) if bias else None
+        self.b_out = nn.Parameter(torch.zeros(num_experts, hidden)) if bias else None
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert e on x (n, hidden) -> (n, hidden)."""
+        h = x @ self.w_in[e]  # (n, inner or 2 * inner)
+        if self.b_in is not None:
+            h = h + self.b_in[e]
+        if self.gated:
+            up, gate = h.chunk(2, dim=-1)
+            h = up * self.act(gate)
+        else:
+            h = self.act(h)
+        y = h @ self.w_out[e]  # (n, hidden)
+        return y + self.b_out[e] if self.b_out is not None else y
+
+    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """x (slots, hidden) sorted by expert, counts[e] rows for expert e -> (slots, hidden)."""
+        pieces = x.split(counts)
+        return torch.cat([self.expert(e, piece) for e, piece in enumerate(pieces)])
+
+
+def sinkhorn(cost: torch.Tensor, tol: float = SINKHORN_TOLERANCE) -> torch.Tensor:
+    """GPT-NeoX's (Megatron's) Sinkhorn balancing of exp(cost) (tokens, experts) towards equal
+    row and column sums, stopping when the column scaling moves by less than `tol`."""
+    cost = torch.exp(cost)
+    d0 = torch.ones(cost.size(0), device=cost.device, dtype=cost.dtype)
+    d1 = torch.ones(cost.size(1), device=cost.device, dtype=cost.dtype)
+    eps = 1e-8
+    for _ in range(SINKHORN_MAX_ITERATIONS):
+        d1_old = d1
+        d0 = (1 / d0.size(0)) / (torch.sum(d1 * cost, 1) + eps)
+        d1 = (1 / d1.size(0)) / (torch.sum(d0.unsqueeze(1) * cost, 0) + eps)
+        if torch.mean(torch.abs(d1_old - d1)) <= tol:
+            break
+    return d1 * cost * d0.unsqueeze(1)
+
+
+def route(
+    logits: torch.Tensor, config: MoEConfig, training: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits (tokens, experts) -> weights (tokens, top_k), experts (tokens, top_k)."""
+    k = config.top_k
+    match config.router_type:
+        case "softmax_topk":
+            weights, chosen = torch.topk(torch.softmax(logits.float(), dim=-1), k, dim=-1)
+            if config.renormalize:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+            return weights, chosen
+        case "topk":
+            return torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)
+        case "sinkhorn":
+            if k == 1:
+                scores = torch.sigmoid(logits)
+            else:
+                scores = torch.softmax(logits, dim=-1, dtype=torch.float32).type_as(logits)
+            if not training:
+                return torch.topk(scores, k, dim=-1)
+            with torch.no_grad():
+                chosen = torch.topk(sinkhorn(logits.float()), k, dim=-1).indices
+            return torch.gather(scores, 1, chosen), chosen
+    raise AssertionError(config.router_type)
+
+
+def load_balancing_loss(probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """num_experts * sum_e (counts_e / tokens) * mean_t probs_{t,e}; probs (tokens, experts)."""
+    tokens, num_experts = probs.shape
+    f = counts.to(probs.dtype) / tokens  # (experts,), sums to top_k
+    return num_experts * torch.sum(f * probs.mean(dim=0))
+
+
+def z_loss(logits: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+
+class MoE(nn.Module):
+    """The MoE feed-forward block: router, experts, optional shared expert with a sigmoid gate."""
+
+    def __init__(
+        self, config: MoEConfig, hidden: int, ffn_size: int, activation: Activation, bias: bool
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.router = nn.Linear(hidden, config.num_experts, bias=False)
+        nn.init.zeros_(self.router.weight)
+        self.experts = Experts(config.num_experts, hidden, ffn_size, activation, bias)
+        self.shared_expert: Experts | None = None
+        self.shared_expert_gate: nn.Linear | None = None
+        if config.shared_expert_ffn_size:
+            size = config.shared_expert_ffn_size
+            self.shared_expert = Experts(1, hidden, size, activation, bias)
+            self.shared_expert_gate = nn.Linear(hidden, 1, bias=False)
+            nn.init.zeros_(self.shared_expert_gate.weight)
+
+    def router_logits(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x (tokens, hidden) -> (tokens, experts); in training with jitter the router reads
+        x * U(1 - eps, 1 + eps) drawn from `generator`."""
+        eps = self.config.jitter_eps
+        if self.training and eps:
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x * (1.0 - eps + noise * (2.0 * eps))
+        return self.router(x)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MoEOutput:
+        """x (..., hidden) -> MoEOutput with output (..., hidden)."""
+        cfg = self.config
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, hidden)
+        logits = self.router_logits(flat, generator)  # (tokens, experts)
+        weights, chosen = route(logits, cfg, self.training)  # (tokens, top_k) each
+        slot_expert = chosen.flatten()  # (tokens * top_k,), slot t * top_k + j
+        order = torch.argsort(slot_expert, stable=True)  # slots grouped by expert
+        counts = torch.bincount(slot_expert, minlength=cfg.num_experts)  # (experts,)
+        slots_in = flat.repeat_interleave(cfg.top_k, dim=0)[order]  # (slots, hidden)
+        slots_out = self.experts(slots_in, counts.tolist())  # (slots, hidden), sorted
+        unsorted = slots_out[torch.argsort(order)]  # (slots, hidden), slot order again
+        weighted = unsorted * weights.reshape(-1, 1)  # in the weights' dtype (float32)
+        y = weighted.view(-1, cfg.top_k, x.shape[-1]).sum(dim=1).to(x.dtype)  # (tokens, hidden)
+        y = y + self.shared(flat)
+        probs = torch.softmax(logits.float() if cfg.lbl_in_fp32 else logits, dim=-1)
+        return MoEOutput(
+            output=y.view(x.shape),
+            load_balancing_loss=load_balancing_loss(probs, counts),
+            z_loss=z_loss(logits),
+            expert_share=(counts.float() / slot_expert.numel()).detach(),
+            router_logits=logits,
+        )
+
+    def shared(self, flat: torch.Tensor) -> torch.Tensor | float:
+        """sigmoid(x g) * shared_expert(x) (Qwen2-MoE), or 0 without a shared expert."""
+        if self.shared_expert is None or self.shared_expert_gate is None:
+            return 0.0
+        gate = torch.sigmoid(self.shared_expert_gate(flat))  # (tokens, 1)
+        return gate * self.shared_expert.expert(0, flat)
