@@ -38,8 +38,15 @@ from typing import Any
 import torch
 
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
+from neox_convert.llama import (
+    ATTENTION_BIASES,
+    NO_BIASES,
+    bias_problems,
+    common_hf_config,
+    common_model_config,
+    family_problems,
+)
 from neox_convert.llama import KEYS as LLAMA_KEYS
-from neox_convert.llama import common_hf_config, common_model_config, family_problems
 from neox_convert.mistral import hf_window, window_problems
 from neox_model import ModelConfig
 
@@ -72,12 +79,11 @@ def export_problems(config: ModelConfig) -> list[str]:
         problems.append(
             "scale_embeddings False (Gemma2 multiplies its embeddings by sqrt(hidden_size))"
         )
-    if config.qkv_bias != config.use_bias_in_attn_linear or config.use_bias_in_mlp:
-        problems.append(
-            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
-            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
-            "(Gemma2's attention_bias is on q, k, v and o alike; its MLP has none)"
-        )
+    problems += bias_problems(
+        config,
+        (NO_BIASES, ATTENTION_BIASES),
+        "Gemma2's attention_bias is on q, k, v and o alike; its MLP has none",
+    )
     scalar = config.query_pre_attn_scalar
     if scalar is not None and scalar != int(scalar):
         problems.append(f"query_pre_attn_scalar {scalar} (Gemma2Config's is an integer)")

@@ -91,6 +91,22 @@ PLACEMENTS: dict[str, str] = {
 }
 
 
+Biases = tuple[bool, bool, bool]  # on QKV, on the attention output, on the MLP
+NO_BIASES: Biases = (False, False, False)
+ATTENTION_BIASES: Biases = (True, True, False)  # one attention_bias for q, k, v and o
+
+
+def bias_problems(config: ModelConfig, layouts: tuple[Biases, ...], reason: str) -> list[str]:
+    """A problem when the model's (QKV, attention output, MLP) biases are none of `layouts`,
+    those a family's config can express; `reason` says which those are."""
+    qkv, dense, mlp = config.qkv_bias, config.use_bias_in_attn_linear, config.use_bias_in_mlp
+    if (qkv, dense, mlp) in layouts:
+        return []
+    return [
+        f"use_bias_in_qkv {qkv}, use_bias_in_attn_linear {dense}, use_bias_in_mlp {mlp} ({reason})"
+    ]
+
+
 def family_problems(
     config: ModelConfig,
     family: str,

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from neox_convert.llama import (
+    NO_BIASES,
+    bias_problems,
     common_hf_config,
     common_model_config,
     family_problems,
@@ -37,13 +39,7 @@ __all__ = [
 def export_problems(config: ModelConfig) -> list[str]:
     """Why Mistral cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "Mistral")
-    if config.qkv_bias or config.use_bias_in_attn_linear or config.use_bias_in_mlp:
-        problems.append(
-            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
-            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
-            "(Mistral has no biases)"
-        )
-    return problems
+    return problems + bias_problems(config, (NO_BIASES,), "Mistral has no biases")
 
 
 def hf_window(config: ModelConfig) -> int | None:

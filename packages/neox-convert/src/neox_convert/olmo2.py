@@ -24,8 +24,15 @@ from typing import Any
 import torch
 
 from neox_convert.key_map import KeyMap, StateDict, from_format, to_format
+from neox_convert.llama import (
+    ATTENTION_BIASES,
+    NO_BIASES,
+    bias_problems,
+    common_hf_config,
+    common_model_config,
+    family_problems,
+)
 from neox_convert.llama import KEYS as LLAMA_KEYS
-from neox_convert.llama import common_hf_config, common_model_config, family_problems
 from neox_model import ModelConfig
 
 KEYS = KeyMap(
@@ -50,12 +57,11 @@ KEYS = KeyMap(
 def export_problems(config: ModelConfig) -> list[str]:
     """Why OLMo2 cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "OLMo2", qk_norm="all heads", placement="post")
-    if config.qkv_bias != config.use_bias_in_attn_linear or config.use_bias_in_mlp:
-        problems.append(
-            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
-            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
-            "(OLMo2's attention_bias is on q, k, v and o alike; its MLP has none)"
-        )
+    problems += bias_problems(
+        config,
+        (NO_BIASES, ATTENTION_BIASES),
+        "OLMo2's attention_bias is on q, k, v and o alike; its MLP has none",
+    )
     if config.sliding_window_width is not None:
         problems.append("sliding_window_width (OLMo2 attends to the whole sequence)")
     return problems

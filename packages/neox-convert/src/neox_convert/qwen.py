@@ -21,7 +21,14 @@ import torch
 
 from neox_convert import llama
 from neox_convert.key_map import StateDict, from_format, to_format
-from neox_convert.llama import common_hf_config, common_model_config, family_problems
+from neox_convert.llama import (
+    ATTENTION_BIASES,
+    NO_BIASES,
+    bias_problems,
+    common_hf_config,
+    common_model_config,
+    family_problems,
+)
 from neox_convert.mistral import hf_window, window_problems
 from neox_model import ModelConfig
 
@@ -39,25 +46,19 @@ QWEN3_KEYS = dataclasses.replace(
 def qwen2_export_problems(config: ModelConfig) -> list[str]:
     """Why Qwen2 cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "Qwen2")
-    if not config.qkv_bias or config.use_bias_in_attn_linear or config.use_bias_in_mlp:
-        problems.append(
-            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
-            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
-            "(Qwen2 has biases on q, k and v only)"
-        )
-    return problems
+    return problems + bias_problems(
+        config, ((True, False, False),), "Qwen2 has biases on q, k and v only"
+    )
 
 
 def qwen3_export_problems(config: ModelConfig) -> list[str]:
     """Why Qwen3 cannot reproduce `config` exactly; empty when it can."""
     problems = family_problems(config, "Qwen3", qk_norm="per head")
-    if config.qkv_bias != config.use_bias_in_attn_linear or config.use_bias_in_mlp:
-        problems.append(
-            f"use_bias_in_qkv {config.qkv_bias}, use_bias_in_attn_linear "
-            f"{config.use_bias_in_attn_linear}, use_bias_in_mlp {config.use_bias_in_mlp} "
-            "(Qwen3's attention_bias is on q, k, v and o alike; its MLP has none)"
-        )
-    return problems
+    return problems + bias_problems(
+        config,
+        (NO_BIASES, ATTENTION_BIASES),
+        "Qwen3's attention_bias is on q, k, v and o alike; its MLP has none",
+    )
 
 
 def _window_config(config: ModelConfig) -> dict[str, Any]:
