@@ -78,14 +78,28 @@ def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
     assert after.item() < before.item() - 0.05, (before.item(), after.item())
 
 
-@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "qwen3", "olmo2", "gemma2"])
-def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_path, kind):
+FAMILY_RUNS = [
+    *(
+        (k, "--model_parallel_size")
+        for k in ("llama3", "llama3.2", "qwen2", "qwen3", "olmo2", "gemma2")
+    ),
+    ("gemma2", "--pipe_parallel_size"),  # tied: the last stage's output runs on a copy
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "split"),
+    FAMILY_RUNS,
+    ids=[f"{k}-{'pp' if 'pipe' in s else 'tp'}2" for k, s in FAMILY_RUNS],
+)
+def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_path, kind, split):
     """Llama 3.1 (llama3 rotary scaling), Llama 3.2 (tied), Qwen2 (QKV bias, linear scaling) and
     Qwen3 (wide heads, query/key norms, yarn), OLMo 2 (post norms, query/key norms over all
     heads), Gemma 2 (sandwich norms scaling by 1 + weight, soft caps, a window on every other
-    layer, scaled and tied embeddings): imported at tensor size 2, fine-tuned for a few steps
-    (the loss falls), exported without naming the architecture: transformers loads the export
-    as the family's class and computes neox's logits."""
+    layer, scaled and tied embeddings): imported at tensor size 2 (Gemma 2 also over 2 pipeline
+    stages), fine-tuned for a few steps (the loss falls), exported without naming the
+    architecture: transformers loads the export as the family's class and computes neox's
+    logits."""
     from transformers import AutoModelForCausalLM
 
     vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])
@@ -95,8 +109,7 @@ def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_p
     shutil.copyfile(corpus / "tokenizer.json", hf_dir / "tokenizer.json")
     imported = tmp_path / "imported"
     result = neox(
-        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported,
-        "--model_parallel_size", 2,
+        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported, split, 2,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     reference = run_config(corpus, tmp_path / "tuned")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neox_launch import PREEMPTED, PreemptionPolicy
+from neox_launch import PEER_LOST, PREEMPTED, PreemptionPolicy
 from neox_train import LaunchConfig
 
 from conftest import hooked, neox, neox_process, run_config, train_losses, write_yaml
@@ -168,3 +168,9 @@ def test_neox_check_computes_at_the_world_size_neox_train_uses(corpus, tmp_path)
 
 def test_neox_train_and_neox_launch_catch_the_same_signals():
     assert LaunchConfig().signals == PreemptionPolicy().signals
+
+
+def test_neox_train_and_neox_launch_agree_on_the_lost_peer_exit_code():
+    from neox_train.parallel.watchdog import PEER_LOST as TRAIN_PEER_LOST
+
+    assert TRAIN_PEER_LOST == PEER_LOST not in (0, 1, 2, PREEMPTED)

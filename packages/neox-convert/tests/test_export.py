@@ -57,6 +57,7 @@ OLMO2_STYLE = {
     "norm_placement": "post",
     "use_qk_layernorm": True,
     "qk_layernorm_per_head": False,
+    "rmsnorm_fp32_weight": True,
 }
 # Gemma 2: norms on both sides of attention and MLP scaling by 1 + weight, heads 32 wide with
 # scores scaled by 1 / sqrt(16) and soft-capped, a window on every other layer, scaled
@@ -260,6 +261,7 @@ DYNAMIC = dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings
             OLMO2_STYLE,
             "norm_placement 'post' (Llama normalises the inputs of attention and MLP); "
             "use_qk_layernorm True, qk_layernorm_per_head False (Llama has no query/key norms); "
+            "rmsnorm_fp32_weight True (Llama's RMSNorm rounds, then scales by its weight); "
             "--architecture olmo2 reproduces it exactly",
         ),
         (
@@ -267,6 +269,7 @@ DYNAMIC = dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings
             OLMO2_STYLE,
             "norm_placement 'post' (Qwen3 normalises the inputs of attention and MLP); "
             "qk_layernorm_per_head False (Qwen3 normalises each query and key head); "
+            "rmsnorm_fp32_weight True (Qwen3's RMSNorm rounds, then scales by its weight); "
             "--architecture olmo2 reproduces it exactly",
         ),
         (
@@ -274,7 +277,9 @@ DYNAMIC = dict(rope_type="dynamic", factor=2.0, original_max_position_embeddings
             dict(),
             "norm_placement 'pre' (OLMo2 normalises the outputs of attention and MLP); "
             "use_qk_layernorm False (OLMo2 always normalises all query heads together and all "
-            "key heads together); --architecture llama or mistral reproduces it exactly",
+            "key heads together); rmsnorm_fp32_weight False (OLMo2's RMSNorm scales by its "
+            "weight in float32, then rounds); --architecture llama or mistral reproduces it "
+            "exactly",
         ),
         (
             "olmo2",

@@ -24,14 +24,23 @@ def reshard(source, out, tp, pp, *extra):
     return main([*args, "--model_parallel_size", str(tp), "--pipe_parallel_size", str(pp), *extra])
 
 
-@pytest.mark.parametrize("style", ["pythia", "llama"])
+STYLES = {
+    "pythia": dict(gpt_j_residual=True, no_weight_tying=True),
+    "llama": LLAMA_STYLE,
+    "tied": dict(LLAMA_STYLE, no_weight_tying=False),  # no layer file for the tied output
+}
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
 def test_reshard_there_and_back(tmp_path, style):
-    overrides = LLAMA_STYLE if style == "llama" else dict(gpt_j_residual=True, no_weight_tying=True)
+    overrides = STYLES[style]
     model = make_checkpoint(tmp_path / "run", **overrides)
     assert reshard(tmp_path / "run", tmp_path / "tp2pp2", 2, 2) == 0
     step_dir, manifest, resharded = load_model(tmp_path / "tp2pp2")
     assert step_dir.name == "global_step10" and manifest.tensor_parallel == 2
     assert manifest.padded_vocab == 512  # 300 tokens padded to a multiple of 128 x 2
+    layer_files = {f.file.split("-")[0] for f in manifest.files if f.file.startswith("layer_")}
+    assert len(layer_files) == (4 if style == "tied" else 5)  # 2 blocks
     ids = random_ids()
     with torch.no_grad():
         assert torch.equal(resharded(ids)[..., :384], model(ids))
@@ -99,8 +108,8 @@ def test_optimizer_state_is_carried_as_saved(tmp_path):
 
 def test_a_layout_the_model_cannot_take_leaves_nothing(tmp_path, capsys):
     make_checkpoint(tmp_path / "run", no_weight_tying=False)
-    assert reshard(tmp_path / "run", tmp_path / "out", 1, 2) == 2
-    assert "a pipeline needs an untied output layer" in capsys.readouterr().err
+    assert reshard(tmp_path / "run", tmp_path / "out", 1, 9) == 2
+    assert "9 pipeline stages for" in capsys.readouterr().err
     assert reshard(tmp_path / "run", tmp_path / "out", 3, 1) == 2
     assert "cannot split this model over 3 tensor-parallel ranks" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -1,12 +1,13 @@
 """The local runner: what each worker gets, and how a group of real workers ends."""
 
 import json
+import logging
 import signal
 import time
 
 import pytest
 
-from neox_launch import LaunchSpec, PreemptionPolicy, worker_commands
+from neox_launch import PEER_LOST, LaunchSpec, PreemptionPolicy, worker_commands
 from neox_launch.local import run_local
 from neox_launch.supervisor import WorkerStartError
 
@@ -104,6 +105,44 @@ else:
     assert time.monotonic() - start < 30  # did not wait for the sleeping worker
     assert gone(int(read_file_text("pid0")))
     assert "worker 1" in caplog.text and "exited with code 3" in caplog.text
+
+
+def test_the_worker_that_failed_is_named_not_the_one_that_lost_it(worker_argv, caplog):
+    # rank 0 exits first, saying it lost its peer; rank 1's own failure comes half a second later
+    body = f"""
+if rank == 0:
+    sys.exit({PEER_LOST})
+else:
+    time.sleep(0.5)
+    sys.exit(3)
+"""
+    caplog.set_level(logging.INFO, logger="neox_launch")
+    assert run_local(LaunchSpec(nproc_per_node=2), worker_argv(body)) == 3
+
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1 and failures[0].startswith("worker 1 (pid"), failures
+    assert "exited with code 3; stopping the others" in failures[0]
+    assert (
+        "worker 0 (pid" in caplog.text and f"exited with code {PEER_LOST}: it lost" in caplog.text
+    )
+
+
+def test_a_lost_peer_with_no_failure_to_blame_is_reported_after_the_wait(
+    worker_argv, read_file_text, gone, caplog
+):
+    body = f"""
+if rank == 1:
+    mark("pid1", str(os.getpid()))
+    time.sleep(60)
+else:
+    wait_for("pid1")
+    sys.exit({PEER_LOST})
+"""
+    assert run_local(LaunchSpec(nproc_per_node=2), worker_argv(body)) == PEER_LOST
+
+    assert gone(int(read_file_text("pid1")))
+    failures = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1 and failures[0].startswith("worker 0 (pid"), failures
 
 
 def test_processes_ignoring_sigterm_are_killed_after_the_grace_period(

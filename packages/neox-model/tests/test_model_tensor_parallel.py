@@ -22,8 +22,9 @@ from neox_testing import spawn_ranks, style
 TP_STYLES = ("pythia", "llama", "mistral", "llama3", "qwen2", "qwen3", "olmo2", "gemma2")
 # with tied output layers, ALiBi, learned positions (a replicated weight), ScaleNorm
 SP_STYLES = (*TP_STYLES, "alibi", "learned", "sinusoidal")
-# pipelines need an untied output layer
-PIPE_STYLES = tuple(name for name in TP_STYLES if style(name).no_weight_tying)
+# tied (llama3, gemma2: soft-capped logits) and untied output layers; learned positions beside a
+# tied embedding
+PIPE_STYLES = (*TP_STYLES, "learned")
 SEED = 9
 
 
@@ -67,7 +68,7 @@ def run_pipeline_layers(config, tp):
     """Loss and full gradients of the pipeline's layers, called in sequence, under sequence
     parallelism: each layer's output is this rank's part of the sequence."""
     specs = pipeline_specs(config, tp, SEED, sequence_parallel=True)
-    layers = [cls(*args) for cls, args in specs]
+    layers = [layer.cls(*layer.args) for layer in specs]
     batch = sp_ids()
     x = batch[:, :-1]
     for layer in layers:
@@ -76,8 +77,10 @@ def run_pipeline_layers(config, tp):
     loss = pipeline_loss(tp)(x, batch[:, 1:])
     loss.backward()
     grads = {}
-    for layer in layers:
-        grads.update({layer.model_name(k): g for k, g in full_gradients(layer, tp).items()})
+    for layer in layers:  # a tied output's weight: its gradient adds to the embedding's
+        for key, grad in full_gradients(layer, tp).items():
+            name = layer.model_name(key)
+            grads[name] = grads[name] + grad if name in grads else grad
     return loss.detach(), grads
 
 

@@ -12,7 +12,7 @@ def test_every_weight_is_in_the_layer_pipeline_layer_names(name):
     config = style(name, num_layers=3, no_weight_tying=True)
     specs = pipeline_specs(config, TPGroup.single(), 0)
     seen = 0
-    for index, (cls, args) in enumerate(specs):
+    for index, (cls, args, *_) in enumerate(specs):
         local, model = layer_name_map(config, index)
         for key in cls(*args).state_dict():
             assert pipeline_layer(model + key.removeprefix(local), config) == index, (index, key)

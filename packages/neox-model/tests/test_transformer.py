@@ -7,6 +7,7 @@ import torch
 
 from neox_model import IGNORE_INDEX, Transformer, count_parameters
 from neox_model.config import Activation
+from neox_model.norms import build_norm
 from neox_testing import STYLES, style
 
 import reference
@@ -262,3 +263,41 @@ def test_flash_attention_computes_what_sdpa_does(name):
     ids = tokens().cuda()
     with torch.no_grad():
         torch.testing.assert_close(flash(ids).float(), sdpa(ids).float(), atol=3e-2, rtol=3e-2)
+
+
+NORM_FAMILIES = {
+    "llama": {},
+    "olmo2": dict(rmsnorm_fp32_weight=True),
+    "gemma2": dict(rmsnorm_unit_offset=True),
+}
+
+
+def bf16_norm(weight, **overrides):
+    config = style("llama", hidden_size=weight.numel(), rms_norm_epsilon=1e-6, **overrides)
+    norm = build_norm(config).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    return norm
+
+
+@pytest.mark.parametrize("family", sorted(NORM_FAMILIES))
+def test_rmsnorm_in_bf16_rounds_as_each_familys_norm(family):
+    """In bf16 the families' norms round differently (the weight applied after rounding or
+    before, 1 + weight); each of neox's equals transformers' to the bit."""
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2RMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.olmo2.modeling_olmo2 import Olmo2RMSNorm
+
+    theirs_cls = {"llama": LlamaRMSNorm, "olmo2": Olmo2RMSNorm, "gemma2": Gemma2RMSNorm}[family]
+    generator = torch.Generator().manual_seed(0)
+    weight = (torch.randn(256, generator=generator) * 0.3 + 0.9).to(torch.bfloat16)
+    theirs = theirs_cls(256, eps=1e-6).to(torch.bfloat16)
+    with torch.no_grad():
+        theirs.weight.copy_(weight)
+    x = (torch.randn(4, 64, 256, generator=generator) * 3).to(torch.bfloat16)
+    with torch.no_grad():
+        expected = theirs(x)
+        assert torch.equal(bf16_norm(weight, **NORM_FAMILIES[family])(x), expected)
+        if family != "gemma2":  # the check can fail: the other order rounds differently
+            other = "llama" if family == "olmo2" else "olmo2"
+            assert not torch.equal(bf16_norm(weight, **NORM_FAMILIES[other])(x), expected)

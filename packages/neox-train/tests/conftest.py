@@ -74,6 +74,13 @@ def as_if_killed_after(run_dir, saved_step, lost_step):
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
+def step_only(run_dir, into, step=5):
+    """A run directory `into` whose newest (and only) checkpoint is `run_dir`'s step `step`."""
+    shutil.copytree(run_dir / f"global_step{step}", into / f"global_step{step}")
+    (into / "latest").write_text(f"global_step{step}\n")
+    return into
+
+
 def write_config(path, values):
     import yaml
 

@@ -4,11 +4,10 @@ would have had at the saved layout (relative difference <= 1e-5 over 3 steps; th
 third depend on the Adam moments, which is shown by losing them)."""
 
 import json
-import shutil
 
 import pytest
 
-from conftest import losses, run_workers, tiny_config, write_config
+from conftest import losses, run_workers, step_only, tiny_config, write_config
 
 TOLERANCE = 1e-5
 ZERO0 = {"stage": 0}
@@ -47,13 +46,6 @@ def saved(data_dir, tmp_path_factory):
     return runs
 
 
-def step5(run_dir, into):
-    """A run directory whose newest checkpoint is the source's step 5."""
-    shutil.copytree(run_dir / "global_step5", into / "global_step5")
-    (into / "latest").write_text("global_step5\n")
-    return into
-
-
 @pytest.mark.parametrize(
     ("source", "target"),
     [
@@ -64,7 +56,7 @@ def step5(run_dir, into):
     ],
 )
 def test_resume_at_another_layout_continues_the_run(data_dir, tmp_path, saved, source, target):
-    load = step5(saved[source], tmp_path / "load")
+    load = step_only(saved[source], tmp_path / "load")
     layout = json.loads((load / "global_step5" / "layout.json").read_text())
     assert len(layout["ranks"]) == LAYOUTS[source][0]
     flat = source == "dp2-zero1"  # the two optimizer layouts, both carried over
@@ -82,7 +74,7 @@ def test_resume_at_another_layout_continues_the_run(data_dir, tmp_path, saved, s
 
 def test_without_the_optimizer_state_the_run_differs(data_dir, tmp_path, saved):
     """The check above can fail: a fresh optimizer (no_load_optim) changes steps 7 and 8."""
-    load = step5(saved["tp2-pp2"], tmp_path / "load")
+    load = step_only(saved["tp2-pp2"], tmp_path / "load")
     values = config(data_dir, tmp_path / "save", "single-zero1", load=str(load), no_load_optim=True)
     run_workers([write_config(tmp_path / "resume.yml", values)], 1)
     straight, resumed = losses(saved["tp2-pp2"]), losses(tmp_path / "save")

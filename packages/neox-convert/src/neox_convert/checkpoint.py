@@ -71,11 +71,6 @@ TRAINING_PLACEHOLDERS: dict[str, Any] = {
 def check_split(layout: ParallelDims, config: ModelConfig) -> None:
     """Refuse a layout the model's weights cannot be split into, saying why (the data-parallel
     size plays no part in how weights are written)."""
-    if layout.pipe > 1 and not config.no_weight_tying:
-        raise ConversionError(
-            "a pipeline needs an untied output layer and this model ties it to the input "
-            "embedding; use --pipe_parallel_size 1"
-        )
     if layout.pipe > config.num_layers + 3:
         raise ConversionError(f"{layout.pipe} pipeline stages for {config.num_layers + 3} layers")
     shard_specs(config, layout.tensor)  # raises when heads or widths do not divide
@@ -154,7 +149,10 @@ def _layer_files(
     step_dir: Path, ranks: list[StateDict], config: ModelConfig, stages: int
 ) -> list[WeightFile]:
     files = []
-    for layer in range(config.num_layers + 3):
+    # a tied output layer runs on a copy of the embedding that neox-train's engine makes from
+    # the first stage's at load (and does not save): it has no file of its own
+    layers = config.num_layers + (3 if config.no_weight_tying else 2)
+    for layer in range(layers):
         local, model = layer_name_map(config, layer)
         for rank, state in enumerate(ranks):
             own = {

@@ -113,11 +113,13 @@ def family_problems(
     qk_norm: QKNorm = None,
     placement: str = "pre",
     gemma: bool = False,
+    fp32_weight: bool = False,
 ) -> list[str]:
     """Why `family` (Llama, Mistral, Qwen2, Qwen3, OLMo2 or Gemma2: with the query/key norms
     `qk_norm`, norms on the inputs or outputs of attention and MLP as `placement` says, Gemma 2's
-    features where `gemma`) cannot reproduce `config` exactly, its biases and windows aside;
-    empty when it can."""
+    features where `gemma`, RMSNorms scaling by the weight in float32 before rounding where
+    `fp32_weight`) cannot reproduce `config` exactly, its biases and windows aside; empty when
+    it can."""
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} ({family} uses rotary positions)")
@@ -133,6 +135,16 @@ def family_problems(
         where = PLACEMENTS[placement]
         problems.append(f"norm_placement {config.norm_placement!r} ({family} normalises {where})")
     problems += qk_norm_problems(config, family, qk_norm)
+    if not gemma and config.rmsnorm_fp32_weight != fp32_weight:  # Gemma's is float32 anyway
+        problems.append(
+            f"rmsnorm_fp32_weight {config.rmsnorm_fp32_weight} ({family}'s RMSNorm "
+            + (
+                "scales by its weight in float32, then rounds"
+                if fp32_weight
+                else "rounds, then scales by its weight"
+            )
+            + ")"
+        )
     if config.activation not in HF_ACTIVATIONS:
         problems.append(f"activation {config.activation!r} ({family}'s MLP is gated)")
     if config.gpt_j_residual:

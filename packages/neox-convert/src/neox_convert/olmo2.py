@@ -13,8 +13,8 @@ no biases; `attention_bias` is on q, k, v and o alike; it has no sliding window.
 no `head_dim` key, but its attention reads one where config.json sets it (as Qwen 2's does).
 
 Olmo2RMSNorm multiplies the weight by the float32 normalised input, then casts
-((weight * x_normed).to(dtype)); neox casts, then multiplies by the weight. In float32 the two
-are the same; in bf16 / fp16 they round differently (within the dtype's precision).
+((weight * x_normed).to(dtype)): neox's `rmsnorm_fp32_weight`, which imports set and exports
+require (Llama's norm casts, then multiplies: the same in float32, rounded differently in bf16).
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ KEYS = KeyMap(
 
 def export_problems(config: ModelConfig) -> list[str]:
     """Why OLMo2 cannot reproduce `config` exactly; empty when it can."""
-    problems = family_problems(config, "OLMo2", qk_norm="all heads", placement="post")
+    problems = family_problems(
+        config, "OLMo2", qk_norm="all heads", placement="post", fp32_weight=True
+    )
     problems += bias_problems(
         config,
         (NO_BIASES, ATTENTION_BIASES),
@@ -93,6 +95,7 @@ def model_config(hf: Any) -> ModelConfig:
         norm_placement="post",
         use_qk_layernorm=True,
         qk_layernorm_per_head=False,
+        rmsnorm_fp32_weight=True,
         use_bias_in_attn_linear=bool(hf.attention_bias),
         use_bias_in_mlp=False,
     )

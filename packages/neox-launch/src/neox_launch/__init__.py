@@ -12,7 +12,7 @@ from neox_launch.hostfile import (
 from neox_launch.local import worker_commands
 from neox_launch.machine import Machine
 from neox_launch.nodelist import expand_nodelist, slurm_hosts
-from neox_launch.preemption import PREEMPTED, PreemptionPolicy, parse_signals
+from neox_launch.preemption import PEER_LOST, PREEMPTED, PreemptionPolicy, parse_signals
 from neox_launch.program import ProgramNotFoundError
 from neox_launch.request import LaunchRequest, plan
 from neox_launch.resources import Node, parse_filter, select_nodes
@@ -24,6 +24,7 @@ from neox_launch.worker import WorkerCommand
 
 __all__ = [
     "LAUNCHERS",
+    "PEER_LOST",
     "PREEMPTED",
     "Host",
     "HostfileError",

@@ -15,6 +15,9 @@ import signal
 from dataclasses import dataclass
 
 PREEMPTED = os.EX_TEMPFAIL
+# A worker exits this (76, EX_PROTOCOL) when its collective lost another rank: a consequence of
+# that rank's failure, not a cause. The launcher then names the rank that failed first.
+PEER_LOST = os.EX_PROTOCOL
 DEFAULT_GRACE_PERIOD = 600.0
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # A scheduler signals the launcher and its process group at once: signals this close together

@@ -9,7 +9,9 @@ A job stops in one of two ways:
   worker's group, and the workers get the grace period to save and exit before SIGKILL. The
   same or another signal more than a second after the first cuts the wait short.
 - Failure: a worker exits non-zero. The others cannot go on without it: they get SIGTERM, and
-  SIGKILL a few seconds later.
+  SIGKILL a few seconds later. A worker that exits ``PEER_LOST`` (its collective lost another
+  rank) is a consequence, not the cause: the launcher waits a moment for the rank that failed
+  first and names that one.
 """
 
 import contextlib
@@ -26,13 +28,16 @@ from types import FrameType
 from typing import IO
 
 from neox_launch.parent_death import die_with_parent
-from neox_launch.preemption import PREEMPTED, REPEAT_AFTER, PreemptionPolicy
+from neox_launch.preemption import PEER_LOST, PREEMPTED, REPEAT_AFTER, PreemptionPolicy
 from neox_launch.worker import WorkerCommand
 
 log = logging.getLogger(__name__)
 
 # After a failure the others are stopped, not saved: they get at most this long.
 FAILURE_GRACE_PERIOD = 5.0
+# How long a worker that lost its peer waits for that peer's own failure to be seen: the peer's
+# exit closes the connection, so it is at most a moment behind.
+PEER_LOST_WAIT = 3.0
 _POLL_INTERVAL = 0.05
 
 # Asked on every poll: a reason to stop all workers now (e.g. "the launcher went away"), or None.
@@ -107,7 +112,8 @@ def supervise(
     """Run ``commands`` as workers until they end; the launcher's exit code.
 
     0 when every worker succeeds; else the first failing worker's code (128 + signal number
-    when it was killed by a signal). A preemption gives 75 when every worker exited 75 (0 when
+    when it was killed by a signal), passing over workers that exited ``PEER_LOST`` for one
+    that failed by itself. A preemption gives 75 when every worker exited 75 (0 when
     they all finished instead, unless a worker's 0 is no proof of that:
     ``WorkerCommand.zero_after_signal_is_success``); else 128 + the signal's number (SIGHUP
     for ``stop_check``).
@@ -157,6 +163,8 @@ def _watch(
             log.warning("received %s: %s", signal_name(signum), _waiting(policy))
             return _preempt(workers, signum, policy, inbox, 128 + signum)
         failed = _first_failure(workers)
+        if failed is not None and failed.process.returncode == PEER_LOST:
+            failed = _cause(failed, workers)
         if failed is not None and failed.process.returncode == PREEMPTED:
             log.warning("%s saved and stopped (exit 75): %s", _named(failed), _waiting(policy))
             return _preempt(workers, signal.SIGTERM, policy, inbox, 128 + signal.SIGTERM)
@@ -233,6 +241,21 @@ def _first_failure(workers: list[_Worker]) -> _Worker | None:
         if worker.process.poll() not in (None, 0):
             return worker
     return None
+
+
+def _cause(lost: _Worker, workers: list[_Worker]) -> _Worker:
+    """The worker whose own failure made ``lost`` lose its peer: one that exited non-zero and not
+    ``PEER_LOST`` within ``PEER_LOST_WAIT`` seconds, else ``lost`` itself."""
+    deadline = time.monotonic() + PEER_LOST_WAIT
+    while True:
+        codes = [(worker, worker.process.poll()) for worker in workers]
+        cause = next((w for w, code in codes if code not in (None, 0, PEER_LOST)), None)
+        if cause is not None:
+            log.info("%s %s: it lost its peer", *_told(lost))
+            return cause
+        if all(code is not None for _, code in codes) or time.monotonic() >= deadline:
+            return lost
+        time.sleep(_POLL_INTERVAL)
 
 
 def _failed_while_stopping(workers: list[_Worker]) -> _Worker | None:

@@ -39,7 +39,14 @@ from neox_model.kv_cache import KVCache
 from neox_model.norms import NORM_TYPES
 from neox_model.parallel_dims import ParallelDims
 from neox_model.parameters import count_parameters
-from neox_model.pipeline import layer_name_map, pipeline_layer, pipeline_loss, pipeline_specs
+from neox_model.pipeline import (
+    PipeLayer,
+    layer_name_map,
+    pipeline_layer,
+    pipeline_loss,
+    pipeline_specs,
+    run_tied,
+)
 from neox_model.process_group import (
     COLLECTIVE_TIMEOUT_MINUTES,
     LaunchEnv,
@@ -91,6 +98,7 @@ __all__ = [
     "ModelManifest",
     "Norm",
     "ParallelDims",
+    "PipeLayer",
     "PosEmb",
     "RankFiles",
     "RopeScaling",
@@ -122,6 +130,7 @@ __all__ = [
     "read_layout",
     "read_manifest",
     "resolve_step",
+    "run_tied",
     "shard",
     "shard_spec",
     "tensor_parallel_specs",

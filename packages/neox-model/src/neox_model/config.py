@@ -175,6 +175,14 @@ class ModelConfig:
             "rounding to the activations' type."
         ),
     )
+    rmsnorm_fp32_weight: bool = field(
+        default=False,
+        metadata=_doc(
+            "RMSNorm multiplies by its weight in float32, then rounds to the activations' type "
+            "(OLMo 2); false: rounds the normalised input, then multiplies (Llama). The same in "
+            "fp32; bf16 / fp16 round differently."
+        ),
+    )
     layernorm_epsilon: float = field(default=1e-5, metadata=_doc("LayerNorm epsilon."))
     rms_norm_epsilon: float = field(default=1e-8, metadata=_doc("RMSNorm epsilon."))
     scalenorm_epsilon: float = field(default=1e-8, metadata=_doc("ScaleNorm epsilon."))
@@ -369,8 +377,9 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.rmsnorm_unit_offset and self.norm != "rmsnorm":
-            raise ValueError("rmsnorm_unit_offset needs norm: rmsnorm")
+        for key in ("rmsnorm_unit_offset", "rmsnorm_fp32_weight"):
+            if getattr(self, key) and self.norm != "rmsnorm":
+                raise ValueError(f"{key} needs norm: rmsnorm")
         if self.rmsnorm_unit_offset and self.use_qk_layernorm and not self.qk_layernorm_per_head:
             raise ValueError(
                 "rmsnorm_unit_offset is not supported for query/key norms over all heads "

@@ -25,11 +25,20 @@ class RMSNorm(nn.Module):
     """With `fused` (rmsnorm_fusion), the CUDA kernel where it runs (csrc/kernels/rms_norm.cu)."""
 
     def __init__(
-        self, dim: int, eps: float, bias: bool, fused: bool = False, unit_offset: bool = False
+        self,
+        dim: int,
+        eps: float,
+        bias: bool,
+        fused: bool = False,
+        unit_offset: bool = False,
+        fp32_weight: bool = False,
     ) -> None:
-        """`unit_offset`: scale by 1 + weight (Gemma), in float32, the weight starting at 0."""
+        """`unit_offset`: scale by 1 + weight (Gemma), in float32, the weight starting at 0.
+        `fp32_weight`: scale by the weight in float32, then round (OLMo 2); else round the
+        normalised input to its type, then scale (Llama)."""
         super().__init__()
         self.eps, self.fused, self.unit_offset = eps, fused, unit_offset
+        self.fp32_weight = fp32_weight
         self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
@@ -37,6 +46,9 @@ class RMSNorm(nn.Module):
         if self.unit_offset:
             normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
             y = (normed * (1.0 + self.weight.float())).to(x.dtype)
+        elif self.fp32_weight:
+            normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+            y = (normed * self.weight.float()).to(x.dtype)
         elif self.fused and kernels.takes(x, self.weight) and self.weight.dtype == x.dtype:
             y = kernels.rms_norm_fused(x, self.weight, self.eps)
         else:
@@ -100,6 +112,7 @@ def build_norm(config: ModelConfig, width: int | None = None) -> nn.Module:
                 config.use_bias_in_norms,
                 fused=config.rmsnorm_fusion,
                 unit_offset=config.rmsnorm_unit_offset,
+                fp32_weight=config.rmsnorm_fp32_weight,
             )
         case "scalenorm":
             return ScaleNorm(config.scalenorm_epsilon)

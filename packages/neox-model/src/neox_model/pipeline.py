@@ -8,6 +8,13 @@ same weights (from the seed and the weight's name there), so a pipeline stage bu
 alone and the model is the same whatever the layout. `model_name` maps a layer's parameter names
 to the Transformer's, which is how per-layer checkpoints map back to one model.
 
+A model whose output layer is tied to the input embedding (`no_weight_tying: false`) ends with
+`TiedOutputPipe` instead of `OutputPipe`: the last stage's copy of the embedding weight, which
+the pipeline engine keeps equal to the first stage's (DeepSpeed's TiedLayerSpec: the copies
+start equal and their gradients are summed over the two stages before each step). Both layers
+carry the tie key `EMBED_TIE`; the copy is not a weight of its own: it is saved and loaded with
+the first stage's embedding.
+
 With `sequence_parallel` the tensors passed from stage to stage are each tensor-parallel rank's
 part of the sequence, (batch, seq / tp, hidden), sent to the same rank of the next stage (the
 pipeline engine must send them whole: DeepSpeed's `pipe_partitioned` off).
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -29,10 +36,27 @@ from neox_model.rotary import RotaryEmbedding
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     TPGroup,
+    VocabParallelEmbedding,
+    column_parallel_linear,
     next_token_loss,
     sum_replicated_gradients,
 )
 from neox_model.transformer import Block, WithEmbeddings, softcap
+
+# The tie key of the input embedding and the tied output layer, and the weight they share.
+EMBED_TIE = "embed"
+TIED_WEIGHT = "embed_in.weight"
+
+
+class PipeLayer(NamedTuple):
+    """One layer of the pipeline: its class and constructor arguments, and, for the layers of a
+    tied embedding, the tie key and the weights the tied layers share (the first layer with the
+    key owns the weights; later ones run on a copy that the pipeline engine keeps equal)."""
+
+    cls: type[nn.Module]
+    args: tuple[Any, ...]
+    tie: str | None = None
+    tied_weights: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,37 @@ class EmbeddingPipe(WithEmbeddings):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids -> (batch, seq, hidden), or (batch, seq / tp, hidden)."""
         return self.embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
+
+
+class TiedOutputPipe(nn.Module):
+    """hidden -> logits through the input embedding's weight (a copy of the first stage's, this
+    rank's share of the vocabulary), as `Transformer.logits` computes a tied output."""
+
+    def __init__(self, args: LayerArgs) -> None:
+        super().__init__()
+        self.tp = args.tp
+        self.sequence_parallel = args.sequence_parallel
+        self.embed_in = VocabParallelEmbedding(
+            args.vocab, args.config.hidden_size, args.tp, sequence_parallel=args.sequence_parallel
+        )
+        self.cap = args.config.final_logit_softcapping
+        init_weights(self, args.config, args.seed)  # as the first stage's: the same name, seed
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq or seq / tp, hidden) -> (batch, seq, vocab / tp)."""
+        local = column_parallel_linear(
+            x, self.embed_in.weight, None, self.tp, sequence_parallel=self.sequence_parallel
+        )
+        return softcap(local, self.cap)
+
+
+def run_tied(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A tied layer after the first, run on its copy (DeepSpeed TiedLayerSpec's forward_fn: a
+    function, which the engine neither saves nor loads: the copy follows the first stage's)."""
+    return module(x)  # type: ignore[no-any-return]
 
 
 class TransformerLayerPipe(nn.Module):
@@ -112,10 +167,7 @@ class OutputPipe(nn.Module):
     def __init__(self, args: LayerArgs) -> None:
         super().__init__()
         if not args.config.no_weight_tying:
-            raise ValueError(
-                "pipeline parallelism needs an untied output layer (no_weight_tying: true); "
-                "tied embeddings across pipeline stages are not supported yet"
-            )
+            raise ValueError("a tied output layer (no_weight_tying: false) is TiedOutputPipe")
         self.tp = args.tp
         self.embed_out = ColumnParallelLinear(
             args.config.hidden_size,
@@ -141,25 +193,32 @@ def pipeline_specs(
     seed: int,
     padded_vocab: int | None = None,
     sequence_parallel: bool = False,
-) -> list[tuple[type[nn.Module], tuple[Any, ...]]]:
-    """(layer class, constructor arguments) of every layer, in order; a pipeline engine builds
-    only the ones of its stage (DeepSpeed: `LayerSpec(cls, *args)`). `padded_vocab` and
+) -> list[PipeLayer]:
+    """Every layer, in order; a pipeline engine builds only the ones of its stage (DeepSpeed:
+    `LayerSpec(cls, *args)`, `TiedLayerSpec` for a layer with a tie key). `padded_vocab` and
     `sequence_parallel` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
     vocab = padded_vocab or config.padded_vocab(tp.size)
     args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1)
-    blocks = [(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]
+    blocks = [PipeLayer(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]
+    if config.no_weight_tying:
+        return [
+            PipeLayer(EmbeddingPipe, (args,)),
+            *blocks,
+            PipeLayer(FinalNormPipe, (args,)),
+            PipeLayer(OutputPipe, (args,)),
+        ]
     return [
-        (EmbeddingPipe, (args,)),
+        PipeLayer(EmbeddingPipe, (args,), EMBED_TIE, (TIED_WEIGHT,)),
         *blocks,
-        (FinalNormPipe, (args,)),
-        (OutputPipe, (args,)),
+        PipeLayer(FinalNormPipe, (args,)),
+        PipeLayer(TiedOutputPipe, (args,), EMBED_TIE, (TIED_WEIGHT,)),
     ]
 
 
 def pipeline_layer(name: str, config: ModelConfig) -> int:
     """The index in `pipeline_specs` (DeepSpeed's layer index) of the layer holding the
     `Transformer`'s parameter `name`: 0 the embeddings, 1 + i block i, then the final norm and
-    the output layer."""
+    the output layer (an untied one: a tied output's weight is the embedding's, in layer 0)."""
     head, _, rest = name.partition(".")
     match head:
         case "layers":

@@ -86,6 +86,7 @@ STYLES: dict[str, dict[str, Any]] = {
         norm_placement="post",
         use_qk_layernorm=True,
         qk_layernorm_per_head=False,
+        rmsnorm_fp32_weight=True,
         rotary_emb_base=500000,
     ),
     # Gemma 2: norms on both sides of attention and MLP scaling by 1 + weight, wide heads,

@@ -282,7 +282,8 @@ def _report(err: Exception, *, debug: bool) -> int:
 
 def _one_line(err: Exception) -> tuple[str | None, int]:
     """The message and exit code of an error that is not a bug: a user error (2), a run that
-    hung or diverged, a collective whose other end went away (1); (None, 1) for a bug."""
+    hung or diverged (1), a collective whose other end went away (PEER_LOST, 76); (None, 1) for
+    a bug."""
     if isinstance(err, USER_ERRORS):
         return str(err), 2
     if isinstance(err, OSError) and is_disk_full(err, err.filename or "."):
@@ -290,11 +291,11 @@ def _one_line(err: Exception) -> tuple[str | None, int]:
     if type(err).__name__ in _RUN_STOPPED:
         return str(err), 1
     if isinstance(err, RuntimeError):
-        from neox_train.parallel.watchdog import lost_rank
+        from neox_train.parallel.watchdog import PEER_LOST, lost_rank
 
         lost = lost_rank(err)
         if lost is not None:
-            return f"another rank went away ({lost}); its own error is the cause", 1
+            return f"another rank went away ({lost}); its own error is the cause", PEER_LOST
     return None, 1
 
 

@@ -59,6 +59,7 @@ from neox_train.engine.deepspeed_internals import (
 log = logging.getLogger(__name__)
 
 MASTER = "fp32"  # the fp32 master weights, beside the optimizer's own state keys
+_TIED = "tied_modules"  # where DeepSpeed's PipelineModule registers the layers of a tie
 
 
 # -- what this rank's engine looks like ------------------------------------------------------
@@ -66,11 +67,15 @@ MASTER = "fp32"  # the fp32 master weights, beside the optimizer's own state key
 
 def whole_model_names(module: nn.Module) -> dict[str, str]:
     """Local parameter name -> the Transformer's name of it (a pipeline stage's layers are
-    registered by their index, and each layer maps its names with `model_name`)."""
+    registered by their index, a tied layer under `tied_modules.KEY`, and each layer maps its
+    names with `model_name`). A tied output's copy of the embedding has the embedding's name."""
     names = {}
     for name, _ in module.named_parameters():
         head, _, rest = name.partition(".")
         layer = module._modules.get(head)
+        if head == _TIED and layer is not None:
+            key, _, rest = rest.partition(".")
+            layer = layer._modules.get(key)
         model_name = getattr(layer, "model_name", None)
         names[name] = model_name(rest) if model_name is not None and rest else name
     return names

@@ -18,11 +18,6 @@ def layout_problem(run: RunConfig) -> str | None:
             f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
             "pipeline engine supports ZeRO stages 0 and 1 only"
         )
-    if pipe > 1 and not model.no_weight_tying:
-        return (
-            f"pipe_parallel_size {pipe} needs no_weight_tying: true (tied input and output "
-            "embeddings across pipeline stages are not supported yet)"
-        )
     if run.parallel.zero_optimization.offloads_optimizer and run.optimizer.use_bnb_optimizer:
         return (
             "use_bnb_optimizer with an offloaded optimizer: ZeRO-Offload steps DeepSpeed's CPU "

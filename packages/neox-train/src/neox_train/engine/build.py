@@ -23,6 +23,7 @@ from neox_model import (
     build_kernels,
     pipeline_loss,
     pipeline_specs,
+    run_tied,
     shard_spec,
 )
 from neox_model.checkpoint import load_file
@@ -86,10 +87,29 @@ def build_module(
         if training.torch_compile:
             model.compile_blocks()
         return model
-    from deepspeed.pipe import LayerSpec, PipelineModule
+    from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
 
     layers = pipeline_specs(model_config, parallel.tp, seed, padded_vocab, sequence_parallel)
-    specs = [LayerSpec(cls, *args) for cls, args in layers]
+    specs: list[Any] = []
+    owned: set[str] = set()
+    for layer in layers:
+        if layer.tie is None:
+            specs.append(LayerSpec(layer.cls, *layer.args))
+            continue
+        # the first layer of a tie owns the weights (saved with it); later ones run on a copy
+        # the engine keeps equal: first broadcast from the owner's stage, then their gradients
+        # summed over the stages holding a copy
+        forward = run_tied if layer.tie in owned else None
+        owned.add(layer.tie)
+        specs.append(
+            TiedLayerSpec(
+                layer.tie,
+                layer.cls,
+                *layer.args,
+                forward_fn=forward,
+                tied_weight_attr=list(layer.tied_weights),
+            )
+        )
     return PipelineModule(
         layers=specs,
         topology=parallel.topology,

@@ -83,10 +83,10 @@ def _adam8bit(groups: list[dict[str, Any]], params: OptimizerParams) -> torch.op
 
 class GradientGuard(torch.optim.Optimizer):
     """`optimizer` behind a check of the whole model's gradient before each step: its norm (each
-    tensor-parallel shard once, a replicated parameter once, summed over `group`: the tensor and
-    pipeline ranks of one replica), clipping to `clip` (0: none) as ZeRO clips, and a skipped step
-    when the norm is not finite. DeepSpeed's engine reads `overflow` (a skipped step is counted
-    and leaves the LR schedule where it was) and `_global_grad_norm`.
+    tensor-parallel shard once, a replicated parameter once, a tied weight once, summed over
+    `group`: the tensor and pipeline ranks of one replica), clipping to `clip` (0: none) as ZeRO
+    clips, and a skipped step when the norm is not finite. DeepSpeed's engine reads `overflow` (a
+    skipped step is counted and leaves the LR schedule where it was) and `_global_grad_norm`.
 
     The wrapped optimizer keeps the parameters, state and hooks; its state dict is this one's.
     """
@@ -139,8 +139,13 @@ class GradientGuard(torch.optim.Optimizer):
     def grad_norm(self) -> float:
         """The global L2 norm of the gradients, as one replica of the whole model holds them."""
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        # a tied layer's copy on a later pipeline stage (DeepSpeed marks it ds_pipe_replicated)
+        # holds the same summed gradient as the first stage's: counted there
         counted = [
-            p.grad for p in params if self.tp_rank == 0 or getattr(p, "model_parallel", False)
+            p.grad
+            for p in params
+            if (self.tp_rank == 0 or getattr(p, "model_parallel", False))
+            and not getattr(p, "ds_pipe_replicated", False)
         ]
         device = params[0].device if params else torch.device("cpu")
         total = torch.zeros((), dtype=torch.float32, device=device)

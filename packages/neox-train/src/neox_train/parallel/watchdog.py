@@ -26,6 +26,9 @@ from neox_model import LaunchEnv
 
 log = logging.getLogger(__name__)
 
+# A rank whose collective lost another rank exits this (76, EX_PROTOCOL; neox_launch.PEER_LOST):
+# the launcher then names the rank that failed first, whose error is the cause.
+PEER_LOST = os.EX_PROTOCOL
 BEAT_SECONDS = 1.0
 QUIET_SECONDS = 5.0  # a heartbeat older than this: the rank is not running
 _TIMEOUT_WORDS = ("timed out", "timeout", "time out")

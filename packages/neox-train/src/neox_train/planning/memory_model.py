@@ -224,10 +224,11 @@ def head_activation_bytes(config: ModelConfig, tokens: Tokens, padded_vocab: int
 
 def _normalised_width(config: ModelConfig, w: int) -> int:
     """Bytes per element of the normalised x a norm keeps: none for LayerNorm, float32 for
-    Gemma's RMSNorm (1 + weight applied before rounding), else the activation width."""
+    Gemma's and OLMo 2's RMSNorm (the weight applied before rounding), else the activation
+    width."""
     if config.norm == "layernorm":
         return 0
-    return FP32 if config.rmsnorm_unit_offset else w
+    return FP32 if config.rmsnorm_unit_offset or config.rmsnorm_fp32_weight else w
 
 
 def embedding_activation_bytes(config: ModelConfig, tokens: Tokens) -> int:

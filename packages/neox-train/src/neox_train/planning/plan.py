@@ -111,7 +111,7 @@ def make_plan(
     layout = parallel_dims(run, world_size)
     batch = run.batch(world_size)
     config = run.model.with_vocab(vocab_size)
-    layers = layer_parameters(config, layout.tensor)
+    layers = layer_parameters(config, layout.tensor, pipeline=layout.pipe > 1)
     bounds = partition(layers, layout.pipe, run.parallel.pipe_partition_method)
     stages = tuple(
         _stage(run, config, layout, batch, layers, bounds, index) for index in range(layout.pipe)
@@ -124,9 +124,13 @@ def make_plan(
     return Plan(config, total, layout, batch, stages, flops, gpu_memory, speed)
 
 
-def layer_parameters(config: ModelConfig, tensor_parallel: int) -> list[tuple[str, int]]:
+def layer_parameters(
+    config: ModelConfig, tensor_parallel: int, pipeline: bool = True
+) -> list[tuple[str, int]]:
     """(pipeline layer class, parameters on one tensor-parallel rank) of every layer in
-    order: embedding, blocks, final norm, output layer (tied: counted with the embedding)."""
+    order: embedding, blocks, final norm, output layer. A tied output layer holds a copy of the
+    embedding (`TiedOutputPipe`), with its own optimizer state, in a pipeline only: without one
+    (`pipeline` false) the model's one embedding is counted once, in the first layer."""
     tp = TPGroup(None, 0, tensor_parallel)
     with torch.device("meta"):
         model = Transformer(config, tp=tp)
@@ -134,7 +138,9 @@ def layer_parameters(config: ModelConfig, tensor_parallel: int) -> list[tuple[st
     counts = [0] * len(specs)
     for name, param in model.named_parameters():
         counts[pipeline_layer(name, config)] += param.numel()
-    return [(cls.__name__, count) for (cls, _), count in zip(specs, counts, strict=True)]
+        if pipeline and specs[-1].tie is not None and name in specs[-1].tied_weights:
+            counts[-1] += param.numel()
+    return [(layer.cls.__name__, count) for layer, count in zip(specs, counts, strict=True)]
 
 
 def partition(layers: list[tuple[str, int]], stages: int, method: str) -> list[int]:
