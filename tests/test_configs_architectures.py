@@ -33,6 +33,7 @@ GPT2_VOCAB = 50257  # GPT-2's BPE (the classic GPT-NeoX sizes)
 LLAMA3_VOCAB = 128256  # Llama 3's tokenizer.json: 128,000 tokens and 256 special ones
 QWEN2_VOCAB = 151665  # Qwen 2 / 2.5's tokenizer.json: 151,643 tokens and 22 special ones
 QWEN3_VOCAB = 151669  # Qwen 3's: four more (<think>, </think>, <tool_response>, </tool_response>)
+QWEN15_VOCAB = 151646  # Qwen1.5's tokenizer.json: 151,643 tokens and 3 special ones
 OLMO2_VOCAB = 100278  # OLMo 2's dolma2 tokenizer (OLMo's vocab_size; embedding_size is 100352)
 GEMMA2_VOCAB = 256000  # Gemma 2's SentencePiece tokenizer and Hugging Face embedding rows
 
@@ -46,6 +47,7 @@ class Published:
     export: str | None = None  # neox-convert's --architecture for it
     non_embedding: int | None = None  # the published count without the embedding (and output)
     billions: float | None = None  # the published size rounded to 0.1B, where no total is
+    active: int | float | None = None  # a mixture of experts' active count (a float: rounded)
 
 
 def gpt_neox(layers, hidden, heads, vocab, rotary=1.0, parallel=False, total=None):
@@ -85,6 +87,8 @@ EXPORTS = {
     "Qwen3ForCausalLM": "qwen3",
     "Olmo2ForCausalLM": "olmo2",
     "Gemma2ForCausalLM": "gemma2",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
 }
 
 
@@ -138,6 +142,12 @@ def llama3(layers, hidden, heads, inner, total, factor, context=131072, **extra)
     )
 
 
+def dense_125m() -> int:
+    """GPT-NeoX's 125M, counted as `gpt_neox_dense` in neox-train's tests: untied embeddings of
+    GPT-2's vocabulary padded to 50,304, 12 layers of 12 h^2 + 13 h, a final LayerNorm."""
+    return 2 * 50304 * 768 + 12 * (12 * 768**2 + 13 * 768) + 2 * 768
+
+
 def qwen(version, layers, hidden, heads, kv, inner, total, padded=151936, **extra):
     """A Qwen 2.5 or 3 model: `padded` is config.json's vocab_size, more rows than the
     tokenizer has. No sliding window (use_sliding_window false; its sliding_window and
@@ -152,9 +162,8 @@ def qwen(version, layers, hidden, heads, kv, inner, total, padded=151936, **extr
         vocab=padded,
         eps=1e-6,
         theta=1000000.0,
-        hf_class=f"Qwen{version}ForCausalLM",
+        **{"hf_class": f"Qwen{version}ForCausalLM", **extra},
         use_sliding_window=False,
-        **extra,
     )
     return dataclasses.replace(published, vocab={2: QWEN2_VOCAB, 3: QWEN3_VOCAB}[version])
 
@@ -247,6 +256,15 @@ PUBLISHED: dict[str, Published] = {
     "19M.yml": classic(6, 512, 8),
     "49M.yml": classic(10, 640, 10, rotary=PYTHIA_CLASSIC, parallel=True),
     "125M.yml": classic(12, 768, 12),
+    # GPT-NeoX's 125M-dmoe: 125M with 4 experts per MLP (4h MLPs with biases) and a router of
+    # 768 x 4, one expert per token; counted from that definition (no published count)
+    "moe/125M-dmoe.yml": dataclasses.replace(
+        classic(12, 768, 12),
+        hf_class=None,
+        export=None,
+        total=dense_125m() + 12 * (3 * (8 * 768**2 + 5 * 768) + 768 * 4),
+        active=dense_125m() + 12 * 768 * 4,
+    ),
     "350M.yml": classic(24, 1024, 16),
     "760M.yml": classic(24, 1536, 16),
     "800M.yml": classic(16, 2048, 8),
@@ -313,6 +331,52 @@ PUBLISHED: dict[str, Published] = {
     # MLP, soft caps, a window on every other layer, scaled embeddings)
     "gemma2/2B.yml": gemma2(26, 2304, 8, 4, 9216, 2_024_517_888, 2.6),
     "gemma2/9B.yml": gemma2(42, 3584, 16, 8, 14336, 8_324_201_984, 9.2),
+    # Mixtral 8x7B (Jiang et al., 2024); mistralai/Mixtral-8x7B-v0.1: "46.7B total
+    # parameters but only uses 12.9B parameters per token"
+    "mixtral/8x7B.yml": dataclasses.replace(
+        llama(
+            32,
+            4096,
+            32,
+            14336,
+            46_702_792_704,
+            kv=8,
+            context=32768,
+            theta=1000000.0,
+            hf_class="MixtralForCausalLM",
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            sliding_window=None,
+            router_aux_loss_coef=0.02,
+        ),
+        active=12.9,
+    ),
+    # Qwen1.5-MoE-A2.7B (Qwen Team, 2024); Qwen/Qwen1.5-MoE-A2.7B: "14.3B parameters in total
+    # and 2.7B activated parameters during runtime"
+    "qwen1.5-moe/A2.7B.yml": dataclasses.replace(
+        qwen(
+            2,
+            24,
+            2048,
+            16,
+            16,
+            5632,
+            None,
+            context=8192,
+            hf_class="Qwen2MoeForCausalLM",
+            moe_intermediate_size=1408,
+            shared_expert_intermediate_size=5632,
+            num_experts=60,
+            num_experts_per_tok=4,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            router_aux_loss_coef=0.001,
+        ),
+        vocab=QWEN15_VOCAB,
+        billions=14.3,
+        active=2.7,
+    ),
     # Falcon-7B's sizes (tiiuae/falcon-7b); neox-convert has no Falcon export
     "falcon/7B.yml": Published(
         65024,
@@ -391,6 +455,13 @@ def test_parameter_count_matches_the_published_model(name):
         assert count - embeddings == published.non_embedding
     if published.billions is not None:  # a rounded size: checked to the digit given
         assert round(count / 1e9, 1) == published.billions
+    active = count_parameters(config, tp, active=True)
+    if published.active is None:
+        assert active == count  # a dense model: every parameter is active
+    elif isinstance(published.active, float):
+        assert round(active / 1e9, 1) == published.active
+    else:
+        assert active == published.active
 
 
 EXPORTED = sorted(name for name, p in PUBLISHED.items() if p.export is not None)
@@ -417,6 +488,15 @@ COMPARED = (
     "attn_logit_softcapping",
     "final_logit_softcapping",
     "layer_types",
+    "num_local_experts",
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+    "norm_topk_prob",
+    "decoder_sparse_step",
+    "mlp_only_layers",
+    "router_aux_loss_coef",
 )
 
 
@@ -440,16 +520,47 @@ def test_export_covers_every_hugging_face_tensor(name):
     assert head_width(exported_config) == head_width(expected)
     exported = arch.to_hf(model.state_dict(), config)
     theirs = hf_model(expected, published.hf_class)
-    loaded_as = {as_loaded(k, published.hf_class): tuple(v.shape) for k, v in exported.items()}
-    assert len(loaded_as) == len(exported)
-    assert loaded_as == {k: tuple(p.shape) for k, p in theirs.named_parameters()}
+    loaded = loaded_shapes(exported, published.hf_class, expected.model_type)
+    assert loaded == {k: tuple(p.shape) for k, p in theirs.named_parameters()}
 
 
-def as_loaded(name: str, hf_class: str) -> str:
-    """The parameter a checkpoint tensor called `name` loads into: transformers renames some
-    names of older checkpoints as it loads them (GPTNeoX's embed_out is lm_head in 5.x)."""
-    renames = get_checkpoint_conversion_mapping(hf_class) or []
-    for rename in renames:
-        if isinstance(rename, WeightRenaming):
-            name = re.sub(rename.source_patterns[0], rename.target_patterns[0], name)
-    return name
+def loaded_shapes(exported: dict[str, Any], hf_class: str, model_type: str) -> dict[str, Any]:
+    """The parameters checkpoint tensors load into, with their shapes: transformers renames some
+    names of older checkpoints as it loads them (GPTNeoX's embed_out is lm_head in 5.x) and
+    stacks the experts that the files keep apart (`experts.E.w1` and `w3` into
+    `experts.gate_up_proj`, experts x (w1 rows + w3 rows) x hidden). Each file tensor loads once."""
+    mapping = [
+        *(get_checkpoint_conversion_mapping(hf_class) or []),
+        *(get_checkpoint_conversion_mapping(model_type) or []),
+    ]
+    shapes: dict[str, Any] = {}
+    stacked: dict[str, dict[int, list[tuple[int, ...]]]] = {}
+    for name, tensor in exported.items():
+        for rule in mapping:
+            if isinstance(rule, WeightRenaming):
+                name = re.sub(rule.source_patterns[0], rule.target_patterns[0], name)
+        for rule in mapping:
+            if isinstance(rule, WeightRenaming):
+                continue
+            for pattern in rule.source_patterns:
+                regex = re.escape(pattern).replace(r"\*", r"(\d+)") + "$"
+                match = re.search(regex, name)
+                if match:
+                    target = name[: match.start()] + rule.target_patterns[0]
+                    stacked.setdefault(target, {}).setdefault(int(match[1]), []).append(
+                        tuple(tensor.shape)
+                    )
+                    break
+            else:
+                continue
+            break
+        else:
+            assert name not in shapes, f"{name} loaded twice"
+            shapes[name] = tuple(tensor.shape)
+    for target, experts in stacked.items():
+        first = experts[0]
+        assert sorted(experts) == list(range(len(experts)))
+        assert all(parts == first for parts in experts.values())  # every expert alike
+        rows = sum(shape[0] for shape in first)
+        shapes[target] = (len(experts), rows, first[0][1])
+    return shapes

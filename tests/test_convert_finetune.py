@@ -80,26 +80,33 @@ def test_fine_tuning_an_imported_llama_lowers_its_loss(corpus, tmp_path):
 
 FAMILY_RUNS = [
     *(
-        (k, "--model_parallel_size")
+        (k, "--model_parallel_size", 2)
         for k in ("llama3", "llama3.2", "qwen2", "qwen3", "olmo2", "gemma2")
     ),
-    ("gemma2", "--pipe_parallel_size"),  # tied: the last stage's output runs on a copy
+    ("gemma2", "--pipe_parallel_size", 2),  # tied: the last stage's output runs on a copy
+    # mixtures of experts: 2 data-parallel ranks (experts run without tensor parallelism)
+    ("mixtral", "--model_parallel_size", 1),
+    ("qwen2_moe", "--model_parallel_size", 1),
 ]
+LAYOUT_IDS = {"--model_parallel_size": "tp", "--pipe_parallel_size": "pp"}
 
 
 @pytest.mark.parametrize(
-    ("kind", "split"),
+    ("kind", "split", "size"),
     FAMILY_RUNS,
-    ids=[f"{k}-{'pp' if 'pipe' in s else 'tp'}2" for k, s in FAMILY_RUNS],
+    ids=[f"{k}-{LAYOUT_IDS[s]}{n}" for k, s, n in FAMILY_RUNS],
 )
-def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_path, kind, split):
+def test_fine_tuning_an_imported_new_family_model_and_exporting_it(
+    corpus, tmp_path, kind, split, size
+):
     """Llama 3.1 (llama3 rotary scaling), Llama 3.2 (tied), Qwen2 (QKV bias, linear scaling) and
     Qwen3 (wide heads, query/key norms, yarn), OLMo 2 (post norms, query/key norms over all
     heads), Gemma 2 (sandwich norms scaling by 1 + weight, soft caps, a window on every other
-    layer, scaled and tied embeddings): imported at tensor size 2 (Gemma 2 also over 2 pipeline
-    stages), fine-tuned for a few steps (the loss falls), exported without naming the
-    architecture: transformers loads the export as the family's class and computes neox's
-    logits."""
+    layer, scaled and tied embeddings), Mixtral and Qwen2-MoE (experts, the load-balancing loss
+    in training): imported at tensor size 2 (Gemma 2 also over 2 pipeline stages; the mixtures
+    of experts at 1, trained over 2 data-parallel ranks), fine-tuned for a few steps (the loss
+    falls), exported without naming the architecture: transformers loads the export as the
+    family's class and computes neox's logits."""
     from transformers import AutoModelForCausalLM
 
     vocab = len(json.loads((corpus / "tokenizer.json").read_text())["model"]["vocab"])
@@ -109,7 +116,7 @@ def test_fine_tuning_an_imported_new_family_model_and_exporting_it(corpus, tmp_p
     shutil.copyfile(corpus / "tokenizer.json", hf_dir / "tokenizer.json")
     imported = tmp_path / "imported"
     result = neox(
-        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported, split, 2,
+        "convert", "from-hf", "--input_dir", hf_dir, "--output_dir", imported, split, size,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     reference = run_config(corpus, tmp_path / "tuned")

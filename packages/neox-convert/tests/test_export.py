@@ -447,9 +447,10 @@ def test_a_model_no_architecture_reproduces_is_refused_naming_each_reason(tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no Hugging Face architecture reproduces this model exactly" in err[0]
-    for family in ("GPTNeoX", "Llama", "Mistral", "Qwen2", "Qwen3", "OLMo2", "Gemma2"):
+    families = ("GPTNeoX", "Llama", "Mistral", "Qwen2", "Qwen3", "OLMo2", "Gemma2", "Mixtral")
+    for family in (*families, "Qwen2MoE"):
         assert f" {family}: " in err[0]
-    assert err[0].count("rope_scaling dynamic") == 7
+    assert err[0].count("rope_scaling dynamic") == 9
     assert not (tmp_path / "hf").exists()
 
 

@@ -97,6 +97,20 @@ def test_the_llama_family_loads_and_plans_with_a_training_file(name, counted, tr
     assert checkpoint.override_lr_scheduler == (training == "llama_train_config.yml")
 
 
+def test_the_dropless_moe_file_loads_and_plans_every_expert_and_the_active_ones():
+    """125M-dmoe: the 125M model with every MLP one of 4 experts (moe_expert_interval 1), one
+    per token (moe_top_k 1) chosen by the Sinkhorn router, whose matrix is h x 4."""
+    plan = planned(["125M-dmoe.yml"], GPT2_VOCAB)
+    dense = gpt_neox_dense(12, 768, GPT2_VOCAB)
+    mlp = 8 * 768 * 768 + 5 * 768  # h x 4h and 4h x h with biases
+    router = 768 * 4
+    assert plan.parameters == dense + 12 * (3 * mlp + router)
+    assert plan.active_parameters == dense + 12 * router
+    model = plan.config
+    assert (model.moe_num_experts, model.moe_top_k, model.moe_router_type) == (4, 1, "sinkhorn")
+    assert model.moe_layers == 12
+
+
 def test_the_20b_finetuning_bf16_and_setup_files_load_and_plan():
     assert planned(["20B.yml"], NEOX_VOCAB).parameters == 20_554_567_680
     finetune = planned(["finetuning_6-9B.yml"], NEOX_VOCAB)
@@ -136,8 +150,11 @@ def refused(names):
 
 
 REFUSED = {
-    ("125M-moe.yml",): ({"mixture-of-experts layers"}, 4),
-    ("125M-dmoe.yml",): ({"mixture-of-experts layers"}, 2),
+    # moe_type deepspeed, moe_token_dropping
+    ("125M-moe.yml",): (
+        {"DeepSpeed's token-dropping MoE (moe_type deepspeed) and expert parallelism"},
+        2,
+    ),
     ("training.yml", "mamba_130M.yml"): (
         {"Mamba layers", "Mamba's initialisation (single_residual_scaled_normal)"},
         5,

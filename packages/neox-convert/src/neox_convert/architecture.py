@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 import torch
 
-from neox_convert import gemma2, gpt_neox, llama, mistral, olmo2, qwen
+from neox_convert import gemma2, gpt_neox, llama, mistral, moe_families, olmo2, qwen
 from neox_convert.errors import ConversionError, ExportError
 from neox_convert.key_map import StateDict
 from neox_model import ModelConfig
 
-ArchitectureName = Literal["neox", "llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2"]
+ArchitectureName = Literal[
+    "neox", "llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2", "mixtral", "qwen2_moe"
+]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,26 @@ ARCHITECTURES: dict[ArchitectureName, Architecture] = {
         gemma2.to_hf,
         gemma2.model_config,
         gemma2.from_hf,
+    ),
+    "mixtral": Architecture(
+        "mixtral",
+        "MixtralForCausalLM",
+        "Mixtral",
+        moe_families.mixtral_export_problems,
+        moe_families.mixtral_hf_config,
+        moe_families.mixtral_to_hf,
+        moe_families.mixtral_model_config,
+        moe_families.mixtral_from_hf,
+    ),
+    "qwen2_moe": Architecture(
+        "qwen2_moe",
+        "Qwen2MoeForCausalLM",
+        "Qwen2MoE",
+        moe_families.qwen2_moe_export_problems,
+        moe_families.qwen2_moe_hf_config,
+        moe_families.qwen2_moe_to_hf,
+        moe_families.qwen2_moe_model_config,
+        moe_families.qwen2_moe_from_hf,
     ),
 }
 

@@ -1,7 +1,8 @@
 """`neox-convert`: convert neox checkpoints to and from other formats.
 
 neox-convert to-hf      --input_dir CKPT --output_dir OUT
-                        [--architecture neox|llama|mistral|qwen2|qwen3|olmo2|gemma2]
+                        [--architecture neox|llama|mistral|qwen2|qwen3|olmo2|gemma2|
+                         mixtral|qwen2_moe]
                         [--config_file YML ...]
 neox-convert from-hf    --input_dir HF_DIR --output_dir RUN [--model_parallel_size N]
                         [--pipe_parallel_size N]

@@ -62,6 +62,8 @@ def export_problems(config: ModelConfig) -> list[str]:
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} (GPTNeoX uses rotary positions)")
+    if config.moe:
+        problems.append(f"moe_num_experts {config.moe_num_experts} (GPTNeoX's MLPs are dense)")
     problems += scaling_problems(config)
     if config.attention_width != config.hidden_size:
         problems.append(

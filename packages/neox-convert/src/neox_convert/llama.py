@@ -114,12 +114,14 @@ def family_problems(
     placement: str = "pre",
     gemma: bool = False,
     fp32_weight: bool = False,
+    moe: bool = False,
 ) -> list[str]:
     """Why `family` (Llama, Mistral, Qwen2, Qwen3, OLMo2 or Gemma2: with the query/key norms
     `qk_norm`, norms on the inputs or outputs of attention and MLP as `placement` says, Gemma 2's
     features where `gemma`, RMSNorms scaling by the weight in float32 before rounding where
-    `fp32_weight`) cannot reproduce `config` exactly, its biases and windows aside; empty when
-    it can."""
+    `fp32_weight`, mixtures of experts where `moe`: their details are
+    `moe_families.moe_problems`) cannot reproduce `config` exactly, its biases and windows
+    aside; empty when it can."""
     problems = []
     if config.pos_emb != "rotary":
         problems.append(f"pos_emb {config.pos_emb!r} ({family} uses rotary positions)")
@@ -147,6 +149,8 @@ def family_problems(
         )
     if config.activation not in HF_ACTIVATIONS:
         problems.append(f"activation {config.activation!r} ({family}'s MLP is gated)")
+    if config.moe and not moe:
+        problems.append(f"moe_num_experts {config.moe_num_experts} ({family}'s MLPs are dense)")
     if config.gpt_j_residual:
         problems.append(f"gpt_j_residual ({family}'s blocks are sequential)")
     if not gemma:

@@ -61,7 +61,7 @@ def qwen3_export_problems(config: ModelConfig) -> list[str]:
     )
 
 
-def _window_config(config: ModelConfig) -> dict[str, Any]:
+def window_config(config: ModelConfig) -> dict[str, Any]:
     """Qwen's window keys for neox's `sliding_window_width`: every layer windowed, or none."""
     window = hf_window(config)
     if window is None:
@@ -78,7 +78,7 @@ def qwen2_hf_config(
     vocab = padded_vocab or config.padded_vocab_size
     return Qwen2Config(
         **common_hf_config(config, eod_id, vocab, head_dim_key=False),
-        **_window_config(config),
+        **window_config(config),
         architectures=["Qwen2ForCausalLM"],
         dtype=dtype,
     )
@@ -92,7 +92,7 @@ def qwen3_hf_config(
 
     return Qwen3Config(
         **common_hf_config(config, eod_id, padded_vocab or config.padded_vocab_size),
-        **_window_config(config),
+        **window_config(config),
         attention_bias=config.use_bias_in_attn_linear,
         architectures=["Qwen3ForCausalLM"],
         dtype=dtype,

@@ -6,7 +6,8 @@ Pythia / GPT-NeoX-20B (rotary, parallel residual, LayerNorm, GELU), LLaMA and Co
 RMSNorm, SwiGLU, no biases), Llama 3 (plus rotary scaling), Mistral (plus a sliding window),
 Qwen 2 (a bias on QKV only), Qwen 3 (per-head query/key norms, wider heads), OLMo 2 (norms
 after attention and MLP, query/key norms over all heads), Gemma 2 (norms on both sides, soft-
-capped logits, alternating sliding windows, scaled embeddings), Falcon- and PaLM-style models.
+capped logits, alternating sliding windows, scaled embeddings), Falcon- and PaLM-style models,
+and mixture-of-experts models (GPT-NeoX's dropless MoE, Mixtral, Qwen2-MoE: the `moe_*` keys).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ AttentionType = Literal["global", "flash"]
 # GPT-NeoX's attention_config: [[["global"], 12]] = 12 layers of global attention
 AttentionConfig = tuple[tuple[tuple[AttentionType, ...], int], ...]
 RopeType = Literal["linear", "dynamic", "llama3", "yarn"]
+MoERouterType = Literal["sinkhorn", "topk", "softmax_topk"]
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -277,6 +279,77 @@ class ModelConfig:
     output_layer_parallelism: Literal["column"] = field(
         default="column", metadata=_doc("Output layer split over the vocabulary.")
     )
+    moe_num_experts: int = field(
+        default=1,
+        metadata=_doc(
+            "Experts of each mixture-of-experts layer; 1: every MLP is dense (GPT-NeoX's key)."
+        ),
+    )
+    moe_expert_interval: int = field(
+        default=1,
+        metadata=_doc(
+            "Layer i (counted from 0) is a mixture-of-experts layer when i % this == 0, as in "
+            "GPT-NeoX; the others keep the dense MLP."
+        ),
+    )
+    moe_top_k: int = field(default=1, metadata=_doc("Experts each token is sent to."))
+    moe_router_type: MoERouterType = field(
+        default="sinkhorn",
+        metadata=_doc(
+            "sinkhorn (GPT-NeoX's default: Sinkhorn-balanced choice in training, no load-"
+            "balancing loss), topk (GPT-NeoX's: top-k of the softmax, not renormalised) or "
+            "softmax_topk (Mixtral, Qwen2-MoE: top-k of the float32 softmax, renormalised "
+            "unless moe_normalize_topk is false)."
+        ),
+    )
+    moe_normalize_topk: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "softmax_topk: renormalise the chosen experts' weights to sum 1 (Mixtral; "
+            "Qwen2-MoE's norm_topk_prob). null: the router's own (yes for softmax_topk)."
+        ),
+    )
+    moe_jitter_eps: float | None = field(
+        default=None,
+        metadata=_doc(
+            "In training the router reads x times uniform noise in [1 - eps, 1 + eps] "
+            "(GPT-NeoX's key); null: none."
+        ),
+    )
+    moe_lbl_in_fp32: bool = field(
+        default=False,
+        metadata=_doc("Compute the load-balancing loss's softmax in float32 (GPT-NeoX's key)."),
+    )
+    moe_loss_coeff: float = field(
+        default=0.1,
+        metadata=_doc(
+            "Weight of the load-balancing loss in the training loss (GPT-NeoX's key and "
+            "default; transformers' router_aux_loss_coef): num_experts * sum_e f_e P_e over "
+            "the tokens of every MoE layer together, as transformers' Mixtral computes it. "
+            "Not with the sinkhorn router, which balances by itself."
+        ),
+    )
+    moe_z_loss_coeff: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Weight of the router z-loss (ST-MoE: mean logsumexp(router logits)^2, averaged "
+            "over the MoE layers) in the training loss; 0: off."
+        ),
+    )
+    moe_ffn_hidden_size: int | None = field(
+        default=None,
+        metadata=_doc(
+            "Each expert's inner width (Mixtral's intermediate_size, Qwen2-MoE's "
+            "moe_intermediate_size); null: the dense MLP's."
+        ),
+    )
+    moe_shared_expert_intermediate_size: int = field(
+        default=0,
+        metadata=_doc(
+            "Inner width of a shared expert every token passes through, behind a sigmoid gate "
+            "(Qwen2-MoE's shared_expert_intermediate_size); 0: none."
+        ),
+    )
     hidden_dropout: float = field(default=0.1, metadata=_doc("Dropout on block outputs."))
     attention_dropout: float = field(default=0.1, metadata=_doc("Dropout on attention probs."))
     init_method: InitMethod = field(
@@ -300,6 +373,7 @@ class ModelConfig:
         self._check_sizes()
         self._check_positions()
         self._check_attention()
+        self._check_moe()
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -386,6 +460,35 @@ class ModelConfig:
                 "(qk_layernorm_per_head: false)"
             )
 
+    def _check_moe(self) -> None:
+        experts, k = self.moe_num_experts, self.moe_top_k
+        if experts < 1:
+            raise ValueError(f"moe_num_experts must be at least 1, got {experts}")
+        if self.moe_expert_interval < 1:
+            raise ValueError(
+                f"moe_expert_interval must be at least 1, got {self.moe_expert_interval}"
+            )
+        if experts > 1 and not 1 <= k <= experts:
+            raise ValueError(f"moe_top_k {k} must lie in 1..moe_num_experts ({experts})")
+        if self.moe_router_type not in ("sinkhorn", "topk", "softmax_topk"):
+            raise ValueError(
+                f"moe_router_type {self.moe_router_type!r}: use sinkhorn, topk or softmax_topk"
+            )
+        if self.moe_normalize_topk is not None and self.moe_router_type != "softmax_topk":
+            raise ValueError(
+                f"moe_normalize_topk applies to the softmax_topk router, not {self.moe_router_type}"
+            )
+        eps = self.moe_jitter_eps
+        if eps is not None and not 0.0 <= eps < 1.0:
+            raise ValueError(f"moe_jitter_eps must lie in [0, 1), got {eps}")
+        for name in ("moe_loss_coeff", "moe_z_loss_coeff", "moe_shared_expert_intermediate_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.moe_ffn_hidden_size is not None and self.moe_ffn_hidden_size <= 0:
+            raise ValueError(
+                f"moe_ffn_hidden_size must be positive, got {self.moe_ffn_hidden_size}"
+            )
+
     def _check_attention(self) -> None:
         types = self.attention_types
         if len(types) != self.num_layers:
@@ -436,6 +539,25 @@ class ModelConfig:
         if self.gated:
             width = int(width * 2 / 3) // 2
         return round_up(width, self.mlp_multiple_of)
+
+    @property
+    def moe(self) -> bool:
+        """Whether any layer is a mixture of experts."""
+        return self.moe_num_experts > 1
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer `layer` (from 0) is a mixture-of-experts layer (GPT-NeoX's rule)."""
+        return self.moe and layer % self.moe_expert_interval == 0
+
+    @property
+    def moe_layers(self) -> int:
+        """How many layers are mixtures of experts."""
+        return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+
+    @property
+    def expert_ffn_size(self) -> int:
+        """Each expert's inner width."""
+        return self.moe_ffn_hidden_size or self.ffn_size
 
     @property
     def max_positions(self) -> int:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from neox_model.config import InitMethod, ModelConfig
+from neox_model.moe import Experts
 from neox_model.norms import NORM_TYPES
 from neox_model.tensor_parallel import (
     ColumnParallelLinear,
@@ -28,6 +29,7 @@ from neox_model.tensor_parallel import (
 
 SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
 OUTPUT_PROJECTIONS = ("attention.dense", "mlp.dense_4h_to_h")  # use output_layer_init_method
+MOE_GATES = ("mlp.router", "mlp.shared_expert_gate")  # by init_method (GPT-NeoX's router's)
 
 
 def init_std(method: InitMethod, config: ModelConfig, shape: tuple[int, ...]) -> float:
@@ -86,3 +88,32 @@ def init_weights(root: nn.Module, config: ModelConfig, seed: int, prefix: str = 
                 bias = getattr(module, "bias", None)
                 if isinstance(bias, torch.Tensor):
                     bias.zero_()
+            elif isinstance(module, Experts):
+                _init_experts(module, name, config, seed)
+            elif isinstance(module, nn.Linear) and name.endswith(MOE_GATES):
+                generator = weight_generator(seed, f"{name}.weight")
+                full = init_tensor(
+                    config.init_method, config, tuple(module.weight.shape), generator
+                )
+                module.weight.copy_(full)
+
+
+def _init_experts(module: Experts, name: str, config: ModelConfig, seed: int) -> None:
+    """Each expert's matrices as a dense MLP's: the input side by `init_method`, the output side
+    by `output_layer_init_method`, drawn (out, in) per expert and stored (in, out); biases 0."""
+    for weight, method in (
+        (module.w_in, config.init_method),
+        (module.w_out, config.output_layer_init_method),
+    ):
+        experts, fan_in, fan_out = weight.shape
+        generator = weight_generator(seed, f"{name}.{'w_in' if weight is module.w_in else 'w_out'}")
+        full = init_tensor(method, config, (experts * fan_out, fan_in), generator)
+        if method in ("xavier_normal", "xavier_uniform"):  # fans of one expert's matrix
+            scale = init_std(method, config, (fan_out, fan_in)) / init_std(
+                method, config, (experts * fan_out, fan_in)
+            )
+            full = full * scale
+        weight.copy_(full.view(experts, fan_out, fan_in).transpose(1, 2))
+    for bias in (module.b_in, module.b_out):
+        if bias is not None:
+            bias.zero_()

@@ -30,22 +30,25 @@ Auxiliary losses, unweighted (the training loop owns the coefficients):
 
 Weights: experts stacked (experts, in, out); gated experts hold [up | gate] along `out`, GPT-NeoX's
 order (Mixtral's gate_up_proj is [gate | up], (experts, out, in)). Parameters are allocated as
-zeros; the model's initialisation fills them. Not here yet: tensor and expert parallelism
-(plain tensors only), grouped GEMM kernels.
+zeros; the model's initialisation fills them (`neox_model.initialization`: the router, the
+experts' input side and the shared expert's gate by `init_method`, their output side by
+`output_layer_init_method`). In a model, layer i is an MoE layer as `ModelConfig.is_moe_layer`
+says and `Transformer` adds the auxiliary losses to the training loss (`MoELosses`). Not here
+yet: tensor, expert and pipeline parallelism (plain tensors only), grouped GEMM kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from neox_model.config import GATED_ACTIVATIONS, Activation
+from neox_model.config import GATED_ACTIVATIONS, Activation, ModelConfig, MoERouterType
 from neox_model.mlp import activation_function
 
-RouterType = Literal["softmax_topk", "topk", "sinkhorn"]
+RouterType = MoERouterType
 SINKHORN_TOLERANCE = 1e-4  # GPT-NeoX's
 SINKHORN_MAX_ITERATIONS = 1000
 
@@ -91,12 +94,26 @@ class MoEConfig:
         return self.normalize_topk
 
 
+def moe_config_of(config: ModelConfig) -> MoEConfig:
+    """The MoE layers' hyper-parameters of a model config (its `moe_*` keys)."""
+    return MoEConfig(
+        num_experts=config.moe_num_experts,
+        top_k=config.moe_top_k,
+        router_type=config.moe_router_type,
+        normalize_topk=config.moe_normalize_topk,
+        jitter_eps=config.moe_jitter_eps,
+        lbl_in_fp32=config.moe_lbl_in_fp32,
+        shared_expert_ffn_size=config.moe_shared_expert_intermediate_size,
+    )
+
+
 class MoEOutput(NamedTuple):
     output: torch.Tensor  # (..., hidden), the input's shape
     load_balancing_loss: torch.Tensor  # () float32 when lbl_in_fp32
     z_loss: torch.Tensor  # () float32
     expert_share: torch.Tensor  # (experts,) share of the token-slots per expert, no gradient
     router_logits: torch.Tensor  # (tokens, experts)
+    expert_counts: torch.Tensor  # (experts,) token-slots routed to each expert, no gradient
 
 
 class Experts(nn.Module):
@@ -239,6 +256,7 @@ class MoE(nn.Module):
             z_loss=z_loss(logits),
             expert_share=(counts.float() / slot_expert.numel()).detach(),
             router_logits=logits,
+            expert_counts=counts.detach(),
         )
 
     def shared(self, flat: torch.Tensor) -> torch.Tensor | float:
@@ -247,3 +265,37 @@ class MoE(nn.Module):
             return 0.0
         gate = torch.sigmoid(self.shared_expert_gate(flat))  # (tokens, 1)
         return gate * self.shared_expert.expert(0, flat)
+
+
+def layer_stats(out: MoEOutput, config: MoEConfig) -> torch.Tensor:
+    """One MoE layer's contribution to the model's auxiliary losses, packed as one tensor
+    (2 * experts + 1,): [slots per expert (no gradient) | router probabilities summed over the
+    tokens | z-loss]. Summed over layers, `MoELosses.of` reads it."""
+    logits = out.router_logits
+    probs = torch.softmax(logits.float() if config.lbl_in_fp32 else logits, dim=-1)
+    return torch.cat(
+        [out.expert_counts.float(), probs.sum(dim=0).float(), out.z_loss.float().view(1)]
+    )
+
+
+class MoELosses(NamedTuple):
+    """The auxiliary losses of one forward pass over every MoE layer, unweighted."""
+
+    load_balancing: torch.Tensor  # () num_experts * sum_e f_e P_e over all layers' tokens
+    z: torch.Tensor  # () the router z-loss, averaged over the layers
+    expert_share: torch.Tensor  # (experts,) share of the token-slots, over all layers
+
+    @staticmethod
+    def of(stats: torch.Tensor, layers: int, tokens: int, experts: int) -> MoELosses:
+        """From `layer_stats` summed over `layers` MoE layers of `tokens` tokens each: the
+        load-balancing loss as transformers' `load_balancing_loss_func` computes it over the
+        layers' router logits together (f_e: slots routed to e per token, so sum_e f_e = top_k;
+        P_e: the mean router probability of e)."""
+        counts, probs, z = stats[:experts], stats[experts : 2 * experts], stats[-1]
+        f = counts / (layers * tokens)
+        mean_probs = probs / (layers * tokens)
+        return MoELosses(
+            load_balancing=experts * torch.sum(f * mean_probs),
+            z=z / layers,
+            expert_share=(counts / counts.sum()).detach(),
+        )

@@ -123,6 +123,10 @@ class TransformerLayerPipe(nn.Module):
     def __init__(self, args: LayerArgs, index: int) -> None:
         super().__init__()
         config, tp = args.config, args.tp
+        if config.is_moe_layer(index):  # its auxiliary losses would not reach the loss
+            raise ValueError(
+                "mixture-of-experts layers do not run in a pipeline yet: use pipe_parallel_size 1"
+            )
         self.index = index
         self.block = Block(config, tp, index, sequence_parallel=args.sequence_parallel)
         init_weights(self.block, config, args.seed, prefix=f"layers.{index}")

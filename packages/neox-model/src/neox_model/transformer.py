@@ -31,6 +31,7 @@ from neox_model.config import ModelConfig
 from neox_model.initialization import init_weights
 from neox_model.kv_cache import KVCache
 from neox_model.mlp import MLP
+from neox_model.moe import MoE, MoELosses, layer_stats, moe_config_of
 from neox_model.norms import build_norm
 from neox_model.rotary import RotaryEmbedding
 from neox_model.sinusoidal import SinusoidalEmbedding
@@ -119,15 +120,36 @@ class Block(nn.Module):
         self.post_attention_layernorm = (
             build_norm(config) if before and not config.gpt_j_tied else None
         )
-        self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)
+        self.mlp: MLP | MoE
+        if config.is_moe_layer(index):
+            if tp.size > 1:
+                raise ValueError(
+                    "mixture-of-experts layers do not run under tensor parallelism yet: use "
+                    "model_parallel_size 1"
+                )
+            self.mlp = MoE(
+                moe_config_of(config),
+                config.hidden_size,
+                config.expert_ffn_size,
+                config.activation,
+                config.use_bias_in_mlp,
+            )
+        else:
+            self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)
         self.mlp_output_layernorm = build_norm(config) if after else None
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, positions: torch.Tensor, cache: KVCache | None
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        positions: torch.Tensor,
+        cache: KVCache | None,
+        moe_stats: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x (batch, seq, hidden) -> (batch, seq, hidden), or this rank's (batch, seq / tp,
-        hidden) part under sequence parallelism; `positions` (seq,) are the whole sequence's."""
+        hidden) part under sequence parallelism; `positions` (seq,) are the whole sequence's.
+        A mixture-of-experts layer appends its `layer_stats` to `moe_stats` when given."""
         normed = x if self.input_layernorm is None else self.input_layernorm(x)
         attn = self.attention(normed, rope, positions, cache)
         if self.attention_output_layernorm is not None:
@@ -135,13 +157,22 @@ class Block(nn.Module):
         attn = self.dropout(attn)
         if self.parallel_residual:
             norm2 = self.post_attention_layernorm
-            return x + attn + self.dropout(self.mlp(normed if norm2 is None else norm2(x)))
+            mlp_in = normed if norm2 is None else norm2(x)
+            return x + attn + self.dropout(self._mlp(mlp_in, moe_stats))
         x = x + attn
         norm2 = self.post_attention_layernorm
-        out = self.mlp(x if norm2 is None else norm2(x))
+        out = self._mlp(x if norm2 is None else norm2(x), moe_stats)
         if self.mlp_output_layernorm is not None:
             out = self.mlp_output_layernorm(out)
         return x + self.dropout(out)
+
+    def _mlp(self, x: torch.Tensor, moe_stats: list[torch.Tensor] | None) -> torch.Tensor:
+        if isinstance(self.mlp, MLP):
+            return cast(torch.Tensor, self.mlp(x))
+        out = self.mlp(x)
+        if moe_stats is not None:
+            moe_stats.append(layer_stats(out, self.mlp.config))
+        return out.output
 
 
 class Transformer(WithEmbeddings):
@@ -192,6 +223,9 @@ class Transformer(WithEmbeddings):
         if sp:  # norms, row-parallel biases, positions: each rank sees its positions only
             sum_replicated_gradients(self, tp)
         self.checkpoint_num_layers = checkpoint_num_layers
+        # the last forward's auxiliary losses (unweighted) and language-model loss, for metrics
+        self.moe_losses: MoELosses | None = None
+        self.lm_loss: torch.Tensor | None = None
         if self.embed_in.weight.device.type != "meta":
             self.init_weights(seed)
 
@@ -234,6 +268,12 @@ class Transformer(WithEmbeddings):
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """input_ids (batch, seq) after the cached tokens -> final normed (batch, seq, hidden),
         or this rank's (batch, seq / tp, hidden) part under sequence parallelism."""
+        return self._hidden(input_ids, cache)[0]
+
+    def _hidden(
+        self, input_ids: torch.Tensor, cache: KVCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states` and the MoE layers' `layer_stats` summed (None without MoE)."""
         if cache is not None and self.sequence_parallel:
             raise ValueError(
                 "a KV cache needs a model built without sequence_parallel (it is for training; "
@@ -250,13 +290,18 @@ class Transformer(WithEmbeddings):
         x = self.embed(input_ids, positions)  # (batch, seq or seq / tp, hidden)
         rope = self.rotary(positions) if self.rotary is not None else None
         chunk = self.checkpoint_num_layers if self.training and cache is None else 0
+        stats: torch.Tensor | None = None
         for start_layer in range(0, len(self.layers), chunk or len(self.layers)):
             stop = start_layer + (chunk or len(self.layers))
             args = (x, rope, positions, cache, start_layer, stop)
-            x = checkpoint(self._run, *args, use_reentrant=False) if chunk else self._run(*args)
+            x, part = (
+                checkpoint(self._run, *args, use_reentrant=False) if chunk else self._run(*args)
+            )
+            if part is not None:
+                stats = part if stats is None else stats + part
         if cache is not None:
             cache.advance(seq)
-        return cast(torch.Tensor, self.final_layer_norm(x))
+        return cast(torch.Tensor, self.final_layer_norm(x)), stats
 
     def _run(
         self,
@@ -266,10 +311,12 @@ class Transformer(WithEmbeddings):
         cache: KVCache | None,
         start: int,
         stop: int,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Blocks start..stop: their output and their MoE layers' stats summed (or None)."""
+        moe_stats: list[torch.Tensor] = []
         for block in self.blocks[start:stop]:
-            x = block(x, rope, positions, cache)
-        return x
+            x = block(x, rope, positions, cache, moe_stats)
+        return x, (torch.stack(moe_stats).sum(dim=0) if moe_stats else None)
 
     def logits(self, hidden: torch.Tensor, gather: bool = True) -> torch.Tensor:
         """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard; under
@@ -296,9 +343,32 @@ class Transformer(WithEmbeddings):
     ) -> torch.Tensor:
         """Logits (batch, seq, padded vocab); with `labels` (batch, seq), the mean next-token
         cross entropy instead over the labels that are not IGNORE_INDEX, computed without
-        gathering a tensor-parallel vocabulary."""
-        hidden = self.hidden_states(input_ids, cache)
+        gathering a tensor-parallel vocabulary, plus in training a mixture of experts' weighted
+        load-balancing and z losses (`moe_loss_coeff`, `moe_z_loss_coeff`)."""
+        hidden, stats = self._hidden(input_ids, cache)
         if labels is None:
             return self.logits(hidden)
         local = self.logits(hidden, gather=False)
-        return next_token_loss(local, labels, self.tp)
+        loss = next_token_loss(local, labels, self.tp)
+        if stats is None:
+            return loss
+        return self._with_aux_losses(loss, stats, input_ids.numel())
+
+    def _with_aux_losses(
+        self, loss: torch.Tensor, stats: torch.Tensor, tokens: int
+    ) -> torch.Tensor:
+        """The language-model loss plus, in training, the weighted auxiliary losses (both kept,
+        unweighted, in `lm_loss` and `moe_losses` for metrics)."""
+        config = self.config
+        aux = MoELosses.of(stats, config.moe_layers, tokens, config.moe_num_experts)
+        self.lm_loss, self.moe_losses = (
+            loss.detach(),
+            MoELosses(aux.load_balancing.detach(), aux.z.detach(), aux.expert_share),
+        )
+        if not self.training:
+            return loss
+        if config.moe_router_type != "sinkhorn" and config.moe_loss_coeff:
+            loss = loss + config.moe_loss_coeff * aux.load_balancing.to(loss.dtype)
+        if config.moe_z_loss_coeff:
+            loss = loss + config.moe_z_loss_coeff * aux.z.to(loss.dtype)
+        return loss

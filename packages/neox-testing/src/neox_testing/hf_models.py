@@ -134,6 +134,38 @@ HF_KINDS: dict[str, tuple[str, str, dict[str, Any]]] = {
             rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
         ),
     ),
+    # Mixtral: every layer 4 SwiGLU experts 96 wide, 2 per token (renormalised), GQA, a
+    # sliding window (a query sees itself and 7 keys before it)
+    "mixtral": (
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(
+            intermediate_size=96,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=8,
+            router_aux_loss_coef=0.02,
+        ),
+    ),
+    # Qwen2-MoE: layer 0 has 4 experts 32 wide, 2 per token (not renormalised), and a shared
+    # expert 80 wide behind its sigmoid gate; layer 1 a dense MLP 96 wide (mlp_only_layers);
+    # biases on q, k and v
+    "qwen2_moe": (
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        dict(
+            intermediate_size=96,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=80,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+            mlp_only_layers=[1],
+            num_key_value_heads=2,
+            router_aux_loss_coef=0.02,
+        ),
+    ),
 }
 # what every kind shares: 2 layers 64 wide, 4 heads, 64 positions, weights of std 0.1
 HF_TINY: dict[str, Any] = {

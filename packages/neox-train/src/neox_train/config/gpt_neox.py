@@ -331,6 +331,11 @@ IGNORED_KEYS: Mapping[str, str] = {
     "its own output",
     "force_multi": "DeepSpeed's launcher switch for one remote node; neox launch decides",
     "detect_nvlink_pairs": "DeeperSpeed's reordering of GPUs into NVLink pairs",
+    "create_moe_param_group": "GPT-NeoX's separate optimizer group for DeepSpeed MoE's experts",
+    "enable_expert_tensor_parallelism": (
+        "splits the experts over the tensor-parallel ranks; neox's MoE layers run at "
+        "model_parallel_size 1 for now, where it changes nothing"
+    ),
 }
 
 
@@ -363,13 +368,13 @@ _PREFERENCE = {
     },
     **{f"{purpose}_reward_data_paths": None for purpose in ("train", "valid", "test")},
 }  # fmt: skip
+# GPT-NeoX's DeepSpeed MoE (moe_type deepspeed: capacity factors, dropped tokens, residual
+# MoE, tutel) and parallel layouts neox's dropless MoE does not have yet; the dropless layer's
+# own keys (moe_num_experts, moe_top_k, ...) are ModelConfig's
 _MOE = {
-    "moe_num_experts": 1, "moe_top_k": 1, "moe_router_type": "sinkhorn", "moe_expert_interval": 1,
-    "moe_lbl_in_fp32": False, "moe_jitter_eps": None, "moe_loss_coeff": 0.1,
     "moe_train_capacity_factor": 1.0, "moe_eval_capacity_factor": 1.0, "moe_min_capacity": 4,
-    "moe_token_dropping": False, "create_moe_param_group": True, "moe_use_residual": True,
-    "moe_expert_parallel_size": 1, "moe_type": "megablocks", "moe_glu": False,
-    "enable_expert_tensor_parallelism": False, "use_tutel": False, "expert_interval": 2,
+    "moe_token_dropping": False, "moe_use_residual": True, "moe_expert_parallel_size": 1,
+    "moe_type": "megablocks", "moe_glu": False, "use_tutel": False, "expert_interval": 2,
 }  # fmt: skip
 _TRANSFORMER_ENGINE = {
     "te_columnparallel": False, "te_rowparallel": False, "te_layernorm_mlp": False,
@@ -385,7 +390,7 @@ _MAMBA = {
 _DEEPSPEED_BLOCK = " (deepspeed_extra_args passes such a block to DeepSpeed as it is)"
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("mixture-of-experts layers", _MOE),
+    Feature("DeepSpeed's token-dropping MoE (moe_type deepspeed) and expert parallelism", _MOE),
     Feature("Mamba layers", _MAMBA),
     Feature("RWKV layers", {"dim_att": None, "head_size": None, "ffn_dim": None}),
     Feature("Transformer Engine layers and fp8", _TRANSFORMER_ENGINE),

@@ -18,6 +18,12 @@ def layout_problem(run: RunConfig) -> str | None:
             f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
             "pipeline engine supports ZeRO stages 0 and 1 only"
         )
+    if model.moe and (pipe > 1 or tp > 1):
+        return (
+            f"mixture-of-experts layers (moe_num_experts {model.moe_num_experts}) run at "
+            f"model_parallel_size 1 and pipe_parallel_size 1 for now, not {tp} and {pipe}; "
+            "use data parallelism (and ZeRO) to spread them"
+        )
     if run.parallel.zero_optimization.offloads_optimizer and run.optimizer.use_bnb_optimizer:
         return (
             "use_bnb_optimizer with an offloaded optimizer: ZeRO-Offload steps DeepSpeed's CPU "

@@ -70,6 +70,9 @@ class Session:
     profiler: StepProfiler | None  # when profile or memory_profiling is set
     heartbeat: Heartbeat | None  # with more than one rank
     lock: RunLock | None  # rank 0, when save is set: held until the process ends
+    # the last step's mixture-of-experts metrics (moe_* names), averaged over micro batches
+    # and ranks; empty for a dense model
+    moe_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipeline(self) -> bool:
@@ -282,6 +285,7 @@ def train_step(session: Session, step: int) -> float:
         return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
     total = 0.0
     scope = session.profiler.range if session.profiler else _no_range
+    moe = MoEMetrics() if session.run.model.moe else None
     for inputs, labels in pairs:
         with scope("forward"):
             loss = engine(inputs, labels=labels)
@@ -289,8 +293,44 @@ def train_step(session: Session, step: int) -> float:
             engine.backward(loss)
         with scope("optimizer"):
             engine.step()
-        total += loss.item()
+        if moe is not None:  # the language-model loss; the auxiliary losses logged apart
+            total += moe.add(engine.module)
+        else:
+            total += loss.item()
+    if moe is not None:
+        session.moe_metrics.update(moe.means(session.batch.grad_accum))
     return _mean_over_ranks(total / session.batch.grad_accum)
+
+
+class MoEMetrics:
+    """A step's mixture-of-experts metrics, summed over its micro batches: the unweighted
+    load-balancing and z losses and the largest and smallest expert's share of the token-slots
+    (1 / moe_num_experts each when balanced), over every MoE layer."""
+
+    NAMES = (
+        "moe_load_balancing_loss",
+        "moe_z_loss",
+        "moe_max_expert_share",
+        "moe_min_expert_share",
+    )
+
+    def __init__(self) -> None:
+        self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64)
+
+    def add(self, module: Any) -> float:
+        """Add one micro batch's (from the model's last forward); its language-model loss."""
+        aux = module.moe_losses
+        share = aux.expert_share
+        values = [aux.load_balancing, aux.z, share.max(), share.min()]
+        self.sums += torch.stack([v.detach().double().cpu() for v in values])
+        return float(module.lm_loss.item())
+
+    def means(self, micro_batches: int) -> dict[str, float]:
+        """Each metric's mean over the micro batches and the ranks."""
+        means = self.sums / micro_batches
+        dist.all_reduce(means)
+        means /= dist.get_world_size()
+        return dict(zip(self.NAMES, means.tolist(), strict=True))
 
 
 @torch.no_grad()
@@ -515,6 +555,7 @@ def step_extras(session: Session, step: int) -> dict[str, float | None]:
     norm = engine.get_global_grad_norm()
     extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
     extras["skipped_steps"] = float(engine.skipped_steps)
+    extras.update(session.moe_metrics)
     if session.curriculum is not None:
         extras["seqlen"] = float(session.curriculum.seqlen(step))
     if session.run.precision.dtype == "fp16":

@@ -5,7 +5,9 @@ B): per token 6 N for the weight matrix multiplications of forward and backward,
 parameters that multiply activations (every block's, the final norm's and the output layer's;
 the input embedding is a lookup), plus 12 L s h_q for the attention scores and their use
 (L layers, s the sequence length, h_q the query width: heads x head dimension), counted whole,
-as PaLM counts it, even though causal attention needs half. Recomputation is never counted.
+as PaLM counts it, even though causal attention needs half. Recomputation is never counted. In a
+mixture of experts N counts the active parameters: a token's top_k experts, the router (whose
+matrix multiplies every token) and any shared expert.
 
 Hardware FLOPs are what the devices compute: model FLOPs plus the forward passes that
 activation checkpointing runs again (every block's forward: 2 N_blocks + 4 L s h_q per token).
@@ -58,7 +60,9 @@ def step_flops(
     """The model and hardware FLOPs of one optimizer step of `global_batch` sequences."""
     tokens = global_batch * config.seq_length
     layers, h = config.num_layers, config.hidden_size
-    blocks = layers * block_parameters(config)
+    # a mixture of experts: the parameters a token passes through (its top_k experts, the
+    # router and any shared expert), not all the experts
+    blocks = sum(block_parameters(config, i, active=True) for i in range(layers))
     matmul_parameters = blocks + norm_parameters(config) + padded_vocab * h  # + final norm
     attention = layers * config.seq_length * config.num_attention_heads * config.head_dim
     model = tokens * (6 * matmul_parameters + 12 * attention)

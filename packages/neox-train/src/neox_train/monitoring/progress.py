@@ -104,6 +104,12 @@ class Progress:
             parts.append(f"seqlen {values['seqlen']:.0f}")
         if values.get("loss_scale") is not None:
             parts.append(f"loss scale {values['loss_scale']:g}")
+        if values.get("moe_load_balancing_loss") is not None:
+            parts.append(
+                f"moe balance {values['moe_load_balancing_loss']:.3f} "
+                f"(expert shares {values['moe_min_expert_share']:.3f}-"
+                f"{values['moe_max_expert_share']:.3f})"
+            )
         parts += [
             f"{values['tokens_per_s']:,.0f} tokens/s",
             f"{values['samples_per_s']:,.1f} samples/s",

@@ -84,6 +84,7 @@ class Plan:
     flops: StepFlops  # of one optimizer step, all GPUs together
     gpu_memory: int | None  # bytes per GPU, when known
     speed: Prediction
+    active_parameters: int  # those one token passes through (a mixture of experts': top_k)
 
     @property
     def tokens_per_step(self) -> int:
@@ -119,9 +120,10 @@ def make_plan(
     vocab = config.padded_vocab(layout.tensor)
     flops = step_flops(config, batch.global_batch, vocab, run.training.checkpoint_activations)
     total = count_parameters(config, layout.tensor)
+    active = count_parameters(config, layout.tensor, active=True)
     tokens = batch.global_batch * config.seq_length
     speed = predict(flops, layout, batch, tokens, gpu, achievable)
-    return Plan(config, total, layout, batch, stages, flops, gpu_memory, speed)
+    return Plan(config, total, layout, batch, stages, flops, gpu_memory, speed, active)
 
 
 def layer_parameters(
@@ -269,7 +271,14 @@ def describe(plan: Plan, run: RunConfig, vocab_source: str) -> str:
     """The plan as the lines `neox plan` prints."""
     config, layout, batch, flops = plan.config, plan.layout, plan.batch, plan.flops
     lines = [
-        f"model: {plan.parameters:,} parameters; vocabulary {config.vocab_size:,} "
+        f"model: {plan.parameters:,} parameters"
+        + (
+            f" ({plan.active_parameters:,} active: {config.moe_top_k} of "
+            f"{config.moe_num_experts} experts in {config.moe_layers} layers)"
+            if config.moe
+            else ""
+        )
+        + f"; vocabulary {config.vocab_size:,} "
         f"({vocab_source}), padded to {config.padded_vocab(layout.tensor):,}",
         f"layout: {layout.world_size} GPUs = {layout.pipe} pipeline "
         f"stage(s) x {layout.tensor} tensor-parallel"
@@ -324,6 +333,12 @@ def _notes(plan: Plan, run: RunConfig) -> list[str]:
         + (", plus one recomputed chunk" if recompute else "")
         + "; not counted: CUDA context, kernels' workspace, communication buckets, fragmentation"
     )
+    if plan.config.moe:
+        notes.append(
+            "mixture of experts: compute counts each token's top_k experts (active parameters); "
+            "weights and optimizer state count every expert; the MoE layers' activations are "
+            "estimated as a dense MLP's"
+        )
     if plan.gpu_memory is None:
         notes.append("give --gpu-memory GiB to check that it fits")
     elif not plan.fits:
