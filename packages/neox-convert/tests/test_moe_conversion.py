@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_import import LONG as IMPORT_LONG
+from test_import import tp_worker
 
 from neox_convert import ConversionError, ExportError, export_to_hf, import_from_hf
 from neox_convert.moe_families import expert_interval, mixtral_to_hf, qwen2_moe_to_hf
 from neox_model import IGNORE_INDEX, ParallelDims, load_model, read_manifest
-from neox_testing import hf_model
+from neox_testing import hf_model, spawn_ranks
 
 from conftest import cached_greedy, greedy, hf_greedy, random_ids, save_hf
 
@@ -162,10 +164,31 @@ def test_mixtral_jitter_and_parallel_layouts_are_refused(hf_dirs, tmp_path):
     jittery = save_hf(hf_model("mixtral", router_jitter_noise=0.1), tmp_path / "jitter")
     with pytest.raises(ConversionError, match=r"router_jitter_noise 0.1 .* the experts. input"):
         import_from_hf(jittery, tmp_path / "run")
-    for layout in (ParallelDims(2, 1), ParallelDims(1, 2)):
-        with pytest.raises(ConversionError, match="mixture-of-experts models are written at"):
-            import_from_hf(hf_dirs["mixtral"][1], tmp_path / "run", layout=layout)
+    with pytest.raises(ConversionError, match="mixture-of-experts models are written at"):
+        import_from_hf(hf_dirs["mixtral"][1], tmp_path / "run", layout=ParallelDims(1, 2))
+    three = save_hf(hf_model("mixtral", num_local_experts=3), tmp_path / "three")
+    with pytest.raises(ConversionError, match="moe_num_experts 3 do not split over 2"):
+        import_from_hf(three, tmp_path / "run", layout=ParallelDims(2, 1))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_experts_split_over_two_tensor_parallel_ranks_compute_the_hf_logits(
+    hf_dirs, tmp_path, kind
+):
+    """Each rank's file holds half the experts; on a real group of 2 the ranks compute the
+    logits transformers does."""
+    hf, directory = hf_dirs[kind]
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(2, 1))
+    manifest = read_manifest(tmp_path / "run" / "global_step0")
+    assert manifest.tensor_parallel == 2
+    rank0 = torch.load(tmp_path / "run" / "global_step0" / "mp_rank_00_model_states.pt")
+    assert rank0["module"]["layers.0.mlp.experts.w_in"].shape[0] == 2  # of 4
+    out = tmp_path / "logits.pt"
+    spawn_ranks(tp_worker, 2, str(tmp_path / "run"), str(out))
+    with torch.no_grad():
+        theirs = hf(random_ids(shape=(2, IMPORT_LONG))).logits  # the ids tp_worker runs
+    assert (torch.load(out)[..., :384] - theirs).abs().max().item() <= 1e-5
 
 
 def test_exports_name_what_each_family_cannot_express(imported, tmp_path):

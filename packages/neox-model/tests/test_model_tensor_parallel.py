@@ -15,6 +15,7 @@ from neox_model import (
     pipeline_loss,
     pipeline_specs,
 )
+from neox_model.moe import Experts
 from neox_model.norms import ShardedRMSNorm
 from neox_model.tensor_parallel import VocabParallelEmbedding
 from neox_testing import spawn_ranks, style
@@ -26,6 +27,39 @@ SP_STYLES = (*TP_STYLES, "alibi", "learned", "sinusoidal")
 # tied embedding
 PIPE_STYLES = (*TP_STYLES, "learned")
 SEED = 9
+# mixtures of experts, the experts split over the ranks (GPT-NeoX's layout): Mixtral's router
+# with both auxiliary losses on every layer; Qwen2-MoE's (not renormalised) with a shared expert
+# on layer 0 only; GPT-NeoX's Sinkhorn router with one expert per token
+MOE_STYLES = {
+    "moe-mixtral": (
+        "llama",
+        dict(
+            moe_num_experts=4,
+            moe_top_k=2,
+            moe_router_type="softmax_topk",
+            moe_loss_coeff=0.1,
+            moe_z_loss_coeff=0.01,
+        ),
+    ),
+    "moe-qwen": (
+        "qwen2",
+        dict(
+            moe_num_experts=4,
+            moe_top_k=2,
+            moe_router_type="softmax_topk",
+            moe_normalize_topk=False,
+            moe_expert_interval=2,
+            moe_ffn_hidden_size=20,
+            moe_shared_expert_intermediate_size=40,
+        ),
+    ),
+    "moe-sinkhorn": ("pythia", dict(moe_num_experts=2, moe_top_k=1)),
+}
+
+
+def moe_style(name):
+    base, overrides = MOE_STYLES[name]
+    return style(base, **overrides)
 
 
 def ids():
@@ -92,6 +126,8 @@ def sharding(module, name):
         return (1, 1) if name == "weight" else None
     if isinstance(module, VocabParallelEmbedding | ShardedRMSNorm):
         return 0, 1
+    if isinstance(module, Experts) and module.sharded_experts:
+        return 0, 1
     return None
 
 
@@ -123,6 +159,10 @@ def worker(rank, port, out_dir):
     results = {}
     for name in TP_STYLES:
         model = Transformer(style(name), tp=tp, seed=SEED)
+        logits, loss = run(model)
+        results[name] = (logits, loss, full_gradients(model, tp))
+    for name in MOE_STYLES:
+        model = Transformer(moe_style(name), tp=tp, seed=SEED)
         logits, loss = run(model)
         results[name] = (logits, loss, full_gradients(model, tp))
     model = Transformer(style("llama"), tp=tp, seed=SEED)
@@ -174,6 +214,16 @@ def assert_same(result, logits, loss, single):
 def test_tensor_parallel_2_equals_1(tp2_results, name):
     single = Transformer(style(name), seed=SEED)
     assert_same(tp2_results[name], *run(single), single)
+
+
+@pytest.mark.parametrize("name", sorted(MOE_STYLES))
+def test_tensor_parallel_2_with_the_experts_split_equals_1(tp2_results, name):
+    """Logits, the loss with its auxiliary terms, and every gradient (the experts' joined from
+    their two halves; the router and shared expert whole on each rank)."""
+    single = Transformer(moe_style(name), seed=SEED)
+    assert_same(tp2_results[name], *run(single), single)
+    experts = single.blocks[0].mlp.experts
+    assert experts.w_in.shape[0] == single.config.moe_num_experts  # the whole model's
 
 
 @pytest.mark.parametrize("name", SP_STYLES)

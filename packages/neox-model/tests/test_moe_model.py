@@ -166,12 +166,18 @@ def test_bad_moe_keys_are_refused_naming_the_key(overrides, words):
     assert words in str(err.value)
 
 
-def test_moe_layers_refuse_tensor_and_pipeline_parallelism_for_now():
+def test_moe_layers_refuse_what_they_cannot_split_and_pipelines_for_now():
     from neox_model import TPGroup, pipeline_specs
 
-    config = moe_model().config
-    with pytest.raises(ValueError, match="do not run under tensor parallelism yet"):
-        Transformer(config, tp=TPGroup(None, 0, 2))
+    config = moe_model().config  # 4 experts
+    three = dataclasses.replace(config, moe_num_experts=3)
+    with pytest.raises(ValueError, match="moe_num_experts 3 do not split over 2 tensor-parallel"):
+        Transformer(three, tp=TPGroup(None, 0, 2))
+    with pytest.raises(ValueError, match="do not run under sequence parallelism yet"):
+        Transformer(config, tp=TPGroup(None, 0, 2), sequence_parallel=True)
+    with torch.device("meta"):  # rank 1 of 2 holds experts 2 and 3
+        half = Transformer(config, tp=TPGroup(None, 1, 2))
+    assert half.blocks[0].mlp.experts.w_in.shape[0] == 2
     layer = pipeline_specs(config, TPGroup.single(), 0)[1]
     with pytest.raises(ValueError, match="do not run in a pipeline yet"):
         layer.cls(*layer.args)

@@ -8,7 +8,14 @@ import pytest
 from neox_train import ConfigError, load_run_config
 from neox_train.monitoring.metrics import read_metrics
 
-from conftest import as_if_killed_after, losses, run_workers, tiny_config, write_config
+from conftest import (
+    as_if_killed_after,
+    losses,
+    run_workers,
+    step_only,
+    tiny_config,
+    write_config,
+)
 
 TOLERANCE = 1e-5
 # layer 0 a mixture of 4 experts (2 per token, Mixtral's router), layer 1 dense
@@ -48,8 +55,16 @@ def runs(data_dir, tmp_path_factory):
         data_dir, root / "one", gradient_accumulation_steps=2, zero_optimization={"stage": 0}
     )
     two = config(data_dir, root / "two", zero_optimization={"stage": 1})
+    tp2 = config(
+        data_dir,
+        root / "tp2",
+        model_parallel_size=2,
+        gradient_accumulation_steps=2,
+        zero_optimization={"stage": 0},
+    )
     out = run_workers([write_config(root / "one.yml", one)], 1)
     run_workers([write_config(root / "two.yml", two)], 2)
+    run_workers([write_config(root / "tp2.yml", tp2)], 2)
     return root / "one", root / "two", out
 
 
@@ -64,6 +79,42 @@ def test_data_parallel_zero1_trains_the_moe_model_as_one_process(runs):
         for step, value in a.items():
             assert b[step] == pytest.approx(value, rel=TOLERANCE), (key, step)
     assert single[8] < single[1]
+
+
+def test_the_experts_split_over_two_tensor_parallel_ranks_train_as_one_process(runs):
+    """GPT-NeoX's layout: each tensor-parallel rank holds 2 of the 4 experts."""
+    one, _, _ = runs
+    tp2 = one.parent / "tp2"
+    single, split = losses(one), losses(tp2)
+    assert sorted(split) == list(range(1, 9))
+    for step, loss in single.items():
+        assert abs(split[step] - loss) <= TOLERANCE * loss, (step, split[step], loss)
+    a, b = metric(one, "moe_load_balancing_loss"), metric(tp2, "moe_load_balancing_loss")
+    assert all(b[step] == pytest.approx(value, rel=TOLERANCE) for step, value in a.items())
+
+
+@pytest.mark.parametrize(("source", "target"), [("tp2", "one"), ("one", "tp2")])
+def test_an_moe_run_resumes_at_another_tensor_parallel_size(
+    data_dir, tmp_path, runs, source, target
+):
+    """The experts joined from the saved ranks and split again, the optimizer state with them."""
+    root = runs[0].parent
+    load = step_only(root / source, tmp_path / "load", step=4)
+    layout = dict(model_parallel_size=2) if target == "tp2" else {}
+    values = config(
+        data_dir,
+        tmp_path / "save",
+        gradient_accumulation_steps=2,
+        zero_optimization={"stage": 0},
+        load=str(load),
+        **layout,
+    )
+    out = run_workers([write_config(tmp_path / "resume.yml", values)], 2 if layout else 1)
+    assert "was saved at" in out and "at step 4" in out, out[-2000:]
+    full, again = losses(root / source), losses(tmp_path / "save")
+    assert sorted(again) == [5, 6, 7, 8]
+    for step in again:
+        assert abs(again[step] - full[step]) <= TOLERANCE * full[step], step
 
 
 def test_the_auxiliary_losses_are_logged_apart_from_the_loss(runs):
@@ -100,10 +151,12 @@ def test_an_moe_run_resumes_exactly(data_dir, tmp_path, runs):
         assert again[step] == full[step], step
 
 
-def test_moe_layers_under_tensor_or_pipeline_parallelism_are_refused(data_dir, tmp_path):
-    for layout in (dict(model_parallel_size=2), dict(pipe_parallel_size=2)):
+def test_moe_layouts_that_cannot_hold_the_experts_are_refused(data_dir, tmp_path):
+    for layout, words in (
+        (dict(pipe_parallel_size=2), "do not run in a pipeline yet"),
+        (dict(model_parallel_size=3), "moe_num_experts 4 do not split over model_parallel_size 3"),
+        (dict(model_parallel_size=2, sequence_parallel=True), "under sequence_parallel yet"),
+    ):
         path = write_config(tmp_path / "run.yml", config(data_dir, tmp_path / "run", **layout))
-        with pytest.raises(
-            ConfigError, match=r"mixture-of-experts layers \(moe_num_experts 4\) run at"
-        ):
+        with pytest.raises(ConfigError, match=words):
             load_run_config([path])

@@ -71,11 +71,11 @@ TRAINING_PLACEHOLDERS: dict[str, Any] = {
 def check_split(layout: ParallelDims, config: ModelConfig) -> None:
     """Refuse a layout the model's weights cannot be split into, saying why (the data-parallel
     size plays no part in how weights are written)."""
-    if config.moe and (layout.pipe > 1 or layout.tensor > 1):
+    if config.moe and layout.pipe > 1:
         raise ConversionError(
-            "mixture-of-experts models are written at --model_parallel_size 1 and "
-            "--pipe_parallel_size 1 for now (neox-train runs their experts without tensor or "
-            "pipeline parallelism yet)"
+            "mixture-of-experts models are written at --pipe_parallel_size 1 for now "
+            "(neox-train does not run their layers in a pipeline yet); split the experts over "
+            "--model_parallel_size instead"
         )
     if layout.pipe > config.num_layers + 3:
         raise ConversionError(f"{layout.pipe} pipeline stages for {config.num_layers + 3} layers")

@@ -25,6 +25,7 @@ from neox_model.tensor_parallel import (
     ColumnParallelLinear,
     RowParallelLinear,
     VocabParallelEmbedding,
+    shard,
 )
 
 SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
@@ -101,11 +102,13 @@ def init_weights(root: nn.Module, config: ModelConfig, seed: int, prefix: str = 
 def _init_experts(module: Experts, name: str, config: ModelConfig, seed: int) -> None:
     """Each expert's matrices as a dense MLP's: the input side by `init_method`, the output side
     by `output_layer_init_method`, drawn (out, in) per expert and stored (in, out); biases 0."""
+    tp = module.tp
     for weight, method in (
         (module.w_in, config.init_method),
         (module.w_out, config.output_layer_init_method),
     ):
-        experts, fan_in, fan_out = weight.shape
+        local, fan_in, fan_out = weight.shape
+        experts = local * (tp.size if tp is not None else 1)  # drawn whole, then this rank's
         generator = weight_generator(seed, f"{name}.{'w_in' if weight is module.w_in else 'w_out'}")
         full = init_tensor(method, config, (experts * fan_out, fan_in), generator)
         if method in ("xavier_normal", "xavier_uniform"):  # fans of one expert's matrix
@@ -113,7 +116,8 @@ def _init_experts(module: Experts, name: str, config: ModelConfig, seed: int) ->
                 method, config, (experts * fan_out, fan_in)
             )
             full = full * scale
-        weight.copy_(full.view(experts, fan_out, fan_in).transpose(1, 2))
+        full = full.view(experts, fan_out, fan_in).transpose(1, 2)
+        weight.copy_(shard(full, tp, 0) if tp is not None and tp.size > 1 else full)
     for bias in (module.b_in, module.b_out):
         if bias is not None:
             bias.zero_()

@@ -33,8 +33,10 @@ order (Mixtral's gate_up_proj is [gate | up], (experts, out, in)). Parameters ar
 zeros; the model's initialisation fills them (`neox_model.initialization`: the router, the
 experts' input side and the shared expert's gate by `init_method`, their output side by
 `output_layer_init_method`). In a model, layer i is an MoE layer as `ModelConfig.is_moe_layer`
-says and `Transformer` adds the auxiliary losses to the training loss (`MoELosses`). Not here
-yet: tensor, expert and pipeline parallelism (plain tensors only), grouped GEMM kernels.
+says and `Transformer` adds the auxiliary losses to the training loss (`MoELosses`). Under
+tensor parallelism the experts are split over the ranks (GPT-NeoX's layout; see `MoE`). Not
+here yet: expert parallelism over data-parallel ranks (all-to-all), pipeline parallelism,
+sequence parallelism, grouped GEMM kernels.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from torch import nn
 
 from neox_model.config import GATED_ACTIVATIONS, Activation, ModelConfig, MoERouterType
 from neox_model.mlp import activation_function
+from neox_model.tensor_parallel import TPGroup, copy_to_tp, reduce_from_tp
 
 RouterType = MoERouterType
 SINKHORN_TOLERANCE = 1e-4  # GPT-NeoX's
@@ -118,12 +121,23 @@ class MoEOutput(NamedTuple):
 
 class Experts(nn.Module):
     """num_experts MLPs with stacked weights: w_in (experts, hidden, inner or 2 * inner),
-    w_out (experts, inner, hidden), optional biases."""
+    w_out (experts, inner, hidden), optional biases. Under tensor parallelism each rank holds
+    num_experts / tp of them, rank r experts r * n .. (r + 1) * n - 1 (`sharded_experts`: every
+    tensor split along its first dimension); a shared expert (no `tp`) is whole on each."""
 
     def __init__(
-        self, num_experts: int, hidden: int, inner: int, activation: Activation, bias: bool
+        self,
+        num_experts: int,
+        hidden: int,
+        inner: int,
+        activation: Activation,
+        bias: bool,
+        tp: TPGroup | None = None,
     ) -> None:
+        """`num_experts`: those this rank holds; `tp`: the group the experts are split over."""
         super().__init__()
+        self.tp = tp
+        self.sharded_experts = tp is not None
         self.gated = activation in GATED_ACTIVATIONS
         self.act = activation_function(activation)
         width = 2 * inner if self.gated else inner
@@ -205,16 +219,37 @@ def z_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 class MoE(nn.Module):
-    """The MoE feed-forward block: router, experts, optional shared expert with a sigmoid gate."""
+    """The MoE feed-forward block: router, experts, optional shared expert with a sigmoid gate.
+
+    With a tensor-parallel group `tp` (GPT-NeoX's layout: experts split over the tensor-
+    parallel ranks) every rank routes every token alike (the router, and any shared expert, are
+    whole on each rank), runs its own experts on the token-slots sent to them, and the partial
+    outputs are summed over the group. The gradients of the experts' input and of the routing
+    weights are summed over the group too (each rank's covers its own experts' slots); those of
+    the router's other uses (the auxiliary losses) and of the shared expert are each rank's own,
+    the same on every rank."""
 
     def __init__(
-        self, config: MoEConfig, hidden: int, ffn_size: int, activation: Activation, bias: bool
+        self,
+        config: MoEConfig,
+        hidden: int,
+        ffn_size: int,
+        activation: Activation,
+        bias: bool,
+        tp: TPGroup | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.tp = tp = tp or TPGroup.single()
+        if config.num_experts % tp.size:
+            raise ValueError(
+                f"moe_num_experts {config.num_experts} do not split over {tp.size} "
+                "tensor-parallel ranks: use a model_parallel_size that divides it"
+            )
+        self.local_experts = config.num_experts // tp.size
         self.router = nn.Linear(hidden, config.num_experts, bias=False)
         nn.init.zeros_(self.router.weight)
-        self.experts = Experts(config.num_experts, hidden, ffn_size, activation, bias)
+        self.experts = Experts(self.local_experts, hidden, ffn_size, activation, bias, tp)
         self.shared_expert: Experts | None = None
         self.shared_expert_gate: nn.Linear | None = None
         if config.shared_expert_ffn_size:
@@ -243,11 +278,21 @@ class MoE(nn.Module):
         slot_expert = chosen.flatten()  # (tokens * top_k,), slot t * top_k + j
         order = torch.argsort(slot_expert, stable=True)  # slots grouped by expert
         counts = torch.bincount(slot_expert, minlength=cfg.num_experts)  # (experts,)
-        slots_in = flat.repeat_interleave(cfg.top_k, dim=0)[order]  # (slots, hidden)
-        slots_out = self.experts(slots_in, counts.tolist())  # (slots, hidden), sorted
-        unsorted = slots_out[torch.argsort(order)]  # (slots, hidden), slot order again
+        tp, n = self.tp, self.local_experts
+        local = counts[tp.rank * n : (tp.rank + 1) * n].tolist()  # this rank's experts' slots
+        start = int(counts[: tp.rank * n].sum())
+        mine = order[start : start + sum(local)]  # their slots, grouped by expert
+        if tp.size > 1:  # each rank's part of these gradients covers its own slots: summed
+            expert_in, weights = copy_to_tp(flat, tp), copy_to_tp(weights, tp)
+        else:
+            expert_in = flat
+        slots_out = self.experts(expert_in[mine // cfg.top_k], local)  # (my slots, hidden)
+        slots = slots_out.new_zeros(slot_expert.numel(), x.shape[-1])
+        unsorted = slots.index_copy(0, mine, slots_out)  # slot order; others' slots 0
         weighted = unsorted * weights.reshape(-1, 1)  # in the weights' dtype (float32)
         y = weighted.view(-1, cfg.top_k, x.shape[-1]).sum(dim=1).to(x.dtype)  # (tokens, hidden)
+        if tp.size > 1:
+            y = reduce_from_tp(y, tp)
         y = y + self.shared(flat)
         probs = torch.softmax(logits.float() if cfg.lbl_in_fp32 else logits, dim=-1)
         return MoEOutput(

@@ -574,6 +574,8 @@ def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:
         return (0, 1)
     if getattr(module, "sharded_features", False):  # a norm over features the ranks split
         return (0, 1)
+    if getattr(module, "sharded_experts", False):  # a mixture's experts, split by expert
+        return (0, 1)
     return None
 
 

@@ -122,10 +122,10 @@ class Block(nn.Module):
         )
         self.mlp: MLP | MoE
         if config.is_moe_layer(index):
-            if tp.size > 1:
+            if sequence_parallel and tp.size > 1:
                 raise ValueError(
-                    "mixture-of-experts layers do not run under tensor parallelism yet: use "
-                    "model_parallel_size 1"
+                    "mixture-of-experts layers do not run under sequence parallelism yet: set "
+                    "sequence_parallel false"
                 )
             self.mlp = MoE(
                 moe_config_of(config),
@@ -133,6 +133,7 @@ class Block(nn.Module):
                 config.expert_ffn_size,
                 config.activation,
                 config.use_bias_in_mlp,
+                tp,
             )
         else:
             self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)

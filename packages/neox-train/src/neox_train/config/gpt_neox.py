@@ -333,8 +333,8 @@ IGNORED_KEYS: Mapping[str, str] = {
     "detect_nvlink_pairs": "DeeperSpeed's reordering of GPUs into NVLink pairs",
     "create_moe_param_group": "GPT-NeoX's separate optimizer group for DeepSpeed MoE's experts",
     "enable_expert_tensor_parallelism": (
-        "splits the experts over the tensor-parallel ranks; neox's MoE layers run at "
-        "model_parallel_size 1 for now, where it changes nothing"
+        "a DeepSpeed MoE switch; neox's dropless MoE, as GPT-NeoX's, always splits the experts "
+        "over the tensor-parallel ranks"
     ),
 }
 

@@ -18,12 +18,19 @@ def layout_problem(run: RunConfig) -> str | None:
             f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
             "pipeline engine supports ZeRO stages 0 and 1 only"
         )
-    if model.moe and (pipe > 1 or tp > 1):
+    if model.moe and pipe > 1:
         return (
-            f"mixture-of-experts layers (moe_num_experts {model.moe_num_experts}) run at "
-            f"model_parallel_size 1 and pipe_parallel_size 1 for now, not {tp} and {pipe}; "
-            "use data parallelism (and ZeRO) to spread them"
+            f"mixture-of-experts layers (moe_num_experts {model.moe_num_experts}) do not run in "
+            f"a pipeline yet (pipe_parallel_size {pipe}): split the experts over "
+            "model_parallel_size ranks, or use data parallelism and ZeRO"
         )
+    if model.moe and model.moe_num_experts % tp:
+        return (
+            f"moe_num_experts {model.moe_num_experts} do not split over model_parallel_size "
+            f"{tp} (each tensor-parallel rank holds moe_num_experts / model_parallel_size experts)"
+        )
+    if model.moe and tp > 1 and run.parallel.sequence_parallel:
+        return "mixture-of-experts layers do not run under sequence_parallel yet"
     if run.parallel.zero_optimization.offloads_optimizer and run.optimizer.use_bnb_optimizer:
         return (
             "use_bnb_optimizer with an offloaded optimizer: ZeRO-Offload steps DeepSpeed's CPU "
