@@ -160,12 +160,10 @@ def test_qwen2_moe_sparse_layers_map_to_an_interval_or_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_mixtral_jitter_and_parallel_layouts_are_refused(hf_dirs, tmp_path):
+def test_mixtral_jitter_and_experts_that_do_not_split_are_refused(tmp_path):
     jittery = save_hf(hf_model("mixtral", router_jitter_noise=0.1), tmp_path / "jitter")
     with pytest.raises(ConversionError, match=r"router_jitter_noise 0.1 .* the experts. input"):
         import_from_hf(jittery, tmp_path / "run")
-    with pytest.raises(ConversionError, match="mixture-of-experts models are written at"):
-        import_from_hf(hf_dirs["mixtral"][1], tmp_path / "run", layout=ParallelDims(1, 2))
     three = save_hf(hf_model("mixtral", num_local_experts=3), tmp_path / "three")
     with pytest.raises(ConversionError, match="moe_num_experts 3 do not split over 2"):
         import_from_hf(three, tmp_path / "run", layout=ParallelDims(2, 1))
@@ -215,3 +213,25 @@ def test_a_dense_model_is_not_exported_as_a_mixture(tmp_path):
     gnx = dataclasses.replace(dense, moe_num_experts=4, moe_top_k=2, moe_router_type="topk")
     problems = qwen2_moe_export_problems(gnx)
     assert any("moe_router_type 'topk'" in p for p in problems)
+
+
+@pytest.mark.parametrize("layout", [(1, 2), (2, 2)], ids=["pp2", "tp2-pp2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_pipeline_layouts_hold_the_model_and_give_it_back(hf_dirs, tmp_path, kind, layout):
+    """Layer files per pipeline layer (the experts with their block), read back as one model
+    with transformers' logits, and exported bit-identical."""
+    hf, directory = hf_dirs[kind]
+    import_from_hf(directory, tmp_path / "run", layout=ParallelDims(*layout))
+    _, manifest, model = load_model(tmp_path / "run")
+    assert any("layer_01" in f.file for f in manifest.files)
+    ids = random_ids(shape=(2, LONG))
+    with torch.no_grad():
+        assert (model(ids)[..., :384] - hf(ids).logits).abs().max().item() <= 1e-5
+    out = export_to_hf(tmp_path / "run", tmp_path / "back")
+    original, back = (
+        load_file(directory / "model.safetensors"),
+        load_file(out / "model.safetensors"),
+    )
+    assert (
+        all(torch.equal(original[k], back[k]) for k in original) and original.keys() == back.keys()
+    )

@@ -166,8 +166,8 @@ def test_bad_moe_keys_are_refused_naming_the_key(overrides, words):
     assert words in str(err.value)
 
 
-def test_moe_layers_refuse_what_they_cannot_split_and_pipelines_for_now():
-    from neox_model import TPGroup, pipeline_specs
+def test_moe_layers_refuse_what_they_cannot_split():
+    from neox_model import TPGroup
 
     config = moe_model().config  # 4 experts
     three = dataclasses.replace(config, moe_num_experts=3)
@@ -178,8 +178,41 @@ def test_moe_layers_refuse_what_they_cannot_split_and_pipelines_for_now():
     with torch.device("meta"):  # rank 1 of 2 holds experts 2 and 3
         half = Transformer(config, tp=TPGroup(None, 1, 2))
     assert half.blocks[0].mlp.experts.w_in.shape[0] == 2
-    layer = pipeline_specs(config, TPGroup.single(), 0)[1]
-    with pytest.raises(ValueError, match="do not run in a pipeline yet"):
-        layer.cls(*layer.args)
     dense = dataclasses.replace(config, moe_num_experts=1)
     assert not dense.moe and Transformer(dense, tp=TPGroup(None, 0, 1)) is not None
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_pipeline_layers_pass_the_statistics_and_compute_the_models_loss_and_gradients(tied):
+    """The layers in sequence (as stages would run them) carry the MoE statistics to the loss:
+    the training loss with its auxiliary terms, and every gradient, are the model's."""
+    from neox_model import TPGroup, pipeline_loss, pipeline_specs
+
+    overrides = dict(moe_expert_interval=2, moe_shared_expert_intermediate_size=40)
+    model = moe_model(seed=7, no_weight_tying=not tied, **overrides).train()
+    config = model.config
+    layers = [spec.cls(*spec.args).train() for spec in pipeline_specs(config, TPGroup.single(), 7)]
+    tokens = ids(seed=5)
+    x = tokens[:, :-1]
+    for layer in layers:
+        x = layer(x)
+    assert isinstance(x, tuple) and x[1].dtype == torch.float32
+    loss_fn = pipeline_loss(TPGroup.single(), config)
+    loss = loss_fn(x, tokens[:, 1:])
+    expected = model(tokens[:, :-1], labels=tokens[:, 1:])
+    torch.testing.assert_close(loss, expected)
+    lm, aux = loss_fn.records[-1]
+    torch.testing.assert_close(lm, model.lm_loss)
+    torch.testing.assert_close(aux.load_balancing, model.moe_losses.load_balancing)
+    loss.backward()
+    expected.backward()
+    grads: dict[str, torch.Tensor] = {}
+    for layer in layers:  # a tied output's copy adds to the embedding's gradient
+        for key, param in layer.named_parameters():
+            name = layer.model_name(key)
+            grads[name] = grads[name] + param.grad if name in grads else param.grad
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, msg=name)
+    with torch.no_grad():  # evaluation: the language model's loss alone, not recorded
+        assert torch.equal(loss_fn(x, tokens[:, 1:]), lm)
+    assert len(loss_fn.records) == 1

@@ -30,16 +30,14 @@ MOE = dict(
 
 
 def config(data_dir, save, **extra):
-    return tiny_config(
-        data_dir,
-        save,
-        **MOE,
+    values = dict(
+        MOE,
         train_batch_size=8,
         train_micro_batch_size_per_gpu=4,
         train_iters=8,
         checkpoint_factor=4,
-        **extra,
     )
+    return tiny_config(data_dir, save, **{**values, **extra})
 
 
 def metric(run_dir, key):
@@ -117,6 +115,59 @@ def test_an_moe_run_resumes_at_another_tensor_parallel_size(
         assert abs(again[step] - full[step]) <= TOLERANCE * full[step], step
 
 
+@pytest.fixture(scope="module")
+def piped(data_dir, tmp_path_factory):
+    """Every layer a mixture (moe_expert_interval 1), in one process and over 2 pipeline
+    stages (type:transformer puts one block, so one MoE layer, on each stage)."""
+    root = tmp_path_factory.mktemp("moe_pipe")
+    common = dict(gradient_accumulation_steps=2, zero_optimization={"stage": 0})
+    one = config(data_dir, root / "one", moe_expert_interval=1, **common)
+    pp2 = config(
+        data_dir,
+        root / "pp2",
+        moe_expert_interval=1,
+        pipe_parallel_size=2,
+        pipe_partition_method="type:transformer",
+        **common,
+    )
+    run_workers([write_config(root / "one.yml", one)], 1)
+    out = run_workers([write_config(root / "pp2.yml", pp2)], 2)
+    return root / "one", root / "pp2", out
+
+
+def test_two_pipeline_stages_with_moe_layers_train_as_one_process(piped):
+    """The MoE statistics travel with the hidden states to the last stage's loss: the same
+    losses, the same auxiliary losses."""
+    one, pp2, out = piped
+    single, staged = losses(one), losses(pp2)
+    assert sorted(staged) == list(range(1, 9))
+    for step, loss in single.items():
+        assert abs(staged[step] - loss) <= TOLERANCE * loss, (step, staged[step], loss)
+    for key in ("moe_load_balancing_loss", "moe_z_loss", "moe_max_expert_share"):
+        a, b = metric(one, key), metric(pp2, key)
+        assert all(b[step] == pytest.approx(value, rel=TOLERANCE) for step, value in a.items())
+    assert "moe balance" in out
+
+
+def test_a_pipelined_moe_run_resumes_in_one_process(data_dir, tmp_path, piped):
+    _, pp2, _ = piped
+    load = step_only(pp2, tmp_path / "load", step=4)
+    values = config(
+        data_dir,
+        tmp_path / "save",
+        moe_expert_interval=1,
+        gradient_accumulation_steps=2,
+        zero_optimization={"stage": 0},
+        load=str(load),
+    )
+    out = run_workers([write_config(tmp_path / "resume.yml", values)], 1)
+    assert "was saved at" in out and "at step 4" in out, out[-2000:]
+    full, again = losses(pp2), losses(tmp_path / "save")
+    assert sorted(again) == [5, 6, 7, 8]
+    for step in again:
+        assert abs(again[step] - full[step]) <= TOLERANCE * full[step], step
+
+
 def test_the_auxiliary_losses_are_logged_apart_from_the_loss(runs):
     one, _, out = runs
     balance = metric(one, "moe_load_balancing_loss")
@@ -153,7 +204,6 @@ def test_an_moe_run_resumes_exactly(data_dir, tmp_path, runs):
 
 def test_moe_layouts_that_cannot_hold_the_experts_are_refused(data_dir, tmp_path):
     for layout, words in (
-        (dict(pipe_parallel_size=2), "do not run in a pipeline yet"),
         (dict(model_parallel_size=3), "moe_num_experts 4 do not split over model_parallel_size 3"),
         (dict(model_parallel_size=2, sequence_parallel=True), "under sequence_parallel yet"),
     ):

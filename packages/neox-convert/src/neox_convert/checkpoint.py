@@ -71,12 +71,6 @@ TRAINING_PLACEHOLDERS: dict[str, Any] = {
 def check_split(layout: ParallelDims, config: ModelConfig) -> None:
     """Refuse a layout the model's weights cannot be split into, saying why (the data-parallel
     size plays no part in how weights are written)."""
-    if config.moe and layout.pipe > 1:
-        raise ConversionError(
-            "mixture-of-experts models are written at --pipe_parallel_size 1 for now "
-            "(neox-train does not run their layers in a pipeline yet); split the experts over "
-            "--model_parallel_size instead"
-        )
     if layout.pipe > config.num_layers + 3:
         raise ConversionError(f"{layout.pipe} pipeline stages for {config.num_layers + 3} layers")
     shard_specs(config, layout.tensor)  # raises when heads or widths do not divide

@@ -34,9 +34,9 @@ zeros; the model's initialisation fills them (`neox_model.initialization`: the r
 experts' input side and the shared expert's gate by `init_method`, their output side by
 `output_layer_init_method`). In a model, layer i is an MoE layer as `ModelConfig.is_moe_layer`
 says and `Transformer` adds the auxiliary losses to the training loss (`MoELosses`). Under
-tensor parallelism the experts are split over the ranks (GPT-NeoX's layout; see `MoE`). Not
-here yet: expert parallelism over data-parallel ranks (all-to-all), pipeline parallelism,
-sequence parallelism, grouped GEMM kernels.
+tensor parallelism the experts are split over the ranks (GPT-NeoX's layout; see `MoE`); in a
+pipeline the statistics travel between stages (`neox_model.pipeline`). Not here yet: expert
+parallelism over data-parallel ranks (all-to-all), sequence parallelism, grouped GEMM kernels.
 """
 
 from __future__ import annotations
@@ -344,3 +344,15 @@ class MoELosses(NamedTuple):
             z=z / layers,
             expert_share=(counts / counts.sum()).detach(),
         )
+
+
+def moe_aux_loss(config: ModelConfig, aux: MoELosses, dtype: torch.dtype) -> torch.Tensor:
+    """The weighted auxiliary losses the training loss adds: moe_loss_coeff x the load-balancing
+    loss (not for the sinkhorn router, which balances by itself) and moe_z_loss_coeff x the
+    z-loss."""
+    total = torch.zeros((), dtype=dtype, device=aux.z.device)
+    if config.moe_router_type != "sinkhorn" and config.moe_loss_coeff:
+        total = total + config.moe_loss_coeff * aux.load_balancing.to(dtype)
+    if config.moe_z_loss_coeff:
+        total = total + config.moe_z_loss_coeff * aux.z.to(dtype)
+    return total

@@ -15,6 +15,12 @@ start equal and their gradients are summed over the two stages before each step)
 carry the tie key `EMBED_TIE`; the copy is not a weight of its own: it is saved and loaded with
 the first stage's embedding.
 
+A model with mixture-of-experts layers passes a pair between stages: the hidden states and, in
+float32, the MoE layers' statistics so far (`moe.layer_stats` summed: the slots per expert, the
+router probabilities summed, the z-losses), which the loss (`pipeline_loss`) turns into the
+auxiliary losses over every layer together, exactly as `Transformer` does; their gradient flows
+back through the pair to each layer's router.
+
 With `sequence_parallel` the tensors passed from stage to stage are each tensor-parallel rank's
 part of the sequence, (batch, seq / tp, hidden), sent to the same rank of the next stage (the
 pipeline engine must send them whole: DeepSpeed's `pipe_partitioned` off).
@@ -24,13 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import torch
 from torch import nn
 
 from neox_model.config import ModelConfig
 from neox_model.initialization import init_weights
+from neox_model.moe import MoELosses, moe_aux_loss
 from neox_model.norms import build_norm
 from neox_model.rotary import RotaryEmbedding
 from neox_model.tensor_parallel import (
@@ -42,6 +49,22 @@ from neox_model.tensor_parallel import (
     sum_replicated_gradients,
 )
 from neox_model.transformer import Block, WithEmbeddings, softcap
+
+# What passes between stages: the hidden states, or (with MoE layers) them and the statistics
+Activations: TypeAlias = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def moe_stats_size(config: ModelConfig) -> int:
+    """The length of the MoE statistics passed between stages (0: a dense model)."""
+    return 2 * config.moe_num_experts + 1 if config.moe else 0
+
+
+def _first(x: Activations, f: Callable[[torch.Tensor], torch.Tensor]) -> Activations:
+    """`f` of the hidden states, the MoE statistics (if any) passed on as they are."""
+    if isinstance(x, tuple):
+        return f(x[0]), x[1]
+    return f(x)
+
 
 # The tie key of the input embedding and the tied output layer, and the weight they share.
 EMBED_TIE = "embed"
@@ -74,6 +97,7 @@ class EmbeddingPipe(WithEmbeddings):
     def __init__(self, args: LayerArgs) -> None:
         super().__init__()
         self.add_embeddings(args.config, args.tp, args.vocab, args.sequence_parallel)
+        self.moe_stats = moe_stats_size(args.config)
         init_weights(self, args.config, args.seed)
         if self.sequence_parallel:
             sum_replicated_gradients(self, args.tp)
@@ -81,9 +105,15 @@ class EmbeddingPipe(WithEmbeddings):
     def model_name(self, name: str) -> str:
         return name
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) ids -> (batch, seq, hidden), or (batch, seq / tp, hidden)."""
-        return self.embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
+    def forward(self, input_ids: torch.Tensor) -> Activations:
+        """(batch, seq) ids -> (batch, seq, hidden), or (batch, seq / tp, hidden); with MoE
+        layers, paired with their (empty) statistics."""
+        x = self.embed(input_ids, torch.arange(input_ids.shape[1], device=input_ids.device))
+        if not self.moe_stats:
+            return x
+        # a leaf that takes a gradient, so that the engine can pass one back for it
+        stats = torch.zeros(self.moe_stats, device=x.device, requires_grad=True)
+        return x, stats
 
 
 class TiedOutputPipe(nn.Module):
@@ -103,15 +133,18 @@ class TiedOutputPipe(nn.Module):
     def model_name(self, name: str) -> str:
         return name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Activations) -> Activations:
         """(batch, seq or seq / tp, hidden) -> (batch, seq, vocab / tp)."""
+        return _first(x, self._logits)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         local = column_parallel_linear(
             x, self.embed_in.weight, None, self.tp, sequence_parallel=self.sequence_parallel
         )
         return softcap(local, self.cap)
 
 
-def run_tied(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def run_tied(module: nn.Module, x: Activations) -> Activations:
     """A tied layer after the first, run on its copy (DeepSpeed TiedLayerSpec's forward_fn: a
     function, which the engine neither saves nor loads: the copy follows the first stage's)."""
     return module(x)  # type: ignore[no-any-return]
@@ -123,10 +156,6 @@ class TransformerLayerPipe(nn.Module):
     def __init__(self, args: LayerArgs, index: int) -> None:
         super().__init__()
         config, tp = args.config, args.tp
-        if config.is_moe_layer(index):  # its auxiliary losses would not reach the loss
-            raise ValueError(
-                "mixture-of-experts layers do not run in a pipeline yet: use pipe_parallel_size 1"
-            )
         self.index = index
         self.block = Block(config, tp, index, sequence_parallel=args.sequence_parallel)
         init_weights(self.block, config, args.seed, prefix=f"layers.{index}")
@@ -144,11 +173,17 @@ class TransformerLayerPipe(nn.Module):
     def model_name(self, name: str) -> str:
         return name.replace("block.", f"layers.{self.index}.", 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, seq or seq / tp, hidden) -> the same."""
-        positions = torch.arange(x.shape[1] * self.shards, device=x.device)  # the whole sequence
+    def forward(self, x: Activations) -> Activations:
+        """(batch, seq or seq / tp, hidden) -> the same; with MoE layers, paired with their
+        statistics, this layer's added."""
+        hidden, stats = x if isinstance(x, tuple) else (x, None)
+        positions = torch.arange(hidden.shape[1] * self.shards, device=hidden.device)
         rope = self.rotary(positions) if self.rotary is not None else None
-        return self.block(x, rope, positions, None)  # type: ignore[no-any-return]
+        mine: list[torch.Tensor] = []
+        out = self.block(hidden, rope, positions, None, mine)
+        if stats is None:
+            return out  # type: ignore[no-any-return]
+        return out, (stats + mine[0] if mine else stats)
 
 
 class FinalNormPipe(nn.Module):
@@ -161,8 +196,8 @@ class FinalNormPipe(nn.Module):
     def model_name(self, name: str) -> str:
         return name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final_layer_norm(x)  # type: ignore[no-any-return]
+    def forward(self, x: Activations) -> Activations:
+        return _first(x, self.final_layer_norm)
 
 
 class OutputPipe(nn.Module):
@@ -186,9 +221,9 @@ class OutputPipe(nn.Module):
     def model_name(self, name: str) -> str:
         return name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Activations) -> Activations:
         """(batch, seq or seq / tp, hidden) -> (batch, seq, vocab / tp)."""
-        return softcap(self.embed_out(x), self.cap)
+        return _first(x, lambda h: softcap(self.embed_out(h), self.cap))
 
 
 def pipeline_specs(
@@ -234,13 +269,34 @@ def pipeline_layer(name: str, config: ModelConfig) -> int:
     return 0  # the token and position embeddings
 
 
-def pipeline_loss(tp: TPGroup) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss DeepSpeed's PipelineModule calls with (logits shard, labels)."""
+class PipelineLoss:
+    """The loss DeepSpeed's PipelineModule calls with (logits shard, labels), or with (logits
+    shard, MoE statistics): then, with gradients enabled (training), plus the weighted auxiliary
+    losses, as `Transformer.forward` computes them; each training call's language-model loss
+    and auxiliary losses are kept (`records`) for metrics."""
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return next_token_loss(logits, labels, tp)  # labels may hold IGNORE_INDEX
+    def __init__(self, tp: TPGroup, config: ModelConfig | None = None) -> None:
+        self.tp, self.config = tp, config
+        self.records: list[tuple[torch.Tensor, MoELosses]] = []
 
-    return loss
+    def __call__(self, outputs: Activations, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, tuple):
+            return next_token_loss(outputs, labels, self.tp)  # labels may hold IGNORE_INDEX
+        logits, stats = outputs
+        config = self.config
+        assert config is not None, "MoE statistics reach a loss built without the config"
+        loss = next_token_loss(logits, labels, self.tp)
+        if not torch.is_grad_enabled():  # evaluation: the language model's loss alone
+            return loss
+        aux = MoELosses.of(stats, config.moe_layers, labels.numel(), config.moe_num_experts)
+        kept = MoELosses(aux.load_balancing.detach(), aux.z.detach(), aux.expert_share)
+        self.records.append((loss.detach(), kept))
+        return loss + moe_aux_loss(config, aux, loss.dtype)
+
+
+def pipeline_loss(tp: TPGroup, config: ModelConfig | None = None) -> PipelineLoss:
+    """The loss of a pipeline of `pipeline_specs(config, ...)` (`config` needed with MoE)."""
+    return PipelineLoss(tp, config)
 
 
 def layer_name_map(config: ModelConfig, layer_index: int) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from neox_model.config import ModelConfig
 from neox_model.initialization import init_weights
 from neox_model.kv_cache import KVCache
 from neox_model.mlp import MLP
-from neox_model.moe import MoE, MoELosses, layer_stats, moe_config_of
+from neox_model.moe import MoE, MoELosses, layer_stats, moe_aux_loss, moe_config_of
 from neox_model.norms import build_norm
 from neox_model.rotary import RotaryEmbedding
 from neox_model.sinusoidal import SinusoidalEmbedding
@@ -368,8 +368,4 @@ class Transformer(WithEmbeddings):
         )
         if not self.training:
             return loss
-        if config.moe_router_type != "sinkhorn" and config.moe_loss_coeff:
-            loss = loss + config.moe_loss_coeff * aux.load_balancing.to(loss.dtype)
-        if config.moe_z_loss_coeff:
-            loss = loss + config.moe_z_loss_coeff * aux.z.to(loss.dtype)
-        return loss
+        return loss + moe_aux_loss(config, aux, loss.dtype)

@@ -18,12 +18,6 @@ def layout_problem(run: RunConfig) -> str | None:
             f"zero_optimization.stage {stage} with pipe_parallel_size {pipe}: DeepSpeed's "
             "pipeline engine supports ZeRO stages 0 and 1 only"
         )
-    if model.moe and pipe > 1:
-        return (
-            f"mixture-of-experts layers (moe_num_experts {model.moe_num_experts}) do not run in "
-            f"a pipeline yet (pipe_parallel_size {pipe}): split the experts over "
-            "model_parallel_size ranks, or use data parallelism and ZeRO"
-        )
     if model.moe and model.moe_num_experts % tp:
         return (
             f"moe_num_experts {model.moe_num_experts} do not split over model_parallel_size "

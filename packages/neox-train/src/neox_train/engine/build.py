@@ -113,7 +113,7 @@ def build_module(
     return PipelineModule(
         layers=specs,
         topology=parallel.topology,
-        loss_fn=pipeline_loss(parallel.tp),
+        loss_fn=pipeline_loss(parallel.tp, model_config),
         partition_method=run.parallel.pipe_partition_method,
         activation_checkpoint_interval=recompute_every,
         activation_checkpoint_func=functools.partial(checkpoint, use_reentrant=False),

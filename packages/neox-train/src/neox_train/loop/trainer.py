@@ -282,7 +282,17 @@ def train_step(session: Session, step: int) -> float:
     if session.pipeline:
         if seqlen is not None:
             engine.reset_activation_shape()  # the pipeline's buffers follow the length
-        return _mean_over_ranks(float(engine.train_batch(data_iter=iter(pairs))))
+        loss = float(engine.train_batch(data_iter=iter(pairs)))
+        if not session.run.model.moe:
+            return _mean_over_ranks(loss)
+        # the last stage's loss recorded each micro batch's language-model loss and auxiliary
+        # losses; the other stages add nothing
+        metrics, lm = MoEMetrics(), 0.0
+        records = engine.module.loss_fn.records
+        for lm_loss, aux in records:
+            lm += metrics.add_losses(lm_loss, aux)
+        records.clear()
+        return _moe_pipeline_means(session, metrics, lm)
     total = 0.0
     scope = session.profiler.range if session.profiler else _no_range
     moe = MoEMetrics() if session.run.model.moe else None
@@ -319,11 +329,14 @@ class MoEMetrics:
 
     def add(self, module: Any) -> float:
         """Add one micro batch's (from the model's last forward); its language-model loss."""
-        aux = module.moe_losses
+        return self.add_losses(module.lm_loss, module.moe_losses)
+
+    def add_losses(self, lm_loss: torch.Tensor, aux: Any) -> float:
+        """Add one micro batch's auxiliary losses (`MoELosses`); its language-model loss."""
         share = aux.expert_share
         values = [aux.load_balancing, aux.z, share.max(), share.min()]
         self.sums += torch.stack([v.detach().double().cpu() for v in values])
-        return float(module.lm_loss.item())
+        return float(lm_loss.item())
 
     def means(self, micro_batches: int) -> dict[str, float]:
         """Each metric's mean over the micro batches and the ranks."""
@@ -331,6 +344,19 @@ class MoEMetrics:
         dist.all_reduce(means)
         means /= dist.get_world_size()
         return dict(zip(self.NAMES, means.tolist(), strict=True))
+
+
+def _moe_pipeline_means(session: Session, metrics: MoEMetrics, lm: float) -> float:
+    """The step's language-model loss and MoE metrics (`session.moe_metrics`) from the last
+    stage's records, averaged over the micro batches and the last stage's ranks."""
+    micro_batches = session.batch.grad_accum
+    last = float(session.parallel.pipe_stage == session.parallel.dims.pipe - 1)
+    packed = torch.cat([metrics.sums, torch.tensor([lm, last], dtype=torch.float64)])
+    dist.all_reduce(packed)
+    ranks = packed[-1]  # how many ranks are on the last stage
+    means = packed[:-1] / (ranks * micro_batches)
+    session.moe_metrics.update(zip(MoEMetrics.NAMES, means[:-1].tolist(), strict=True))
+    return float(means[-1])
 
 
 @torch.no_grad()
