@@ -39,6 +39,7 @@ def ours_and_theirs(device: torch.device) -> tuple[MoE, torch.nn.Module, torch.n
         num_local_experts=EXPERTS,
         num_experts_per_tok=TOP_K,
     )
+    config._experts_implementation = "eager"  # a block built alone: transformers' loop
     theirs = MixtralSparseMoeBlock(config)
     with torch.no_grad():  # neox: w_in [up | gate] (in, out); theirs: gate_up [gate; up] (out, in)
         theirs.gate.weight.copy_(ours.router.weight)

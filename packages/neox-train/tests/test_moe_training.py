@@ -210,3 +210,27 @@ def test_moe_layouts_that_cannot_hold_the_experts_are_refused(data_dir, tmp_path
         path = write_config(tmp_path / "run.yml", config(data_dir, tmp_path / "run", **layout))
         with pytest.raises(ConfigError, match=words):
             load_run_config([path])
+
+
+@pytest.mark.parametrize("layout", ["tp2", "pp2"])
+def test_bf16_moe_over_two_ranks_tracks_one_process(data_dir, tmp_path, layout):
+    """bf16 (DeepSpeed's bf16 optimizer): the experts' partial outputs summed over the tensor-
+    parallel ranks, or the float32 statistics passed between stages, round like any bf16 run:
+    within 2% of one process (fp32 gives 1e-5 above), and the loss falls."""
+    split = dict(model_parallel_size=2) if layout == "tp2" else dict(pipe_parallel_size=2)
+    runs = {}
+    for name, extra in (("one", {}), (layout, split)):
+        values = config(
+            data_dir,
+            tmp_path / name,
+            moe_expert_interval=1,
+            gradient_accumulation_steps=2,
+            zero_optimization={"stage": 0},
+            bf16={"enabled": True},
+            **extra,
+        )
+        run_workers([write_config(tmp_path / f"{name}.yml", values)], 2 if extra else 1)
+        runs[name] = losses(tmp_path / name)
+    for step, loss in runs["one"].items():
+        assert abs(runs[layout][step] - loss) <= 2e-2 * loss, (step, loss, runs[layout][step])
+    assert runs["one"][8] < runs["one"][1]
