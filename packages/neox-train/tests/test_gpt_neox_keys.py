@@ -15,6 +15,8 @@ from conftest import neox_train
 
 EVERY_KEY = [key for keys in GPT_NEOX_KEYS.values() for key in keys]
 
+DEEPSPEED_MOE = "DeepSpeed's token-dropping MoE (moe_type deepspeed) and expert parallelism"
+
 
 def load(tmp_path, text):
     path = tmp_path / "config.yml"
@@ -43,7 +45,8 @@ def test_the_reference_lists_every_gpt_neox_key_with_its_status():
     for group, keys in GPT_NEOX_KEYS.items():
         for key in keys:
             assert f"| `{key}` | {group} | {gpt_neox_status(key)} |" in text.replace("\\|", "|")
-    assert "| `moe_num_experts` | moe | refused unless at GPT-NeoX's default: mixture" in text
+    assert "| `moe_num_experts` | moe | implemented (model) |" in text  # neox's dropless MoE
+    assert "| `moe_token_dropping` | moe | refused unless at GPT-NeoX's default: DeepSpeed" in text
     assert "| `fp32_allreduce` | deepspeed_config | implemented (precision) |" in text
     assert "| `override_lr_scheduler` | lr_scheduler | implemented (checkpoint) |" in text
 
@@ -51,8 +54,9 @@ def test_the_reference_lists_every_gpt_neox_key_with_its_status():
 @pytest.mark.parametrize(
     ("text", "feature"),
     [
-        ("moe_num_experts: 8\n", "mixture-of-experts layers"),
-        ("moe-type: deepspeed\n", "mixture-of-experts layers"),
+        ("moe_token_dropping: true\n", "DeepSpeed's token-dropping MoE"),
+        ("moe-type: deepspeed\n", "DeepSpeed's token-dropping MoE"),
+        ("moe_expert_parallel_size: 2\n", "DeepSpeed's token-dropping MoE"),
         ("mamba_inner_func_fusion: true\n", "Mamba layers"),
         ("te_mha: true\n", "Transformer Engine layers and fp8"),
         ("gmlp_attn_dim: 128\n", "gMLP blocks"),
@@ -103,15 +107,13 @@ def test_refused_keys_at_gpt_neox_defaults_leave_their_feature_off(tmp_path):
     (tmp_path / "config.yml").write_text(BASE + text)
     loaded = load_run_config([tmp_path / "config.yml", later])
     assert {line.split(":")[0] for line in loaded.ignored} >= set(defaults)
-    assert "moe_num_experts: at GPT-NeoX's default, mixture-of-experts layers off" in (
-        loaded.ignored
-    )
+    assert f"moe_type: at GPT-NeoX's default, {DEEPSPEED_MOE} off" in loaded.ignored
 
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     text = (
         "use_mup: true\n"
-        "moe_num_experts: 4\n"
+        "moe_token_dropping: true\n"
         "num_layer: 3\n"
         "te_fp8_mha: true\n"
         "hidden_dropout: lots\n"
@@ -125,7 +127,7 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
     assert said[:4] == [
         "use_mup is a GPT-NeoX key for muP (maximal update parametrization), which neox does "
         "not support yet; remove it",
-        "moe_num_experts is a GPT-NeoX key for mixture-of-experts layers, which neox does not "
+        f"moe_token_dropping is a GPT-NeoX key for {DEEPSPEED_MOE}, which neox does not "
         "support yet; remove it",
         "unknown key 'num_layer'; did you mean 'num_layers'?",
         "te_fp8_mha is a GPT-NeoX key for Transformer Engine layers and fp8, which neox does "
@@ -139,7 +141,7 @@ def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
 
 def test_the_command_line_prints_every_problem_and_exits_2(tmp_path):
     path = tmp_path / "config.yml"
-    path.write_text(BASE + "use_mup: true\nmoe_num_experts: 4\nnum_layer: 3\n")
+    path.write_text(BASE + "use_mup: true\nmoe_token_dropping: true\nnum_layer: 3\n")
     proc = neox_train("check", path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
