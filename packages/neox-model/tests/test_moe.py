@@ -348,10 +348,11 @@ def test_sinkhorn_router_balances_skewed_logits_in_training_only():
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        ({"num_experts": 4, "top_k": 5}, "top_k=5"),
-        ({"num_experts": 0}, "num_experts"),
+        ({"num_experts": 4, "top_k": 5}, "moe_top_k 5 must lie in 1..moe_num_experts"),
+        ({"num_experts": 0}, "moe_num_experts must be at least 1"),
         ({"num_experts": 4, "router_type": "topk", "normalize_topk": True}, "normalize_topk"),
-        ({"num_experts": 4, "jitter_eps": 1.5}, "jitter_eps=1.5"),
+        ({"num_experts": 4, "jitter_eps": 1.5}, r"moe_jitter_eps must lie in \[0, 1\), got 1.5"),
+        ({"num_experts": 4, "shared_expert_ffn_size": -1}, "must not be negative, got -1"),
         ({"num_experts": 4, "router_type": "expert_choice"}, "expert_choice"),
     ],
 )

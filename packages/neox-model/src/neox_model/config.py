@@ -109,6 +109,37 @@ class RopeScaling:
             raise ValueError("rope_scaling.high_freq_factor must exceed low_freq_factor")
 
 
+def check_moe_settings(
+    num_experts: int,
+    top_k: int,
+    router_type: str,
+    normalize_topk: bool | None,
+    jitter_eps: float | None,
+    shared_size: int,
+    *,
+    dense: bool = False,
+) -> None:
+    """Raise a ValueError naming the `moe_*` key of a bad mixture-of-experts setting (the model
+    config's and the layers' `MoEConfig` alike); `dense`: one expert, a dense model, whose
+    top_k nothing reads."""
+    if num_experts < 1:
+        raise ValueError(f"moe_num_experts must be at least 1, got {num_experts}")
+    if not dense and not 1 <= top_k <= num_experts:
+        raise ValueError(f"moe_top_k {top_k} must lie in 1..moe_num_experts ({num_experts})")
+    if router_type not in ("sinkhorn", "topk", "softmax_topk"):
+        raise ValueError(f"moe_router_type {router_type!r}: use sinkhorn, topk or softmax_topk")
+    if normalize_topk and router_type != "softmax_topk":
+        raise ValueError(
+            f"moe_normalize_topk applies to the softmax_topk router, not {router_type}"
+        )
+    if jitter_eps is not None and not 0.0 <= jitter_eps < 1.0:
+        raise ValueError(f"moe_jitter_eps must lie in [0, 1), got {jitter_eps}")
+    if shared_size < 0:
+        raise ValueError(
+            f"moe_shared_expert_intermediate_size must not be negative, got {shared_size}"
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A dense decoder-only transformer as GPT-NeoX describes it."""
@@ -461,27 +492,20 @@ class ModelConfig:
             )
 
     def _check_moe(self) -> None:
-        experts, k = self.moe_num_experts, self.moe_top_k
-        if experts < 1:
-            raise ValueError(f"moe_num_experts must be at least 1, got {experts}")
         if self.moe_expert_interval < 1:
             raise ValueError(
                 f"moe_expert_interval must be at least 1, got {self.moe_expert_interval}"
             )
-        if experts > 1 and not 1 <= k <= experts:
-            raise ValueError(f"moe_top_k {k} must lie in 1..moe_num_experts ({experts})")
-        if self.moe_router_type not in ("sinkhorn", "topk", "softmax_topk"):
-            raise ValueError(
-                f"moe_router_type {self.moe_router_type!r}: use sinkhorn, topk or softmax_topk"
-            )
-        if self.moe_normalize_topk is not None and self.moe_router_type != "softmax_topk":
-            raise ValueError(
-                f"moe_normalize_topk applies to the softmax_topk router, not {self.moe_router_type}"
-            )
-        eps = self.moe_jitter_eps
-        if eps is not None and not 0.0 <= eps < 1.0:
-            raise ValueError(f"moe_jitter_eps must lie in [0, 1), got {eps}")
-        for name in ("moe_loss_coeff", "moe_z_loss_coeff", "moe_shared_expert_intermediate_size"):
+        check_moe_settings(
+            self.moe_num_experts,
+            self.moe_top_k,
+            self.moe_router_type,
+            self.moe_normalize_topk,
+            self.moe_jitter_eps,
+            self.moe_shared_expert_intermediate_size,
+            dense=self.moe_num_experts == 1,
+        )
+        for name in ("moe_loss_coeff", "moe_z_loss_coeff"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.moe_ffn_hidden_size is not None and self.moe_ffn_hidden_size <= 0:

@@ -49,10 +49,15 @@ def init_std(method: InitMethod, config: ModelConfig, shape: tuple[int, ...]) ->
 
 
 def init_tensor(
-    method: InitMethod, config: ModelConfig, shape: tuple[int, ...], generator: torch.Generator
+    method: InitMethod,
+    config: ModelConfig,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    fans: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """A full weight of `shape` drawn with `method`."""
-    std = init_std(method, config, shape)
+    """A full weight of `shape` drawn with `method`; `fans` (out, in): the matrix whose std it
+    takes, when not `shape` itself (stacked experts)."""
+    std = init_std(method, config, fans or shape)
     if method == "xavier_uniform":
         bound = math.sqrt(3.0) * std  # uniform(-a, a) has std a / sqrt(3)
         return torch.empty(shape).uniform_(-bound, bound, generator=generator)
@@ -101,23 +106,21 @@ def init_weights(root: nn.Module, config: ModelConfig, seed: int, prefix: str = 
 
 def _init_experts(module: Experts, name: str, config: ModelConfig, seed: int) -> None:
     """Each expert's matrices as a dense MLP's: the input side by `init_method`, the output side
-    by `output_layer_init_method`, drawn (out, in) per expert and stored (in, out); biases 0."""
-    tp = module.tp
-    for weight, method in (
-        (module.w_in, config.init_method),
-        (module.w_out, config.output_layer_init_method),
-    ):
+    by `output_layer_init_method`, drawn (out, in) per expert and stored (in, out); biases 0.
+    Every expert is drawn, then this rank keeps its own (split over tensor- or expert-parallel
+    ranks), so the numbers do not depend on the layout."""
+    split = module.split
+    for attr, method in (("w_in", config.init_method), ("w_out", config.output_layer_init_method)):
+        weight = getattr(module, attr)
         local, fan_in, fan_out = weight.shape
-        experts = local * (tp.size if tp is not None else 1)  # drawn whole, then this rank's
-        generator = weight_generator(seed, f"{name}.{'w_in' if weight is module.w_in else 'w_out'}")
-        full = init_tensor(method, config, (experts * fan_out, fan_in), generator)
-        if method in ("xavier_normal", "xavier_uniform"):  # fans of one expert's matrix
-            scale = init_std(method, config, (fan_out, fan_in)) / init_std(
-                method, config, (experts * fan_out, fan_in)
-            )
-            full = full * scale
+        experts = local * split.size
+        generator = weight_generator(seed, f"{name}.{attr}")
+        # the std of one expert's (out, in) matrix, also for xavier (its fans, not the stack's)
+        full = init_tensor(
+            method, config, (experts * fan_out, fan_in), generator, (fan_out, fan_in)
+        )
         full = full.view(experts, fan_out, fan_in).transpose(1, 2)
-        weight.copy_(shard(full, tp, 0) if tp is not None and tp.size > 1 else full)
+        weight.copy_(shard(full, split, 0) if split.size > 1 else full)
     for bias in (module.b_in, module.b_out):
         if bias is not None:
             bias.zero_()

@@ -35,19 +35,34 @@ experts' input side and the shared expert's gate by `init_method`, their output 
 `output_layer_init_method`). In a model, layer i is an MoE layer as `ModelConfig.is_moe_layer`
 says and `Transformer` adds the auxiliary losses to the training loss (`MoELosses`). Under
 tensor parallelism the experts are split over the ranks (GPT-NeoX's layout; see `MoE`); in a
-pipeline the statistics travel between stages (`neox_model.pipeline`). Not here yet: expert
-parallelism over data-parallel ranks (all-to-all), sequence parallelism, grouped GEMM kernels.
+pipeline the statistics travel between stages (`neox_model.pipeline`).
+
+Expert parallelism (`ep`, a group carved from the data-parallel ranks, as DeepSpeed-MoE and
+Megatron-Core lay it out): each rank holds num_experts / ep experts (rank r experts r * n ..
+(r + 1) * n - 1) and routes its own tokens; the token-slots, sorted by expert, go to the ranks
+holding their experts in one all-to-all and come back in another (`all_to_all_rows`, whose
+backward is the reverse exchange). A rank's expert gradients then cover the slots every rank of
+the group sent it; the training loop reduces them over the ranks holding the same experts, not
+over the whole data-parallel group. Not here yet: experts split over tensor-parallel and expert-
+parallel ranks at once, sequence parallelism, grouped GEMM kernels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from neox_model.config import GATED_ACTIVATIONS, Activation, ModelConfig, MoERouterType
+from neox_model.config import (
+    GATED_ACTIVATIONS,
+    Activation,
+    ModelConfig,
+    MoERouterType,
+    check_moe_settings,
+)
 from neox_model.mlp import activation_function
 from neox_model.tensor_parallel import TPGroup, copy_to_tp, reduce_from_tp
 
@@ -69,26 +84,14 @@ class MoEConfig:
     shared_expert_ffn_size: int = 0  # 0: no shared expert (Qwen2-MoE's shared expert + gate)
 
     def __post_init__(self) -> None:
-        if self.num_experts < 1:
-            raise ValueError(f"moe num_experts must be at least 1, got {self.num_experts}")
-        if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(
-                f"moe top_k={self.top_k} must lie in 1..num_experts={self.num_experts}"
-            )
-        if self.router_type not in ("softmax_topk", "topk", "sinkhorn"):
-            raise ValueError(
-                f"moe router_type={self.router_type!r}: use softmax_topk, topk or sinkhorn"
-            )
-        if self.normalize_topk and self.router_type != "softmax_topk":
-            raise ValueError(
-                f"moe normalize_topk applies to the softmax_topk router, not {self.router_type}"
-            )
-        if self.jitter_eps is not None and not 0.0 <= self.jitter_eps < 1.0:
-            raise ValueError(f"moe jitter_eps={self.jitter_eps} must lie in [0, 1)")
-        if self.shared_expert_ffn_size < 0:
-            raise ValueError(
-                f"moe shared_expert_ffn_size={self.shared_expert_ffn_size} must be >= 0"
-            )
+        check_moe_settings(
+            self.num_experts,
+            self.top_k,
+            self.router_type,
+            self.normalize_topk,
+            self.jitter_eps,
+            self.shared_expert_ffn_size,
+        )
 
     @property
     def renormalize(self) -> bool:
@@ -117,13 +120,56 @@ class MoEOutput(NamedTuple):
     expert_share: torch.Tensor  # (experts,) share of the token-slots per expert, no gradient
     router_logits: torch.Tensor  # (tokens, experts)
     expert_counts: torch.Tensor  # (experts,) token-slots routed to each expert, no gradient
+    router_probs: torch.Tensor  # (tokens, experts) softmax(logits), float32 when lbl_in_fp32
+
+
+class _AllToAll(torch.autograd.Function):
+    """Rows exchanged over a group: in_rows[p] rows go to rank p, out_rows[p] come from it; the
+    backward sends the gradients back the same way reversed."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        group: TPGroup,
+        out_rows: list[int],
+        in_rows: list[int],
+    ) -> torch.Tensor:
+        ctx.group, ctx.out_rows, ctx.in_rows = group, out_rows, in_rows  # type: ignore[attr-defined]
+        return _exchange(x, group, out_rows, in_rows)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None]:
+        group, out_rows, in_rows = ctx.group, ctx.out_rows, ctx.in_rows  # type: ignore[attr-defined]
+        return _exchange(grad, group, in_rows, out_rows), None, None, None
+
+
+def _exchange(
+    x: torch.Tensor, group: TPGroup, out_rows: list[int], in_rows: list[int]
+) -> torch.Tensor:
+    out = x.new_empty((sum(out_rows), *x.shape[1:]))
+    dist.all_to_all_single(out, x.contiguous(), out_rows, in_rows, group=group.group)
+    return out
+
+
+def all_to_all_rows(
+    x: torch.Tensor, group: TPGroup, out_rows: list[int], in_rows: list[int]
+) -> torch.Tensor:
+    """x (sum(in_rows), ...): rows in_rows[0] to rank 0 of `group`, the next in_rows[1] to rank
+    1, ... -> (sum(out_rows), ...), the out_rows[p] rows rank p sent here, in rank order.
+    Differentiable (the backward is the reverse exchange)."""
+    return cast(torch.Tensor, _AllToAll.apply(x, group, out_rows, in_rows))
 
 
 class Experts(nn.Module):
     """num_experts MLPs with stacked weights: w_in (experts, hidden, inner or 2 * inner),
-    w_out (experts, inner, hidden), optional biases. Under tensor parallelism each rank holds
-    num_experts / tp of them, rank r experts r * n .. (r + 1) * n - 1 (`sharded_experts`: every
-    tensor split along its first dimension); a shared expert (no `tp`) is whole on each."""
+    w_out (experts, inner, hidden), optional biases. Split over a group (tensor-parallel `tp`,
+    or expert-parallel `ep`), each rank holds num_experts / size of them, rank r experts
+    r * n .. (r + 1) * n - 1, every tensor split along its first dimension (`sharded_experts`:
+    the split is over the tensor-parallel ranks, `expert_parallel`: over the expert-parallel
+    ones); a shared expert (no group) is whole on each."""
 
     def __init__(
         self,
@@ -133,11 +179,15 @@ class Experts(nn.Module):
         activation: Activation,
         bias: bool,
         tp: TPGroup | None = None,
+        ep: TPGroup | None = None,
     ) -> None:
-        """`num_experts`: those this rank holds; `tp`: the group the experts are split over."""
+        """`num_experts`: those this rank holds; `tp` / `ep`: the group they are split over."""
         super().__init__()
-        self.tp = tp
+        if tp is not None and ep is not None:
+            raise ValueError("experts split over one group: tensor-parallel or expert-parallel")
+        self.tp, self.ep = tp, ep
         self.sharded_experts = tp is not None
+        self.expert_parallel = ep is not None
         self.gated = activation in GATED_ACTIVATIONS
         self.act = activation_function(activation)
         width = 2 * inner if self.gated else inner
@@ -145,6 +195,11 @@ class Experts(nn.Module):
         self.w_out = nn.Parameter(torch.zeros(num_experts, inner, hidden))
         self.b_in = nn.Parameter(torch.zeros(num_experts, width)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(num_experts, hidden)) if bias else None
+
+    @property
+    def split(self) -> TPGroup:
+        """The group the experts are split over (a group of one when whole)."""
+        return self.tp or self.ep or TPGroup.single()
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e on x (n, hidden) -> (n, hidden)."""
@@ -227,7 +282,11 @@ class MoE(nn.Module):
     outputs are summed over the group. The gradients of the experts' input and of the routing
     weights are summed over the group too (each rank's covers its own experts' slots); those of
     the router's other uses (the auxiliary losses) and of the shared expert are each rank's own,
-    the same on every rank."""
+    the same on every rank.
+
+    With an expert-parallel group `ep` each rank routes its own tokens and exchanges the token-
+    slots with the ranks holding their experts (two all-to-alls, see the module's docstring);
+    the router and any shared expert are each rank's own, as under data parallelism."""
 
     def __init__(
         self,
@@ -237,19 +296,35 @@ class MoE(nn.Module):
         activation: Activation,
         bias: bool,
         tp: TPGroup | None = None,
+        ep: TPGroup | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.tp = tp = tp or TPGroup.single()
-        if config.num_experts % tp.size:
+        self.ep = ep = ep or TPGroup.single()
+        if tp.size > 1 and ep.size > 1:
             raise ValueError(
-                f"moe_num_experts {config.num_experts} do not split over {tp.size} "
-                "tensor-parallel ranks: use a model_parallel_size that divides it"
+                "moe experts split over tensor-parallel and expert-parallel ranks at once are "
+                "not supported yet: use model_parallel_size 1 with expert parallelism"
             )
-        self.local_experts = config.num_experts // tp.size
+        split, what = (ep, "expert-parallel") if ep.size > 1 else (tp, "tensor-parallel")
+        if config.num_experts % split.size:
+            raise ValueError(
+                f"moe_num_experts {config.num_experts} do not split over {split.size} {what} "
+                "ranks: use a size that divides it"
+            )
+        self.local_experts = config.num_experts // split.size
         self.router = nn.Linear(hidden, config.num_experts, bias=False)
         nn.init.zeros_(self.router.weight)
-        self.experts = Experts(self.local_experts, hidden, ffn_size, activation, bias, tp)
+        self.experts = Experts(
+            self.local_experts,
+            hidden,
+            ffn_size,
+            activation,
+            bias,
+            tp if ep.size == 1 else None,
+            ep if ep.size > 1 else None,
+        )
         self.shared_expert: Experts | None = None
         self.shared_expert_gate: nn.Linear | None = None
         if config.shared_expert_ffn_size:
@@ -278,21 +353,24 @@ class MoE(nn.Module):
         slot_expert = chosen.flatten()  # (tokens * top_k,), slot t * top_k + j
         order = torch.argsort(slot_expert, stable=True)  # slots grouped by expert
         counts = torch.bincount(slot_expert, minlength=cfg.num_experts)  # (experts,)
-        tp, n = self.tp, self.local_experts
-        local = counts[tp.rank * n : (tp.rank + 1) * n].tolist()  # this rank's experts' slots
-        start = int(counts[: tp.rank * n].sum())
-        mine = order[start : start + sum(local)]  # their slots, grouped by expert
-        if tp.size > 1:  # each rank's part of these gradients covers its own slots: summed
-            expert_in, weights = copy_to_tp(flat, tp), copy_to_tp(weights, tp)
+        if self.ep.size > 1:
+            mine, slots_out = order, self._exchanged(flat[order // cfg.top_k], counts)
         else:
-            expert_in = flat
-        slots_out = self.experts(expert_in[mine // cfg.top_k], local)  # (my slots, hidden)
+            tp, n = self.tp, self.local_experts
+            local = counts[tp.rank * n : (tp.rank + 1) * n].tolist()  # this rank's experts' slots
+            start = int(counts[: tp.rank * n].sum())
+            mine = order[start : start + sum(local)]  # their slots, grouped by expert
+            if tp.size > 1:  # each rank's part of these gradients covers its own slots: summed
+                flat_in, weights = copy_to_tp(flat, tp), copy_to_tp(weights, tp)
+            else:
+                flat_in = flat
+            slots_out = self.experts(flat_in[mine // cfg.top_k], local)  # (my slots, hidden)
         slots = slots_out.new_zeros(slot_expert.numel(), x.shape[-1])
         unsorted = slots.index_copy(0, mine, slots_out)  # slot order; others' slots 0
         weighted = unsorted * weights.reshape(-1, 1)  # in the weights' dtype (float32)
         y = weighted.view(-1, cfg.top_k, x.shape[-1]).sum(dim=1).to(x.dtype)  # (tokens, hidden)
-        if tp.size > 1:
-            y = reduce_from_tp(y, tp)
+        if self.tp.size > 1:
+            y = reduce_from_tp(y, self.tp)
         y = y + self.shared(flat)
         probs = torch.softmax(logits.float() if cfg.lbl_in_fp32 else logits, dim=-1)
         return MoEOutput(
@@ -302,7 +380,26 @@ class MoE(nn.Module):
             expert_share=(counts.float() / slot_expert.numel()).detach(),
             router_logits=logits,
             expert_counts=counts.detach(),
+            router_probs=probs,
         )
+
+    def _exchanged(self, sorted_in: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Expert parallelism: this rank's token-slots `sorted_in` (slots, hidden), grouped by
+        expert with counts[e] rows for expert e, through their experts on whichever ranks hold
+        them -> (slots, hidden) in the same order."""
+        ep, n = self.ep, self.local_experts
+        per_rank = counts.view(ep.size, n)  # [rank p, p's expert j]: slots this rank sends
+        received = torch.empty_like(per_rank)  # [source s, my expert j]: slots s sends here
+        dist.all_to_all_single(received, per_rank, group=ep.group)
+        send_rows, recv_rows = per_rank.sum(dim=1).tolist(), received.sum(dim=1).tolist()
+        arrived = all_to_all_rows(sorted_in, ep, recv_rows, send_rows)  # by source, then expert
+        # expert-major for the experts (expert j: source 0's slots, then source 1's, ...)
+        segment = torch.arange(ep.size * n, device=counts.device)
+        segment = segment.repeat_interleave(received.flatten())  # s * n + j for each row
+        by_expert = torch.argsort((segment % n) * ep.size + segment // n, stable=True)
+        out = self.experts(arrived[by_expert], received.sum(dim=0).tolist())
+        back = torch.empty_like(out).index_copy(0, by_expert, out)  # source-major again
+        return all_to_all_rows(back, ep, send_rows, recv_rows)
 
     def shared(self, flat: torch.Tensor) -> torch.Tensor | float:
         """sigmoid(x g) * shared_expert(x) (Qwen2-MoE), or 0 without a shared expert."""
@@ -312,15 +409,12 @@ class MoE(nn.Module):
         return gate * self.shared_expert.expert(0, flat)
 
 
-def layer_stats(out: MoEOutput, config: MoEConfig) -> torch.Tensor:
+def layer_stats(out: MoEOutput) -> torch.Tensor:
     """One MoE layer's contribution to the model's auxiliary losses, packed as one tensor
     (2 * experts + 1,): [slots per expert (no gradient) | router probabilities summed over the
     tokens | z-loss]. Summed over layers, `MoELosses.of` reads it."""
-    logits = out.router_logits
-    probs = torch.softmax(logits.float() if config.lbl_in_fp32 else logits, dim=-1)
-    return torch.cat(
-        [out.expert_counts.float(), probs.sum(dim=0).float(), out.z_loss.float().view(1)]
-    )
+    probs = out.router_probs.sum(dim=0).float()
+    return torch.cat([out.expert_counts.float(), probs, out.z_loss.float().view(1)])
 
 
 class MoELosses(NamedTuple):
@@ -344,6 +438,10 @@ class MoELosses(NamedTuple):
             z=z / layers,
             expert_share=(counts / counts.sum()).detach(),
         )
+
+    def detached(self) -> MoELosses:
+        """The same numbers without their gradient (kept for metrics)."""
+        return MoELosses(self.load_balancing.detach(), self.z.detach(), self.expert_share)
 
 
 def moe_aux_loss(config: ModelConfig, aux: MoELosses, dtype: torch.dtype) -> torch.Tensor:

@@ -91,6 +91,7 @@ class LayerArgs:
     seed: int
     vocab: int  # rows of the embedding and output layer: the vocabulary padded for the layout
     sequence_parallel: bool  # on, over more than one tensor-parallel rank
+    ep: TPGroup | None = None  # the expert-parallel group of the MoE layers' experts
 
 
 class EmbeddingPipe(WithEmbeddings):
@@ -157,7 +158,7 @@ class TransformerLayerPipe(nn.Module):
         super().__init__()
         config, tp = args.config, args.tp
         self.index = index
-        self.block = Block(config, tp, index, sequence_parallel=args.sequence_parallel)
+        self.block = Block(config, tp, index, sequence_parallel=args.sequence_parallel, ep=args.ep)
         init_weights(self.block, config, args.seed, prefix=f"layers.{index}")
         # the input holds 1 / shards of the sequence
         self.shards = tp.size if args.sequence_parallel else 1
@@ -232,12 +233,13 @@ def pipeline_specs(
     seed: int,
     padded_vocab: int | None = None,
     sequence_parallel: bool = False,
+    ep: TPGroup | None = None,
 ) -> list[PipeLayer]:
     """Every layer, in order; a pipeline engine builds only the ones of its stage (DeepSpeed:
     `LayerSpec(cls, *args)`, `TiedLayerSpec` for a layer with a tie key). `padded_vocab` and
-    `sequence_parallel` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
+    `sequence_parallel` and `ep` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
     vocab = padded_vocab or config.padded_vocab(tp.size)
-    args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1)
+    args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1, ep)
     blocks = [PipeLayer(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]
     if config.no_weight_tying:
         return [
@@ -289,8 +291,7 @@ class PipelineLoss:
         if not torch.is_grad_enabled():  # evaluation: the language model's loss alone
             return loss
         aux = MoELosses.of(stats, config.moe_layers, labels.numel(), config.moe_num_experts)
-        kept = MoELosses(aux.load_balancing.detach(), aux.z.detach(), aux.expert_share)
-        self.records.append((loss.detach(), kept))
+        self.records.append((loss.detach(), aux.detached()))
         return loss + moe_aux_loss(config, aux, loss.dtype)
 
 

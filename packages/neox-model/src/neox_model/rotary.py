@@ -109,9 +109,9 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.rotary_dim, self.base, self.max_positions = rotary_dim, base, max_positions
         self.scaling = scaling
-        self.attention_factor = scaled_frequencies(rotary_dim, base, scaling)[1]
+        inv_freq, self.attention_factor = scaled_frequencies(rotary_dim, base, scaling)
         # derived from the config; in the state dict only when rotary_save_freqs_buffer asks
-        self.register_buffer("inv_freq", self._inv_freq(), persistent=save_in_state_dict)
+        self.register_buffer("inv_freq", inv_freq, persistent=save_in_state_dict)
         self._table: tuple[torch.Tensor, torch.Tensor] | None = None  # float32, never saved
         self._table_key: tuple[torch.device, torch.dtype] | None = None
 

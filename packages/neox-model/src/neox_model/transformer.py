@@ -108,8 +108,16 @@ class Block(nn.Module):
     `attention_output_layernorm` / `mlp_output_layernorm` on their outputs (post, sandwich)."""
 
     def __init__(
-        self, config: ModelConfig, tp: TPGroup, index: int, *, sequence_parallel: bool = False
+        self,
+        config: ModelConfig,
+        tp: TPGroup,
+        index: int,
+        *,
+        sequence_parallel: bool = False,
+        ep: TPGroup | None = None,
     ) -> None:
+        """`ep`: the expert-parallel group of an MoE layer's experts (None: no expert
+        parallelism)."""
         super().__init__()
         self.parallel_residual = config.gpt_j_residual
         before = config.norm_placement != "post"
@@ -134,6 +142,7 @@ class Block(nn.Module):
                 config.activation,
                 config.use_bias_in_mlp,
                 tp,
+                ep,
             )
         else:
             self.mlp = MLP(config, tp, sequence_parallel=sequence_parallel)
@@ -172,7 +181,7 @@ class Block(nn.Module):
             return cast(torch.Tensor, self.mlp(x))
         out = self.mlp(x)
         if moe_stats is not None:
-            moe_stats.append(layer_stats(out, self.mlp.config))
+            moe_stats.append(layer_stats(out))
         return out.output
 
 
@@ -188,12 +197,15 @@ class Transformer(WithEmbeddings):
         padded_vocab: int | None = None,
         sequence_parallel: bool = False,
         checkpoint_num_layers: int = 0,
+        ep: TPGroup | None = None,
     ) -> None:
         """`padded_vocab` overrides the vocabulary padding (a checkpoint saved at another
         tensor-parallel size keeps the rows it was padded to). `sequence_parallel` splits the
         sequence over `tp` outside its tensor-parallel regions (nothing at size 1).
         `checkpoint_num_layers`: activation checkpointing in training, that many blocks per
-        recomputed chunk (0: off), as a pipeline's `activation_checkpoint_interval`."""
+        recomputed chunk (0: off), as a pipeline's `activation_checkpoint_interval`. `ep`: the
+        expert-parallel group the MoE layers' experts are split over (None: none), carved from
+        the data-parallel ranks; each rank runs its own tokens (see `neox_model.moe`)."""
         super().__init__()
         self.config = config
         self.tp = tp = tp or TPGroup.single()
@@ -213,7 +225,7 @@ class Transformer(WithEmbeddings):
             else None
         )
         self.layers = nn.ModuleList(
-            Block(config, tp, i, sequence_parallel=sp) for i in range(config.num_layers)
+            Block(config, tp, i, sequence_parallel=sp, ep=ep) for i in range(config.num_layers)
         )
         self.final_layer_norm = build_norm(config)
         self.embed_out = (
@@ -364,7 +376,7 @@ class Transformer(WithEmbeddings):
         aux = MoELosses.of(stats, config.moe_layers, tokens, config.moe_num_experts)
         self.lm_loss, self.moe_losses = (
             loss.detach(),
-            MoELosses(aux.load_balancing.detach(), aux.z.detach(), aux.expert_share),
+            aux.detached(),
         )
         if not self.training:
             return loss
