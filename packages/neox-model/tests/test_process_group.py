@@ -81,3 +81,15 @@ def test_exit_process_stops_idle_thread_pool_workers(tmp_path: Path) -> None:
     )
     assert result.returncode == 5, result.stderr
     assert result.stdout.split("\n")[:2] == ["work done", "atexit ran"]
+
+
+def test_on_a_gpu_cpu_tensors_reduce_over_gloo_beside_nccl(monkeypatch) -> None:
+    """The training loop reduces small CPU tensors (loss means, flags) on every backend: on a GPU
+    the group must hold gloo for them beside NCCL."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    device, backend = LaunchEnv(local_rank=1).device()
+    assert device == torch.device("cuda", 1)
+    assert backend == "cpu:gloo,cuda:nccl"

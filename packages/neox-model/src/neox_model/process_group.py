@@ -2,7 +2,9 @@
 MASTER_PORT in the environment): the training workers', generation's and evaluation's shared
 first step. A process started without a launcher is rank 0 of a world of 1.
 
-GPUs use NCCL, one device per local rank; without a GPU every process runs on the CPU with gloo.
+GPUs use NCCL, one device per local rank, with gloo beside it for tensors on the CPU (the small
+metric and flag reductions training runs on CPU tensors: NCCL takes CUDA tensors only); without a
+GPU every process runs on the CPU with gloo.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class LaunchEnv:
         if torch.cuda.is_available():
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
-            return device, "nccl"
+            return device, "cpu:gloo,cuda:nccl"  # each tensor's collectives by its device
         return torch.device("cpu"), "gloo"
 
     def init_method(self) -> str:

@@ -292,7 +292,7 @@ def train_step(session: Session, step: int) -> float:
         for lm_loss, aux in records:
             lm += metrics.add_losses(lm_loss, aux)
         records.clear()
-        return _moe_pipeline_means(session, metrics, lm)
+        return _moe_means(session, metrics, lm)
     total = 0.0
     scope = session.profiler.range if session.profiler else _no_range
     moe = MoEMetrics() if session.run.model.moe else None
@@ -308,7 +308,7 @@ def train_step(session: Session, step: int) -> float:
         else:
             total += loss.item()
     if moe is not None:
-        session.moe_metrics.update(moe.means(session.batch.grad_accum))
+        return _moe_means(session, moe, total)
     return _mean_over_ranks(total / session.batch.grad_accum)
 
 
@@ -338,22 +338,17 @@ class MoEMetrics:
         self.sums += torch.stack([v.detach().double().cpu() for v in values])
         return float(lm_loss.item())
 
-    def means(self, micro_batches: int) -> dict[str, float]:
-        """Each metric's mean over the micro batches and the ranks."""
-        means = self.sums / micro_batches
-        dist.all_reduce(means)
-        means /= dist.get_world_size()
-        return dict(zip(self.NAMES, means.tolist(), strict=True))
 
-
-def _moe_pipeline_means(session: Session, metrics: MoEMetrics, lm: float) -> float:
-    """The step's language-model loss and MoE metrics (`session.moe_metrics`) from the last
-    stage's records, averaged over the micro batches and the last stage's ranks."""
+def _moe_means(session: Session, metrics: MoEMetrics, lm: float) -> float:
+    """The step's language-model loss (`lm`: summed over this rank's micro batches) and its MoE
+    metrics (`session.moe_metrics`), averaged over the micro batches and the ranks that computed
+    them (in a pipeline the last stage's), in one all-reduce."""
     micro_batches = session.batch.grad_accum
-    last = float(session.parallel.pipe_stage == session.parallel.dims.pipe - 1)
-    packed = torch.cat([metrics.sums, torch.tensor([lm, last], dtype=torch.float64)])
+    pipe = session.parallel.dims.pipe
+    computed = float(pipe == 1 or session.parallel.pipe_stage == pipe - 1)
+    packed = torch.cat([metrics.sums, torch.tensor([lm, computed], dtype=torch.float64)])
     dist.all_reduce(packed)
-    ranks = packed[-1]  # how many ranks are on the last stage
+    ranks = packed[-1]  # how many ranks computed the losses
     means = packed[:-1] / (ranks * micro_batches)
     session.moe_metrics.update(zip(MoEMetrics.NAMES, means[:-1].tolist(), strict=True))
     return float(means[-1])
