@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from neox_data.atomic_file import NoSpaceError
+from neox_data.chat import DEFAULT_CHAT_KEYS, ChatOptions, preprocess_chat
 from neox_data.corpus import iter_documents
 from neox_data.dependency import MissingDependencyError
 from neox_data.hf_tokenizer import train_bpe_tokenizer
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     _add_train_tokenizer(commands, common)
     _add_preprocess(commands, common)
+    _add_preprocess_chat(commands, common)
     _add_inspect(commands, common)
     _add_merge(commands, common)
     _add_download(commands, common)
@@ -102,6 +104,60 @@ def _add_preprocess(commands: argparse._SubParsersAction, common: argparse.Argum
         "first occurrence of these token ids in each document",
     )
     sub.set_defaults(run=_run_preprocess)
+
+
+def _add_preprocess_chat(
+    commands: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    sub = commands.add_parser(
+        "preprocess-chat",
+        parents=[common],
+        help="conversations through the tokenizer's chat template into token and label files",
+        description="GPT-NeoX's preprocess_data_with_chat_template.py: writes "
+        "PREFIX_{key}_document and PREFIX_{key}_label_document (labels -100 outside the "
+        "generation role's turns) for each JSON key holding a conversation.",
+    )
+    sub.add_argument("--input", required=True, help="comma-separated JSON-lines files or globs")
+    sub.add_argument(
+        "--jsonl-keys",
+        nargs="+",
+        default=list(DEFAULT_CHAT_KEYS),
+        help="keys holding conversations (default messages; chosen rejected for preference pairs)",
+    )
+    sub.add_argument(
+        "--tokenizer-path",
+        required=True,
+        help="tokenizer directory: tokenizer.json and tokenizer_config.json with a chat_template",
+    )
+    sub.add_argument("--output-prefix", required=True, help="writes PREFIX_{key}_document ...")
+    sub.add_argument(
+        "--generation-role", default="assistant", help="the role whose turns are learned"
+    )
+    sub.add_argument("--only-last", action="store_true", help="label the last turn only")
+    sub.add_argument("--no-mask", action="store_true", help="label every token")
+    sub.add_argument(
+        "--for-rm", action="store_true", help="label only the final EOS (reward model data)"
+    )
+    sub.add_argument("--num-docs", type=int, help="expected conversations (progress bar only)")
+    sub.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="output format")
+    sub.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    sub.set_defaults(run=_run_preprocess_chat)
+
+
+def _run_preprocess_chat(args: argparse.Namespace) -> None:
+    options = ChatOptions(args.generation_role, not args.no_mask, args.only_last, args.for_rm)
+    result = preprocess_chat(
+        args.input,
+        args.output_prefix,
+        args.tokenizer_path,
+        jsonl_keys=args.jsonl_keys,
+        options=options,
+        num_docs=args.num_docs,
+        overwrite=args.overwrite,
+    )
+    for prefix in result.outputs.values():
+        print(f"wrote {prefix}.bin and {prefix}.idx")
+    print(result.summary())
 
 
 def _token_ids(text: str) -> list[int]:
