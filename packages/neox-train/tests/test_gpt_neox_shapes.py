@@ -152,7 +152,7 @@ def refused(names):
 REFUSED = {
     # moe_type deepspeed, moe_token_dropping
     ("125M-moe.yml",): (
-        {"DeepSpeed's token-dropping MoE (moe_type deepspeed) and expert parallelism"},
+        {"DeepSpeed's token-dropping MoE (moe_type deepspeed)"},
         2,
     ),
     ("training.yml", "mamba_130M.yml"): (

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from neox_model import load_state_dict
 from neox_train import ConfigError, load_run_config
 from neox_train.monitoring.metrics import read_metrics
 
@@ -116,6 +117,118 @@ def test_an_moe_run_resumes_at_another_tensor_parallel_size(
 
 
 @pytest.fixture(scope="module")
+def experts_split(data_dir, tmp_path_factory, runs):
+    """Expert parallelism: 2 ranks each holding 2 of the 4 experts (the same micro batches as
+    `runs`' one process); 4 ranks in 2 expert-parallel pairs with ZeRO-1 partitioning over the
+    ranks holding the same experts, against one process accumulating the same 4 micro batches
+    of 2 samples."""
+    root = tmp_path_factory.mktemp("moe_ep")
+    ep2 = config(data_dir, root / "ep2", moe_expert_parallel_size=2, zero_optimization={"stage": 0})
+    small = dict(train_micro_batch_size_per_gpu=2)
+    one4 = config(
+        data_dir,
+        root / "one4",
+        gradient_accumulation_steps=4,
+        zero_optimization={"stage": 0},
+        **small,
+    )
+    ep2_zero1 = config(
+        data_dir,
+        root / "ep2_zero1",
+        moe_expert_parallel_size=2,
+        zero_optimization={"stage": 1},
+        **small,
+    )
+    out = run_workers([write_config(root / "ep2.yml", ep2)], 2)
+    run_workers([write_config(root / "one4.yml", one4)], 1)
+    out4 = run_workers([write_config(root / "ep2_zero1.yml", ep2_zero1)], 4)
+    return root, out, out4
+
+
+def assert_same_run(reference, other, keys=("moe_load_balancing_loss", "moe_z_loss")):
+    single, split = losses(reference), losses(other)
+    assert sorted(split) == sorted(single) == list(range(1, 9))
+    for step, loss in single.items():
+        assert abs(split[step] - loss) <= TOLERANCE * loss, (step, split[step], loss)
+    for key in keys:
+        a, b = metric(reference, key), metric(other, key)
+        assert all(b[step] == pytest.approx(value, rel=TOLERANCE) for step, value in a.items())
+
+
+def test_expert_parallel_2_trains_as_one_process(runs, experts_split):
+    """Each rank routes its own 4 samples, the token-slots exchanged with the rank holding
+    their experts: the same losses and auxiliary losses as one process over both batches."""
+    root, out, _ = experts_split
+    assert_same_run(runs[0], root / "ep2")
+    assert "expert-parallel 2" in out
+
+
+def test_expert_parallel_2_with_zero1_over_4_ranks_trains_as_one_process(experts_split):
+    root, _, out = experts_split
+    assert_same_run(root / "one4", root / "ep2_zero1")
+    assert "ZeRO stage 1" in out or "zero" in out.lower()
+
+
+def test_an_expert_parallel_checkpoint_reads_as_the_whole_model(runs, experts_split):
+    """model.json records the expert-parallel split: readers (generation, export) join each
+    rank's experts into the whole model, the one the single process trained (to 1e-3 of each
+    tensor's largest entry: Adam turns the keys' bias gradients, zero up to rounding, into
+    steps of the learning rate's size, so that bias follows rounding; every other tensor
+    agrees to 1e-5, and experts joined in the wrong order would differ by their own size)."""
+    _, manifest, split = load_state_dict(experts_split[0] / "ep2" / "global_step8")
+    _, _, whole = load_state_dict(runs[0] / "global_step8")
+    assert (manifest.tensor_parallel, manifest.expert_parallel) == (1, 2)
+    assert sorted(split) == sorted(whole)
+    for name, tensor in whole.items():
+        assert split[name].shape == tensor.shape, name
+        error = (split[name] - tensor).abs().max() / tensor.abs().max()
+        assert error <= (1e-3 if name.endswith("query_key_value.bias") else 1e-5), name
+
+
+@pytest.mark.parametrize(("source", "target"), [("ep2", "one"), ("one", "ep2")])
+def test_an_moe_run_resumes_at_another_expert_parallel_size(
+    data_dir, tmp_path, runs, experts_split, source, target
+):
+    """The experts joined from the expert-parallel ranks' files and split again, with their
+    optimizer state: the run goes on as the uninterrupted one."""
+    origin = experts_split[0] / "ep2" if source == "ep2" else runs[0]
+    load = step_only(origin, tmp_path / "load", step=4)
+    layout = dict(moe_expert_parallel_size=2) if target == "ep2" else {}
+    accumulate = {} if layout else dict(gradient_accumulation_steps=2)
+    values = config(
+        data_dir,
+        tmp_path / "save",
+        zero_optimization={"stage": 0},
+        load=str(load),
+        **layout,
+        **accumulate,
+    )
+    out = run_workers([write_config(tmp_path / "resume.yml", values)], 2 if layout else 1)
+    assert "was saved at" in out and "at step 4" in out, out[-2000:]
+    full, again = losses(origin), losses(tmp_path / "save")
+    assert sorted(again) == [5, 6, 7, 8]
+    for step in again:
+        assert abs(again[step] - full[step]) <= TOLERANCE * full[step], step
+
+
+def test_expert_parallel_layouts_that_cannot_run_are_refused(data_dir, tmp_path):
+    cases = [
+        (dict(moe_expert_parallel_size=3), "moe_num_experts 4 do not split over"),
+        (dict(moe_expert_parallel_size=2, model_parallel_size=2), "without tensor and pipeline"),
+        (dict(moe_expert_parallel_size=2, moe_num_experts=1), "needs mixture-of-experts"),
+        (
+            dict(moe_expert_parallel_size=2, zero_optimization={"stage": 3}),
+            "zero_optimization.stage 3",
+        ),
+    ]
+    for extra, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            load_run_config(
+                [write_config(tmp_path / "bad.yml", config(data_dir, tmp_path, **extra))]
+            )
+
+
+@pytest.fixture(scope="module")
 def piped(data_dir, tmp_path_factory):
     """Every layer a mixture (moe_expert_interval 1), in one process and over 2 pipeline
     stages (type:transformer puts one block, so one MoE layer, on each stage)."""
@@ -182,21 +295,18 @@ def test_the_auxiliary_losses_are_logged_apart_from_the_loss(runs):
     assert "moe balance" in out and "expert shares" in out
 
 
-def test_an_moe_run_resumes_exactly(data_dir, tmp_path, runs):
-    one, _, _ = runs
+@pytest.mark.parametrize("layout", ["one process", "expert parallel 2"])
+def test_an_moe_run_resumes_exactly(data_dir, tmp_path, runs, experts_split, layout):
+    one = layout == "one process"
+    source = runs[0] if one else experts_split[0] / "ep2"
     crashed = tmp_path / "crashed"
-    shutil.copytree(one, crashed)
+    shutil.copytree(source, crashed)
     as_if_killed_after(crashed, 4, 8)
-    values = config(
-        data_dir,
-        crashed,
-        gradient_accumulation_steps=2,
-        zero_optimization={"stage": 0},
-        load=str(crashed),
-    )
-    out = run_workers([write_config(tmp_path / "resume.yml", values)], 1)
+    extra = dict(gradient_accumulation_steps=2) if one else dict(moe_expert_parallel_size=2)
+    values = config(data_dir, crashed, zero_optimization={"stage": 0}, load=str(crashed), **extra)
+    out = run_workers([write_config(tmp_path / "resume.yml", values)], 1 if one else 2)
     assert "resumed from" in out and "at step 4" in out
-    full, again = losses(one), losses(crashed)
+    full, again = losses(source), losses(crashed)
     assert sorted(again) == [5, 6, 7, 8]
     for step in again:
         assert again[step] == full[step], step

@@ -2,7 +2,7 @@
 
 Model states: neox's real DeepSpeed engine is built for small models on two CPU ranks and one
 step is trained; the weights, gradients and optimizer state each rank keeps must equal the plan's
-bytes exactly, for fp32 and bf16, ZeRO stages 0, 1 and 2, tensor and pipeline parallelism.
+bytes exactly, for fp32 and bf16, ZeRO stages 0, 1 and 2, tensor, pipeline and expert parallelism.
 Activations: the tensors a small model saves for its backward pass (counted through autograd's
 saved-tensor hooks, each storage once) must be within 2% of the plan's.
 """
@@ -35,6 +35,15 @@ LAYOUTS = {
     "fp32 ZeRO-2": "precision: fp32\nzero_optimization: {stage: 2}\n",
     "tensor parallel 2": "model_parallel_size: 2\nzero_optimization: {stage: 1}\n",
     "pipeline 2": "pipe_parallel_size: 2\nzero_optimization: {stage: 1}\n",
+    # 4 experts in every other layer, 2 on each expert-parallel rank
+    "expert parallel 2": (
+        "moe_num_experts: 4\nmoe_top_k: 2\nmoe_router_type: softmax_topk\n"
+        "moe_expert_parallel_size: 2\nzero_optimization: {stage: 0}\n"
+    ),
+    "expert parallel 2, bf16 ZeRO-1": (
+        "moe_num_experts: 4\nmoe_top_k: 2\nmoe_expert_parallel_size: 2\n"
+        "precision: bfloat16\nzero_optimization: {stage: 1}\n"
+    ),
 }
 
 

@@ -167,9 +167,9 @@ class Experts(nn.Module):
     """num_experts MLPs with stacked weights: w_in (experts, hidden, inner or 2 * inner),
     w_out (experts, inner, hidden), optional biases. Split over a group (tensor-parallel `tp`,
     or expert-parallel `ep`), each rank holds num_experts / size of them, rank r experts
-    r * n .. (r + 1) * n - 1, every tensor split along its first dimension (`sharded_experts`:
-    the split is over the tensor-parallel ranks, `expert_parallel`: over the expert-parallel
-    ones); a shared expert (no group) is whole on each."""
+    r * n .. (r + 1) * n - 1, every tensor split along its first dimension (`sharded_experts`;
+    `expert_parallel`: the split is over the expert-parallel ranks); a shared expert (no group)
+    is whole on each."""
 
     def __init__(
         self,
@@ -186,7 +186,7 @@ class Experts(nn.Module):
         if tp is not None and ep is not None:
             raise ValueError("experts split over one group: tensor-parallel or expert-parallel")
         self.tp, self.ep = tp, ep
-        self.sharded_experts = tp is not None
+        self.sharded_experts = tp is not None or ep is not None  # split over model slices
         self.expert_parallel = ep is not None
         self.gated = activation in GATED_ACTIVATIONS
         self.act = activation_function(activation)

@@ -564,8 +564,9 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, tp: TPGroup) -> 
 
 
 def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:
-    """How a parameter of `module` is split over tensor-parallel ranks: (dim, chunks), or None
-    when every rank holds the whole parameter."""
+    """How a parameter of `module` is split over the model-parallel slices (the tensor-parallel
+    ranks; a mixture's experts also over the expert-parallel ones): (dim, chunks), or None when
+    every rank holds the whole parameter."""
     if isinstance(module, ColumnParallelLinear):
         return (0, module.chunks)
     if isinstance(module, RowParallelLinear):
@@ -574,8 +575,8 @@ def shard_spec(module: nn.Module, param_name: str) -> tuple[int, int] | None:
         return (0, 1)
     if getattr(module, "sharded_features", False):  # a norm over features the ranks split
         return (0, 1)
-    if getattr(module, "sharded_experts", False):  # a mixture's experts, split by expert
-        return (0, 1)
+    if getattr(module, "sharded_experts", False):  # a mixture's experts, split by expert over
+        return (0, 1)  # the tensor-parallel ranks, or the expert-parallel ones
     return None
 
 

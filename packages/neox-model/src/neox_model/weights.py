@@ -16,6 +16,7 @@ from neox_model.checkpoint.integrity import resolve_step, verify_step, weight_re
 from neox_model.checkpoint.manifest import ModelManifest, read_manifest
 from neox_model.checkpoint.safe_load import load_file
 from neox_model.config import ModelConfig
+from neox_model.moe import Experts
 from neox_model.tensor_parallel import TPGroup, shard, shard_spec, unshard
 from neox_model.transformer import Transformer
 
@@ -23,8 +24,9 @@ DERIVED_BUFFERS = ("rotary.inv_freq",)  # saved with rotary_save_freqs_buffer, e
 
 
 def _rank_states(step_dir: Path, manifest: ModelManifest) -> list[dict[str, torch.Tensor]]:
-    """Every tensor-parallel rank's state dict, under the Transformer's names."""
-    ranks: list[dict[str, torch.Tensor]] = [{} for _ in range(manifest.tensor_parallel)]
+    """Every model-parallel slice's state dict (tensor- or expert-parallel rank), under the
+    Transformer's names."""
+    ranks: list[dict[str, torch.Tensor]] = [{} for _ in range(manifest.slices)]
     for weight_file in manifest.files:
         blob = load_file(step_dir / weight_file.file)
         state = blob[weight_file.key] if weight_file.key else blob
@@ -33,17 +35,22 @@ def _rank_states(step_dir: Path, manifest: ModelManifest) -> list[dict[str, torc
     return ranks
 
 
-def tensor_parallel_specs(config: ModelConfig, tensor_parallel: int) -> dict[str, tuple[int, int]]:
-    """(dim, chunks) of every `Transformer` parameter split over `tensor_parallel` ranks, by
-    name; parameters every rank holds whole are left out. Raises ValueError when the model does
-    not split over that many ranks."""
+def tensor_parallel_specs(
+    config: ModelConfig, tensor_parallel: int, expert_parallel: int = 1
+) -> dict[str, tuple[int, int]]:
+    """(dim, chunks) of every `Transformer` parameter split over `tensor_parallel` ranks (or,
+    with `expert_parallel`, the experts over that many ranks), by name; parameters every rank
+    holds whole are left out. Raises ValueError when the model does not split over that many
+    ranks."""
+    ep = TPGroup(None, 0, expert_parallel) if expert_parallel > 1 else None
     with torch.device("meta"):  # only to learn how each parameter is split
-        model = Transformer(config, tp=TPGroup(None, 0, tensor_parallel))
+        model = Transformer(config, tp=TPGroup(None, 0, tensor_parallel), ep=ep)
     specs = {}
     for module_name, module in model.named_modules():
+        ranks = module.split.size if isinstance(module, Experts) else tensor_parallel
         for name, _ in module.named_parameters(recurse=False):
             spec = shard_spec(module, name)
-            if spec is not None:
+            if spec is not None and ranks > 1:
                 specs[f"{module_name}.{name}" if module_name else name] = spec
     return specs
 
@@ -70,9 +77,11 @@ def load_state_dict(
     else:
         step_dir, manifest = verified_step(path)
     ranks = _rank_states(step_dir, manifest)
-    if manifest.tensor_parallel == 1:
+    if manifest.slices == 1:
         return step_dir, manifest, ranks[0]
-    specs = tensor_parallel_specs(manifest.config, manifest.tensor_parallel)
+    specs = tensor_parallel_specs(
+        manifest.config, manifest.tensor_parallel, manifest.expert_parallel
+    )
     full = {}
     for name, tensor in ranks[0].items():
         spec = specs.get(name)

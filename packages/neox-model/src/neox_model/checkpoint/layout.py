@@ -33,19 +33,26 @@ class EngineLayout:
     data: int
     zero_stage: int
     precision: str
+    expert: int = 1  # expert-parallel ranks out of `data` (RankFiles.tp is then their rank)
 
     def describe(self) -> str:
+        experts = f" (expert-parallel {self.expert})" if self.expert > 1 else ""
         return (
-            f"tensor {self.tensor} x pipeline {self.pipe} x data {self.data}, "
+            f"tensor {self.tensor} x pipeline {self.pipe} x data {self.data}{experts}, "
             f"ZeRO stage {self.zero_stage}, {self.precision}"
         )
+
+    @property
+    def slices(self) -> int:
+        """Model-parallel slices: ranks of one replica holding different parameters."""
+        return self.tensor * self.expert
 
 
 @dataclass(frozen=True)
 class RankFiles:
     """One rank's share of a saved step (paths relative to the step directory)."""
 
-    tp: int
+    tp: int  # the model-parallel slice: tensor-parallel rank, or expert-parallel rank
     pp: int
     dp: int
     model_file: str  # DeepSpeed's mp_rank_XX_model_states.pt of its model-parallel slice

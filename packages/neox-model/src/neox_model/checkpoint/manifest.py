@@ -12,6 +12,11 @@ merges file), so that a reader builds it without reading the run config.
 Format version 3 goes with files.json (`integrity`); version 2, from before, is still read. A
 manifest written before the tokenizer type was recorded has `tokenizer_type` None (its
 vocabulary file may be named): the step's config.yml says which tokenizer it is.
+
+Under expert parallelism (`expert_parallel` > 1; tensor parallel is then 1) the files' `tp_rank`
+is the expert-parallel rank: each holds every weight whole except the mixtures' experts, split
+by expert along their first dimension (`tensor_parallel_specs`). A manifest without the key
+was saved without expert parallelism.
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ class ModelManifest:
     tokenizer: str | None = None  # the tokenizer's (vocabulary) file, relative, if saved
     tokenizer_type: str | None = None  # GPT-NeoX's name; None: not recorded (an older step)
     merge_file: str | None = None  # the GPT-2 BPE merges file, relative, if saved
+    expert_parallel: int = 1  # ranks the experts were split over (their files' tp_rank)
+
+    @property
+    def slices(self) -> int:
+        """How many ranks' files make up the model (tensor- or expert-parallel)."""
+        return self.tensor_parallel * self.expert_parallel
 
     @property
     def padded_vocab(self) -> int:
@@ -67,6 +78,7 @@ class ModelManifest:
             "tokenizer": self.tokenizer,
             "tokenizer_type": self.tokenizer_type,
             "merge_file": self.merge_file,
+            "expert_parallel": self.expert_parallel,
         }
         return json.dumps(body, indent=2) + "\n"
 
@@ -96,4 +108,5 @@ def read_manifest(step_dir: str | Path) -> ModelManifest:
         tokenizer=body.get("tokenizer"),
         tokenizer_type=body.get("tokenizer_type"),
         merge_file=body.get("merge_file"),
+        expert_parallel=body.get("expert_parallel", 1),
     )

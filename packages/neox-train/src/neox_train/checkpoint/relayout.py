@@ -47,6 +47,7 @@ from neox_model import (
     unshard,
 )
 from neox_model.checkpoint import load_file
+from neox_model.moe import Experts
 from neox_train.config.schema import ConfigError
 from neox_train.engine.deepspeed_internals import (
     flat_partitions,
@@ -94,7 +95,7 @@ def describe_rank(engine: Any, parallel: Any, step_dir: Path) -> tuple[RankFiles
     if kind == "flat":
         optim_file = zero_file(engine, step_dir)
     entry = RankFiles(
-        tp=parallel.tp.rank,
+        tp=parallel.slice.rank,
         pp=parallel.pipe_stage,
         dp=parallel.data_rank,
         model_file=model_file(engine, step_dir),
@@ -163,7 +164,7 @@ def saved_optimizer_state(
 ) -> dict[str, dict[str, Any]]:
     """Whole-model name -> {state key: whole tensor or scalar} for the `wanted` parameters."""
     manifest = read_manifest(step_dir)
-    specs = tensor_parallel_specs(manifest.config, saved.layout.tensor)
+    specs = tensor_parallel_specs(manifest.config, saved.layout.tensor, saved.layout.expert)
     slices: dict[tuple[int, int], list[RankFiles]] = defaultdict(list)
     for entry in saved.ranks:
         slices[(entry.pp, entry.tp)].append(entry)
@@ -187,7 +188,7 @@ def saved_optimizer_state(
         state = {}
         for key, value in ranks[0].items():
             if torch.is_tensor(value) and value.dim() > 0:
-                pieces = [ranks[t][key] for t in range(saved.layout.tensor)]
+                pieces = [ranks[t][key] for t in range(saved.layout.slices)]
                 state[key] = unshard(pieces, *spec) if spec else value
             else:
                 state[key] = value
@@ -220,7 +221,8 @@ def _local_share(module: nn.Module, local: str, whole: torch.Tensor, tp: TPGroup
     owner_name, _, param_name = local.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
     spec = shard_spec(owner, param_name)
-    return shard(whole, tp, *spec) if spec and tp.size > 1 else whole
+    group = owner.split if isinstance(owner, Experts) else tp  # experts: tensor or expert ranks
+    return shard(whole, group, *spec) if spec and group.size > 1 else whole
 
 
 def load_relayout(

@@ -191,6 +191,7 @@ def _write_metadata(
         config=config,
         files=weight_files(step_dir, config, layout),
         tensor_parallel=1 if layout.zero_stage == 3 else layout.tensor,
+        expert_parallel=layout.expert,
         tokenizer=Path(tokenizer_files[0]).name if tokenizer_files else None,
         tokenizer_type=run_yaml.get("tokenizer_type"),
         merge_file=Path(run_yaml["merge_file"]).name if run_yaml.get("merge_file") else None,
@@ -219,7 +220,7 @@ def _saved_layout(step_dir: Path, weights_only: bool) -> SavedLayout | None:
     pipeline = any(LAYER_FILE.match(f.file) for f in manifest.files)
     if pipeline:
         return None  # DeepSpeed reads the layer files at any pipeline size
-    layout = EngineLayout(manifest.tensor_parallel, 1, 0, 0, "")
+    layout = EngineLayout(manifest.tensor_parallel, 1, 0, 0, "", expert=manifest.expert_parallel)
     return SavedLayout(layout, "none", ())
 
 
@@ -295,5 +296,9 @@ def _differs(saved: EngineLayout, current: EngineLayout, weights_only: bool) -> 
     """Whether DeepSpeed cannot read the step back as saved (for the weights alone, only the
     model-parallel sizes matter)."""
     if weights_only:  # DeepSpeed reads pipeline layer files at any number of stages
-        return (saved.tensor, saved.pipe > 1) != (current.tensor, current.pipe > 1)
+        return (saved.tensor, saved.expert, saved.pipe > 1) != (
+            current.tensor,
+            current.expert,
+            current.pipe > 1,
+        )
     return saved != current

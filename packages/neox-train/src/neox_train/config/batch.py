@@ -18,6 +18,19 @@ class BatchLayout:
     grad_accum: int  # gradient_accumulation_steps
     data_parallel: int  # number of model replicas
 
+    def per_replica_group(self, size: int) -> BatchLayout:
+        """The layout as DeepSpeed sees it when each `size` replicas act as one (expert
+        parallelism: DeepSpeed's data-parallel ranks are those holding the same experts)."""
+        if size == 1:
+            return self
+        replicas = self.data_parallel // size
+        return BatchLayout(
+            self.micro_batch * self.grad_accum * replicas,
+            self.micro_batch,
+            self.grad_accum,
+            replicas,
+        )
+
 
 def data_parallel_size(world_size: int, pipe_parallel: int, tensor_parallel: int) -> int:
     stages = max(pipe_parallel, 1)  # GPT-NeoX: pipe_parallel_size 0 and 1 both mean one stage

@@ -369,12 +369,12 @@ _PREFERENCE = {
     **{f"{purpose}_reward_data_paths": None for purpose in ("train", "valid", "test")},
 }  # fmt: skip
 # GPT-NeoX's DeepSpeed MoE (moe_type deepspeed: capacity factors, dropped tokens, residual
-# MoE, tutel) and parallel layouts neox's dropless MoE does not have yet; the dropless layer's
-# own keys (moe_num_experts, moe_top_k, ...) are ModelConfig's
+# MoE, tutel); the dropless layer's own keys (moe_num_experts, moe_top_k, ...) are
+# ModelConfig's, moe_expert_parallel_size the parallel section's
 _MOE = {
     "moe_train_capacity_factor": 1.0, "moe_eval_capacity_factor": 1.0, "moe_min_capacity": 4,
-    "moe_token_dropping": False, "moe_use_residual": True, "moe_expert_parallel_size": 1,
-    "moe_type": "megablocks", "moe_glu": False, "use_tutel": False, "expert_interval": 2,
+    "moe_token_dropping": False, "moe_use_residual": True, "moe_type": "megablocks",
+    "moe_glu": False, "use_tutel": False, "expert_interval": 2,
 }  # fmt: skip
 _TRANSFORMER_ENGINE = {
     "te_columnparallel": False, "te_rowparallel": False, "te_layernorm_mlp": False,
@@ -390,7 +390,7 @@ _MAMBA = {
 _DEEPSPEED_BLOCK = " (deepspeed_extra_args passes such a block to DeepSpeed as it is)"
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("DeepSpeed's token-dropping MoE (moe_type deepspeed) and expert parallelism", _MOE),
+    Feature("DeepSpeed's token-dropping MoE (moe_type deepspeed)", _MOE),
     Feature("Mamba layers", _MAMBA),
     Feature("RWKV layers", {"dim_att": None, "head_size": None, "ffn_dim": None}),
     Feature("Transformer Engine layers and fp8", _TRANSFORMER_ENGINE),

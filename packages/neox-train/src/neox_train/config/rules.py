@@ -25,6 +25,29 @@ def layout_problem(run: RunConfig) -> str | None:
         )
     if model.moe and tp > 1 and run.parallel.sequence_parallel:
         return "mixture-of-experts layers do not run under sequence_parallel yet"
+    expert = run.parallel.moe_expert_parallel_size
+    if expert > 1:
+        if not model.moe:
+            return (
+                f"moe_expert_parallel_size {expert} needs mixture-of-experts layers "
+                "(moe_num_experts > 1)"
+            )
+        if model.moe_num_experts % expert:
+            return (
+                f"moe_num_experts {model.moe_num_experts} do not split over "
+                f"moe_expert_parallel_size {expert}"
+            )
+        if tp > 1 or pipe > 1:
+            return (
+                f"moe_expert_parallel_size {expert} with model_parallel_size {tp} and "
+                f"pipe_parallel_size {pipe}: expert parallelism runs without tensor and "
+                "pipeline parallelism for now"
+            )
+        if stage == 3:
+            return (
+                f"moe_expert_parallel_size {expert} with zero_optimization.stage 3 is not "
+                "supported yet"
+            )
     if run.parallel.zero_optimization.offloads_optimizer and run.optimizer.use_bnb_optimizer:
         return (
             "use_bnb_optimizer with an offloaded optimizer: ZeRO-Offload steps DeepSpeed's CPU "

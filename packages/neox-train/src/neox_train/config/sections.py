@@ -464,6 +464,18 @@ class ZeroConfig:
 class ParallelConfig:
     pipe_parallel_size: int = field(default=0, metadata=_doc("Pipeline stages (0/1 = none)."))
     model_parallel_size: int = field(default=1, metadata=_doc("Tensor-parallel size."))
+    moe_expert_parallel_size: int = field(
+        default=1,
+        metadata=_doc(
+            "Expert-parallel size: each group of this many adjacent data-parallel replicas "
+            "splits every mixture-of-experts layer's experts among them (moe_num_experts / "
+            "size each), the tokens sent to their experts and back by all-to-all; the experts' "
+            "gradients and optimizer state (ZeRO) are reduced and partitioned over the "
+            "replicas holding the same experts. Divides the data-parallel size and "
+            "moe_num_experts; needs model_parallel_size 1, no pipeline and ZeRO stage 0-2 "
+            "for now."
+        ),
+    )
     sequence_parallel: bool = field(
         default=False,
         metadata=_doc(
@@ -505,6 +517,10 @@ class ParallelConfig:
             raise ValueError(
                 f"pipe_parallel_size ({self.pipe_parallel_size}) must be >= 0 and "
                 f"model_parallel_size ({self.model_parallel_size}) >= 1"
+            )
+        if self.moe_expert_parallel_size < 1:
+            raise ValueError(
+                f"moe_expert_parallel_size must be at least 1, got {self.moe_expert_parallel_size}"
             )
         if self.distributed_timeout_minutes <= 0:
             raise ValueError(

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from neox_model import (
     ModelConfig,
+    TPGroup,
     Transformer,
     build_kernels,
     pipeline_loss,
@@ -27,6 +28,7 @@ from neox_model import (
     shard_spec,
 )
 from neox_model.checkpoint import load_file
+from neox_model.moe import Experts
 from neox_train.config.batch import BatchLayout
 from neox_train.config.run_config import RunConfig
 from neox_train.engine.deepspeed_config import deepspeed_config, neox_checks_gradients, zero_stage
@@ -58,12 +60,39 @@ class TrainingEngine(Protocol):
     def get_global_grad_norm(self) -> float | None: ...
 
 
-def mark_tensor_parallel(model: nn.Module) -> None:
-    """Tag sharded parameters as DeepSpeed expects, so that gradient norms count every shard
-    once and replicated parameters once per tensor-parallel group."""
+def mark_tensor_parallel(model: nn.Module, tp: TPGroup) -> None:
+    """Tag the parameters that differ across the model-parallel slices (split over `tp`, or
+    experts over the expert-parallel ranks) as DeepSpeed expects, so that gradient norms count
+    every shard once and the parameters each slice holds whole once per replica."""
     for module in model.modules():
+        split = module.split if isinstance(module, Experts) else tp
         for name, param in module.named_parameters(recurse=False):
-            setattr(param, "model_parallel", shard_spec(module, name) is not None)  # noqa: B010
+            sharded = shard_spec(module, name) is not None and split.size > 1
+            setattr(param, "model_parallel", sharded)  # noqa: B010
+
+
+def average_over_experts(model: nn.Module, ep: TPGroup) -> None:
+    """The expert-parallel share of the gradient reduction, as backward computes each gradient
+    (before DeepSpeed reduces over the replicas holding the same experts and divides by their
+    number, D / E of the D replicas): a parameter every rank of the expert-parallel group holds
+    is averaged over the group; an expert's gradient, which already sums the slots of every
+    rank of the group, is divided by its size E. Together: the mean over all D replicas."""
+    size = ep.size
+
+    def averaged(grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, group=ep.group)
+        return total / size
+
+    for module in model.modules():
+        split = isinstance(module, Experts) and module.expert_parallel
+        for param in module.parameters(recurse=False):
+            if param.requires_grad:
+                param.register_hook(_divided_by(size) if split else averaged)
+
+
+def _divided_by(size: int) -> Any:
+    return lambda grad: grad / size
 
 
 def build_module(
@@ -83,7 +112,10 @@ def build_module(
             padded_vocab=padded_vocab,
             sequence_parallel=sequence_parallel,
             checkpoint_num_layers=recompute_every,
+            ep=parallel.ep if parallel.dims.expert > 1 else None,
         )
+        if parallel.dims.expert > 1:
+            average_over_experts(model, parallel.ep)
         if training.torch_compile:
             model.compile_blocks()
         return model
@@ -135,16 +167,17 @@ def build_engine(
     build_kernels(model_config, device)  # compiled before the model runs, where asked for
     # on the device before the optimizer is built
     module = build_module(run, model_config, parallel, padded_vocab).to(device)
-    mark_tensor_parallel(module)
+    mark_tensor_parallel(module, parallel.tp)
     if run.optimizer.optimizer.kind == "cpu_adam":
         check_op_build("cpu_adam")  # every rank, before any of them starts building it
         dist.barrier()
     optimizer = build_optimizer(module, run.optimizer)
-    replicas = parallel.dims.data
+    # the replicas DeepSpeed reduces over: those holding the same parameters (with expert
+    # parallelism, the same experts; see neox_train.parallel.topology)
+    replicas = parallel.dims.data // parallel.dims.expert
     if neox_checks_gradients(run, replicas):
-        clip, grid = run.optimizer.gradient_clipping, parallel.grid
-        group, tp_rank = grid.get_model_parallel_group(), grid.get_slice_parallel_rank()
-        optimizer = GradientGuard(optimizer, clip, group, tp_rank)
+        clip = run.optimizer.gradient_clipping
+        optimizer = GradientGuard(optimizer, clip, parallel.replica_group, parallel.slice.rank)
     stage = zero_stage(run, replicas)
     if stage != run.parallel.zero_optimization.stage:
         log.info(
@@ -159,7 +192,7 @@ def build_engine(
         model=module,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(run, batch),
+        config=deepspeed_config(run, batch.per_replica_group(parallel.dims.expert)),
         mpu=mpu,
     )
     if replicas == 1 and stage == 0:  # DeepSpeed all-reduces the gradients over one replica

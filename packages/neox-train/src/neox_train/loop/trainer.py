@@ -109,6 +109,14 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
         )
     batch = run.batch(env.world_size)
     parallel = build_parallel(parallel_dims(run, env.world_size))
+    log.info(
+        "layout: %s; %d samples per step (micro batch %d x %d accumulated x %d replicas)",
+        parallel.dims.describe(),
+        batch.global_batch,
+        batch.micro_batch,
+        batch.grad_accum,
+        batch.data_parallel,
+    )
     tokenizer = build_tokenizer(data.tokenizer_type, vocab_file, data.merge_file)
     run = dataclasses.replace(run, model=run.model.with_vocab(tokenizer.vocab_size))
     model_config = run.model
@@ -218,8 +226,10 @@ def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Paral
 
 def engine_layout(run: RunConfig, parallel: Parallel) -> EngineLayout:
     dims = parallel.dims
-    stage = zero_stage(run, dims.data)
-    return EngineLayout(dims.tensor, dims.pipe, dims.data, stage, run.precision.dtype)
+    stage = zero_stage(run, dims.data // dims.expert)  # the replicas DeepSpeed reduces over
+    return EngineLayout(
+        dims.tensor, dims.pipe, dims.data, stage, run.precision.dtype, expert=dims.expert
+    )
 
 
 def _local_source(load: str | None, save: str | None, rank: int) -> str | None:
@@ -581,17 +591,14 @@ def step_extras(session: Session, step: int) -> dict[str, float | None]:
         extras["seqlen"] = float(session.curriculum.seqlen(step))
     if session.run.precision.dtype == "fp16":
         extras["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+    parallel = session.parallel
     if session.run.logging.log_param_norm:
-        grid = session.parallel.grid
         extras.update(
             parameter_norms(
-                engine.module,
-                session.run.model,
-                session.parallel.tp.rank,
-                grid.get_model_parallel_group(),
+                engine.module, session.run.model, parallel.slice.rank, parallel.replica_group
             )
         )
     if session.run.logging.log_optimizer_states:
-        group = session.parallel.grid.get_model_parallel_group()
-        extras.update(optimizer_state_norms(engine, session.parallel.tp.rank, group))
+        group = parallel.replica_group
+        extras.update(optimizer_state_norms(engine, parallel.slice.rank, group))
     return extras

@@ -112,7 +112,9 @@ def make_plan(
     layout = parallel_dims(run, world_size)
     batch = run.batch(world_size)
     config = run.model.with_vocab(vocab_size)
-    layers = layer_parameters(config, layout.tensor, pipeline=layout.pipe > 1)
+    layers = layer_parameters(
+        config, layout.tensor, pipeline=layout.pipe > 1, expert_parallel=layout.expert
+    )
     bounds = partition(layers, layout.pipe, run.parallel.pipe_partition_method)
     stages = tuple(
         _stage(run, config, layout, batch, layers, bounds, index) for index in range(layout.pipe)
@@ -127,15 +129,17 @@ def make_plan(
 
 
 def layer_parameters(
-    config: ModelConfig, tensor_parallel: int, pipeline: bool = True
+    config: ModelConfig, tensor_parallel: int, pipeline: bool = True, expert_parallel: int = 1
 ) -> list[tuple[str, int]]:
-    """(pipeline layer class, parameters on one tensor-parallel rank) of every layer in
-    order: embedding, blocks, final norm, output layer. A tied output layer holds a copy of the
-    embedding (`TiedOutputPipe`), with its own optimizer state, in a pipeline only: without one
-    (`pipeline` false) the model's one embedding is counted once, in the first layer."""
+    """(pipeline layer class, parameters on one tensor-parallel (or expert-parallel) rank) of
+    every layer in order: embedding, blocks, final norm, output layer. A tied output layer holds
+    a copy of the embedding (`TiedOutputPipe`), with its own optimizer state, in a pipeline
+    only: without one (`pipeline` false) the model's one embedding is counted once, in the first
+    layer."""
     tp = TPGroup(None, 0, tensor_parallel)
+    ep = TPGroup(None, 0, expert_parallel) if expert_parallel > 1 else None
     with torch.device("meta"):
-        model = Transformer(config, tp=tp)
+        model = Transformer(config, tp=tp, ep=ep)
     specs = pipeline_specs(config, tp, 0)
     counts = [0] * len(specs)
     for name, param in model.named_parameters():
@@ -198,10 +202,11 @@ def training_of(run: RunConfig, layout: ParallelDims) -> Training:
     kind = optimizer.kind
     moments = MOMENTS.get(kind, 1 if kind == "sgd" and optimizer.params.momentum else 0)
     zero = run.parallel.zero_optimization
+    replicas = layout.data // layout.expert  # those holding the same parameters (ZeRO's group)
     return Training(
         dtype=run.precision.dtype,
-        zero_stage=zero_stage(run, layout.data),
-        data_parallel=layout.data,
+        zero_stage=zero_stage(run, replicas),
+        data_parallel=replicas,
         moments=moments,
         offload=zero.offloads_optimizer,
         pipeline=layout.pipe > 1,
@@ -336,8 +341,9 @@ def _notes(plan: Plan, run: RunConfig) -> list[str]:
     if plan.config.moe:
         notes.append(
             "mixture of experts: compute counts each token's top_k experts (active parameters); "
-            "weights and optimizer state count every expert; the MoE layers' activations are "
-            "estimated as a dense MLP's"
+            "weights and optimizer state count every expert on its rank (moe_num_experts / "
+            "moe_expert_parallel_size per rank); the MoE layers' activations are estimated as a "
+            "dense MLP's"
         )
     if plan.gpu_memory is None:
         notes.append("give --gpu-memory GiB to check that it fits")
