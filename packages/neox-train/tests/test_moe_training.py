@@ -1,6 +1,7 @@
 """Training a mixture-of-experts model: worker processes over gloo against one process, the
 auxiliary losses in the training loss and in the metrics, exact resume."""
 
+import json
 import shutil
 
 import pytest
@@ -166,7 +167,15 @@ def test_expert_parallel_2_trains_as_one_process(runs, experts_split):
 def test_expert_parallel_2_with_zero1_over_4_ranks_trains_as_one_process(experts_split):
     root, _, out = experts_split
     assert_same_run(root / "one4", root / "ep2_zero1")
-    assert "ZeRO stage 1" in out or "zero" in out.lower()
+    assert "data 4 (expert-parallel 2)" in out
+    # each expert-parallel share's optimizer state in two ZeRO partitions, one per rank
+    # holding those experts
+    step = root / "ep2_zero1" / "global_step8"
+    partitions = sorted(path.name for path in step.glob("zero_pp_rank_*_optim_states.pt"))
+    assert partitions == [
+        f"zero_pp_rank_{dp}_mp_rank_{mp:02d}_optim_states.pt" for dp in (0, 1) for mp in (0, 1)
+    ]
+    assert json.loads((step / "layout.json").read_text())["layout"]["zero_stage"] == 1
 
 
 def test_an_expert_parallel_checkpoint_reads_as_the_whole_model(runs, experts_split):
