@@ -27,7 +27,7 @@ CHATML = (
     "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-WORDS = "red blue green cat dog sun moon tree rock sea".split()
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "rock", "sea"]
 
 
 def conversations(count, seed):
