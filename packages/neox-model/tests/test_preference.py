@@ -8,6 +8,7 @@ import torch
 
 from neox_model.preference import (
     dpo_loss,
+    kto_loss,
     last_labelled,
     reward_model_loss,
     sequence_logps,
@@ -116,3 +117,91 @@ def test_last_labelled_reads_each_sequences_last_labelled_position():
     labels[1] = -100
     with pytest.raises(ValueError, match="no labelled position"):
         last_labelled(values, labels)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def reference_kto(policy, reference, rewards, mask, beta, w_desirable, w_undesirable):
+    """GPT-NeoX's KTO, one sequence at a time: each half's sequences against the KL estimate
+    of the other half, mean over t of the rewards scaling beta, the halves' mean weights."""
+    n, half = len(policy), len(policy) // 2
+    ratio = [
+        sum((p - r) * m for p, r, m in zip(policy[i], reference[i], mask[i], strict=True))
+        for i in range(n)
+    ]
+    weight = []
+    for row in rewards:
+        total = sum(row)
+        weight.append(
+            (w_desirable if total > 0.001 else 0.0) + (w_undesirable if total < -0.001 else 0.0)
+        )
+    halves = [range(half), range(half, n)]
+    kl = [sum(max(ratio[i], 0.0) for i in h) / half for h in halves]
+    mean_weight = [sum(weight[i] for i in h) / half for h in halves]
+    total = 0.0
+    for j in range(half):
+        for side in (0, 1):
+            i = halves[side][j]
+            mean_reward = sum(rewards[i]) / len(rewards[i])
+            term = 1 - sigmoid(beta * mean_reward * (ratio[i] - kl[1 - side]))
+            total += 0.5 * mean_weight[side] * term
+    return total / half
+
+
+def kto_inputs(seed):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (PAIRS, 7)
+    policy = -torch.rand(shape, generator=generator, dtype=torch.float64) * 3
+    reference = -torch.rand(shape, generator=generator, dtype=torch.float64) * 3
+    mask = torch.ones(shape, dtype=torch.bool)
+    mask[:, :2] = False  # prompts
+    mask[1, 5:] = False  # padding
+    sign = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    rewards = sign[:, None] * torch.rand(shape, generator=generator, dtype=torch.float64)
+    return policy, reference, rewards, mask
+
+
+def test_kto_loss_equals_gpt_neoxs_definition_and_its_gradient_the_numerical_one():
+    policy, reference, rewards, mask = kto_inputs(4)
+    args = (reference, rewards, mask, BETA, 1.0, 1.5)
+    policy.requires_grad_()
+    result = kto_loss(policy, *args)
+    expected = reference_kto(
+        policy.tolist(), reference.tolist(), rewards.tolist(), mask.tolist(), BETA, 1.0, 1.5
+    )
+    assert result.loss.item() == pytest.approx(expected, abs=1e-12)
+    (grad,) = torch.autograd.grad(result.loss, policy)
+    # the KL estimates carry no gradient: a numerical derivative holding them fixed
+    step = 1e-6
+    numerical = torch.zeros_like(policy)
+    for index in [(0, 3), (1, 4), (4, 6), (5, 2)]:
+        for sign in (1, -1):
+            moved = policy.detach().clone()
+            moved[index] += sign * step
+            numerical[index] += sign * _kto_fixed_kl(moved, policy.detach(), *args) / (2 * step)
+        assert grad[index].item() == pytest.approx(numerical[index].item(), abs=1e-7), index
+    kl = ((policy.detach() - reference) * mask).sum() / mask.sum()
+    assert result.metrics["kl"] == pytest.approx(float(kl), abs=1e-12)
+
+
+def _kto_fixed_kl(moved, at, reference, rewards, mask, beta, w_desirable, w_undesirable):
+    """The KTO loss at `moved` with the KL estimates of `at` (as backward sees them)."""
+    half = len(at) // 2
+    clamped = torch.clamp(((at - reference) * mask).sum(dim=-1), min=0)
+    kl = [clamped[half:].mean(), clamped[:half].mean()]  # the other half's, per half
+    ratio = ((moved - reference) * mask).sum(dim=-1)
+    totals = rewards.sum(dim=-1)
+    weights = (totals > 0.001) * w_desirable + (totals < -0.001) * w_undesirable
+    terms = 0.0
+    for side, rows in enumerate((slice(0, half), slice(half, None))):
+        z = beta * rewards[rows].mean(dim=-1) * (ratio[rows] - kl[side])
+        terms = terms + 0.5 * weights[rows].double().mean() * (1 - torch.sigmoid(z))
+    return float(terms.mean())
+
+
+def test_kto_needs_an_even_micro_batch():
+    policy, reference, rewards, mask = kto_inputs(5)
+    with pytest.raises(ValueError, match="must be even"):
+        kto_loss(policy[:5], reference[:5], rewards[:5], mask[:5], BETA)

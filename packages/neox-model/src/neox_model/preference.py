@@ -17,6 +17,18 @@ pairwise loss, as GPT-NeoX defines them (`train_impl: dpo` and `rm`), with their
   optional `center_rewards_coefficient` penalises (r_w + r_l)^2 instead, which is not this.
   `last_labelled` reads a reward model's per-position scores at each sequence's last labelled
   position (with `preprocess-chat --for-rm`, the final EOS).
+- `kto_loss` (Ethayarajh et al., 2024, "KTO", eq. 7-8) as GPT-NeoX computes it
+  (`train_impl: kto`): per-token rewards (a reward file: > 0 desirable, < 0 undesirable) weight
+  the sequences; the micro batch's two halves are each other's mismatched pairs for the KL
+  estimate, z = mean over the other half of max(0, log pi(y) - log ref(y)) (no gradient); a
+  sequence's term is 1 - sigmoid(beta * mean_t(reward_t) * (log pi(y) - log ref(y) - z)) and
+  the loss is 0.5 x (first half's mean weight x its terms + second half's likewise), averaged.
+  Where TRL's KTOTrainer differs: TRL estimates z from separately built mismatched pairs and
+  clamps the mean (GPT-NeoX clamps each sequence's ratio, then averages), weights each sequence
+  by its own desirable / undesirable weight (GPT-NeoX by its half's mean weight), and has no
+  per-token reward (the sign of the label only; GPT-NeoX scales beta by the mean reward over the
+  sequence's positions). With rewards of +-1 on every position, equal weights and non-negative
+  ratios in the KL halves the two agree (tested).
 """
 
 from __future__ import annotations
@@ -120,3 +132,60 @@ def last_labelled(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(labels.shape[-1], device=labels.device)
     last = torch.where(kept, positions, -1).amax(dim=-1)  # (batch,)
     return values.gather(-1, last.unsqueeze(-1)).squeeze(-1)
+
+
+class KTOResult(NamedTuple):
+    loss: torch.Tensor  # ()
+    metrics: dict[str, float]  # GPT-NeoX's names
+
+
+def kto_loss(
+    policy: torch.Tensor,
+    reference: torch.Tensor,
+    rewards: torch.Tensor,
+    loss_mask: torch.Tensor,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> KTOResult:
+    """GPT-NeoX's KTO loss (see the module's docstring) of per-token log-probabilities `policy`
+    and `reference` (batch, seq), per-token `rewards` (batch, seq) and the `loss_mask` (batch,
+    seq) of the tokens that count; the batch splits into two equal halves."""
+    if policy.shape[0] % 2:
+        raise ValueError(
+            f"KTO pairs the two halves of a micro batch for its KL estimate: "
+            f"train_micro_batch_size_per_gpu must be even, got {policy.shape[0]}"
+        )
+    mask = loss_mask.to(policy.dtype)
+    policy, reference = policy * mask, (reference * mask).detach()
+    totals = rewards.sum(dim=-1)
+    weights = (totals > 0.001).to(policy.dtype) * desirable_weight
+    weights = weights + (totals < -0.001).to(policy.dtype) * undesirable_weight
+    pol1, pol2 = policy.chunk(2)
+    ref1, ref2 = reference.chunk(2)
+    reward1, reward2 = rewards.chunk(2)
+    weight1, weight2 = weights.chunk(2)
+    kl1 = torch.clamp((pol1 - ref1).sum(dim=-1), min=0).mean().detach()
+    kl2 = torch.clamp((pol2 - ref2).sum(dim=-1), min=0).mean().detach()
+    ratio1, ratio2 = (pol1 - ref1).sum(dim=-1), (pol2 - ref2).sum(dim=-1)
+    term1 = 1 - torch.sigmoid(beta * reward1.mean(dim=-1) * (ratio1 - kl2))
+    term2 = 1 - torch.sigmoid(beta * reward2.mean(dim=-1) * (ratio2 - kl1))
+    loss = (0.5 * weight1.mean() * term1 + 0.5 * weight2.mean() * term2).mean()
+    with torch.no_grad():
+        desirable, undesirable = (
+            (rewards > 0.001).to(policy.dtype),
+            (rewards < -0.001).to(policy.dtype),
+        )
+        policy_rewards = beta * rewards * (policy - reference)
+        metrics = {
+            "ref_logp": float(reference.sum(dim=-1).mean()),
+            "policy_logp": float(policy.sum(dim=-1).mean()),
+            "pos_ref_logp": float((reference * desirable).sum(dim=-1).mean()),
+            "neg_ref_logp": float((reference * undesirable).sum(dim=-1).mean()),
+            "pos_policy_logp": float((policy * desirable).sum(dim=-1).mean()),
+            "neg_policy_logp": float((policy * undesirable).sum(dim=-1).mean()),
+            "kl": float((policy - reference).sum() / mask.sum().clamp(min=1)),
+            "reward_acc": float((policy_rewards.sum(dim=-1) > 0).to(policy.dtype).mean()),
+            "policy_rewards": float(policy_rewards.sum()),
+        }
+    return KTOResult(loss, metrics)
