@@ -25,6 +25,7 @@ from neox_data.hf_tokenizer import (
     train_bpe_tokenizer,
     write_gpt2_files,
 )
+from neox_data.pairwise_dataset import PairwiseDataset, PairwiseSample
 from neox_data.preprocess import PreprocessResult, preprocess
 from neox_data.spm_tokenizer import SPMTokenizer
 from neox_data.tiktoken_tokenizer import TiktokenTokenizer
@@ -53,6 +54,8 @@ __all__ = [
     "MissingDependencyError",
     "NoSpaceError",
     "PackImpl",
+    "PairwiseDataset",
+    "PairwiseSample",
     "PreprocessResult",
     "SPMTokenizer",
     "TiktokenTokenizer",
