@@ -88,7 +88,10 @@ def tests(session: nox.Session, package: str) -> None:
         install_heavy(session, heavy)
         install_local(session, local)
         paths = [f"packages/{package}/tests"]
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *paths, *session.posargs)
+    # the slowest tests in every log, to keep CI within its time
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "--durations=25", *paths, *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)
