@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from neox_model.checkpoint import FILES, LATEST, seal_step
+from neox_testing import selected_params, side_by_side
 
 from conftest import hooked, neox, neox_process, run_config, train_losses, write_yaml
 
@@ -74,33 +75,46 @@ def children(pid):
     return found
 
 
+def kill_during_a_save_then_resume(save, yml, step, delay):
+    """A run killed with SIGKILL, launcher and workers at once, `delay` seconds into its save of
+    step `step`, then started again: (step, delay, `latest` after the kill, whether the killed
+    step was sealed) and the second start's result."""
+    proc = neox_process("train", yml, env=hooked(NEOX_FAULT_WRITE_SECONDS=0.15))
+    marker = save / f"global_step{step}" / ".neox_save"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the save never started"
+        time.sleep(0.01)
+    time.sleep(delay)
+    workers = children(proc.pid)
+    for pid in [*workers, proc.pid]:  # the whole node dies at once
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+    latest = (save / LATEST).read_text().strip() if (save / LATEST).exists() else None
+    kind = (step, round(delay, 2), latest, (save / marker.parent / FILES).exists())
+    if latest is not None:  # `latest` only ever names a complete step
+        assert (save / latest / FILES).is_file()
+    return kind, neox("train", yml)
+
+
 def test_kill_9_at_random_moments_during_saves_then_resume_gives_the_same_losses(
     corpus, reference, tmp_path
 ):
     chooser = random.Random(20261206)
-    kinds = []
+    trials = []
     for trial in range(3):
         save = tmp_path / f"run{trial}"
         yml = config(corpus, save, tmp_path / f"c{trial}.yml")
         step = chooser.randint(2, STEPS - 1)  # the save to kill, and a moment inside it
         delay = chooser.uniform(0.0, 1.4)
-        proc = neox_process("train", yml, env=hooked(NEOX_FAULT_WRITE_SECONDS=0.15))
-        marker = save / f"global_step{step}" / ".neox_save"
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the save never started"
-            time.sleep(0.01)
-        time.sleep(delay)
-        workers = children(proc.pid)
-        for pid in [*workers, proc.pid]:  # the whole node dies at once
-            os.kill(pid, signal.SIGKILL)
-        proc.communicate()
-        latest = (save / LATEST).read_text().strip() if (save / LATEST).exists() else None
-        kinds.append((step, round(delay, 2), latest, (save / marker.parent / FILES).exists()))
-        if latest is not None:  # `latest` only ever names a complete step
-            assert (save / latest / FILES).is_file()
-        result = neox("train", yml)
+        trials.append((save, yml, step, delay))
+    # the trials are independent runs: all three at once (each waits on its saves' sleeps)
+    calls = {trial: (kill_during_a_save_then_resume, *t) for trial, t in enumerate(trials)}
+    outcomes = [done.result() for done in side_by_side(calls, lanes=len(calls)).values()]
+    kinds = [kind for kind, _ in outcomes]
+    for trial, ((save, *_), (kind, result)) in enumerate(zip(trials, outcomes, strict=True)):
+        latest = kind[2]
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert ("resumed from" if latest else "starting from scratch") in result.stdout
         losses, expected = train_losses(save), reference[1]
@@ -197,24 +211,48 @@ KINDS = [
 ]
 
 
-@pytest.mark.parametrize("kind", [*KINDS, LATEST])
-def test_a_flipped_byte_in_any_checkpoint_file_is_refused_by_name(
-    corpus, reference, tmp_path, kind
-):
-    save = copy_run(reference, tmp_path)
+EXPORTED = ("mp_rank_00_model_states.pt", "model.json", "tokenizer.json")  # an export reads
+
+
+def flip_a_byte_then_start(corpus, reference, root, kind):
+    """A copy of the reference run under `root` with one bit of its file `kind` flipped, then
+    `neox train` for 2 more steps on it and, for a file an export reads, `neox convert to-hf`:
+    the file, the run's files before and after the training, and the two results."""
+    save = copy_run(reference, root)
     step = save / f"global_step{STEPS}"
     victim = save / LATEST if kind == LATEST else step / kind
     data = bytearray(victim.read_bytes())
     data[-2 if kind == LATEST else len(data) // 2] ^= 0x01  # global_step6 -> global_step7
     victim.write_bytes(bytes(data))
     before = snapshot(save)
-    result = neox("train", config(corpus, save, tmp_path / "c.yml", train_iters=STEPS + 2))
+    result = neox("train", config(corpus, save, root / "c.yml", train_iters=STEPS + 2))
+    after = snapshot(save)
+    export = None
+    if kind in EXPORTED:
+        export = neox("convert", "to-hf", "--input_dir", save, "--output_dir", root / "hf")
+    return victim, before, result, after, export
+
+
+@pytest.fixture(scope="module")
+def flipped(corpus, reference, tmp_path_factory, request):
+    """`flip_a_byte_then_start` for each file this session tests, two at a time
+    (`side_by_side`): file -> its future."""
+    test = test_a_flipped_byte_in_any_checkpoint_file_is_refused_by_name
+    kinds = selected_params(request, test, "kind")
+    root = {kind: tmp_path_factory.mktemp("flipped") for kind in kinds}
+    return side_by_side(
+        {kind: (flip_a_byte_then_start, corpus, reference, root[kind], kind) for kind in kinds}
+    )
+
+
+@pytest.mark.parametrize("kind", [*KINDS, LATEST])
+def test_a_flipped_byte_in_any_checkpoint_file_is_refused_by_name(flipped, kind):
+    victim, before, result, after, export = flipped[kind].result()
     message = one_line_error(result)
     assert str(victim) in message, message
     assert f"global_step{STEPS - 1}" in message  # the earlier complete step to go back to
-    assert snapshot(save) == before  # nothing written, nothing removed
-    if kind in ("mp_rank_00_model_states.pt", "model.json", "tokenizer.json"):
-        export = neox("convert", "to-hf", "--input_dir", save, "--output_dir", tmp_path / "hf")
+    assert after == before  # nothing written, nothing removed
+    if kind in EXPORTED:
         assert str(victim) in one_line_error(export)
 
 
