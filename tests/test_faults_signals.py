@@ -3,6 +3,7 @@ on CPU (2 workers): a preemption signal mid-step saves and exits 75, and the res
 losses are an uninterrupted run's; a launcher killed with SIGKILL leaves no worker; an error on
 rank 1 alone is shown with its rank; `neox check` uses the world size `neox train` would."""
 
+import functools
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from neox_launch import PEER_LOST, PREEMPTED, PreemptionPolicy
+from neox_testing import selected_params, side_by_side
 from neox_train import LaunchConfig
 
 from conftest import hooked, neox, neox_process, run_config, train_losses, write_yaml
@@ -23,15 +25,6 @@ def config(corpus, save, path, **overrides):
     values = dict(num_gpus=2, train_micro_batch_size_per_gpu=2, train_iters=STEPS, seed=5)
     values.update(overrides)
     return write_yaml(path, run_config(corpus, save, **values))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(corpus, tmp_path_factory):
-    """step -> loss of the run trained to the end without a signal."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    result = neox("train", config(corpus, root / "run", root / "run.yml"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return train_losses(root / "run")
 
 
 def workers_of(pid):
@@ -70,17 +63,22 @@ def wait_for_first_step(save, proc):
     wait_until(lambda: metrics.exists() and 1 in train_losses(save), proc, "first step")
 
 
-@pytest.mark.parametrize(
-    ("signum", "target"),
-    [(signal.SIGTERM, "launcher"), (signal.SIGUSR1, "job")],
-    ids=["SIGTERM-to-the-launcher", "SIGUSR1-to-the-whole-job"],
-)
-def test_a_preemption_signal_mid_step_saves_exits_75_and_the_resume_matches(
-    signum, target, corpus, tmp_path, uninterrupted
-):
-    save = tmp_path / "run"
-    yml = config(corpus, save, tmp_path / "run.yml")
-    proc = neox_process("train", yml, env=hooked(NEOX_FAULT_STEP_SECONDS=SLOW_STEP))
+def uninterrupted(corpus, root):
+    """step -> loss of the run trained to the end without a signal."""
+    result = neox("train", config(corpus, root / "run", root / "run.yml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return train_losses(root / "run")
+
+
+def preempt_then_resume(corpus, root, signum, target):
+    """A run sent `signum` (to its launcher, or to the whole job) while step 2 runs, then the same
+    command again, as a requeued job runs it: the first run's exit code, stderr, `latest` and
+    trained steps, the second run's result and its step -> loss."""
+    save = root / "run"
+    yml = config(corpus, save, root / "run.yml")
+    # step 1 at full speed; step 2, the one the signal lands in, and later ones slow
+    slow = hooked(NEOX_FAULT_STEP_SECONDS=SLOW_STEP, NEOX_FAULT_SLOW_FROM=2)
+    proc = neox_process("train", yml, env=slow)
     try:
         wait_for_first_step(save, proc)
         # step 2 is under way: it takes SLOW_STEP seconds
@@ -94,14 +92,45 @@ def test_a_preemption_signal_mid_step_saves_exits_75_and_the_resume_matches(
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == PREEMPTED, err[-3000:]
-    assert f"neox train: received {signum.name}: the workers are saving and stopping" in err
-    assert (save / "latest").read_text().strip() == "global_step2"
-    assert sorted(train_losses(save)) == [1, 2]
+    latest = (save / "latest").read_text().strip() if (save / "latest").exists() else None
+    stopped = (proc.returncode, err, latest, sorted(train_losses(save)))
+    resumed = neox("train", yml)
+    return stopped, resumed, train_losses(save)
 
-    resumed = neox("train", yml)  # the same command again, as a requeued job runs it
+
+PREEMPTIONS = [(signal.SIGTERM, "launcher"), (signal.SIGUSR1, "job")]
+
+
+@pytest.fixture(scope="module")
+def preemptions(corpus, tmp_path_factory, request):
+    """The uninterrupted run and each preemption this session tests at once (`side_by_side`):
+    most of their time is the slow step's sleep. "uninterrupted" and each signal -> its
+    future."""
+    test = test_a_preemption_signal_mid_step_saves_exits_75_and_the_resume_matches
+    calls = {"uninterrupted": (uninterrupted, corpus, tmp_path_factory.mktemp("uninterrupted"))}
+    for signum, target in selected_params(request, test, "signum", "target"):
+        root = tmp_path_factory.mktemp(signum.name)
+        calls[signum] = (preempt_then_resume, corpus, root, signum, target)
+    return side_by_side(calls, lanes=len(calls))
+
+
+@pytest.mark.parametrize(
+    ("signum", "target"),
+    PREEMPTIONS,
+    ids=["SIGTERM-to-the-launcher", "SIGUSR1-to-the-whole-job"],
+)
+def test_a_preemption_signal_mid_step_saves_exits_75_and_the_resume_matches(
+    signum, target, preemptions
+):
+    (returncode, err, latest, trained), resumed, losses = preemptions[signum].result()
+    assert returncode == PREEMPTED, err[-3000:]
+    assert f"neox train: received {signum.name}: the workers are saving and stopping" in err
+    assert latest == "global_step2"
+    assert trained == [1, 2]
+
+    # the same command again, as a requeued job runs it
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert train_losses(save) == uninterrupted
+    assert losses == preemptions["uninterrupted"].result()
 
 
 def test_no_worker_outlives_a_launcher_killed_with_sigkill(corpus, tmp_path):
@@ -126,10 +155,21 @@ def test_no_worker_outlives_a_launcher_killed_with_sigkill(corpus, tmp_path):
         proc.communicate()
 
 
+@pytest.fixture(scope="module")
+def rank_1_errors(corpus, tmp_path_factory, request):
+    """A run whose rank 1 raises in its first step, for each kind of error this session tests,
+    both at once (`side_by_side`): kind -> the future of its result."""
+    test, calls = test_an_error_on_rank_1_alone_is_shown_with_its_rank, {}
+    for kind in selected_params(request, test, "kind"):
+        root = tmp_path_factory.mktemp(kind)
+        train = functools.partial(neox, env=hooked(NEOX_FAULT_RAISE=f"1:{kind}"))
+        calls[kind] = (train, "train", config(corpus, root / "run", root / "run.yml"))
+    return side_by_side(calls)
+
+
 @pytest.mark.parametrize("kind", ["user", "bug"])
-def test_an_error_on_rank_1_alone_is_shown_with_its_rank(kind, corpus, tmp_path):
-    yml = config(corpus, tmp_path / "run", tmp_path / "run.yml")
-    result = neox("train", yml, env=hooked(NEOX_FAULT_RAISE=f"1:{kind}"))
+def test_an_error_on_rank_1_alone_is_shown_with_its_rank(kind, rank_1_errors):
+    result = rank_1_errors[kind].result()
     err = result.stderr
     if kind == "user":
         assert result.returncode == 2, err[-3000:]

@@ -4,6 +4,8 @@ Each hook acts only when its variable is set, so the product itself is unchanged
 
 NEOX_FAULT_STEP_SECONDS   every training step sleeps this long (steps slower than any grace
                           period a launcher might use)
+NEOX_FAULT_SLOW_FROM      the first step (counted from 1) that NEOX_FAULT_STEP_SECONDS slows;
+                          1 unless set
 NEOX_FAULT_WRITE_SECONDS  every atomic rename (`os.replace`, the last act of each metadata
                           write of a save) sleeps this long first, so that a save spans seconds
                           and a kill lands inside it
@@ -15,6 +17,7 @@ import os
 import time
 
 _STEP = float(os.environ.get("NEOX_FAULT_STEP_SECONDS", "0") or 0)
+_SLOW_FROM = int(os.environ.get("NEOX_FAULT_SLOW_FROM", "1") or 1)
 _WRITE = float(os.environ.get("NEOX_FAULT_WRITE_SECONDS", "0") or 0)
 _RAISE_RANK, _, _RAISE_KIND = os.environ.get("NEOX_FAULT_RAISE", "").partition(":")
 
@@ -59,10 +62,11 @@ if _STEP or _RAISE_RANK:
                 original_exec(module)
                 step = module.train_step
 
-                def slow_step(*args, **kwargs):
+                def slow_step(session, index, *args, **kwargs):  # index: the step - 1
                     _raise_here()
-                    time.sleep(_STEP)
-                    return step(*args, **kwargs)
+                    if index + 1 >= _SLOW_FROM:
+                        time.sleep(_STEP)
+                    return step(session, index, *args, **kwargs)
 
                 module.train_step = slow_step
 
