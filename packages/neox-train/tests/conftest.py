@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from neox_data import TokenFileWriter, best_dtype, train_bpe_tokenizer
-from neox_testing import start_ranks, tiny_run
+from neox_testing import side_by_side, start_ranks, tiny_run
 
 CORPUS_MODULES = ("textwrap", "json/decoder", "string", "difflib", "shlex", "fnmatch")
 
@@ -124,3 +124,10 @@ def run_workers(configs, world_size, timeout=300):
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, textwrap.shorten(out[-3000:], 3000)
     return outputs[0]
+
+
+def run_side_by_side(runs, lanes=2, timeout=300):
+    """`run_workers(configs, world_size)` for each `(configs, world_size)` of `runs`, `lanes` runs
+    at a time (`side_by_side`). Each run's rank 0 output, in order."""
+    calls = {index: (run_workers, *run, timeout) for index, run in enumerate(runs)}
+    return [future.result() for future in side_by_side(calls, lanes).values()]

@@ -15,6 +15,7 @@ from neox_train.monitoring.progress import Progress, Throughput
 
 from conftest import (
     neox_train,
+    run_side_by_side,
     run_workers,
     tiny_config,
     train_without,
@@ -210,12 +211,11 @@ NORM_LAYOUTS = {
 
 
 def test_param_grad_and_optimizer_state_norms_are_the_same_in_every_layout(data_dir, tmp_path):
-    norms = {}
+    runs = []
     for name, (processes, extra) in NORM_LAYOUTS.items():
-        save = tmp_path / name
         values = tiny_config(
             data_dir,
-            save,
+            tmp_path / name,
             train_batch_size=4,
             train_micro_batch_size_per_gpu=2,
             train_iters=2,
@@ -223,8 +223,12 @@ def test_param_grad_and_optimizer_state_norms_are_the_same_in_every_layout(data_
             log_optimizer_states=True,
             **extra,
         )
-        run_workers([write_config(tmp_path / f"{name}.yml", values)], processes)
-        norms[name] = [r for r in read_metrics(save / "metrics.jsonl") if "param_norm" in r][-1]
+        runs.append(([write_config(tmp_path / f"{name}.yml", values)], processes))
+    run_side_by_side(runs)
+    norms = {
+        name: [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "param_norm" in r][-1]
+        for name in NORM_LAYOUTS
+    }
     single = norms["single-zero1"]
     assert {"optimizer_state_norm/exp_avg", "optimizer_state_norm/exp_avg_sq"} <= set(single)
     for name, logged in norms.items():

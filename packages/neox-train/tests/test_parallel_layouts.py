@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from neox_model import load_model
+from neox_testing import selected_params, side_by_side
 
 from conftest import losses, run_workers, tiny_config, write_config
 
@@ -56,10 +57,21 @@ def single(data_dir, tmp_path_factory):
     return losses(save), final_logits(save)
 
 
+@pytest.fixture(scope="module")
+def layout_runs(data_dir, tmp_path_factory, request):
+    """Each layout this session tests trained, two runs at a time (`side_by_side`): name -> the
+    future of its run directory."""
+    root = tmp_path_factory.mktemp("layouts")
+    names = selected_params(request, test_layout_gives_the_single_process_losses, "name")
+    return side_by_side(
+        {name: (run_layout, data_dir, root, name, *LAYOUTS[name]) for name in names}
+    )
+
+
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
-def test_layout_gives_the_single_process_losses(data_dir, tmp_path, single, name):
-    processes, overrides = LAYOUTS[name]
-    save = run_layout(data_dir, tmp_path, name, processes, overrides)
+def test_layout_gives_the_single_process_losses(single, layout_runs, name):
+    _, overrides = LAYOUTS[name]
+    save = layout_runs[name].result()
     trained, (single_losses, single_logits) = losses(save), single
     assert sorted(trained) == sorted(single_losses) == [1, 2, 3, 4, 5]
     for step, loss in single_losses.items():

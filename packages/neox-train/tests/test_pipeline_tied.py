@@ -10,7 +10,7 @@ from neox_model import LAYER_FILE
 from neox_model.weights import load_state_dict
 from neox_train.monitoring.metrics import read_metrics
 
-from conftest import losses, run_workers, step_only, tiny_config, write_config
+from conftest import losses, run_side_by_side, run_workers, step_only, tiny_config, write_config
 
 TOLERANCE = 1e-5
 ZERO0 = {"stage": 0}
@@ -43,11 +43,12 @@ def config(data_dir, save, layout, **extra):
 def straight(data_dir, tmp_path_factory):
     """8 steps straight in each layout, saving at steps 5 and 8."""
     root = tmp_path_factory.mktemp("tied")
-    runs = {}
-    for layout, (processes, _) in LAYOUTS.items():
-        values = config(data_dir, root / layout, layout)
-        run_workers([write_config(root / f"{layout}.yml", values)], processes)
-        runs[layout] = root / layout
+    runs = {layout: root / layout for layout in LAYOUTS}
+    configs = {
+        layout: write_config(root / f"{layout}.yml", config(data_dir, save, layout))
+        for layout, save in runs.items()
+    }
+    run_side_by_side([([configs[layout]], LAYOUTS[layout][0]) for layout in runs])
     return runs
 
 

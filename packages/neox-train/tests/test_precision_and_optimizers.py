@@ -9,6 +9,7 @@ from conftest import (
     as_if_killed_after,
     losses,
     neox_train,
+    run_side_by_side,
     run_workers,
     start_workers,
     tiny_config,
@@ -21,55 +22,65 @@ from conftest import (
 def test_bf16_two_workers_track_one_within_a_stated_tolerance(data_dir, tmp_path, stage):
     """bf16 rounds differently with a different reduction order: 2% here, where fp32 gives 1e-5.
     Stage 0 is DeepSpeed's bf16 optimizer (one replica: no all-reduce), stage 1 ZeRO's."""
-    runs = {}
+    configs = {}
     for processes in (1, 2):
-        save = tmp_path / f"bf16-{processes}"
         values = tiny_config(
             data_dir,
-            save,
+            tmp_path / f"bf16-{processes}",
             train_batch_size=8,
             train_micro_batch_size_per_gpu=2,
             bf16={"enabled": True},
             zero_optimization={"stage": stage},
         )
-        run_workers([write_config(tmp_path / f"{processes}.yml", values)], processes)
-        runs[processes] = losses(save)
+        configs[processes] = write_config(tmp_path / f"{processes}.yml", values)
+    run_side_by_side([([config], processes) for processes, config in configs.items()])
+    runs = {processes: losses(tmp_path / f"bf16-{processes}") for processes in configs}
     for step, loss in runs[1].items():
         assert abs(runs[2][step] - loss) <= 2e-2 * loss, (step, loss, runs[2][step])
     assert runs[1][5] < runs[1][1]
 
 
 def test_sgd_and_lion_train(data_dir, tmp_path):
-    for kind, lr in (("sgd", 0.5), ("lion", 2e-3)):
-        save = tmp_path / kind
-        values = tiny_config(
-            data_dir,
-            save,
-            train_micro_batch_size_per_gpu=4,
-            train_iters=8,
-            optimizer={"type": kind, "params": {"lr": lr, "momentum": 0.9}},
+    kinds = {"sgd": 0.5, "lion": 2e-3}
+    configs = [
+        write_config(
+            tmp_path / f"{kind}.yml",
+            tiny_config(
+                data_dir,
+                tmp_path / kind,
+                train_micro_batch_size_per_gpu=4,
+                train_iters=8,
+                optimizer={"type": kind, "params": {"lr": lr, "momentum": 0.9}},
+            ),
         )
-        run_workers([write_config(tmp_path / f"{kind}.yml", values)], 1)
-        trained = losses(save)
+        for kind, lr in kinds.items()
+    ]
+    run_side_by_side([([config], 1) for config in configs])
+    for kind in kinds:
+        trained = losses(tmp_path / kind)
         assert trained[8] < trained[1] - 0.2, (kind, trained)
 
 
 def test_cpu_adam_with_the_optimizer_offloaded_matches_adam(data_dir, tmp_path):
-    runs = {}
-    for kind, zero in (
-        ("adam", {"stage": 2}),
-        ("cpu_adam", {"stage": 2, "offload_optimizer": {"device": "cpu"}}),
-    ):
-        save = tmp_path / kind
-        values = tiny_config(
-            data_dir,
-            save,
-            train_micro_batch_size_per_gpu=2,
-            optimizer={"type": kind, "params": {"lr": 3e-3}},
-            zero_optimization=zero,
+    zeros = {
+        "adam": {"stage": 2},
+        "cpu_adam": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+    }
+    configs = [
+        write_config(
+            tmp_path / f"{kind}.yml",
+            tiny_config(
+                data_dir,
+                tmp_path / kind,
+                train_micro_batch_size_per_gpu=2,
+                optimizer={"type": kind, "params": {"lr": 3e-3}},
+                zero_optimization=zero,
+            ),
         )
-        run_workers([write_config(tmp_path / f"{kind}.yml", values)], 1)
-        runs[kind] = losses(save)
+        for kind, zero in zeros.items()
+    ]
+    run_side_by_side([([config], 1) for config in configs])
+    runs = {kind: losses(tmp_path / kind) for kind in zeros}
     for step, loss in runs["adam"].items():
         assert abs(runs["cpu_adam"][step] - loss) <= 1e-4 * loss, (step, runs)
 
@@ -111,16 +122,19 @@ def test_bnb_8_bit_adam_saves_its_8_bit_state_and_resumes_exactly(data_dir, tmp_
     assert full[6] < full[1]
     codes = eight_bit_states(sorted((tmp_path / "full" / "global_step3").glob(files)))
     assert codes and all(q["state2"].dtype == torch.uint8 and "absmax1" in q for q in codes)
-    crashed = tmp_path / "crashed"
-    shutil.copytree(tmp_path / "full", crashed)
-    as_if_killed_after(crashed, 3, 6)
+    crashed, widened = tmp_path / "crashed", tmp_path / "widened"
+    for run in (crashed, widened):
+        shutil.copytree(tmp_path / "full", run)
+        as_if_killed_after(run, 3, 6)
+    wider = dict(
+        values, save=str(widened), load=str(widened), model_parallel_size=2,
+        zero_optimization={"stage": 1},
+    )  # fmt: skip
+    procs = start_workers([write_config(tmp_path / "wider.yml", wider)], 2)  # meanwhile
     resumed = dict(values, save=str(crashed), load=str(crashed))
     out = run_workers([write_config(tmp_path / "resume.yml", resumed)], processes)
     assert "at step 3" in out
     assert losses(crashed) == {step: full[step] for step in (4, 5, 6)}
-    as_if_killed_after(crashed, 3, 6)
-    wider = dict(resumed, model_parallel_size=2, zero_optimization={"stage": 1})
-    procs = start_workers([write_config(tmp_path / "wider.yml", wider)], 2)
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [2, 2], outputs[0][-2000:]
     assert "cannot carry the optimizer state of Adam8bit" in outputs[0]

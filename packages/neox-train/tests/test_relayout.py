@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import losses, run_workers, step_only, tiny_config, write_config
+from conftest import losses, run_side_by_side, run_workers, step_only, tiny_config, write_config
 
 TOLERANCE = 1e-5
 ZERO0 = {"stage": 0}
@@ -38,11 +38,12 @@ def config(data_dir, save, layout, **extra):
 def saved(data_dir, tmp_path_factory):
     """8 steps straight in each source layout, saving at step 5 and 8."""
     root = tmp_path_factory.mktemp("straight")
-    runs = {}
-    for layout in ("tp2-pp2", "single-zero1", "dp2-zero1"):
-        values = config(data_dir, root / layout, layout)
-        run_workers([write_config(root / f"{layout}.yml", values)], LAYOUTS[layout][0])
-        runs[layout] = root / layout
+    runs = {layout: root / layout for layout in ("tp2-pp2", "single-zero1", "dp2-zero1")}
+    configs = {
+        layout: write_config(root / f"{layout}.yml", config(data_dir, save, layout))
+        for layout, save in runs.items()
+    }
+    run_side_by_side([([configs[layout]], LAYOUTS[layout][0]) for layout in runs])
     return runs
 
 

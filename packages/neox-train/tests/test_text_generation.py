@@ -7,6 +7,7 @@ import select
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -37,12 +38,20 @@ def generate(*args, env=None):
     return proc.stdout
 
 
+def generate_side_by_side(*commands):
+    """`generate(*args)` for each of `commands` at once (one process each, on one core); their
+    outputs in order."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        started = [pool.submit(generate, *args) for args in commands]
+        return [future.result() for future in started]
+
+
 WRAP_PROMPT = ("--prompt", "def wrap(", "--max-new-tokens", 10)
 CLASS_PROMPT = ("--prompt", "class ", "--max-new-tokens", 12)
 
 
-def gen_config(tmp_path, checkpoint, **keys):
-    return write_config(tmp_path / "gen.yml", {"load": str(checkpoint), **keys})
+def gen_config(tmp_path, checkpoint, name="gen", **keys):
+    return write_config(tmp_path / f"{name}.yml", {"load": str(checkpoint), **keys})
 
 
 def read_samples(path):
@@ -50,24 +59,26 @@ def read_samples(path):
 
 
 def test_unconditional_samples_are_written_and_repeatable(checkpoint, tmp_path):
-    out = tmp_path / "samples.jsonl"
-    config = gen_config(
-        tmp_path,
-        checkpoint,
-        text_gen_type="unconditional",
-        num_samples=3,
-        maximum_tokens=8,
-        temperature=0.8,
-        top_k=20,
-        sample_output_file=str(out),
-    )
-    generate(config)
-    first = read_samples(out)
+    configs = [
+        gen_config(
+            tmp_path,
+            checkpoint,
+            name,
+            text_gen_type="unconditional",
+            num_samples=3,
+            maximum_tokens=8,
+            temperature=0.8,
+            top_k=20,
+            sample_output_file=str(tmp_path / f"{name}.jsonl"),
+        )
+        for name in ("first", "again")
+    ]
+    generate_side_by_side(*[(config,) for config in configs])  # two runs of the same config
+    first = read_samples(tmp_path / "first.jsonl")
     assert len(first) == 3 and all(s["context"] == "" for s in first)
     assert all(0 < len(s["tokens"]) <= 8 for s in first)
     assert len({tuple(s["tokens"]) for s in first}) > 1  # sampled, not greedy
-    generate(config)
-    assert read_samples(out) == first  # the seed fixes the draws
+    assert read_samples(tmp_path / "again.jsonl") == first  # the seed fixes the draws
 
 
 def test_input_file_prompts(checkpoint, tmp_path):
@@ -92,19 +103,21 @@ def test_input_file_prompts(checkpoint, tmp_path):
 
 
 def test_a_prompt_on_the_command_line_and_recompute(checkpoint, tmp_path):
-    cached = generate("--checkpoint", checkpoint, *WRAP_PROMPT)
+    cached, recomputed, compiled = generate_side_by_side(
+        ("--checkpoint", checkpoint, *WRAP_PROMPT),
+        (gen_config(tmp_path, checkpoint, "recompute", recompute=True), *WRAP_PROMPT),
+        (gen_config(tmp_path, checkpoint, "compiled", compile_decoding=True), *WRAP_PROMPT),
+    )
     assert cached.startswith("def wrap(")
-    recomputed = generate(gen_config(tmp_path, checkpoint, recompute=True), *WRAP_PROMPT)
     assert recomputed == cached
-    compiled = generate(gen_config(tmp_path, checkpoint, compile_decoding=True), *WRAP_PROMPT)
     assert compiled == cached
 
 
 def test_tensor_parallel_generation_gives_the_same_text(checkpoint, tmp_path):
-    single = generate("--checkpoint", checkpoint, *CLASS_PROMPT)
     config = gen_config(tmp_path, checkpoint)
     command = [sys.executable, "-m", "neox_train", "generate", config, *CLASS_PROMPT]
     workers = start_ranks(command, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    single = generate("--checkpoint", checkpoint, *CLASS_PROMPT)  # while the ranks run
     outputs = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
@@ -116,16 +129,19 @@ def test_tensor_parallel_generation_gives_the_same_text(checkpoint, tmp_path):
 
 def test_interactive_mode_in_a_terminal(checkpoint, tmp_path):
     keys = dict(maximum_tokens=8, temperature=1.0, top_k=50)  # sampled: visible characters
-    expected = generate(gen_config(tmp_path, checkpoint, **keys), "--prompt", "def wrap(")
-    config = gen_config(tmp_path, checkpoint, text_gen_type="interactive", **keys)
+    prompted = (gen_config(tmp_path, checkpoint, **keys), "--prompt", "def wrap(")
+    config = gen_config(tmp_path, checkpoint, "interactive", text_gen_type="interactive", **keys)
     pid, fd = pty.fork()
     if pid == 0:  # the child: the generate command on a pseudo-terminal
         os.execv(sys.executable, [sys.executable, "-m", "neox_train", "generate", str(config)])
-    transcript = read_until(fd, b"Context prompt >>> ")
-    os.write(fd, b"def wrap(\n")
-    transcript = read_until(fd, b"Context prompt >>> ")
-    os.write(fd, b"\x04")  # end of input
-    read_until(fd, None)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the prompt on the command line meanwhile
+        expecting = pool.submit(generate, *prompted)
+        transcript = read_until(fd, b"Context prompt >>> ")
+        os.write(fd, b"def wrap(\n")
+        transcript = read_until(fd, b"Context prompt >>> ")
+        os.write(fd, b"\x04")  # end of input
+        read_until(fd, None)
+        expected = expecting.result()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     text = transcript.decode().replace("\r\n", "\n")

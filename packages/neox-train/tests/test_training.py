@@ -1,9 +1,11 @@
 """Real training runs: worker processes over gloo, compared with a single process."""
 
+import functools
 import shutil
 
 import pytest
 
+from neox_testing import selected_params, side_by_side
 from neox_train import load_run_config
 from neox_train.loop.trainer import dropout_seed, schedule_for
 from neox_train.monitoring.metrics import read_metrics
@@ -12,6 +14,7 @@ from conftest import (
     as_if_killed_after,
     losses,
     neox_train,
+    run_side_by_side,
     run_workers,
     tiny_config,
     write_config,
@@ -22,8 +25,7 @@ from conftest import (
 def test_two_rank_zero1_matches_one_rank_with_the_same_global_batch(data_dir, tmp_path):
     one = write_run(data_dir, tmp_path, "one", gradient_accumulation_steps=2)
     two = write_run(data_dir, tmp_path, "two", gradient_accumulation_steps=1)
-    out = run_workers([one], 1)
-    run_workers([two], 2)
+    out, _ = run_side_by_side([([one], 1), ([two], 2)])
     single, double = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(single) == sorted(double) == [1, 2, 3, 4, 5]
     for step in single:
@@ -70,13 +72,14 @@ RESUME_LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(RESUME_LAYOUTS))
-def test_resume_after_a_crash_repeats_the_uninterrupted_run(data_dir, tmp_path, name):
-    """10 steps straight = 5 steps, a checkpoint, a crash, a resume and 5 more steps."""
-    processes, overrides, tolerance = RESUME_LAYOUTS[name]
+def crash_and_resume(data_dir, root, name):
+    """In layout `name`: 10 steps straight into `root / "full"`, then a copy of that run as if
+    killed after its step-5 checkpoint (`root / "crashed"`) resumed to step 10. Rank 0's output
+    of the resume."""
+    processes, overrides, _ = RESUME_LAYOUTS[name]
     values = tiny_config(
         data_dir,
-        tmp_path / "full",
+        root / "full",
         train_batch_size=8,
         train_micro_batch_size_per_gpu=2,
         train_iters=10,
@@ -84,31 +87,62 @@ def test_resume_after_a_crash_repeats_the_uninterrupted_run(data_dir, tmp_path, 
         **DROPOUT,
         **overrides,
     )
-    run_workers([write_config(tmp_path / "full.yml", values)], processes)
-    crashed = tmp_path / "crashed"
-    shutil.copytree(tmp_path / "full", crashed)
+    run_workers([write_config(root / "full.yml", values)], processes)
+    crashed = root / "crashed"
+    shutil.copytree(root / "full", crashed)
     as_if_killed_after(crashed, 5, 10)
     resumed = dict(values, save=str(crashed), load=str(crashed))
-    out = run_workers([write_config(tmp_path / "resume.yml", resumed)], processes)
+    return run_workers([write_config(root / "resume.yml", resumed)], processes)
+
+
+@pytest.fixture(scope="module")
+def resumes(data_dir, tmp_path_factory, request):
+    """`crash_and_resume` in each layout this session tests, two layouts at a time
+    (`side_by_side`): name -> (its directory, the future of the resume's output)."""
+    names = selected_params(
+        request, test_resume_after_a_crash_repeats_the_uninterrupted_run, "name"
+    )
+    roots = {name: tmp_path_factory.mktemp(name) for name in names}
+    calls = {name: (crash_and_resume, data_dir, roots[name], name) for name in names}
+    return {name: (roots[name], done) for name, done in side_by_side(calls).items()}
+
+
+@pytest.mark.parametrize("name", sorted(RESUME_LAYOUTS))
+def test_resume_after_a_crash_repeats_the_uninterrupted_run(resumes, name):
+    """10 steps straight = 5 steps, a checkpoint, a crash, a resume and 5 more steps."""
+    _, _, tolerance = RESUME_LAYOUTS[name]
+    root, resume = resumes[name]
+    out = resume.result()
     assert "resumed from" in out and "at step 5" in out
-    full, again = losses(tmp_path / "full"), losses(crashed)
+    crashed = root / "crashed"
+    full, again = losses(root / "full"), losses(crashed)
     assert sorted(again) == [6, 7, 8, 9, 10]
     for step in again:
         assert abs(again[step] - full[step]) <= tolerance * abs(full[step]), (step, name)
     assert losses(crashed, "valid_loss")[10] == pytest.approx(
-        losses(tmp_path / "full", "valid_loss")[10], rel=max(tolerance, 1e-12)
+        losses(root / "full", "valid_loss")[10], rel=max(tolerance, 1e-12)
     )
 
 
-def test_finetune_loads_only_the_weights(data_dir, tmp_path):
-    source = tiny_config(
-        data_dir, tmp_path / "source", train_micro_batch_size_per_gpu=2, train_iters=4
-    )
-    run_workers([write_config(tmp_path / "source.yml", source)], 1)
+@pytest.fixture(scope="module")
+def four_steps(data_dir, tmp_path_factory):
+    """A one-process run of 4 steps saving steps 2 and 4, and its config values: what the tests
+    below start from (a test that changes it changes a copy)."""
+    root = tmp_path_factory.mktemp("four_steps")
+    values = tiny_config(
+        data_dir, root / "run", train_micro_batch_size_per_gpu=2, train_iters=4,
+        checkpoint_factor=2,
+    )  # fmt: skip
+    run_workers([write_config(root / "run.yml", values)], 1)
+    return root / "run", values
+
+
+def test_finetune_loads_only_the_weights(tmp_path, four_steps):
+    source, values = four_steps
     tuned = dict(
-        source,
+        values,
         save=str(tmp_path / "tuned"),
-        load=str(tmp_path / "source"),
+        load=str(source),
         finetune=True,
         train_iters=3,
     )
@@ -118,7 +152,7 @@ def test_finetune_loads_only_the_weights(data_dir, tmp_path):
     assert [r["step"] for r in records if "train_loss" in r] == [1, 2, 3]  # steps restart
     # the run starts from the source's final weights: same validation loss before step 1
     assert losses(tmp_path / "tuned", "valid_loss")[0] == pytest.approx(
-        losses(tmp_path / "source", "valid_loss")[4], rel=1e-6
+        losses(source, "valid_loss")[4], rel=1e-6
     )
     lrs = [r["lr"] for r in records if "lr" in r]  # the schedule restarted
     schedule = schedule_for(load_run_config([tmp_path / "tuned.yml"]).run)
@@ -145,12 +179,9 @@ def test_checkpoint_schedule_and_exit_interval(data_dir, tmp_path):
     assert (tmp_path / "run" / "latest").read_text().strip() == "global_step5"
 
 
-def test_a_damaged_checkpoint_is_named_and_an_earlier_step_resumes(data_dir, tmp_path):
-    values = tiny_config(
-        data_dir, tmp_path / "run", train_micro_batch_size_per_gpu=2, train_iters=4,
-        checkpoint_factor=2,
-    )  # fmt: skip
-    run_workers([write_config(tmp_path / "run.yml", values)], 1)  # saves steps 2 and 4
+def test_a_damaged_checkpoint_is_named_and_an_earlier_step_resumes(tmp_path, four_steps):
+    shutil.copytree(four_steps[0], tmp_path / "run")  # saved steps 2 and 4
+    values = dict(four_steps[1], save=str(tmp_path / "run"))
     damaged = tmp_path / "run" / "global_step4" / "mp_rank_00_model_states.pt"
     damaged.write_bytes(damaged.read_bytes()[:2000])  # as a full disk would leave it
     again = dict(values, load=str(tmp_path / "run"), save=str(tmp_path / "again"))
@@ -180,14 +211,13 @@ def test_bad_config_fails_with_one_line_and_writes_nothing(data_dir, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_generate_from_the_checkpoint(data_dir, tmp_path):
-    config = write_run(data_dir, tmp_path, "run", train_iters=2)
-    run_workers([config], 1)
-    args = ["--checkpoint", tmp_path / "run", "--prompt", "def wrap(", "--max-new-tokens", 8]
-    first = neox_train("generate", *args, timeout=120)
+def test_generate_from_the_checkpoint(four_steps):
+    args = ["--checkpoint", four_steps[0], "--prompt", "def wrap(", "--max-new-tokens", 8]
+    generate = functools.partial(neox_train, "generate", timeout=120)
+    runs = side_by_side({run: (generate, *args) for run in ("first", "again")})  # at once
+    first, again = (runs[run].result() for run in ("first", "again"))
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("def wrap(")
-    again = neox_train("generate", *args, timeout=120)
     assert again.stdout == first.stdout  # greedy is deterministic
 
 
