@@ -74,7 +74,6 @@ def test_files_per_purpose_are_read_whole_and_blended(data_dir, tmp_path):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        (dict(data_path="a", train_data_paths=("b",)), "not both"),
         (dict(train_data_paths=("a", "b"), train_data_weights=(1.0,)), "1 weights for 2"),
         (dict(valid_data_paths=("a",)), "need train_data_paths"),
         (

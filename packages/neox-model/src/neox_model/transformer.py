@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from neox_model import preference
 from neox_model.attention import Rope, SelfAttention
 from neox_model.config import ModelConfig
 from neox_model.initialization import init_weights
@@ -353,15 +354,23 @@ class Transformer(WithEmbeddings):
         input_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        *,
+        sequence_logps: bool = False,
+        fp32: bool = True,
     ) -> torch.Tensor:
         """Logits (batch, seq, padded vocab); with `labels` (batch, seq), the mean next-token
         cross entropy instead over the labels that are not IGNORE_INDEX, computed without
         gathering a tensor-parallel vocabulary, plus in training a mixture of experts' weighted
-        load-balancing and z losses (`moe_loss_coeff`, `moe_z_loss_coeff`)."""
+        load-balancing and z losses (`moe_loss_coeff`, `moe_z_loss_coeff`). With labels and
+        `sequence_logps`, each sequence's summed log-probability of its labelled tokens
+        instead, (batch,), from float32 logits with `fp32` (`neox_model.preference`; the
+        auxiliary losses are left out)."""
         hidden, stats = self._hidden(input_ids, cache)
         if labels is None:
             return self.logits(hidden)
         local = self.logits(hidden, gather=False)
+        if sequence_logps:
+            return preference.sequence_logps(local, labels, self.tp, fp32)
         loss = next_token_loss(local, labels, self.tp)
         if stats is None:
             return loss

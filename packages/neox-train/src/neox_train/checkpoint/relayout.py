@@ -254,6 +254,27 @@ def load_relayout(
     dist.barrier()
 
 
+def load_weights(module: nn.Module, step_dir: Path, tp: TPGroup) -> None:
+    """Set a model's weights (a plain module at this rank's layout, not an engine: e.g. the
+    frozen reference of a DPO run) to a checkpoint's, read whole and verified against its
+    files.json, each parameter this rank's share. Not collective."""
+    _, _, weights = load_state_dict(step_dir)
+    names = whole_model_names(module)
+    for local, param in module.named_parameters():
+        name = names[local]
+        if name not in weights:
+            raise ConfigError(f"{step_dir} has no weight {name}: it is a different model")
+        share = _local_share(module, local, weights[name], tp)
+        if share.shape != param.shape:
+            raise ConfigError(
+                f"{step_dir}: weight {name} has shape {tuple(weights[name].shape)}, which does "
+                f"not give this model's {tuple(param.shape)} (another vocabulary padding or "
+                "model)"
+            )
+        with torch.no_grad():
+            param.copy_(share)
+
+
 def _fit(saved: torch.Tensor, weight: torch.Tensor, name: str, zeros: bool = False) -> torch.Tensor:
     """`saved` (a master weight or optimizer state) in the shape of `weight`. Only the rows of
     an embedding may differ, when neox-convert reshard padded the vocabulary for its new layout:

@@ -76,6 +76,9 @@ class SavedStep:
     iteration: int
     consumed_samples: int
     schedule: Schedule | None = None  # the LR schedule the run followed (None: not recorded)
+    # train_impl dpo: where its frozen reference's weights come from, "init" (the seeded
+    # initialisation) or a step directory (None: not a DPO step, or not recorded)
+    reference: str | None = None
 
 
 def save(
@@ -186,6 +189,8 @@ def _write_metadata(
     }
     if state.schedule is not None:
         body[_SCHEDULE] = dataclasses.asdict(state.schedule)
+    if state.reference is not None:
+        body[_REFERENCE] = state.reference
     write_atomic(step_dir / STATE_FILE, json.dumps(body, indent=2) + "\n")
     manifest = ModelManifest(
         config=config,
@@ -253,6 +258,7 @@ def load(
 
 # neox_state.json's record of the LR schedule (absent from the steps of earlier neox versions)
 _SCHEDULE = "lr_schedule"
+_REFERENCE = "dpo_reference"  # train_impl dpo: SavedStep.reference
 
 
 def saved_state(step_dir: Path) -> SavedStep:
@@ -260,7 +266,7 @@ def saved_state(step_dir: Path) -> SavedStep:
     body = json.loads((step_dir / STATE_FILE).read_text())
     record = body.get(_SCHEDULE)
     schedule = Schedule(**record) if record is not None else None
-    return SavedStep(body["iteration"], body["consumed_samples"], schedule)
+    return SavedStep(body["iteration"], body["consumed_samples"], schedule, body.get(_REFERENCE))
 
 
 def _load_step(

@@ -37,13 +37,17 @@ def check_inputs(run: RunConfig) -> tuple[str | None, str | None]:
 
 def _token_files(data: DataConfig) -> list[tuple[str, str]]:
     """(config key, prefix) of every token file the run reads, each checked to exist."""
-    if data.data_path is None and not data.train_data_paths:
+    if data.data_path is None and not data.train_data_paths and not data.pos_train_data_paths:
         raise ConfigError(
             "data_path (a token file prefix) or train_data_paths is required for training"
         )
-    named = [("data_path", data.data_path)] if data.data_path else []
+    # with files per purpose (or pairs), data_path is not read
+    per_purpose = data.dataset_impl == "pairwise" or bool(data.train_data_paths)
+    named = [("data_path", data.data_path)] if data.data_path and not per_purpose else []
     for kind in ("train", "valid", "test"):
-        for key in (f"{kind}_data_paths", f"{kind}_label_data_paths"):
+        keys = [f"{kind}_data_paths", f"{kind}_label_data_paths"]
+        keys += [f"{side}_{key}" for side in ("pos", "neg") for key in keys]
+        for key in keys:
             named += [(key, p) for p in getattr(data, key) or ()]
     for key, prefix in named:
         for suffix in (".bin", ".idx"):

@@ -83,7 +83,7 @@ def layout_problem(run: RunConfig) -> str | None:
             "eval_tasks during training needs the whole model on each rank: not with "
             "pipe_parallel_size > 1 or zero_optimization.stage 3 (run neox eval on a checkpoint)"
         )
-    accumulation = _accumulation_problem(run)
+    accumulation = _accumulation_problem(run) or _objective_problem(run)
     if accumulation:
         return accumulation
     if stage == 3 and run.logging.log_param_norm:
@@ -96,6 +96,31 @@ def layout_problem(run: RunConfig) -> str | None:
             f"({model.num_attention_heads}) and the key/value heads ({model.kv_heads})"
         )
     return _sequence_parallel_problem(run)
+
+
+def _objective_problem(run: RunConfig) -> str | None:
+    """Why train_impl cannot train this run, or None."""
+    objective, data = run.objective, run.data
+    impl = objective.train_impl
+    if objective.preference != (data.dataset_impl == "pairwise"):
+        return (
+            f"train_impl {impl} with dataset_impl {data.dataset_impl}: train_impl dpo and rm "
+            "train on preference pairs (dataset_impl pairwise, pos_* and neg_* files), "
+            "train_impl normal on documents (dataset_impl gpt2)"
+        )
+    if not objective.preference:
+        return None
+    if run.parallel.pipe_parallel_size > 1:
+        return (
+            f"train_impl {impl} with pipe_parallel_size {run.parallel.pipe_parallel_size} is not "
+            "supported yet (data, tensor and sequence parallelism and ZeRO are)"
+        )
+    if run.model.moe:
+        return f"train_impl {impl} with mixture-of-experts layers is not supported yet"
+    curriculum = run.training.curriculum_learning
+    if curriculum is not None and curriculum.enabled:
+        return f"curriculum_learning with train_impl {impl}: pairs are whole sequences"
+    return None
 
 
 def _accumulation_problem(run: RunConfig) -> str | None:

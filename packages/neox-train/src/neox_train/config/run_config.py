@@ -40,6 +40,7 @@ from neox_train.config.sections import (
     DataConfig,
     LaunchConfig,
     LoggingConfig,
+    ObjectiveConfig,
     OptimizerConfig,
     ParallelConfig,
     PrecisionConfig,
@@ -65,6 +66,7 @@ class RunConfig:
     logging: LoggingConfig
     launch: LaunchConfig
     text_generation: TextGenConfig
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
 
     def batch(self, world_size: int) -> BatchLayout:
         """The batch layout for `world_size` ranks (raises ConfigError when impossible, or
@@ -128,6 +130,7 @@ _SECTIONS: tuple[tuple[str, type], ...] = (
     ("logging", LoggingConfig),
     ("launch", LaunchConfig),
     ("text_generation", TextGenConfig),
+    ("objective", ObjectiveConfig),
 )
 
 

@@ -38,7 +38,7 @@ class DataConfig:
         default=None,
         metadata=_doc(
             "Token file prefixes to train on, whole, blended by train_data_weights (instead of "
-            "data_path and split)."
+            "data_path and split: data_path is then not read, as in GPT-NeoX)."
         ),
     )
     valid_data_paths: tuple[str, ...] | None = field(
@@ -106,13 +106,62 @@ class DataConfig:
             "token after it)."
         ),
     )
+    dataset_impl: Literal["gpt2", "pairwise"] = field(
+        default="gpt2",
+        metadata=_doc(
+            "gpt2: token files of documents (data_path or *_data_paths); pairwise: preference "
+            "pairs, a chosen (pos_*) and a rejected (neg_*) token file per purpose, document by "
+            "document (train_impl dpo and rm; make them with `neox data preprocess-chat "
+            "--jsonl-keys chosen rejected`); data_path is then not read, as in GPT-NeoX."
+        ),
+    )
+    pos_train_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc("dataset_impl pairwise: token files of the chosen sequences to train on."),
+    )
+    neg_train_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "dataset_impl pairwise: token files of the rejected sequences, one per "
+            "pos_train_data_paths file, its documents in the same order."
+        ),
+    )
+    pos_train_label_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "Label files of pos_train_data_paths (-100: no loss, e.g. the prompt); default: "
+            "every token of the sequence counts."
+        ),
+    )
+    neg_train_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label files of neg_train_data_paths.")
+    )
+    pos_valid_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("dataset_impl pairwise: chosen sequences to validate on.")
+    )
+    neg_valid_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("dataset_impl pairwise: rejected sequences to validate on.")
+    )
+    pos_valid_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label files of pos_valid_data_paths.")
+    )
+    neg_valid_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label files of neg_valid_data_paths.")
+    )
+    pos_test_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("dataset_impl pairwise: chosen sequences to test on.")
+    )
+    neg_test_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("dataset_impl pairwise: rejected sequences to test on.")
+    )
+    pos_test_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label files of pos_test_data_paths.")
+    )
+    neg_test_label_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Label files of neg_test_data_paths.")
+    )
 
     def __post_init__(self) -> None:
-        if self.train_data_paths and self.data_path:
-            raise ValueError(
-                "set data_path (one token file, divided by split) or train_data_paths (files "
-                "per purpose), not both"
-            )
         if (self.valid_data_paths or self.test_data_paths) and not self.train_data_paths:
             raise ValueError("valid_data_paths and test_data_paths need train_data_paths")
         for kind in ("train", "valid", "test"):
@@ -130,6 +179,68 @@ class DataConfig:
             raise ValueError(
                 f"weighted_sampler_alpha must be positive: {self.weighted_sampler_alpha}"
             )
+        self._check_pairwise()
+
+    def pairwise_paths(self, kind: str) -> list[tuple[str, str, str | None, str | None]]:
+        """(chosen, rejected, chosen labels, rejected labels) of each pairwise file of `kind`
+        (train, valid or test)."""
+        pos = getattr(self, f"pos_{kind}_data_paths") or ()
+        neg = getattr(self, f"neg_{kind}_data_paths") or ()
+        none: tuple[None, ...] = (None,) * len(pos)
+        pos_labels = getattr(self, f"pos_{kind}_label_data_paths") or none
+        neg_labels = getattr(self, f"neg_{kind}_label_data_paths") or none
+        return list(zip(pos, neg, pos_labels, neg_labels, strict=True))
+
+    def _check_pairwise(self) -> None:
+        pairwise = self.dataset_impl == "pairwise"
+        given = [
+            f"{side}_{kind}_{what}"
+            for side in ("pos", "neg")
+            for kind in ("train", "valid", "test")
+            for what in ("data_paths", "label_data_paths")
+            if getattr(self, f"{side}_{kind}_{what}")
+        ]
+        if not pairwise:
+            if given:
+                raise ValueError(
+                    f"{given[0]} is pairwise data: set dataset_impl: pairwise (with train_impl "
+                    "dpo or rm)"
+                )
+            return
+        if self.train_data_paths:
+            raise ValueError(
+                "dataset_impl pairwise reads pos_*_data_paths and neg_*_data_paths, not "
+                "train_data_paths"
+            )
+        if not self.pos_train_data_paths:
+            raise ValueError(
+                "dataset_impl pairwise needs pos_train_data_paths and neg_train_data_paths"
+            )
+        for kind in ("train", "valid", "test"):
+            pos = getattr(self, f"pos_{kind}_data_paths") or ()
+            for key in (
+                f"neg_{kind}_data_paths",
+                f"pos_{kind}_label_data_paths",
+                f"neg_{kind}_label_data_paths",
+            ):
+                paths = getattr(self, key)
+                required = key == f"neg_{kind}_data_paths" and bool(pos)
+                if (paths is not None or required) and len(paths or ()) != len(pos):
+                    raise ValueError(
+                        f"{key} has {len(paths or ())} files for {len(pos)} "
+                        f"pos_{kind}_data_paths: give one per file, in the same order"
+                    )
+            labels = [getattr(self, f"{s}_{kind}_label_data_paths") is None for s in ("pos", "neg")]
+            if labels[0] != labels[1]:
+                raise ValueError(
+                    f"give pos_{kind}_label_data_paths and neg_{kind}_label_data_paths together "
+                    "(or neither)"
+                )
+            if getattr(self, f"{kind}_data_weights") is not None and pos:
+                raise ValueError(
+                    f"{kind}_data_weights with pairwise data: blend weights are for "
+                    f"{kind}_data_paths"
+                )
 
     def _check_labels(self, kind: str, paths: tuple[str, ...]) -> None:
         labels = getattr(self, f"{kind}_label_data_paths")
@@ -862,3 +973,62 @@ def _signal(name: str) -> signal.Signals:
             "such as SIGTERM, SIGINT, SIGUSR1, SIGUSR2"
         )
     return signum
+
+
+TrainImpl = Literal["normal", "dpo", "rm", "kto", "reinforce"]
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What training optimises: next-token prediction, or a preference objective on pairs
+    (GPT-NeoX's train_impl and its keys; the losses are `neox_model.preference`)."""
+
+    train_impl: TrainImpl = field(
+        default="normal",
+        metadata=_doc(
+            "normal: next-token loss (with label files: supervised fine-tuning); dpo: direct "
+            "preference optimisation on dataset_impl pairwise data against a frozen reference "
+            "(the run's starting weights); rm: not yet; kto, reinforce: not yet."
+        ),
+    )
+    dpo_beta: float = field(
+        default=0.1,
+        metadata=_doc("DPO's beta: how far the policy may move from the reference."),
+    )
+    dpo_fp32: bool = field(
+        default=True,
+        metadata=_doc("DPO: log-probabilities from float32 logits (else the training dtype's)."),
+    )
+    dpo_reference_free: bool = field(
+        default=False,
+        metadata=_doc(
+            "DPO without a reference model: its log-probabilities taken as 0 (no reward metrics)."
+        ),
+    )
+    z_loss: float = field(
+        default=0.0,
+        metadata=_doc("rm: weight of the mean squared reward added to the loss."),
+    )
+
+    def __post_init__(self) -> None:
+        if self.train_impl in ("kto", "rm", "reinforce"):
+            raise ValueError(_NOT_YET[self.train_impl])
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo_beta must be positive: {self.dpo_beta}")
+        if self.z_loss < 0:
+            raise ValueError(f"z_loss must be >= 0: {self.z_loss}")
+
+    @property
+    def preference(self) -> bool:
+        """Whether the run trains on preference pairs (dataset_impl pairwise)."""
+        return self.train_impl in ("dpo", "rm")
+
+
+_NOT_YET = {
+    "kto": "train_impl kto is not supported yet (train_impl normal and dpo are)",
+    "rm": "train_impl rm is not supported yet (train_impl normal and dpo are)",
+    "reinforce": (
+        "train_impl reinforce is not supported: it trains on generations served by an online "
+        "data server (GPT-NeoX's online_dataserver_*), which neox does not have"
+    ),
+}

@@ -10,6 +10,12 @@ A micro batch is (inputs, labels), each (micro_batch, seq_length): the labels ar
 tokens, or the label file's, with `IGNORE_INDEX` where a position carries no loss (padding,
 -100 in a label file, and with `eod_mask_loss` the positions whose input is end-of-document).
 
+With `dataset_impl: pairwise` a sample is a preference pair (`neox_data.PairwiseDataset`, from
+the pos_* and neg_* files of each purpose, several files blended equally or by
+weight_by_num_documents), and a micro batch of `micro_batch` pairs is (2 x micro_batch,
+seq_length): the chosen sequences first, then the rejected ones in the same order, as GPT-NeoX
+concatenates them.
+
 Global step `t` consumes samples [t * global_batch, (t + 1) * global_batch) of the train set
 whatever the number of ranks, so a run on 1 rank and on N ranks with the same global batch sees
 the same samples per step.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +34,8 @@ from neox_data import (
     IGNORE_INDEX,
     BlendedDataset,
     GPTDataset,
+    PairwiseDataset,
+    PairwiseSample,
     TokenFile,
     blend_sample_counts,
     split_documents,
@@ -37,7 +46,7 @@ from neox_train.config.inputs import full_disk_reported
 from neox_train.config.schema import ConfigError
 from neox_train.config.sections import DataConfig
 
-Samples = GPTDataset | BlendedDataset
+Samples = GPTDataset | BlendedDataset | PairwiseDataset
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,10 @@ def build_splits(data: DataConfig, seq_length: int, counts: SampleCounts, seed: 
 
 def build_datasets(data: DataConfig, seq_length: int, counts: SampleCounts, seed: int) -> Splits:
     """The run's train / valid / test samples: `data_path` divided by `split`, or the files of
-    `train_data_paths`, `valid_data_paths` and `test_data_paths`."""
+    `train_data_paths`, `valid_data_paths` and `test_data_paths`, or with dataset_impl pairwise
+    the pairs of the pos_* and neg_* files."""
+    if data.dataset_impl == "pairwise":
+        return build_pairwise(data, seq_length, counts, seed)
     if not data.train_data_paths:
         return build_splits(data, seq_length, counts, seed)
     sets = []
@@ -92,6 +104,69 @@ def build_datasets(data: DataConfig, seq_length: int, counts: SampleCounts, seed
     train, valid, test = sets
     assert train is not None
     return Splits(train, valid, test)
+
+
+def build_pairwise(data: DataConfig, seq_length: int, counts: SampleCounts, seed: int) -> Splits:
+    """The preference pairs of each purpose (see the module's docstring)."""
+    sets: list[Samples | None] = []
+    for kind, wanted in (("train", counts.train), ("valid", counts.valid), ("test", counts.test)):
+        files = data.pairwise_paths(kind)
+        sets.append(
+            _pairwise(kind, files, wanted, data, seq_length, seed) if files and wanted else None
+        )
+    train, valid, test = sets
+    assert train is not None
+    return Splits(train, valid, test)
+
+
+def _pairwise(
+    kind: str,
+    files: list[tuple[str, str, str | None, str | None]],
+    num_samples: int,
+    data: DataConfig,
+    seq_length: int,
+    seed: int,
+) -> Samples:
+    datasets, sizes = [], []
+    for i, (pos, neg, pos_labels, neg_labels) in enumerate(files):
+        chosen, rejected = (
+            _token_file(f"pos_{kind}_data_paths", pos),
+            _token_file(f"neg_{kind}_data_paths", neg),
+        )
+        sizes.append(len(chosen))
+        datasets.append((i, chosen, rejected, pos_labels, neg_labels))
+    if data.weight_by_num_documents:
+        blend = weights_by_num_documents(sizes, data.weighted_sampler_alpha)
+    else:
+        blend = [1.0] * len(files)
+    needed = blend_sample_counts(blend, num_samples)
+    built = []
+    for (i, chosen, rejected, pos_labels, neg_labels), n in zip(datasets, needed, strict=True):
+        try:
+            with full_disk_reported():
+                built.append(
+                    PairwiseDataset(
+                        chosen,
+                        rejected,
+                        np.arange(len(chosen)),
+                        max(n, 1),
+                        seq_length,
+                        seed,
+                        name=f"{kind}{i}",
+                        pos_labels=_labels(f"pos_{kind}_label_data_paths", pos_labels),
+                        neg_labels=_labels(f"neg_{kind}_label_data_paths", neg_labels),
+                        allow_chopped=data.allow_chopped,
+                    )
+                )
+        except ValueError as err:
+            raise ConfigError(f"pos_{kind}_data_paths / neg_{kind}_data_paths: {err}") from err
+    if len(built) == 1:
+        return built[0]
+    return BlendedDataset(built, blend, num_samples)  # type: ignore[arg-type]
+
+
+def _labels(key: str, path: str | None) -> TokenFile | None:
+    return _token_file(key, path) if path else None
 
 
 def _dataset(
@@ -161,17 +236,30 @@ def training_pairs(
     dataset: Samples, step: int, batch: BatchLayout, dp_rank: int, eod_id: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, labels) of this rank's micro batches of global step `step`, each (micro_batch,
-    seq_length); with `eod_id`, no loss where the input is that token (eod_mask_loss)."""
+    seq_length), or (2 x micro_batch, seq_length) for preference pairs; with `eod_id`, no loss
+    where the input is that token (eod_mask_loss)."""
     for rows in _micro_batch_rows(step, batch, dp_rank):
-        tokens = torch.from_numpy(np.stack([dataset[i] for i in rows]).astype(np.int64))
-        inputs = tokens[:, :-1]
-        if dataset.has_labels:
-            labels = torch.from_numpy(np.stack([dataset.labels(i) for i in rows]))[:, 1:]
+        samples: list[Any] = [dataset[i] for i in rows]
+        if isinstance(samples[0], PairwiseSample):
+            inputs, labels = _pair_batch(samples)
         else:
-            labels = tokens[:, 1:]
+            assert not isinstance(dataset, PairwiseDataset)
+            tokens = torch.from_numpy(np.stack(samples).astype(np.int64))
+            inputs = tokens[:, :-1]
+            if dataset.has_labels:
+                labels = torch.from_numpy(np.stack([dataset.labels(i) for i in rows]))[:, 1:]
+            else:
+                labels = tokens[:, 1:]
         if eod_id is not None:
             labels = labels.masked_fill(inputs == eod_id, IGNORE_INDEX)
         yield inputs, labels
+
+
+def _pair_batch(pairs: list[PairwiseSample]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of preference pairs: the chosen rows, then the rejected ones."""
+    tokens = np.stack([p.chosen for p in pairs] + [p.rejected for p in pairs]).astype(np.int64)
+    labels = np.stack([p.chosen_labels for p in pairs] + [p.rejected_labels for p in pairs])
+    return torch.from_numpy(tokens[:, :-1]), torch.from_numpy(labels[:, 1:].astype(np.int64))
 
 
 def _micro_batch_rows(step: int, batch: BatchLayout, dp_rank: int) -> Iterator[range]:

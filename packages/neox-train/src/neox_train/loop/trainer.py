@@ -31,12 +31,18 @@ from neox_train.config.batch import BatchLayout
 from neox_train.config.inputs import check_inputs
 from neox_train.config.run_config import RunConfig
 from neox_train.config.schema import ConfigError
-from neox_train.engine.build import TrainingEngine, build_engine
+from neox_train.engine.build import TrainingEngine, build_engine, build_module
 from neox_train.engine.deepspeed_config import zero_stage
 from neox_train.engine.deepspeed_internals import check_version
 from neox_train.engine.schedule import Schedule, resumed_schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
+from neox_train.loop.objectives import (
+    Objective,
+    build_objective,
+    build_reference,
+    reference_origin,
+)
 from neox_train.loop.preemption import Preempted, Preemption
 from neox_train.monitoring.flops import no_peak_reason, peak_tflops, step_flops
 from neox_train.monitoring.parameter_norms import optimizer_state_norms, parameter_norms
@@ -73,6 +79,13 @@ class Session:
     # the last step's mixture-of-experts metrics (moe_* names), averaged over micro batches
     # and ranks; empty for a dense model
     moe_metrics: dict[str, float] = field(default_factory=dict)
+    objective: Objective = field(default_factory=Objective)  # train_impl's loss and metrics
+    # train_impl dpo: where the reference's weights came from (recorded in each checkpoint)
+    reference_origin: str | None = None
+    # the last step's metrics of the objective (e.g. DPO's reward_acc), averaged likewise,
+    # and the last validation's (or test's)
+    objective_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipeline(self) -> bool:
@@ -131,6 +144,14 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     schedule = run_schedule(start, run)
     engine = build_engine(run, model_config, parallel, batch, schedule, device, padded_vocab)
     start_step = _load_start(engine, start, run, parallel)
+    origin, reference = None, None
+    if run.objective.train_impl == "dpo" and not run.objective.dpo_reference_free:
+        origin = reference_origin(start)
+        resumed = None if start.weights_only else start.step_dir
+        module = build_module(run, model_config, parallel, padded_vocab).to(device)
+        reference = build_reference(
+            module, origin, parallel.tp, _DTYPES[run.precision.dtype], resumed
+        )
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
     curriculum = run.training.curriculum_learning
     return Session(
@@ -158,7 +179,12 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
             Heartbeat(env, run.parallel.distributed_timeout_minutes) if env.world_size > 1 else None
         ),
         lock=lock,
+        objective=build_objective(run.objective, reference),
+        reference_origin=origin,
     )
+
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def run_schedule(start: StartPoint, run: RunConfig) -> Schedule:
@@ -306,9 +332,12 @@ def train_step(session: Session, step: int) -> float:
     total = 0.0
     scope = session.profiler.range if session.profiler else _no_range
     moe = MoEMetrics() if session.run.model.moe else None
+    objective = session.objective
+    metrics = torch.zeros(len(objective.metric_names), dtype=torch.float64)
     for inputs, labels in pairs:
         with scope("forward"):
-            loss = engine(inputs, labels=labels)
+            loss, values = objective.loss(engine, inputs, labels)
+            metrics += values
         with scope("backward"):
             engine.backward(loss)
         with scope("optimizer"):
@@ -319,7 +348,19 @@ def train_step(session: Session, step: int) -> float:
             total += loss.item()
     if moe is not None:
         return _moe_means(session, moe, total)
+    if objective.metric_names:
+        packed = torch.cat([metrics, torch.tensor([total], dtype=torch.float64)])
+        means = _means_over_ranks(packed, session.batch.grad_accum)
+        session.objective_metrics.update(zip(objective.metric_names, means[:-1], strict=True))
+        return means[-1]
     return _mean_over_ranks(total / session.batch.grad_accum)
+
+
+def _means_over_ranks(sums: torch.Tensor, micro_batches: int) -> list[float]:
+    """float64 sums over this rank's micro batches -> their means over the micro batches and
+    every rank (tensor-parallel ranks hold the same values), in one all-reduce."""
+    dist.all_reduce(sums)
+    return (sums / (micro_batches * dist.get_world_size())).tolist()
 
 
 class MoEMetrics:
@@ -366,23 +407,35 @@ def _moe_means(session: Session, metrics: MoEMetrics, lm: float) -> float:
 
 @torch.no_grad()
 def evaluate(session: Session, dataset: Any) -> float:
-    """Mean loss over the first eval_iters global batches of `dataset`, all ranks together."""
-    engine, losses = session.engine, []
+    """Mean loss over the first eval_iters global batches of `dataset`, all ranks together;
+    the objective's metrics (means likewise) in `session.eval_metrics`."""
+    engine, losses, objective = session.engine, [], session.objective
+    metrics = torch.zeros(len(objective.metric_names), dtype=torch.float64)
     for index in range(session.run.training.eval_iters):
         pairs = _pairs(session, dataset, index)
         if session.pipeline:
             losses.append(float(engine.eval_batch(iter(pairs), num_micro_batches=len(pairs))))
         else:
             engine.eval()
-            losses.extend(float(engine(inputs, labels=labels)) for inputs, labels in pairs)
+            for inputs, labels in pairs:
+                loss, values = objective.loss(engine, inputs, labels)
+                losses.append(float(loss))
+                metrics += values
             engine.train()
+    if objective.metric_names:
+        packed = torch.cat([metrics, torch.tensor([sum(losses)], dtype=torch.float64)])
+        means = _means_over_ranks(packed, len(losses))
+        session.eval_metrics.update(zip(objective.metric_names, means[:-1], strict=True))
+        return means[-1]
     return _mean_over_ranks(float(np.mean(losses)))
 
 
 def _save(session: Session, step: int) -> str:
     run = session.run
     assert run.checkpoint.save is not None
-    state = checkpoint.SavedStep(step, step * session.batch.global_batch, session.schedule)
+    state = checkpoint.SavedStep(
+        step, step * session.batch.global_batch, session.schedule, session.reference_origin
+    )
     path = checkpoint.save(
         session.engine,
         run.checkpoint.save,
@@ -406,6 +459,12 @@ def _validate(session: Session, step: int, result: TrainResult, label: str) -> N
         return
     loss = evaluate(session, session.splits.valid)
     result.valid_losses[step] = loss
+    if session.objective.metric_names:  # a preference loss: no perplexity
+        metrics = {f"valid_{name}": value for name, value in session.eval_metrics.items()}
+        session.monitor.log(step, valid_loss=loss, **metrics)
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in session.eval_metrics.items())
+        log.info("validation loss %s step %d: %.4f (%s)", label, step, loss, shown)
+        return
     session.monitor.log(step, valid_loss=loss, valid_ppl=float(np.exp(loss)))
     log.info("validation loss %s step %d: %.4f (ppl %.1f)", label, step, loss, np.exp(loss))
 
@@ -469,10 +528,15 @@ def _train_steps(
     _validate(session, training.train_iters, result, "after training at")
     _run_eval_tasks(session, training.train_iters)
     if session.splits.test is not None and training.eval_iters:
-        result.test_loss = evaluate(session, session.splits.test)
-        log.info("test loss: %.4f (ppl %.1f)", result.test_loss, np.exp(result.test_loss))
-        ppl = float(np.exp(result.test_loss))
-        session.monitor.log(training.train_iters, test_loss=result.test_loss, test_ppl=ppl)
+        result.test_loss = loss = evaluate(session, session.splits.test)
+        if session.objective.metric_names:
+            metrics = {f"test_{name}": value for name, value in session.eval_metrics.items()}
+            log.info("test loss: %.4f", loss)
+            session.monitor.log(training.train_iters, test_loss=loss, **metrics)
+        else:
+            log.info("test loss: %.4f (ppl %.1f)", loss, np.exp(loss))
+            ppl = float(np.exp(loss))
+            session.monitor.log(training.train_iters, test_loss=loss, test_ppl=ppl)
     _finish(session)
     return result
 
@@ -587,6 +651,7 @@ def step_extras(session: Session, step: int) -> dict[str, float | None]:
     extras: dict[str, float | None] = {"grad_norm": None if norm is None else float(norm)}
     extras["skipped_steps"] = float(engine.skipped_steps)
     extras.update(session.moe_metrics)
+    extras.update(session.objective_metrics)
     if session.curriculum is not None:
         extras["seqlen"] = float(session.curriculum.seqlen(step))
     if session.run.precision.dtype == "fp16":

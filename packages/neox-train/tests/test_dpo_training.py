@@ -1,0 +1,224 @@
+"""train_impl dpo (GPT-NeoX's keys, dataset_impl pairwise) trained for real: one process against
+data parallelism with ZeRO-1 and tensor parallelism (losses and metrics to 1e-5), an exact
+resume, the reference model's origin, and a run that learns the preference on held-out pairs.
+
+The pairs: a prompt from the corpus, then a response; the chosen responses are made of one half
+of the vocabulary, the rejected ones of the other, so the preference is learnable and held-out
+pairs measure it. Prompts carry no loss (label -100), as `neox data preprocess-chat` writes them.
+"""
+
+import contextlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from neox_data import IGNORE_INDEX, TokenFileWriter, build_tokenizer
+from neox_testing import TINY_RUN, side_by_side
+
+from conftest import (
+    as_if_killed_after,
+    corpus_texts,
+    neox_train,
+    run_workers,
+    step_only,
+    tiny_config,
+    write_config,
+)
+
+PAIRS = dict(
+    train_impl="dpo",
+    dataset_impl="pairwise",
+    pos_train_data_paths=["a"],
+    neg_train_data_paths=["b"],
+)
+TINY = dict(TINY_RUN, train_micro_batch_size_per_gpu=2, vocab_file="tokenizer.json")
+METRICS = ("chosen_rewards", "rejected_rewards", "reward_acc", "margins", "chosen_pos")
+
+
+def write_pairs(data_dir, root, name, count, seed):
+    """Pairwise token and label files `root/{name}_{pos,neg}[_label]`; their prefixes."""
+    tokenizer = build_tokenizer("HFTokenizer", str(data_dir / "tokenizer.json"))
+    vocab = tokenizer.vocab_size
+    rng = np.random.default_rng(seed)
+    corpus = tokenizer.encode(corpus_texts()[0])
+    halves = (np.arange(5, vocab // 2), np.arange(vocab // 2, vocab))
+    prefixes = {
+        f"{side}{kind}": str(root / f"{name}_{side}{kind}")
+        for side in ("pos", "neg")
+        for kind in ("", "_label")
+    }
+    with contextlib.ExitStack() as stack:
+        writers = {
+            key: stack.enter_context(TokenFileWriter(prefix, np.int32))
+            for key, prefix in prefixes.items()
+        }
+        for _ in range(count):
+            start = int(rng.integers(0, len(corpus) - 20))
+            prompt = list(corpus[start : start + int(rng.integers(6, 14))])
+            for side, half in zip(("pos", "neg"), halves, strict=True):
+                length = int(rng.integers(6, 16))
+                response = [int(t) for t in rng.choice(half, length)] + [tokenizer.eod_id]
+                writers[side].add_document(prompt + response)
+                writers[f"{side}_label"].add_document([IGNORE_INDEX] * len(prompt) + response)
+    return prefixes
+
+
+@pytest.fixture(scope="module")
+def pairs(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    return write_pairs(data_dir, root, "train", 64, 0), write_pairs(data_dir, root, "valid", 16, 1)
+
+
+def dpo_config(data_dir, pairs, save, **overrides):
+    train, valid = pairs
+    return tiny_config(
+        data_dir,
+        save,
+        data_path=None,
+        train_impl="dpo",
+        dataset_impl="pairwise",
+        dpo_beta=0.1,
+        pos_train_data_paths=[train["pos"]],
+        neg_train_data_paths=[train["neg"]],
+        pos_train_label_data_paths=[train["pos_label"]],
+        neg_train_label_data_paths=[train["neg_label"]],
+        pos_valid_data_paths=[valid["pos"]],
+        neg_valid_data_paths=[valid["neg"]],
+        pos_valid_label_data_paths=[valid["pos_label"]],
+        neg_valid_label_data_paths=[valid["neg_label"]],
+        train_batch_size=8,
+        train_micro_batch_size_per_gpu=2,
+        **overrides,
+    )
+
+
+def run_dpo(data_dir, pairs, root, name, processes, overrides):
+    save = root / name
+    config = write_config(root / f"{name}.yml", dpo_config(data_dir, pairs, save, **overrides))
+    return run_workers([config], processes)
+
+
+def by_step(save, prefix="", names=("train_loss", *METRICS)):
+    """step -> {name: value} of a run's metrics.jsonl, for `names` each led by `prefix`."""
+    found = {}
+    for line in (save / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        values = {n: record[prefix + n] for n in names if prefix + n in record}
+        if values:
+            found.setdefault(record["step"], {}).update(values)
+    return found
+
+
+SINGLE = dict(train_iters=6, checkpoint_factor=3, eval_interval=3)
+LAYOUTS = {
+    "single": (1, SINGLE),
+    "dp2-zero1": (2, dict(SINGLE, zero_optimization={"stage": 1})),
+    "tp2": (2, dict(SINGLE, model_parallel_size=2)),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, pairs, tmp_path_factory):
+    """Every layout of `LAYOUTS` trained, two at a time; then the single process's run killed
+    after its step-3 checkpoint and resumed. The root directory."""
+    root = tmp_path_factory.mktemp("dpo")
+    calls = {
+        name: (run_dpo, data_dir, pairs, root, name, processes, overrides)
+        for name, (processes, overrides) in LAYOUTS.items()
+    }
+    for future in side_by_side(calls).values():
+        future.result()
+    crashed = root / "crashed"
+    shutil.copytree(root / "single", crashed)
+    as_if_killed_after(crashed, 3, 6)
+    out = run_dpo(data_dir, pairs, root, "crashed", 1, dict(SINGLE, load=str(crashed)))
+    assert "resumed from" in out and "at step 3" in out
+    return root
+
+
+@pytest.mark.parametrize("name", ["dp2-zero1", "tp2"])
+def test_a_layout_gives_the_single_process_dpo_losses_and_metrics(runs, name):
+    single, other = by_step(runs / "single"), by_step(runs / name)
+    assert sorted(other) == sorted(single) == [1, 2, 3, 4, 5, 6]
+    for step, values in single.items():
+        assert sorted(other[step]) == sorted(values) == sorted(("train_loss", *METRICS))
+        for key, value in values.items():
+            assert other[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+    valid, other_valid = by_step(runs / "single", "valid_"), by_step(runs / name, "valid_")
+    for step in (0, 3, 6):
+        for key, value in valid[step].items():
+            assert other_valid[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_dpo_learns_the_preference_on_held_out_pairs(runs):
+    """Before training the policy is its reference: no reward, no margin, loss log 2; after 6
+    steps the held-out pairs' chosen responses have the higher reward."""
+    valid = by_step(runs / "single", "valid_", ("loss", *METRICS))
+    assert valid[0]["loss"] == pytest.approx(np.log(2), rel=1e-6)
+    assert valid[0]["margins"] == 0 and valid[0]["reward_acc"] == 0
+    assert valid[6]["reward_acc"] >= 0.8
+    assert valid[6]["margins"] > valid[3]["margins"] > 0
+    assert valid[6]["loss"] < valid[3]["loss"] < valid[0]["loss"]
+    assert valid[6]["chosen_rewards"] > 0 > valid[6]["rejected_rewards"]
+
+
+def test_a_resumed_dpo_run_repeats_the_uninterrupted_one(runs):
+    full, again = by_step(runs / "single"), by_step(runs / "crashed")
+    assert sorted(again) == [4, 5, 6]
+    for step, values in again.items():
+        for key, value in values.items():
+            assert value == pytest.approx(full[step][key], rel=1e-12, abs=1e-12), (step, key)
+    state = json.loads((runs / "crashed" / "global_step6" / "neox_state.json").read_text())
+    assert state["dpo_reference"] == "init"  # the seeded initial weights, not step 3's
+
+
+def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
+    runs, data_dir, pairs, tmp_path
+):
+    """finetune from a step: the reference is that step (rewards 0 at the first step); resumed
+    later, the run reads the reference from there again, and says so when it is gone."""
+    origin = step_only(runs / "single", tmp_path / "origin", step=3)
+    values = dict(train_iters=2, checkpoint_factor=1, load=str(origin), finetune=True)
+    run_dpo(data_dir, pairs, tmp_path, "tuned", 1, values)
+    first = by_step(tmp_path / "tuned")[1]
+    assert first["chosen_rewards"] == 0 and first["margins"] == 0
+    assert first["train_loss"] == pytest.approx(np.log(2), rel=1e-6)
+    state = json.loads((tmp_path / "tuned" / "global_step2" / "neox_state.json").read_text())
+    assert state["dpo_reference"] == str((origin / "global_step3").resolve())
+    as_if_killed_after(tmp_path / "tuned", 1, 2)
+    shutil.move(origin, tmp_path / "moved")
+    config = write_config(
+        tmp_path / "resume.yml",
+        dpo_config(data_dir, pairs, tmp_path / "tuned", train_iters=2, checkpoint_factor=1),
+    )
+    result = neox_train("train", config)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "the DPO reference model" in result.stderr and "global_step3" in result.stderr
+    assert not (tmp_path / "tuned" / "global_step2").exists()  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (dict(train_impl="dpo"), "train_impl dpo with dataset_impl gpt2"),
+        (dict(dataset_impl="pairwise", pos_train_data_paths=["a"]), "neg_train_data_paths has 0"),
+        (dict(train_impl="kto"), "train_impl kto is not supported yet"),
+        (dict(train_impl="reinforce"), "online data server"),
+        (dict(pos_train_data_paths=["a"], neg_train_data_paths=["b"]), "set dataset_impl"),
+        (dict(PAIRS, pipe_parallel_size=2), "pipe_parallel_size 2 is not supported yet"),
+        (dict(PAIRS, moe_num_experts=4), "mixture-of-experts layers is not supported yet"),
+        (dict(PAIRS, dpo_beta=0), "dpo_beta must be positive"),
+        (
+            dict(PAIRS, pos_train_label_data_paths=["c"]),
+            "give pos_train_label_data_paths and neg_train_label_data_paths together",
+        ),
+    ],
+)
+def test_a_dpo_config_that_cannot_train_says_why(tmp_path, values, message):
+    from neox_train import ConfigError, load_run_config
+
+    config = write_config(tmp_path / "run.yml", dict(TINY, **values))
+    with pytest.raises(ConfigError, match=message):
+        load_run_config([config])
