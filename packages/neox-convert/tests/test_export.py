@@ -645,3 +645,48 @@ def test_config_file_with_the_new_keys_is_checked_against_the_checkpoint(tmp_pat
         assert code == {"good": 0, "bad": 2}[name]
     assert "rope_scaling: RopeScaling(rope_type='llama3'" in capsys.readouterr().err
     assert json.loads((tmp_path / "good" / "config.json").read_text())["head_dim"] == 32
+
+
+@pytest.mark.parametrize(
+    ("architecture", "overrides", "hf_class"),
+    [
+        (
+            "neox",
+            dict(gpt_j_residual=True, no_weight_tying=True),
+            "GPTNeoXForSequenceClassification",
+        ),
+        ("neox", dict(no_weight_tying=False), "GPTNeoXForSequenceClassification"),
+        ("llama", LLAMA_STYLE, "LlamaForSequenceClassification"),
+        ("mistral", dict(LLAMA_STYLE, sliding_window_width=5), "MistralForSequenceClassification"),
+    ],
+)
+def test_a_reward_model_exports_as_sequence_classification_with_equal_scores(
+    tmp_path, architecture, overrides, hf_class
+):
+    """A value-head model (train_impl rm) becomes the family's ...ForSequenceClassification with
+    one label: its score at every position is ours, and the score transformers pools (at the
+    last token) is our last position's."""
+    import transformers
+
+    model = make_checkpoint(tmp_path / "run", value_head=True, **overrides)
+    out = export_to_hf(tmp_path / "run", tmp_path / "hf", architecture=architecture)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [hf_class] and len(config["id2label"]) == 1
+    assert not (out / "generation_config.json").exists()
+    hf, info = getattr(transformers, hf_class).from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info  # no missing, unexpected or mismatched tensors
+    ids = random_ids()
+    with torch.no_grad():
+        ours = model(ids)
+        hidden = hf.eval().base_model(ids).last_hidden_state
+        per_position = hf.score(hidden).squeeze(-1)
+        pooled = hf(ids).logits.squeeze(-1)
+    assert (per_position - ours).abs().max().item() <= 1e-5
+    assert (pooled - ours[:, -1]).abs().max().item() <= 1e-5
+
+
+def test_a_reward_model_is_not_exported_as_a_family_without_sequence_classification(tmp_path):
+    make_checkpoint(tmp_path / "run", value_head=True, **LLAMA_STYLE, use_bias_in_qkv=True)
+    with pytest.raises(ExportError, match="ForSequenceClassification"):
+        export_to_hf(tmp_path / "run", tmp_path / "hf", architecture="qwen2")
+    assert not (tmp_path / "hf").exists()

@@ -132,3 +132,33 @@ def test_training_refuses_flash_attention_without_flash_attn():
     with pytest.raises(ConfigError, match=r"pip install 'neox-model\[flash\]'") as err:
         check_inputs(run)  # before it looks for the token files this machine lacks
     assert "flash-attn is not installed" in str(err.value)
+
+
+def test_the_post_training_dpo_and_reward_model_files():
+    """GPT-NeoX's Llama-3-8B DPO and reward-model configs: the objective, the pairwise files of
+    each purpose, and the reward model's score head in place of the output layer."""
+    dpo, rm = load("llama3-8b-dpo.yml").run, load("llama3-8b-rm.yml").run
+    assert (dpo.objective.train_impl, dpo.objective.dpo_beta, dpo.objective.dpo_fp32) == (
+        "dpo",
+        0.01,
+        True,
+    )
+    assert (rm.objective.train_impl, rm.model.value_head, dpo.model.value_head) == (
+        "rm",
+        True,
+        False,
+    )
+    for run, impl in ((dpo, "dpo"), (rm, "rm")):
+        assert run.data.dataset_impl == "pairwise" and run.checkpoint.finetune
+        stem = f"data/pairwise/llama3_{impl}_val"
+        assert run.data.pairwise_paths("valid") == [
+            (
+                f"{stem}_chosen_document",
+                f"{stem}_rejected_document",
+                f"{stem}_chosen_label_document",
+                f"{stem}_rejected_label_document",
+            )
+        ]
+    assert count_parameters(dpo.model.with_vocab(128256)) == 8_030_261_248  # Llama 3 8B
+    # the reward model: no 128,256 x 4096 output layer, one score per position
+    assert count_parameters(rm.model.with_vocab(128256)) == 8_030_261_248 - 128256 * 4096 + 4096

@@ -10,6 +10,11 @@ unless one is named: the first of `ARCHITECTURES` that reproduces the model exac
 Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 2). `config_files` (GPT-NeoX's `--config_file`: the
 run's YAML files) are checked against the model, every architecture key they set must agree,
 and name the tokenizer when the checkpoint holds none.
+
+A reward model (`value_head`, trained with train_impl rm) is written as the family's
+`...ForSequenceClassification` with one label (GPTNeoX, Llama, Mistral): the same body, its
+`score` head in place of the output layer, pad_token_id the end-of-document token (transformers
+reads the score at the last token before the first pad token, or at the last token).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from neox_convert.architecture import (
     ArchitectureName,
     architecture_for,
 )
-from neox_convert.errors import ConversionError
+from neox_convert.errors import ConversionError, ExportError
 from neox_convert.gpt_neox_checkpoint import model_config, read_yaml
 from neox_convert.hf_files import MAX_SHARD_BYTES, hf_tokenizer, write_weights
 from neox_convert.key_map import StateDict
@@ -38,6 +43,13 @@ from neox_convert.vocab import resize_rows
 from neox_model import ModelConfig, load_state_dict
 
 log = logging.getLogger(__name__)
+
+# the families whose ...ForSequenceClassification a reward model exports as
+SEQUENCE_CLASSIFICATION = {
+    "neox": "GPTNeoXForSequenceClassification",
+    "llama": "LlamaForSequenceClassification",
+    "mistral": "MistralForSequenceClassification",
+}
 
 EOD_TOKEN = "<|endoftext|>"  # GPT-NeoX's end-of-document token
 # The end-of-document tokens of tokenizer.json files, the first in the vocabulary wins, as
@@ -63,11 +75,18 @@ def export_to_hf(
     values = read_yaml([Path(p) for p in config_files]) if config_files else {}
     if values:
         check_config(values, manifest.config, config_files)
+    body = dataclasses.replace(manifest.config, value_head=False)  # what the families check
     if architecture is None:
-        arch = architecture_for(manifest.config)
+        arch = architecture_for(body)
     else:
         arch = ARCHITECTURES[architecture]
-        arch.check_exportable(manifest.config)
+        arch.check_exportable(body)
+    if manifest.config.value_head and arch.name not in SEQUENCE_CLASSIFICATION:
+        raise ExportError(
+            f"a reward model (value_head) exports as a ...ForSequenceClassification: "
+            f"{', '.join(SEQUENCE_CLASSIFICATION.values())}; {arch.family} is not one of these "
+            "here"
+        )
     dtype = resolve_dtype(precision, state)
     state = resize_rows(state, manifest.config.padded_vocab_size)
     tokenizer_file = step_dir / manifest.tokenizer if manifest.tokenizer else None
@@ -117,9 +136,20 @@ def _write_model(
     bos_id = eod_id if bos_id is None else bos_id
     hf_config = arch.hf_config(config, eod_id, dtype, config.padded_vocab_size)
     hf_config.bos_token_id = bos_id
+    if config.value_head:  # a reward model
+        state = dict(state)
+        score = state.pop("score.weight")
+        hf_config.architectures = [SEQUENCE_CLASSIFICATION[arch.name]]
+        hf_config.num_labels = 1
+        hf_config.pad_token_id = eod_id
+        hf_config.tie_word_embeddings = False  # no output layer to tie
+        weights = {**arch.to_hf(state, config), "score.weight": score}
+    else:
+        weights = arch.to_hf(state, config)
     hf_config.save_pretrained(out)
-    GenerationConfig(bos_token_id=bos_id, eos_token_id=eod_id).save_pretrained(out)
-    write_weights(cast(arch.to_hf(state, config), dtype), out, max_shard_bytes)
+    if not config.value_head:
+        GenerationConfig(bos_token_id=bos_id, eos_token_id=eod_id).save_pretrained(out)
+    write_weights(cast(weights, dtype), out, max_shard_bytes)
 
 
 def _write_tokenizer(tokenizer_file: Path, out: Path) -> tuple[int | None, int | None]:

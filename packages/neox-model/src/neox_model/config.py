@@ -252,6 +252,14 @@ class ModelConfig:
     no_weight_tying: bool = field(
         default=False, metadata=_doc("Untie the output layer from the input embedding.")
     )
+    value_head: bool = field(
+        default=False,
+        metadata=_doc(
+            "A reward model: one score per position (a linear map of the final hidden state "
+            "to 1, no bias, as transformers' ...ForSequenceClassification `score`) instead of "
+            "the output layer; train_impl rm sets it."
+        ),
+    )
     sliding_window_width: int | None = field(
         default=None,
         metadata=_doc("Sliding-window attention: a token sees itself and this many before it."),

@@ -31,6 +31,7 @@ from neox_model.tensor_parallel import (
 SHARDED = (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding)
 OUTPUT_PROJECTIONS = ("attention.dense", "mlp.dense_4h_to_h")  # use output_layer_init_method
 MOE_GATES = ("mlp.router", "mlp.shared_expert_gate")  # by init_method (GPT-NeoX's router's)
+VALUE_HEAD = "score"  # a reward model's head (ModelConfig.value_head), by init_method
 
 
 def init_std(method: InitMethod, config: ModelConfig, shape: tuple[int, ...]) -> float:
@@ -96,7 +97,7 @@ def init_weights(root: nn.Module, config: ModelConfig, seed: int, prefix: str = 
                     bias.zero_()
             elif isinstance(module, Experts):
                 _init_experts(module, name, config, seed)
-            elif isinstance(module, nn.Linear) and name.endswith(MOE_GATES):
+            elif isinstance(module, nn.Linear) and (name.endswith(MOE_GATES) or name == VALUE_HEAD):
                 generator = weight_generator(seed, f"{name}.weight")
                 full = init_tensor(
                     config.init_method, config, tuple(module.weight.shape), generator

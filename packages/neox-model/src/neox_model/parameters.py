@@ -69,5 +69,7 @@ def count_parameters(config: ModelConfig, tensor_parallel: int = 1, active: bool
     if config.pos_emb == "learned":
         embeddings += config.max_positions * h
     output = vocab * h if config.no_weight_tying else 0
+    if config.value_head:
+        output = h  # the score head replaces the output layer
     blocks = sum(block_parameters(config, i, active) for i in range(config.num_layers))
     return embeddings + blocks + norm_parameters(config) + output

@@ -238,6 +238,8 @@ def pipeline_specs(
     """Every layer, in order; a pipeline engine builds only the ones of its stage (DeepSpeed:
     `LayerSpec(cls, *args)`, `TiedLayerSpec` for a layer with a tie key). `padded_vocab` and
     `sequence_parallel` and `ep` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
+    if config.value_head:
+        raise ValueError("a value head (reward model) does not run in a pipeline yet")
     vocab = padded_vocab or config.padded_vocab(tp.size)
     args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1, ep)
     blocks = [PipeLayer(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]

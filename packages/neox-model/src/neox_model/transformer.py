@@ -231,9 +231,13 @@ class Transformer(WithEmbeddings):
         self.final_layer_norm = build_norm(config)
         self.embed_out = (
             ColumnParallelLinear(hidden, self.vocab, tp, bias=False, sequence_parallel=sp)
-            if config.no_weight_tying
+            if config.no_weight_tying and not config.value_head
             else None
         )
+        # a reward model's score per position, replicated on the tensor-parallel ranks
+        self.score = nn.Linear(hidden, 1, bias=False) if config.value_head else None
+        if self.score is not None and sp:
+            raise ValueError("a value head (reward model) does not run under sequence_parallel")
         if sp:  # norms, row-parallel biases, positions: each rank sees its positions only
             sum_replicated_gradients(self, tp)
         self.checkpoint_num_layers = checkpoint_num_layers
@@ -335,7 +339,9 @@ class Transformer(WithEmbeddings):
     def logits(self, hidden: torch.Tensor, gather: bool = True) -> torch.Tensor:
         """(batch, seq, hidden) -> logits over the padded vocabulary, or this rank's shard; under
         sequence parallelism `hidden` is this rank's (batch, seq / tp, hidden) part and the
-        logits cover the whole sequence."""
+        logits cover the whole sequence. A value head's: (batch, seq) scores."""
+        if self.score is not None:
+            return cast(torch.Tensor, self.score(hidden)).squeeze(-1)
         if self.embed_out is not None:
             local = self.embed_out(hidden)  # (batch, seq, vocab / tp)
         else:  # tied: the embedding's shard of the vocabulary is this rank's output shard
@@ -368,6 +374,10 @@ class Transformer(WithEmbeddings):
         hidden, stats = self._hidden(input_ids, cache)
         if labels is None:
             return self.logits(hidden)
+        if self.score is not None:
+            raise ValueError(
+                "a value-head model (a reward model) scores sequences: call it without labels"
+            )
         local = self.logits(hidden, gather=False)
         if sequence_logps:
             return preference.sequence_logps(local, labels, self.tp, fp32)

@@ -226,14 +226,21 @@ def _local_share(module: nn.Module, local: str, whole: torch.Tensor, tp: TPGroup
 
 
 def load_relayout(
-    engine: Any, step_dir: Path, saved: SavedLayout, tp: TPGroup, *, optimizer: bool
+    engine: Any,
+    step_dir: Path,
+    saved: SavedLayout,
+    tp: TPGroup,
+    *,
+    optimizer: bool,
+    new: frozenset[str] = frozenset(),
 ) -> None:
     """Set this rank's weights (and, with `optimizer`, its optimizer state and schedule) from a
-    step saved at another layout. Collective: every rank calls it."""
+    step saved at another layout; the weights named in `new` (whole-model names, weights alone)
+    keep their initial values. Collective: every rank calls it."""
     check_supported(saved, engine, optimizer)
     module = engine.module
     names = whole_model_names(module)
-    params = dict(module.named_parameters())
+    params = {n: p for n, p in module.named_parameters() if names[n] not in new}
     _, _, weights = load_state_dict(step_dir, verified=True)  # by neox_train.checkpoint.resume
     state = saved_optimizer_state(step_dir, saved, set(names.values())) if optimizer else {}
     masters = {}  # the fp32 master weights where saved (ZeRO, bf16), else the weights
@@ -251,6 +258,10 @@ def load_relayout(
     if optimizer:
         _set_optimizer_state(engine, module, names, params, state, masters, tp, step_dir)
         _load_schedule(engine, step_dir, saved)
+    elif hasattr(engine.optimizer, "refresh_fp32_params"):
+        # ZeRO and bf16 keep fp32 master copies of the weights: they take the new values (as
+        # DeepSpeed's own load of the weights alone does)
+        engine.optimizer.refresh_fp32_params()
     dist.barrier()
 
 

@@ -237,16 +237,20 @@ def load(
     tp: TPGroup,
     weights_only: bool = False,
     optimizer: bool = True,
+    new: frozenset[str] = frozenset(),
 ) -> SavedStep:
     """Restore the engine from a complete, verified step (`neox_train.checkpoint.resume` chose it).
 
     `weights_only` (fine-tuning) loads the model alone and restarts at step 0; `optimizer`
     False keeps the fresh optimizer and schedule. A checkpoint saved at a layout other than
-    `current` is read through its layout.json.
+    `current` is read through its layout.json. `new`: weights (whole-model names) the step does
+    not hold, which keep their initial values (weights only: a reward model's score head on a
+    language model's step); the step's weights this model lacks are not read.
     """
     with_state = optimizer and not weights_only
+    assert weights_only or not new
     try:
-        _load_step(engine, step_dir, current, tp, weights_only, with_state)
+        _load_step(engine, step_dir, current, tp, weights_only, with_state, new)
     except (RuntimeError, EOFError, KeyError) as err:
         raise damaged(step_dir, err) from err
     if weights_only:
@@ -276,6 +280,7 @@ def _load_step(
     tp: TPGroup,
     weights_only: bool,
     with_state: bool,
+    new: frozenset[str],
 ) -> None:
     saved = _saved_layout(step_dir, weights_only)
     if saved is not None and (saved.resharded or _differs(saved.layout, current, weights_only)):
@@ -285,7 +290,7 @@ def _load_step(
             saved.layout.describe(),
             current.describe(),
         )
-        load_relayout(engine, step_dir, saved, tp, optimizer=with_state)
+        load_relayout(engine, step_dir, saved, tp, optimizer=with_state, new=new)
         return
     path, _ = engine.load_checkpoint(
         str(step_dir.parent),
@@ -293,6 +298,7 @@ def _load_step(
         load_module_only=weights_only,
         load_optimizer_states=with_state,
         load_lr_scheduler_states=with_state,
+        load_module_strict=not new,  # the caller checked that only `new` differs
     )
     if path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint files in {step_dir}")

@@ -102,6 +102,8 @@ def _objective_problem(run: RunConfig) -> str | None:
     """Why train_impl cannot train this run, or None."""
     objective, data = run.objective, run.data
     impl = objective.train_impl
+    if run.model.value_head and impl != "rm":
+        return f"value_head (a reward model's score head) with train_impl {impl}: set train_impl rm"
     if objective.preference != (data.dataset_impl == "pairwise"):
         return (
             f"train_impl {impl} with dataset_impl {data.dataset_impl}: train_impl dpo and rm "
@@ -120,6 +122,8 @@ def _objective_problem(run: RunConfig) -> str | None:
     curriculum = run.training.curriculum_learning
     if curriculum is not None and curriculum.enabled:
         return f"curriculum_learning with train_impl {impl}: pairs are whole sequences"
+    if impl == "rm" and run.parallel.splits_sequence:
+        return "train_impl rm with sequence_parallel is not supported yet"
     return None
 
 

@@ -183,6 +183,8 @@ def load_run_config(paths: Sequence[str | Path]) -> LoadedConfig:
             problems += [line for line in str(err).splitlines() if not sorted_keys.left_out(line)]
     if problems:
         raise ConfigError("\n".join(problems))
+    if built["objective"].train_impl == "rm":  # a reward model: the score head
+        built["model"] = dataclasses.replace(built["model"], value_head=True)
     run = RunConfig(**built)
     problem = layout_problem(run)
     if problem:

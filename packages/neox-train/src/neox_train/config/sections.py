@@ -988,7 +988,9 @@ class ObjectiveConfig:
         metadata=_doc(
             "normal: next-token loss (with label files: supervised fine-tuning); dpo: direct "
             "preference optimisation on dataset_impl pairwise data against a frozen reference "
-            "(the run's starting weights); rm: not yet; kto, reinforce: not yet."
+            "(the run's starting weights); rm: a reward model (a score head, value_head) "
+            "trained on the pairs' scores at their last labelled position; kto, reinforce: "
+            "not yet."
         ),
     )
     dpo_beta: float = field(
@@ -1011,7 +1013,7 @@ class ObjectiveConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.train_impl in ("kto", "rm", "reinforce"):
+        if self.train_impl in ("kto", "reinforce"):
             raise ValueError(_NOT_YET[self.train_impl])
         if self.dpo_beta <= 0:
             raise ValueError(f"dpo_beta must be positive: {self.dpo_beta}")
@@ -1025,8 +1027,7 @@ class ObjectiveConfig:
 
 
 _NOT_YET = {
-    "kto": "train_impl kto is not supported yet (train_impl normal and dpo are)",
-    "rm": "train_impl rm is not supported yet (train_impl normal and dpo are)",
+    "kto": "train_impl kto is not supported yet (train_impl normal, dpo and rm are)",
     "reinforce": (
         "train_impl reinforce is not supported: it trains on generations served by an online "
         "data server (GPT-NeoX's online_dataserver_*), which neox does not have"

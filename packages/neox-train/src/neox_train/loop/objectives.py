@@ -1,5 +1,5 @@
-"""What a training step optimises on a micro batch (`train_impl`): the language-model loss, or
-DPO's on preference pairs against a frozen reference model.
+"""What a training step optimises on a micro batch (`train_impl`): the language-model loss,
+DPO's on preference pairs against a frozen reference model, or a reward model's pairwise loss.
 
 A micro batch is (inputs, labels) as `neox_train.loop.data` makes it; for pairs the chosen rows
 come first, then the rejected ones. `Objective.loss` runs the engine's forward and returns the
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from neox_model import TPGroup
-from neox_model.preference import dpo_loss
+from neox_model.preference import dpo_loss, last_labelled, reward_model_loss
 from neox_train.checkpoint import steps as checkpoint
 from neox_train.checkpoint.relayout import load_weights
 from neox_train.checkpoint.resume import StartPoint
@@ -81,8 +81,34 @@ class DPO(Objective):
         return result.loss, metrics
 
 
+class RewardModel(Objective):
+    """A reward model (train_impl rm; the model has a value head): each sequence's score at its
+    last labelled position (`neox_model.preference.last_labelled`; `preprocess-chat --for-rm`
+    labels the final EOS), the pairwise loss with z_loss (`reward_model_loss`). Metrics:
+    GPT-NeoX's names (the mean chosen and rejected scores, the margin and the accuracy)."""
+
+    name = "rm"
+    metric_names = ("pos_values", "neg_values", "margin", "accuracy")
+
+    def __init__(self, config: ObjectiveConfig) -> None:
+        self.z_loss = config.z_loss
+
+    def loss(
+        self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = last_labelled(engine(inputs).float(), labels)
+        chosen, rejected = scores.chunk(2)
+        result = reward_model_loss(chosen, rejected, self.z_loss)
+        metrics = torch.tensor([result.metrics[n] for n in self.metric_names], dtype=torch.float64)
+        return result.loss, metrics
+
+
 def build_objective(config: ObjectiveConfig, reference: nn.Module | None) -> Objective:
-    return DPO(config, reference) if config.train_impl == "dpo" else Objective()
+    if config.train_impl == "dpo":
+        return DPO(config, reference)
+    if config.train_impl == "rm":
+        return RewardModel(config)
+    return Objective()
 
 
 def reference_origin(start: StartPoint) -> str:

@@ -22,9 +22,14 @@ import torch
 import torch.distributed as dist
 
 from neox_data import Tokenizer, build_tokenizer
-from neox_model import EngineLayout, ModelConfig, Transformer
+from neox_model import EngineLayout, ModelConfig, Transformer, read_manifest
 from neox_train.checkpoint import steps as checkpoint
-from neox_train.checkpoint.resume import StartPoint, choose_start, verify_start
+from neox_train.checkpoint.resume import (
+    StartPoint,
+    choose_start,
+    model_differences,
+    verify_start,
+)
 from neox_train.checkpoint.run_lock import RunLock, lock_save_dir
 from neox_train.checkpoint.s3 import S3Uploader, download_latest
 from neox_train.config.batch import BatchLayout
@@ -227,10 +232,37 @@ def _load_start(
         tp=parallel.tp,
         weights_only=start.weights_only,
         optimizer=not run.checkpoint.no_load_optim,
+        new=_new_head(start, run.model),
     )
     what = "weights of" if start.weights_only else "resumed from"
     log.info("%s %s at step %d (%s)", what, start.origin, saved.iteration, start.why)
     return saved.iteration
+
+
+def _new_head(start: StartPoint, config: ModelConfig) -> frozenset[str]:
+    """A reward model fine-tuned from a language model's step: its score head, which starts
+    from its seeded initialisation (the step's output layer is not read). Refused for a step of
+    another model, or a reward model's step as a language model's start."""
+    assert start.step_dir is not None
+    saved = read_manifest(start.step_dir).config
+    if saved.value_head == config.value_head:
+        return frozenset()
+    if not start.weights_only or saved.value_head:
+        raise ConfigError(
+            f"{start.step_dir} is a {'reward' if saved.value_head else 'language'} model's step "
+            f"and this run trains a {'reward' if config.value_head else 'language'} model: "
+            "a reward model (train_impl rm) starts from a language model's weights with "
+            "finetune: true, never the other way round"
+        )
+    differences = model_differences(saved, dataclasses.replace(config, value_head=False))
+    if differences:
+        raise ConfigError(f"{start.step_dir} holds another model: {'; '.join(differences)}")
+    log.info(
+        "%s is a language model's step: the reward model takes its weights, not its output "
+        "layer, and starts its score head from the seed",
+        start.step_dir,
+    )
+    return frozenset({"score.weight"})
 
 
 def _resume_padded_vocab(start: StartPoint, config: ModelConfig, parallel: Parallel) -> int | None:

@@ -1,6 +1,7 @@
-"""train_impl dpo (GPT-NeoX's keys, dataset_impl pairwise) trained for real: one process against
-data parallelism with ZeRO-1 and tensor parallelism (losses and metrics to 1e-5), an exact
-resume, the reference model's origin, and a run that learns the preference on held-out pairs.
+"""train_impl dpo and rm (GPT-NeoX's keys, dataset_impl pairwise) trained for real: one process
+against data parallelism with ZeRO-1 and tensor parallelism (losses and metrics to 1e-5), an
+exact DPO resume, the DPO reference model's origin, a reward model fine-tuned from a language
+model's step, and runs that learn the preference on held-out pairs.
 
 The pairs: a prompt from the corpus, then a response; the chosen responses are made of one half
 of the vocabulary, the rejected ones of the other, so the preference is learnable and held-out
@@ -13,6 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from neox_data import IGNORE_INDEX, TokenFileWriter, build_tokenizer
 from neox_testing import TINY_RUN, side_by_side
@@ -35,6 +37,7 @@ PAIRS = dict(
 )
 TINY = dict(TINY_RUN, train_micro_batch_size_per_gpu=2, vocab_file="tokenizer.json")
 METRICS = ("chosen_rewards", "rejected_rewards", "reward_acc", "margins", "chosen_pos")
+RM_METRICS = ("pos_values", "neg_values", "margin", "accuracy")
 
 
 def write_pairs(data_dir, root, name, count, seed):
@@ -73,9 +76,7 @@ def pairs(data_dir, tmp_path_factory):
 
 def dpo_config(data_dir, pairs, save, **overrides):
     train, valid = pairs
-    return tiny_config(
-        data_dir,
-        save,
+    values = dict(
         data_path=None,
         train_impl="dpo",
         dataset_impl="pairwise",
@@ -90,8 +91,8 @@ def dpo_config(data_dir, pairs, save, **overrides):
         neg_valid_label_data_paths=[valid["neg_label"]],
         train_batch_size=8,
         train_micro_batch_size_per_gpu=2,
-        **overrides,
     )
+    return tiny_config(data_dir, save, **{**values, **overrides})
 
 
 def run_dpo(data_dir, pairs, root, name, processes, overrides):
@@ -119,10 +120,30 @@ LAYOUTS = {
 }
 
 
+# reward models fine-tuned from the single DPO run's step 3 (a language model's weights)
+# (a fine-tuning rate: Adam's first steps move every weight by about lr whatever the size of
+# its gradient, which would turn the layouts' rounding in near-zero gradients into whole steps)
+RM = dict(
+    train_impl="rm",
+    train_iters=10,
+    eval_interval=5,
+    finetune=True,
+    extra_save_iters=[0],
+    optimizer={"type": "Adam", "params": {"lr": 1.0e-3, "betas": [0.9, 0.95], "eps": 1.0e-6}},
+)
+RM_LAYOUTS = {
+    "rm-single": (1, RM),
+    "rm-dp2-zero1": (2, dict(RM, zero_optimization={"stage": 1})),
+    "rm-tp2": (2, dict(RM, model_parallel_size=2)),
+    "rm-dp2-tp2-zero1": (4, dict(RM, model_parallel_size=2, zero_optimization={"stage": 1})),
+}
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, pairs, tmp_path_factory):
     """Every layout of `LAYOUTS` trained, two at a time; then the single process's run killed
-    after its step-3 checkpoint and resumed. The root directory."""
+    after its step-3 checkpoint and resumed, beside the reward models of `RM_LAYOUTS` starting
+    from that step. The root directory."""
     root = tmp_path_factory.mktemp("dpo")
     calls = {
         name: (run_dpo, data_dir, pairs, root, name, processes, overrides)
@@ -133,8 +154,15 @@ def runs(data_dir, pairs, tmp_path_factory):
     crashed = root / "crashed"
     shutil.copytree(root / "single", crashed)
     as_if_killed_after(crashed, 3, 6)
-    out = run_dpo(data_dir, pairs, root, "crashed", 1, dict(SINGLE, load=str(crashed)))
-    assert "resumed from" in out and "at step 3" in out
+    start = str(root / "single" / "global_step3")
+    calls = {
+        "crashed": (run_dpo, data_dir, pairs, root, "crashed", 1, dict(SINGLE, load=str(crashed)))
+    }
+    for name, (processes, overrides) in RM_LAYOUTS.items():
+        calls[name] = (run_dpo, data_dir, pairs, root, name, processes, dict(overrides, load=start))
+    outputs = {name: future.result() for name, future in side_by_side(calls).items()}
+    assert "resumed from" in outputs["crashed"] and "at step 3" in outputs["crashed"]
+    assert "is a language model's step" in outputs["rm-single"]
     return root
 
 
@@ -222,3 +250,33 @@ def test_a_dpo_config_that_cannot_train_says_why(tmp_path, values, message):
     config = write_config(tmp_path / "run.yml", dict(TINY, **values))
     with pytest.raises(ConfigError, match=message):
         load_run_config([config])
+
+
+@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-tp2", "rm-dp2-tp2-zero1"])
+def test_a_layout_gives_the_single_process_reward_model(runs, name):
+    """Fine-tuned from a language model's step at its own layout or another (whose weights are
+    read through layout.json, ZeRO's fp32 copies of them refreshed), every layout trains the
+    reward model of one process."""
+    names = ("train_loss", *RM_METRICS)
+    single, other = by_step(runs / "rm-single", names=names), by_step(runs / name, names=names)
+    assert sorted(other) == sorted(single) == list(range(1, 11))
+    for step, values in single.items():
+        assert sorted(other[step]) == sorted(names)
+        for key, value in values.items():
+            assert other[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+
+
+def test_a_reward_model_starts_from_a_language_models_weights_and_learns(runs):
+    from neox_model import load_state_dict
+
+    _, _, source = load_state_dict(runs / "single" / "global_step3")
+    _, manifest, start = load_state_dict(runs / "rm-single" / "global_step0")
+    assert manifest.config.value_head and "embed_out.weight" in source
+    assert set(start) == set(source) - {"embed_out.weight"} | {"score.weight"}
+    for name, tensor in start.items():
+        assert name == "score.weight" or torch.equal(tensor, source[name]), name
+    assert start["score.weight"].shape == (1, 32) and start["score.weight"].abs().sum() > 0
+    valid = by_step(runs / "rm-single", "valid_", ("loss", *RM_METRICS))
+    assert valid[10]["accuracy"] >= 0.8 and valid[10]["accuracy"] > valid[0]["accuracy"]
+    assert valid[10]["margin"] > valid[5]["margin"] > valid[0]["margin"]
+    assert valid[10]["loss"] < valid[5]["loss"] < valid[0]["loss"]
