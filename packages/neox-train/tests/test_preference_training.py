@@ -117,6 +117,7 @@ LAYOUTS = {
     "single": (1, SINGLE),
     "dp2-zero1": (2, dict(SINGLE, zero_optimization={"stage": 1})),
     "tp2": (2, dict(SINGLE, model_parallel_size=2)),
+    "pp2": (2, dict(SINGLE, pipe_parallel_size=2)),
 }
 
 
@@ -135,6 +136,7 @@ RM_LAYOUTS = {
     "rm-single": (1, RM),
     "rm-dp2-zero1": (2, dict(RM, zero_optimization={"stage": 1})),
     "rm-tp2": (2, dict(RM, model_parallel_size=2)),
+    "rm-pp2": (2, dict(RM, pipe_parallel_size=2)),
     "rm-dp2-tp2-zero1": (4, dict(RM, model_parallel_size=2, zero_optimization={"stage": 1})),
 }
 
@@ -166,7 +168,7 @@ def runs(data_dir, pairs, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name", ["dp2-zero1", "tp2"])
+@pytest.mark.parametrize("name", ["dp2-zero1", "tp2", "pp2"])
 def test_a_layout_gives_the_single_process_dpo_losses_and_metrics(runs, name):
     single, other = by_step(runs / "single"), by_step(runs / name)
     assert sorted(other) == sorted(single) == [1, 2, 3, 4, 5, 6]
@@ -205,11 +207,13 @@ def test_a_resumed_dpo_run_repeats_the_uninterrupted_one(runs):
 def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
     runs, data_dir, pairs, tmp_path
 ):
-    """finetune from a step: the reference is that step (rewards 0 at the first step); resumed
-    later, the run reads the reference from there again, and says so when it is gone."""
+    """finetune from a step (into a pipeline): the reference is that step (rewards 0 at the first
+    step); resumed later, the run reads the reference from there again, and says so when it is
+    gone."""
     origin = step_only(runs / "single", tmp_path / "origin", step=3)
     values = dict(train_iters=2, checkpoint_factor=1, load=str(origin), finetune=True)
-    run_dpo(data_dir, pairs, tmp_path, "tuned", 1, values)
+    # in a pipeline: its reference runs stage by stage beside the policy's engine
+    run_dpo(data_dir, pairs, tmp_path, "tuned", 2, dict(values, pipe_parallel_size=2))
     first = by_step(tmp_path / "tuned")[1]
     assert first["chosen_rewards"] == 0 and first["margins"] == 0
     assert first["train_loss"] == pytest.approx(np.log(2), rel=1e-6)
@@ -235,7 +239,12 @@ def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
         (dict(train_impl="kto"), "train_impl kto is not supported yet"),
         (dict(train_impl="reinforce"), "online data server"),
         (dict(pos_train_data_paths=["a"], neg_train_data_paths=["b"]), "set dataset_impl"),
-        (dict(PAIRS, pipe_parallel_size=2), "pipe_parallel_size 2 is not supported yet"),
+        (
+            dict(PAIRS, pipe_parallel_size=2, model_parallel_size=2, sequence_parallel=True),
+            "pipe_parallel_size 2 and sequence_parallel is not supported yet",
+        ),
+        (dict(PAIRS, train_impl="rm", sequence_parallel=True, model_parallel_size=2), "rm with"),
+        (dict(value_head=True), "value_head"),
         (dict(PAIRS, moe_num_experts=4), "mixture-of-experts layers is not supported yet"),
         (dict(PAIRS, dpo_beta=0), "dpo_beta must be positive"),
         (
@@ -252,7 +261,7 @@ def test_a_dpo_config_that_cannot_train_says_why(tmp_path, values, message):
         load_run_config([config])
 
 
-@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-tp2", "rm-dp2-tp2-zero1"])
+@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-tp2", "rm-pp2", "rm-dp2-tp2-zero1"])
 def test_a_layout_gives_the_single_process_reward_model(runs, name):
     """Fine-tuned from a language model's step at its own layout or another (whose weights are
     read through layout.json, ZeRO's fp32 copies of them refreshed), every layout trains the

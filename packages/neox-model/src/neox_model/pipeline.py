@@ -3,6 +3,8 @@ parallelism (Huang et al., 2019, "GPipe"; DeepSpeed's PipelineModule with 1F1B s
 
     EmbeddingPipe (ids -> hidden), BlockPipe x num_layers, FinalNormPipe, OutputPipe (-> logits)
 
+(a reward model, `value_head`, ends with ScorePipe instead: one score per position).
+
 Each layer builds only its own weights, initialised exactly as `Transformer` initialises the
 same weights (from the seed and the weight's name there), so a pipeline stage builds its layers
 alone and the model is the same whatever the layout. `model_name` maps a layer's parameter names
@@ -227,6 +229,24 @@ class OutputPipe(nn.Module):
         return _first(x, lambda h: softcap(self.embed_out(h), self.cap))
 
 
+class ScorePipe(nn.Module):
+    """hidden -> a reward model's score per position, (batch, seq) (`ModelConfig.value_head`:
+    in place of the output layer; replicated on the tensor-parallel ranks)."""
+
+    def __init__(self, args: LayerArgs) -> None:
+        super().__init__()
+        if args.sequence_parallel:
+            raise ValueError("a value head (reward model) does not run under sequence_parallel")
+        self.score = nn.Linear(args.config.hidden_size, 1, bias=False)
+        init_weights(self, args.config, args.seed)  # as Transformer's: the same name, seed
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def forward(self, x: Activations) -> Activations:
+        return _first(x, lambda h: self.score(h).squeeze(-1))
+
+
 def pipeline_specs(
     config: ModelConfig,
     tp: TPGroup,
@@ -238,11 +258,16 @@ def pipeline_specs(
     """Every layer, in order; a pipeline engine builds only the ones of its stage (DeepSpeed:
     `LayerSpec(cls, *args)`, `TiedLayerSpec` for a layer with a tie key). `padded_vocab` and
     `sequence_parallel` and `ep` as `Transformer`'s. A parameter's layer is `pipeline_layer`."""
-    if config.value_head:
-        raise ValueError("a value head (reward model) does not run in a pipeline yet")
     vocab = padded_vocab or config.padded_vocab(tp.size)
     args = LayerArgs(config, tp, seed, vocab, sequence_parallel and tp.size > 1, ep)
     blocks = [PipeLayer(TransformerLayerPipe, (args, i)) for i in range(config.num_layers)]
+    if config.value_head:  # a reward model: the score head, nothing tied to the embedding
+        return [
+            PipeLayer(EmbeddingPipe, (args,)),
+            *blocks,
+            PipeLayer(FinalNormPipe, (args,)),
+            PipeLayer(ScorePipe, (args,)),
+        ]
     if config.no_weight_tying:
         return [
             PipeLayer(EmbeddingPipe, (args,)),
@@ -261,14 +286,15 @@ def pipeline_specs(
 def pipeline_layer(name: str, config: ModelConfig) -> int:
     """The index in `pipeline_specs` (DeepSpeed's layer index) of the layer holding the
     `Transformer`'s parameter `name`: 0 the embeddings, 1 + i block i, then the final norm and
-    the output layer (an untied one: a tied output's weight is the embedding's, in layer 0)."""
+    the output layer (an untied one: a tied output's weight is the embedding's, in layer 0) or
+    a reward model's score head."""
     head, _, rest = name.partition(".")
     match head:
         case "layers":
             return 1 + int(rest.partition(".")[0])
         case "final_layer_norm":
             return config.num_layers + 1
-        case "embed_out":
+        case "embed_out" | "score":
             return config.num_layers + 2
     return 0  # the token and position embeddings
 

@@ -112,10 +112,10 @@ def _objective_problem(run: RunConfig) -> str | None:
         )
     if not objective.preference:
         return None
-    if run.parallel.pipe_parallel_size > 1:
+    if run.parallel.pipe_parallel_size > 1 and run.parallel.splits_sequence:
         return (
-            f"train_impl {impl} with pipe_parallel_size {run.parallel.pipe_parallel_size} is not "
-            "supported yet (data, tensor and sequence parallelism and ZeRO are)"
+            f"train_impl {impl} with pipe_parallel_size {run.parallel.pipe_parallel_size} and "
+            "sequence_parallel is not supported yet"
         )
     if run.model.moe:
         return f"train_impl {impl} with mixture-of-experts layers is not supported yet"

@@ -96,10 +96,15 @@ def _divided_by(size: int) -> Any:
 
 
 def build_module(
-    run: RunConfig, model_config: ModelConfig, parallel: Parallel, padded_vocab: int | None = None
+    run: RunConfig,
+    model_config: ModelConfig,
+    parallel: Parallel,
+    padded_vocab: int | None = None,
+    loss_fn: Any = None,
 ) -> nn.Module:
     """`padded_vocab`: the embedding rows of a checkpoint saved at another tensor-parallel size,
-    kept on resume (the padding rows take part in the softmax)."""
+    kept on resume (the padding rows take part in the softmax). `loss_fn`: a pipeline's loss
+    (the next-token loss by default)."""
     seed, training = run.training.seed, run.training
     sequence_parallel = run.parallel.sequence_parallel
     # activation checkpointing: blocks per recomputed chunk, 0 = off (either way of building)
@@ -145,7 +150,7 @@ def build_module(
     return PipelineModule(
         layers=specs,
         topology=parallel.topology,
-        loss_fn=pipeline_loss(parallel.tp, model_config),
+        loss_fn=loss_fn or pipeline_loss(parallel.tp, model_config),
         partition_method=run.parallel.pipe_partition_method,
         activation_checkpoint_interval=recompute_every,
         activation_checkpoint_func=functools.partial(checkpoint, use_reentrant=False),
@@ -160,13 +165,15 @@ def build_engine(
     schedule: Schedule,
     device: torch.device,
     padded_vocab: int | None = None,
+    loss_fn: Any = None,
 ) -> TrainingEngine:
-    """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline)."""
+    """The DeepSpeed engine (a PipelineEngine when the layout has a pipeline, `loss_fn` its
+    loss when given)."""
     import deepspeed
 
     build_kernels(model_config, device)  # compiled before the model runs, where asked for
     # on the device before the optimizer is built
-    module = build_module(run, model_config, parallel, padded_vocab).to(device)
+    module = build_module(run, model_config, parallel, padded_vocab, loss_fn).to(device)
     mark_tensor_parallel(module, parallel.tp)
     if run.optimizer.optimizer.kind == "cpu_adam":
         check_op_build("cpu_adam")  # every rank, before any of them starts building it

@@ -6,8 +6,13 @@ come first, then the rejected ones. `Objective.loss` runs the engine's forward a
 loss to back-propagate and the micro batch's metrics (one float64 tensor, `metric_names`
 order), which the loop averages over micro batches and ranks and logs beside the loss.
 
-DPO's reference is a second model at the policy's layout (the same tensor-parallel shard and
-dtype), frozen and in eval mode, holding the weights the run started from
+In a pipeline the last stage computes the objective's loss from its output (`pipeline_loss`,
+DeepSpeed's loss_fn; the metrics recorded there), on micro batches whose labels carry what it
+needs (`pipeline_batches`: for DPO the reference's log-probabilities, computed first).
+
+DPO's reference is a second model at the policy's layout (the same tensor-parallel shard,
+pipeline stage and dtype; in a pipeline run stage after stage, `PipelineReference`), frozen and
+in eval mode, holding the weights the run started from
 (`reference_origin`): the seeded initialisation of a fresh run, or the checkpoint a run
 fine-tunes (`finetune`, or `load` of another run). A run's checkpoints record that origin and a
 resumed run reloads the reference from it, never from the step it resumes (which holds the
@@ -21,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from neox_model import TPGroup
-from neox_model.preference import dpo_loss, last_labelled, reward_model_loss
+from neox_model.preference import dpo_loss, last_labelled, reward_model_loss, sequence_logps
 from neox_train.checkpoint import steps as checkpoint
 from neox_train.checkpoint.relayout import load_weights
 from neox_train.checkpoint.resume import StartPoint
@@ -41,25 +47,56 @@ class Objective:
 
     name = "normal"
     metric_names: tuple[str, ...] = ()
+    pairs = False  # whether a micro batch is preference pairs
+
+    def __init__(self) -> None:
+        # a pipeline's last stage: each micro batch's metrics, from `pipeline_loss`
+        self.records: list[torch.Tensor] = []
 
     def loss(
         self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return engine(inputs, labels=labels), torch.zeros(0, dtype=torch.float64)
 
+    def head_loss(self, outputs: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and metrics of the model's output (this rank's logits shard, or scores)."""
+        raise NotImplementedError
+
+    def pipeline_loss(self, outputs: torch.Tensor, labels: Any) -> torch.Tensor:
+        """The loss a pipeline's last stage computes (DeepSpeed's PipelineModule `loss_fn`),
+        its metrics recorded."""
+        loss, metrics = self.head_loss(outputs, labels)
+        self.records.append(metrics)
+        return loss
+
+    def pipeline_batches(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, Any]]:
+        """A step's micro batches as a pipeline takes them (what `pipeline_loss` reads)."""
+        return list(pairs)
+
+
+def _metrics(values: dict[str, float], names: tuple[str, ...]) -> torch.Tensor:
+    return torch.tensor([values[n] for n in names], dtype=torch.float64)
+
 
 class DPO(Objective):
-    """Direct preference optimisation (`neox_model.preference.dpo_loss`); `reference` None is
-    dpo_reference_free. Metrics: GPT-NeoX's names (the policy's and reference's mean sequence
-    log-probabilities of the chosen and rejected sequences, the rewards, the reward accuracy and
-    the margin)."""
+    """Direct preference optimisation (`neox_model.preference.dpo_loss`) against `reference`
+    (set once the weights are loaded: a module at the policy's layout, or a `PipelineReference`
+    in a pipeline); with dpo_reference_free, none. Metrics: GPT-NeoX's names (the policy's and
+    reference's mean sequence log-probabilities of the chosen and rejected sequences, the
+    rewards, the reward accuracy and the margin)."""
 
     name = "dpo"
+    pairs = True
 
-    def __init__(self, config: ObjectiveConfig, reference: nn.Module | None) -> None:
-        self.beta, self.fp32, self.reference = config.dpo_beta, config.dpo_fp32, reference
+    def __init__(self, config: ObjectiveConfig, tp: TPGroup) -> None:
+        super().__init__()
+        self.beta, self.fp32, self.tp = config.dpo_beta, config.dpo_fp32, tp
+        self.free = config.dpo_reference_free
+        self.reference: Any = None
         names = ["chosen_pos", "chosen_neg"]
-        if reference is not None:
+        if not self.free:
             names += ["ref_pos", "ref_neg", "chosen_rewards", "rejected_rewards"]
             names += ["reward_acc", "margins"]
         self.metric_names = tuple(names)
@@ -68,17 +105,37 @@ class DPO(Objective):
         self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         policy = engine(inputs, labels=labels, sequence_logps=True, fp32=self.fp32)
-        chosen, rejected = policy.chunk(2)
-        ref_chosen = ref_rejected = None
-        if self.reference is not None:
+        reference = None
+        if not self.free:
             with torch.no_grad():
                 reference = self.reference(
                     inputs, labels=labels, sequence_logps=True, fp32=self.fp32
                 )
-            ref_chosen, ref_rejected = reference.float().chunk(2)
-        result = dpo_loss(chosen.float(), rejected.float(), ref_chosen, ref_rejected, self.beta)
-        metrics = torch.tensor([result.metrics[n] for n in self.metric_names], dtype=torch.float64)
-        return result.loss, metrics
+        return self._loss(policy, reference)
+
+    def _loss(
+        self, policy: torch.Tensor, reference: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen, rejected = policy.float().chunk(2)
+        ref_chosen, ref_rejected = (None, None) if reference is None else reference.float().chunk(2)
+        result = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.beta)
+        return result.loss, _metrics(result.metrics, self.metric_names)
+
+    def head_loss(self, outputs: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, reference = labels
+        policy = sequence_logps(outputs, labels, self.tp, self.fp32)
+        return self._loss(policy, None if self.free else reference)
+
+    def pipeline_batches(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, Any]]:
+        """(inputs, (labels, the reference's log-probabilities)): those on the last stage, which
+        reads them (zeros elsewhere, and without a reference)."""
+        found = [None] * len(pairs) if self.free else self.reference.logps(pairs, self.fp32)
+        return [
+            (inputs, (labels, ref if ref is not None else labels.new_zeros(labels.shape[0])))
+            for (inputs, labels), ref in zip(pairs, found, strict=True)
+        ]
 
 
 class RewardModel(Objective):
@@ -88,27 +145,66 @@ class RewardModel(Objective):
     GPT-NeoX's names (the mean chosen and rejected scores, the margin and the accuracy)."""
 
     name = "rm"
+    pairs = True
     metric_names = ("pos_values", "neg_values", "margin", "accuracy")
 
     def __init__(self, config: ObjectiveConfig) -> None:
+        super().__init__()
         self.z_loss = config.z_loss
 
     def loss(
         self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = last_labelled(engine(inputs).float(), labels)
+        return self.head_loss(engine(inputs), labels)
+
+    def head_loss(self, outputs: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = last_labelled(outputs.float(), labels)
         chosen, rejected = scores.chunk(2)
         result = reward_model_loss(chosen, rejected, self.z_loss)
-        metrics = torch.tensor([result.metrics[n] for n in self.metric_names], dtype=torch.float64)
-        return result.loss, metrics
+        return result.loss, _metrics(result.metrics, self.metric_names)
 
 
-def build_objective(config: ObjectiveConfig, reference: nn.Module | None) -> Objective:
+def build_objective(config: ObjectiveConfig, tp: TPGroup) -> Objective:
     if config.train_impl == "dpo":
-        return DPO(config, reference)
+        return DPO(config, tp)
     if config.train_impl == "rm":
         return RewardModel(config)
     return Objective()
+
+
+class PipelineReference:
+    """DPO's frozen reference in a pipeline: this stage's layers (a PipelineModule built as the
+    policy's, without an engine), run forward only, stage after stage: each stage receives the
+    previous one's activations, runs its layers and sends them on; the last computes each
+    sequence's log-probability."""
+
+    def __init__(self, module: nn.Module, parallel: Any, dtype: torch.dtype, hidden: int) -> None:
+        self.module, self.parallel, self.dtype, self.hidden = module, parallel, dtype, hidden
+
+    @torch.no_grad()
+    def logps(
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], fp32: bool
+    ) -> list[torch.Tensor | None]:
+        """The reference's sequence log-probabilities of each micro batch on the last stage
+        (None on the others)."""
+        grid, pipe = self.parallel.grid, self.parallel.dims.pipe
+        stage = int(grid.get_stage_id())
+        last = stage == pipe - 1
+        hidden = self.hidden
+        found: list[torch.Tensor | None] = []
+        for inputs, labels in pairs:
+            if stage == 0:
+                x = inputs
+            else:
+                x = torch.empty((*inputs.shape, hidden), dtype=self.dtype, device=inputs.device)
+                dist.recv(x, src=grid.stage_to_global(stage_id=stage - 1))
+            out = self.module(x)
+            if last:
+                found.append(sequence_logps(out, labels, self.parallel.tp, fp32))
+            else:
+                dist.send(out.contiguous(), dst=grid.stage_to_global(stage_id=stage + 1))
+                found.append(None)
+        return found
 
 
 def reference_origin(start: StartPoint) -> str:

@@ -43,7 +43,9 @@ from neox_train.engine.schedule import Schedule, resumed_schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
 from neox_train.loop.objectives import (
+    DPO,
     Objective,
+    PipelineReference,
     build_objective,
     build_reference,
     reference_origin,
@@ -147,15 +149,23 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     verify_start(start)
     padded_vocab = _resume_padded_vocab(start, model_config, parallel)
     schedule = run_schedule(start, run)
-    engine = build_engine(run, model_config, parallel, batch, schedule, device, padded_vocab)
+    objective = build_objective(run.objective, parallel.tp)
+    loss_fn = objective.pipeline_loss if objective.pairs else None  # in a pipeline
+    engine = build_engine(
+        run, model_config, parallel, batch, schedule, device, padded_vocab, loss_fn
+    )
     start_step = _load_start(engine, start, run, parallel)
-    origin, reference = None, None
-    if run.objective.train_impl == "dpo" and not run.objective.dpo_reference_free:
+    origin = None
+    if isinstance(objective, DPO) and not objective.free:
         origin = reference_origin(start)
         resumed = None if start.weights_only else start.step_dir
-        module = build_module(run, model_config, parallel, padded_vocab).to(device)
-        reference = build_reference(
-            module, origin, parallel.tp, _DTYPES[run.precision.dtype], resumed
+        dtype = _DTYPES[run.precision.dtype]
+        module = build_module(run, model_config, parallel, padded_vocab, loss_fn).to(device)
+        module = build_reference(module, origin, parallel.tp, dtype, resumed)
+        pipelined = parallel.dims.pipe > 1
+        hidden = model_config.hidden_size
+        objective.reference = (
+            PipelineReference(module, parallel, dtype, hidden) if pipelined else module
         )
     profiler = StepProfiler(run.logging, run.logging.log_dir or run.checkpoint.save, env.rank)
     curriculum = run.training.curriculum_learning
@@ -184,7 +194,7 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
             Heartbeat(env, run.parallel.distributed_timeout_minutes) if env.world_size > 1 else None
         ),
         lock=lock,
-        objective=build_objective(run.objective, reference),
+        objective=objective,
         reference_origin=origin,
     )
 
@@ -350,6 +360,12 @@ def train_step(session: Session, step: int) -> float:
     if session.pipeline:
         if seqlen is not None:
             engine.reset_activation_shape()  # the pipeline's buffers follow the length
+        objective = session.objective
+        if objective.pairs:
+            batches = objective.pipeline_batches(pairs)
+            loss = float(engine.train_batch(data_iter=iter(batches)))
+            session.objective_metrics.update(_pipeline_metrics(session))
+            return _mean_over_ranks(loss)
         loss = float(engine.train_batch(data_iter=iter(pairs)))
         if not session.run.model.moe:
             return _mean_over_ranks(loss)
@@ -393,6 +409,23 @@ def _means_over_ranks(sums: torch.Tensor, micro_batches: int) -> list[float]:
     every rank (tensor-parallel ranks hold the same values), in one all-reduce."""
     dist.all_reduce(sums)
     return (sums / (micro_batches * dist.get_world_size())).tolist()
+
+
+def _pipeline_metrics(session: Session) -> dict[str, float]:
+    """The objective's metrics of the micro batches a pipeline just ran, recorded by its last
+    stage, averaged over them and over the last stage's ranks (every rank gets them)."""
+    objective = session.objective
+    records = objective.records
+    sums = (
+        torch.stack(records).sum(dim=0)
+        if records
+        else torch.zeros(len(objective.metric_names), dtype=torch.float64)
+    )
+    packed = torch.cat([sums, torch.tensor([float(len(records))], dtype=torch.float64)])
+    records.clear()
+    dist.all_reduce(packed)
+    means = packed[:-1] / packed[-1]
+    return dict(zip(objective.metric_names, means.tolist(), strict=True))
 
 
 class MoEMetrics:
@@ -446,7 +479,8 @@ def evaluate(session: Session, dataset: Any) -> float:
     for index in range(session.run.training.eval_iters):
         pairs = _pairs(session, dataset, index)
         if session.pipeline:
-            losses.append(float(engine.eval_batch(iter(pairs), num_micro_batches=len(pairs))))
+            batches = objective.pipeline_batches(pairs)
+            losses.append(float(engine.eval_batch(iter(batches), num_micro_batches=len(pairs))))
         else:
             engine.eval()
             for inputs, labels in pairs:
@@ -454,7 +488,9 @@ def evaluate(session: Session, dataset: Any) -> float:
                 losses.append(float(loss))
                 metrics += values
             engine.train()
-    if objective.metric_names:
+    if objective.metric_names and session.pipeline:  # recorded by the last stage
+        session.eval_metrics.update(_pipeline_metrics(session))
+    elif objective.metric_names:
         packed = torch.cat([metrics, torch.tensor([sum(losses)], dtype=torch.float64)])
         means = _means_over_ranks(packed, len(losses))
         session.eval_metrics.update(zip(objective.metric_names, means[:-1], strict=True))
