@@ -175,6 +175,42 @@ def test_preference_pairs_write_a_token_and_a_label_file_per_key(tmp_path, famil
             assert labels[i].tolist() == expected[1]
 
 
+def test_kto_rewards_go_to_the_labelled_tokens_of_a_reward_file(tmp_path, family_dir, capsys):
+    """--reward-key: each conversation's reward (true +1, false -1, a number) on its labelled
+    tokens, 0 elsewhere, float32, document for document; a bad reward stops the run."""
+    _, directory = family_dir
+    rewards = [True, False, 0.5]
+    records = [
+        {"messages": [CONVERSATION[1], {"role": "assistant", "content": f"answer {i}"}], "ok": r}
+        for i, r in enumerate(rewards)
+    ]
+    data = write_lines(tmp_path / "kto.jsonl", records)
+    out = tmp_path / "out" / "kto"
+    args = ["preprocess-chat", "--input", str(data), "--tokenizer-path", str(directory)]
+    assert main([*args, "--output-prefix", str(out), "--reward-key", "ok"]) == 0
+    labels = TokenFile(f"{out}_messages_label_document")
+    found = TokenFile(f"{out}_messages_reward_document")
+    assert found.dtype == np.float32 and found.sizes.tolist() == labels.sizes.tolist()
+    for i, expected in enumerate((1.0, -1.0, 0.5)):
+        labelled = labels[i] != IGNORE_INDEX
+        assert labelled.any() and (found[i][labelled] == expected).all()
+        assert (found[i][~labelled] == 0).all()
+    bad = write_lines(tmp_path / "bad.jsonl", [dict(records[0], ok="yes")])
+    code = main(
+        [
+            *args[:2],
+            str(bad),
+            *args[3:],
+            "--output-prefix",
+            str(tmp_path / "b"),
+            "--reward-key",
+            "ok",
+        ]
+    )
+    assert code != 0 and "must be true, false or a number" in capsys.readouterr().err
+    assert not list(tmp_path.glob("b_*"))
+
+
 BAD = {
     "no assistant turn": ([CONVERSATION[:2]], "no 'assistant' turn"),
     "an empty turn": ([[CONVERSATION[1], {"role": "assistant", "content": "  "}]], "is empty"),

@@ -143,3 +143,38 @@ def test_seed_also_changes_the_sample_order_within_one_document(token_file: Toke
 
     assert sorted(served(1)) == sorted(served(2))
     assert served(1) != served(2)
+
+
+def test_a_reward_file_is_read_in_step_with_the_tokens_and_checked(tmp_path: Path) -> None:
+    """KTO's per-token rewards (float32, GPT-NeoX's *_reward_data_paths): each sample's are
+    its tokens' rewards, 0 at padding; a file with other document sizes, or of integers, is
+    refused naming it."""
+    documents = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    with TokenFileWriter(tmp_path / "tokens", np.uint16) as writer:
+        for doc in documents:
+            writer.add_document(doc)
+    with TokenFileWriter(tmp_path / "rewards", np.float32, floats=True) as writer:
+        for i, doc in enumerate(documents):
+            writer.add_document([float(t) / 10 * (-1) ** i for t in doc])
+    tokens, rewards = TokenFile(tmp_path / "tokens"), TokenFile(tmp_path / "rewards")
+    dataset = GPTDataset(
+        tokens, np.arange(3), 6, 4, seed=1, cache=False, pack_impl="unpacked", rewards=rewards
+    )
+    assert dataset.has_rewards
+    for i in range(len(dataset)):
+        sample, found = dataset[i], dataset.rewards(i)
+        assert found.dtype == np.float32 and found.shape == sample.shape
+        doc = int(sample[0]) - 5
+        sign = {0: 1, 3: -1, 5: 1}[doc]  # the first token says which document
+        real = sample != 0
+        assert np.allclose(found[real], sample[real] / 10 * sign) and (found[~real] == 0).all()
+    with TokenFileWriter(tmp_path / "short", np.float32, floats=True) as writer:
+        writer.add_document([1.0])
+    with pytest.raises(ValueError, match=r"reward file .*short"):
+        GPTDataset(
+            tokens, np.arange(3), 6, 4, seed=1, cache=False, rewards=TokenFile(tmp_path / "short")
+        )
+    with pytest.raises(ValueError, match="rewards must be floats"):
+        GPTDataset(tokens, np.arange(3), 6, 4, seed=1, cache=False, rewards=tokens)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        TokenFileWriter(tmp_path / "ints", np.int32, floats=True)

@@ -162,3 +162,14 @@ def test_the_post_training_dpo_and_reward_model_files():
     assert count_parameters(dpo.model.with_vocab(128256)) == 8_030_261_248  # Llama 3 8B
     # the reward model: no 128,256 x 4096 output layer, one score per position
     assert count_parameters(rm.model.with_vocab(128256)) == 8_030_261_248 - 128256 * 4096 + 4096
+
+
+def test_the_post_training_kto_file():
+    """GPT-NeoX's Llama-3-8B KTO config: documents with label and reward files per purpose."""
+    run = load("llama3-8b-kto.yml").run
+    objective, data = run.objective, run.data
+    assert (objective.train_impl, objective.kto_beta, objective.kto_fp32) == ("kto", 0.1, True)
+    assert data.dataset_impl == "gpt2" and data.pack_impl == "unpacked"
+    assert data.train_reward_data_paths == ("data/kto/llama3_train_messages_reward_document",)
+    assert data.test_reward_data_paths == ("data/kto/llama3_test_messages_reward_document",)
+    assert run.optimizer.optimizer.params.lr == 1e-5

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from neox_data import IGNORE_INDEX, TokenFileWriter, build_tokenizer
+from neox_data import IGNORE_INDEX, TokenFile, TokenFileWriter, build_tokenizer
 from neox_testing import TINY_RUN, side_by_side
 
 from conftest import (
@@ -65,6 +65,30 @@ def write_pairs(data_dir, root, name, count, seed):
                 response = [int(t) for t in rng.choice(half, length)] + [tokenizer.eod_id]
                 writers[side].add_document(prompt + response)
                 writers[f"{side}_label"].add_document([IGNORE_INDEX] * len(prompt) + response)
+    return prefixes
+
+
+def write_kto(data_dir, root, name, count, seed):
+    """KTO's unpaired data from the same kind of documents: each pair's chosen document
+    desirable (reward +1 on its labelled tokens), its rejected one undesirable (-1), as
+    `preprocess-chat --reward-key` writes them. Prefixes of the token, label and reward files."""
+    pairs = write_pairs(data_dir, root, f"{name}_from", count, seed)
+    prefixes = {kind: str(root / f"{name}_{kind}") for kind in ("tokens", "labels", "rewards")}
+    sources = {
+        side: (TokenFile(pairs[side]), TokenFile(pairs[f"{side}_label"])) for side in ("pos", "neg")
+    }
+    with contextlib.ExitStack() as stack:
+        tokens, labels = (
+            stack.enter_context(TokenFileWriter(prefixes[k], np.int32))
+            for k in ("tokens", "labels")
+        )
+        rewards = stack.enter_context(TokenFileWriter(prefixes["rewards"], np.float32, floats=True))
+        for i in range(count):
+            for side, reward in (("pos", 1.0), ("neg", -1.0))[:: 1 if i % 2 else -1]:
+                doc, doc_labels = (f[i] for f in sources[side])
+                tokens.add_document(doc)
+                labels.add_document(doc_labels)
+                rewards.add_document(np.where(doc_labels != IGNORE_INDEX, reward, 0.0))
     return prefixes
 
 
@@ -135,10 +159,77 @@ RM = dict(
 RM_LAYOUTS = {
     "rm-single": (1, RM),
     "rm-dp2-zero1": (2, dict(RM, zero_optimization={"stage": 1})),
-    "rm-tp2": (2, dict(RM, model_parallel_size=2)),
     "rm-pp2": (2, dict(RM, pipe_parallel_size=2)),
     "rm-dp2-tp2-zero1": (4, dict(RM, model_parallel_size=2, zero_optimization={"stage": 1})),
 }
+
+
+KTO_METRICS = ("pos_policy_logp", "neg_policy_logp", "pos_ref_logp", "kl", "reward_acc")
+KTO = dict(train_impl="kto", kto_beta=0.1, train_iters=6, eval_interval=3)
+KTO_LAYOUTS = {
+    "kto-single": (1, KTO),
+    "kto-dp2-zero1": (2, dict(KTO, zero_optimization={"stage": 1})),
+    "kto-pp2": (2, dict(KTO, pipe_parallel_size=2)),
+}
+
+
+def run_kto(data_dir, kto, root, name, processes, overrides):
+    train, valid = kto
+    values = dict(
+        data_path=None,
+        train_data_paths=[train["tokens"]],
+        train_label_data_paths=[train["labels"]],
+        train_reward_data_paths=[train["rewards"]],
+        valid_data_paths=[valid["tokens"]],
+        valid_label_data_paths=[valid["labels"]],
+        valid_reward_data_paths=[valid["rewards"]],
+        pack_impl="unpacked",
+        train_batch_size=8,
+        train_micro_batch_size_per_gpu=2,
+    )
+    config = tiny_config(data_dir, root / name, **{**values, **overrides})
+    return run_workers([write_config(root / f"{name}.yml", config)], processes)
+
+
+@pytest.fixture(scope="module")
+def kto_runs(data_dir, tmp_path_factory):
+    """KTO trained in every layout of `KTO_LAYOUTS`, two at a time. The root directory."""
+    root = tmp_path_factory.mktemp("kto")
+    kto = write_kto(data_dir, root, "train", 32, 2), write_kto(data_dir, root, "valid", 8, 3)
+    calls = {
+        name: (run_kto, data_dir, kto, root, name, processes, overrides)
+        for name, (processes, overrides) in KTO_LAYOUTS.items()
+    }
+    for future in side_by_side(calls).values():
+        future.result()
+    return root
+
+
+@pytest.mark.parametrize("name", ["kto-dp2-zero1", "kto-pp2"])
+def test_a_layout_gives_the_single_process_kto_losses_and_metrics(kto_runs, name):
+    names = ("train_loss", *KTO_METRICS)
+    single, other = (
+        by_step(kto_runs / "kto-single", names=names),
+        by_step(kto_runs / name, names=names),
+    )
+    assert sorted(other) == sorted(single) == [1, 2, 3, 4, 5, 6]
+    for step, values in single.items():
+        assert sorted(other[step]) == sorted(names)
+        for key, value in values.items():
+            assert other[step][key] == pytest.approx(value, rel=1e-5, abs=1e-5), (step, key)
+
+
+def test_kto_raises_the_desirable_and_lowers_the_undesirable_held_out(kto_runs):
+    """Before training the policy is its reference (KL 0); after 6 steps the held-out desirable
+    responses are likelier than under the reference and the undesirable ones less likely."""
+    names = ("loss", "pos_policy_logp", "neg_policy_logp", "pos_ref_logp", "neg_ref_logp")
+    valid = by_step(kto_runs / "kto-single", "valid_", (*names, "kl", "reward_acc"))
+    assert valid[0]["kl"] == 0 and valid[0]["pos_policy_logp"] == valid[0]["pos_ref_logp"]
+    gain = {t: valid[t]["pos_policy_logp"] - valid[t]["pos_ref_logp"] for t in (3, 6)}
+    loss = {t: valid[t]["neg_policy_logp"] - valid[t]["neg_ref_logp"] for t in (3, 6)}
+    assert gain[6] > 0 > loss[6]
+    assert valid[6]["loss"] < valid[0]["loss"]
+    assert valid[6]["reward_acc"] > valid[0]["reward_acc"]
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +292,7 @@ def test_a_resumed_dpo_run_repeats_the_uninterrupted_one(runs):
         for key, value in values.items():
             assert value == pytest.approx(full[step][key], rel=1e-12, abs=1e-12), (step, key)
     state = json.loads((runs / "crashed" / "global_step6" / "neox_state.json").read_text())
-    assert state["dpo_reference"] == "init"  # the seeded initial weights, not step 3's
+    assert state["reference"] == "init"  # the seeded initial weights, not step 3's
 
 
 def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
@@ -218,7 +309,7 @@ def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
     assert first["chosen_rewards"] == 0 and first["margins"] == 0
     assert first["train_loss"] == pytest.approx(np.log(2), rel=1e-6)
     state = json.loads((tmp_path / "tuned" / "global_step2" / "neox_state.json").read_text())
-    assert state["dpo_reference"] == str((origin / "global_step3").resolve())
+    assert state["reference"] == str((origin / "global_step3").resolve())
     as_if_killed_after(tmp_path / "tuned", 1, 2)
     shutil.move(origin, tmp_path / "moved")
     config = write_config(
@@ -227,7 +318,7 @@ def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
     )
     result = neox_train("train", config)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "the DPO reference model" in result.stderr and "global_step3" in result.stderr
+    assert "the reference model" in result.stderr and "global_step3" in result.stderr
     assert not (tmp_path / "tuned" / "global_step2").exists()  # nothing trained
 
 
@@ -236,7 +327,18 @@ def test_a_fine_tuning_run_takes_its_start_as_reference_and_keeps_it(
     [
         (dict(train_impl="dpo"), "train_impl dpo with dataset_impl gpt2"),
         (dict(dataset_impl="pairwise", pos_train_data_paths=["a"]), "neg_train_data_paths has 0"),
-        (dict(train_impl="kto"), "train_impl kto is not supported yet"),
+        (dict(train_impl="kto"), "train_impl kto without train_reward_data_paths"),
+        (
+            dict(
+                train_impl="kto",
+                train_data_paths=["a"],
+                train_reward_data_paths=["r"],
+                train_micro_batch_size_per_gpu=3,
+            ),
+            "train_micro_batch_size_per_gpu must be even, got 3",
+        ),
+        (dict(train_data_paths=["a"], train_reward_data_paths=["r"]), "only KTO reads reward"),
+        (dict(train_data_paths=["a"], train_reward_data_paths=["r", "s"]), "2 files for 1"),
         (dict(train_impl="reinforce"), "online data server"),
         (dict(pos_train_data_paths=["a"], neg_train_data_paths=["b"]), "set dataset_impl"),
         (
@@ -261,7 +363,7 @@ def test_a_dpo_config_that_cannot_train_says_why(tmp_path, values, message):
         load_run_config([config])
 
 
-@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-tp2", "rm-pp2", "rm-dp2-tp2-zero1"])
+@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-pp2", "rm-dp2-tp2-zero1"])
 def test_a_layout_gives_the_single_process_reward_model(runs, name):
     """Fine-tuned from a language model's step at its own layout or another (whose weights are
     read through layout.json, ZeRO's fp32 copies of them refreshed), every layout trains the

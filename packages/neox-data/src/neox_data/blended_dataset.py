@@ -159,6 +159,16 @@ class BlendedDataset:
             return dataset.labels(sample)
         return np.array(dataset[sample], dtype=np.int64)
 
+    @property
+    def has_rewards(self) -> bool:
+        """Whether every blended dataset has a reward file."""
+        return all(getattr(d, "has_rewards", False) for d in self.datasets)
+
+    def rewards(self, index: int) -> np.ndarray:
+        """Sample ``index``'s per-token rewards (its dataset's reward file)."""
+        dataset, sample = self._locate(index)
+        return dataset.rewards(sample)  # type: ignore[attr-defined]
+
     def _locate(self, index: int) -> tuple[SampleSource, int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")

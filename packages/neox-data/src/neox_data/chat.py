@@ -20,6 +20,11 @@ token belongs to the turn its first character is in. Labels:
 - ``--no-mask``: every token;
 - ``--for-rm``: only the EOS (a reward model reads its score there).
 
+With ``--reward-key KEY`` (KTO's unpaired data: each conversation desirable or not) a third file,
+``{prefix}_{key}_reward_document`` (float32, GPT-NeoX's ``*_reward_data_paths``), holds the
+conversation's reward at each labelled token and 0 elsewhere: ``true`` is +1, ``false`` -1, a
+number itself.
+
 Where GPT-NeoX differs (its script at its current head): its masked path appends each turn's
 whole rendering of the conversation so far, so earlier turns repeat in the tokens, and its
 ``--no-mask`` path appends the EOS twice (the label list is the token list); here the tokens are
@@ -244,9 +249,11 @@ def preprocess_chat(
     num_docs: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    reward_key: str | None = None,
 ) -> ChatResult:
     """Write the token and label files of every conversation of ``inputs`` (JSON lines, also
-    .gz / .zst), one pair per JSON key. See the module's docstring."""
+    .gz / .zst), one pair per JSON key (and with ``reward_key`` a reward file). See the
+    module's docstring."""
     options = options or ChatOptions()
     if not jsonl_keys or len(set(jsonl_keys)) != len(jsonl_keys):
         raise ValueError(f"--jsonl-keys needs distinct keys, got {list(jsonl_keys)}")
@@ -258,6 +265,13 @@ def preprocess_chat(
         tokens_prefix, labels_prefix = chat_prefixes(output_prefix, key)
         writers[key] = TokenFileWriter(tokens_prefix, dtype, overwrite=overwrite)
         writers[f"{key}_label"] = TokenFileWriter(labels_prefix, np.int32, overwrite=overwrite)
+        if reward_key is not None:
+            writers[f"{key}_reward"] = TokenFileWriter(
+                f"{output_prefix}_{key}_reward_document",
+                np.float32,
+                overwrite=overwrite,
+                floats=True,
+            )
     start = time.perf_counter()
     conversations = tokens = labelled = 0
     bar = tqdm(
@@ -278,6 +292,10 @@ def preprocess_chat(
                 writers[f"{key}_label"].add_documents(
                     np.array(labels, dtype=np.int32), np.array([len(labels)])
                 )
+                if reward_key is not None:
+                    reward = _reward(record, reward_key, where)
+                    values = np.where(np.array(labels) != IGNORE_INDEX, reward, 0.0)
+                    writers[f"{key}_reward"].add_document(values)
                 tokens += len(ids)
                 labelled += sum(label != IGNORE_INDEX for label in labels)
             conversations += 1
@@ -286,6 +304,18 @@ def preprocess_chat(
     result = ChatResult(outputs, conversations, tokens, labelled, time.perf_counter() - start)
     logger.info("%s", result.summary())
     return result
+
+
+def _reward(record: dict[str, Any], key: str, where: str) -> float:
+    """A conversation's reward: true +1, false -1, or a finite number."""
+    if key not in record:
+        raise ChatError(f"{where}: missing reward key {key!r} (keys present: {sorted(record)})")
+    value = record[key]
+    if isinstance(value, bool):
+        return 1.0 if value else -1.0
+    if isinstance(value, int | float) and np.isfinite(value):
+        return float(value)
+    raise ChatError(f"{where}: reward {key!r} must be true, false or a number, got {value!r}")
 
 
 def _records(paths: Sequence[Path]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -138,6 +138,12 @@ def _add_preprocess_chat(
     sub.add_argument(
         "--for-rm", action="store_true", help="label only the final EOS (reward model data)"
     )
+    sub.add_argument(
+        "--reward-key",
+        help="JSON key of each conversation's reward (true / false: +1 / -1, or a number), "
+        "written per labelled token to PREFIX_{key}_reward_document for KTO "
+        "(train_reward_data_paths)",
+    )
     sub.add_argument("--num-docs", type=int, help="expected conversations (progress bar only)")
     sub.add_argument("--dataset-impl", choices=["mmap"], default="mmap", help="output format")
     sub.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -154,6 +160,7 @@ def _run_preprocess_chat(args: argparse.Namespace) -> None:
         options=options,
         num_docs=args.num_docs,
         overwrite=args.overwrite,
+        reward_key=args.reward_key,
     )
     for prefix in result.outputs.values():
         print(f"wrote {prefix}.bin and {prefix}.idx")

@@ -29,7 +29,9 @@ is the order of the documents used and sample ``k`` is ``doc_idx[sample_idx[k]:s
 `GPTDataset.labels` gives each sample's labels, aligned with its tokens: ``IGNORE_INDEX``
 (-100) where a position carries no loss (padding, or a negative id in a label file: a second
 token file with the same document sizes, as GPT-NeoX's ``*_label_data_paths``), else the token
-id to predict there.
+id to predict there. `GPTDataset.rewards` gives each sample's per-token rewards (float32, 0 at
+padding) from a reward file (GPT-NeoX's ``*_reward_data_paths``, for KTO: float values, one per
+token, with the same document sizes).
 """
 
 from __future__ import annotations
@@ -120,11 +122,14 @@ class GPTDataset:
         pack_impl: PackImpl = "packed",
         allow_chopped: bool = True,
         labels: TokenFile | None = None,
+        rewards: TokenFile | None = None,
     ) -> None:
         documents = _check_documents(token_file, documents)
         _check_arguments(num_samples, seq_length, seed, pack_impl)
         if labels is not None:
             _check_label_file(token_file, labels)
+        if rewards is not None:
+            _check_reward_file(token_file, rewards)
         self.token_file, self.label_file = token_file, labels
         self.seq_length, self.pack_impl = seq_length, pack_impl
         spec = IndexSpec(documents, num_samples, seq_length, seed, pack_impl, allow_chopped)
@@ -135,6 +140,7 @@ class GPTDataset:
         self._reader = reader(self.doc_idx, self.sample_idx, seq_length)
         self._tokens = _Source(token_file)
         self._labels = _Source(labels) if labels is not None else None
+        self._rewards = _Source(rewards) if rewards is not None else None
 
     def __len__(self) -> int:
         return len(self.shuffle_idx)
@@ -157,6 +163,18 @@ class GPTDataset:
         labels = self._reader.read(self._labels, sample, IGNORE_INDEX)
         labels[labels < 0] = IGNORE_INDEX
         return labels
+
+    @property
+    def has_rewards(self) -> bool:
+        return self._rewards is not None
+
+    def rewards(self, index: int) -> np.ndarray:
+        """Per-token rewards of sample ``index`` (served order), aligned with its tokens,
+        float32, 0 at padding; a ValueError without a reward file."""
+        if self._rewards is None:
+            raise ValueError("this dataset was built without a reward file")
+        sample = self._stream_position(index)
+        return self._reader.read(self._rewards, sample, 0, np.float32)
 
     def unshuffled(self, sample: int) -> np.ndarray:
         """Sample number ``sample`` of the stream (packed: tokens ``sample * seq_length`` on)."""
@@ -274,6 +292,18 @@ class _Source:
         return int(self.pointers[document]) // self.itemsize
 
 
+def _check_reward_file(token_file: TokenFile, rewards: TokenFile) -> None:
+    """A reward file holds one float per token of ``token_file``, document by document."""
+    where = f"reward file {rewards.prefix} for token file {token_file.prefix}"
+    if rewards.dtype.kind != "f":
+        raise ValueError(f"{where}: rewards must be floats; it holds {rewards.dtype.name}")
+    if len(rewards) != len(token_file) or np.any(rewards.sizes != token_file.sizes):
+        raise ValueError(
+            f"{where}: its documents' sizes differ from the tokens'; the two must be written "
+            "together, one reward per token"
+        )
+
+
 class _SampleReader:
     """Joins one packed sample's tokens from the documents it spans (plain slices)."""
 
@@ -282,14 +312,14 @@ class _SampleReader:
         self.sample_idx = sample_idx
         self.length = seq_length + 1
 
-    def read(self, source: _Source, sample: int, pad: int) -> np.ndarray:
+    def read(self, source: _Source, sample: int, pad: int, dtype: type = np.int64) -> np.ndarray:
         """Packed samples are always full: ``pad`` is never used."""
         first, first_offset, last, last_offset = (
             self.sample_idx[sample : sample + 2].ravel().tolist()
         )
         if first == last:  # inside one document: one slice
             start = source.start(int(self.doc_idx[first])) + first_offset
-            return source.tokens[start : start + self.length].astype(np.int64)
+            return source.tokens[start : start + self.length].astype(dtype)
         documents = self.doc_idx[first : last + 1]
         starts = (source.pointers[documents] // source.itemsize).tolist()
         ends = [
@@ -299,7 +329,7 @@ class _SampleReader:
         starts[0] += first_offset
         ends[-1] = starts[-1] + last_offset + 1
         pieces = [source.tokens[start:end] for start, end in zip(starts, ends, strict=True)]
-        tokens = np.concatenate(pieces).astype(np.int64)
+        tokens: np.ndarray = np.concatenate(pieces).astype(dtype)
         assert len(tokens) == self.length, (sample, len(tokens))
         return tokens
 
@@ -312,9 +342,9 @@ class _DocumentReader:
         self.sample_idx = sample_idx
         self.length = seq_length + 1
 
-    def read(self, source: _Source, sample: int, pad: int) -> np.ndarray:
+    def read(self, source: _Source, sample: int, pad: int, dtype: type = np.int64) -> np.ndarray:
         first, last = self.sample_idx[sample : sample + 2].tolist()
-        out = np.full(self.length, pad, dtype=np.int64)
+        out: np.ndarray = np.full(self.length, pad, dtype=dtype)
         filled = 0
         for document in self.doc_idx[first:last].tolist():
             start = source.start(document)

@@ -95,6 +95,13 @@ def _token_dtype(dtype: npt.DTypeLike) -> np.dtype:
     return resolved
 
 
+def _float_dtype(dtype: npt.DTypeLike) -> np.dtype:
+    resolved = np.dtype(dtype).newbyteorder("<")
+    if resolved.kind != "f" or resolved not in _CODE_OF_DTYPE:
+        raise ValueError(f"float values are float32 or float64; got {np.dtype(dtype)}")
+    return resolved
+
+
 def as_token_array(tokens: Sequence[int] | np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Convert tokens to the token ``dtype``, refusing values that do not fit."""
     values = np.asarray(tokens)
@@ -142,13 +149,21 @@ class TokenFileWriter:
     ``.idx`` are renamed into place; on an exception every temporary file is removed. A process
     killed mid-run leaves only hidden ``.PREFIX.*.tmp`` files, never a ``.bin``/``.idx`` pair.
     A full disk is a `NoSpaceError` naming the ``.bin`` or ``.idx`` being written.
+    ``floats`` writes float values (float32 or float64: a reward file, one value per token of
+    a token file) instead of token ids.
     """
 
     def __init__(
-        self, prefix: str | Path, dtype: npt.DTypeLike, *, overwrite: bool = False
+        self,
+        prefix: str | Path,
+        dtype: npt.DTypeLike,
+        *,
+        overwrite: bool = False,
+        floats: bool = False,
     ) -> None:
         self.prefix = Path(prefix)
-        self.dtype = _token_dtype(dtype)
+        self.floats = floats
+        self.dtype = _float_dtype(dtype) if floats else _token_dtype(dtype)
         self.overwrite = overwrite
         self.bin_path = bin_path(prefix)
         self.idx_path = idx_path(prefix)
@@ -209,11 +224,19 @@ class TokenFileWriter:
         self._tmp_bin = temporary_file(self.prefix, ".bin.tmp")
         self._bin = self._tmp_bin.open("wb")
 
+    def _values(self, tokens: Sequence[int] | Sequence[float] | np.ndarray) -> np.ndarray:
+        if not self.floats:
+            return as_token_array(tokens, self.dtype)  # type: ignore[arg-type]
+        values = np.asarray(tokens, dtype=self.dtype)
+        if values.ndim != 1 or not np.isfinite(values).all():
+            raise ValueError("float values must be a 1-D sequence of finite numbers")
+        return values
+
     def add_document(self, tokens: Sequence[int] | np.ndarray) -> None:
         """Append one document (written as one sequence)."""
         if self._bin is None:
             raise RuntimeError("TokenFileWriter.add_document called outside its `with` block")
-        values = as_token_array(tokens, self.dtype)
+        values = self._values(tokens)
         if len(values) > np.iinfo(np.int32).max:
             raise ValueError(f"document of {len(values)} tokens exceeds the int32 size field")
         self._write(values.tobytes())
@@ -227,7 +250,7 @@ class TokenFileWriter:
         """Append ``len(lengths)`` documents stored back to back in ``tokens``."""
         if self._bin is None:
             raise RuntimeError("TokenFileWriter.add_documents called outside its `with` block")
-        values = as_token_array(tokens, self.dtype)
+        values = self._values(tokens)
         sizes = np.asarray(lengths, dtype=np.int64)
         if sizes.ndim != 1 or (sizes < 0).any() or int(sizes.sum()) != len(values):
             raise ValueError(

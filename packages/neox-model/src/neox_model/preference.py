@@ -45,16 +45,23 @@ from neox_model.tensor_parallel import (
 )
 
 
+def token_logps(
+    logits: torch.Tensor, labels: torch.Tensor, tp: TPGroup | None = None, fp32: bool = True
+) -> torch.Tensor:
+    """logits (batch, seq, vocab / tp), labels (batch, seq) with `IGNORE_INDEX` where no token
+    counts -> (batch, seq) each labelled token's log-probability, 0 elsewhere."""
+    if fp32:
+        logits = logits.float()
+    per_token = vocab_parallel_cross_entropy(logits, labels, tp or TPGroup.single())
+    return -(per_token * (labels != IGNORE_INDEX))
+
+
 def sequence_logps(
     logits: torch.Tensor, labels: torch.Tensor, tp: TPGroup | None = None, fp32: bool = True
 ) -> torch.Tensor:
     """logits (batch, seq, vocab / tp), labels (batch, seq) with `IGNORE_INDEX` where no token
     counts -> (batch,) the summed log-probabilities of the labelled tokens."""
-    if fp32:
-        logits = logits.float()
-    per_token = vocab_parallel_cross_entropy(logits, labels, tp or TPGroup.single())
-    kept = labels != IGNORE_INDEX
-    return -(per_token * kept).sum(dim=-1)
+    return token_logps(logits, labels, tp, fp32).sum(dim=-1)
 
 
 class DPOResult(NamedTuple):

@@ -20,7 +20,7 @@ Face GPTNeoX (without its `gpt_neox.` prefix) so that weight conversion is a key
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -361,16 +361,16 @@ class Transformer(WithEmbeddings):
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
         *,
-        sequence_logps: bool = False,
+        logps: Literal["sequence", "token"] | None = None,
         fp32: bool = True,
     ) -> torch.Tensor:
         """Logits (batch, seq, padded vocab); with `labels` (batch, seq), the mean next-token
         cross entropy instead over the labels that are not IGNORE_INDEX, computed without
         gathering a tensor-parallel vocabulary, plus in training a mixture of experts' weighted
         load-balancing and z losses (`moe_loss_coeff`, `moe_z_loss_coeff`). With labels and
-        `sequence_logps`, each sequence's summed log-probability of its labelled tokens
-        instead, (batch,), from float32 logits with `fp32` (`neox_model.preference`; the
-        auxiliary losses are left out)."""
+        `logps` "sequence", each sequence's summed log-probability of its labelled tokens
+        instead, (batch,); "token": each labelled token's, (batch, seq), 0 elsewhere; from
+        float32 logits with `fp32` (`neox_model.preference`; the auxiliary losses left out)."""
         hidden, stats = self._hidden(input_ids, cache)
         if labels is None:
             return self.logits(hidden)
@@ -379,8 +379,10 @@ class Transformer(WithEmbeddings):
                 "a value-head model (a reward model) scores sequences: call it without labels"
             )
         local = self.logits(hidden, gather=False)
-        if sequence_logps:
+        if logps == "sequence":
             return preference.sequence_logps(local, labels, self.tp, fp32)
+        if logps == "token":
+            return preference.token_logps(local, labels, self.tp, fp32)
         loss = next_token_loss(local, labels, self.tp)
         if stats is None:
             return loss

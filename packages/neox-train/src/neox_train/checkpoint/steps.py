@@ -76,7 +76,7 @@ class SavedStep:
     iteration: int
     consumed_samples: int
     schedule: Schedule | None = None  # the LR schedule the run followed (None: not recorded)
-    # train_impl dpo: where its frozen reference's weights come from, "init" (the seeded
+    # train_impl dpo and kto: where the frozen reference's weights come from, "init" (the seeded
     # initialisation) or a step directory (None: not a DPO step, or not recorded)
     reference: str | None = None
 
@@ -262,7 +262,7 @@ def load(
 
 # neox_state.json's record of the LR schedule (absent from the steps of earlier neox versions)
 _SCHEDULE = "lr_schedule"
-_REFERENCE = "dpo_reference"  # train_impl dpo: SavedStep.reference
+_REFERENCE = "reference"  # train_impl dpo and kto: SavedStep.reference
 
 
 def saved_state(step_dir: Path) -> SavedStep:

@@ -355,11 +355,9 @@ _MUP = {
     "mup_embedding_mult": 1.0, "mup_rp_embedding_mult": 1.0, "mup_width_scale": 2,
     "mup_width_multiplier": None, "mup_d_model_base": 256,
 }  # fmt: skip
-_KTO_REINFORCE = {
-    "kto_fp32": True, "kto_desirable_weight": 1.0, "kto_undesirable_weight": 1.0,
-    "kto_beta": 0.1, "fp32_reinforce": True, "kl_impl": "mse", "kl_div_beta": 0.1,
+_REINFORCE = {
+    "fp32_reinforce": True, "kl_impl": "mse", "kl_div_beta": 0.1,
     "reinforce_leave_one_out": False,
-    **{f"{purpose}_reward_data_paths": None for purpose in ("train", "valid", "test")},
 }  # fmt: skip
 # GPT-NeoX's DeepSpeed MoE (moe_type deepspeed: capacity factors, dropped tokens, residual
 # MoE, tutel); the dropless layer's own keys (moe_num_experts, moe_top_k, ...) are
@@ -390,7 +388,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("gMLP blocks", {"gmlp_attn_dim": 64}),
     Feature("sparse attention", {"sparsity_config": None, "sparse_attention": None}),
     Feature("muP (maximal update parametrization)", _MUP),
-    Feature("KTO and REINFORCE training (their keys and reward files)", _KTO_REINFORCE),
+    Feature("REINFORCE training", _REINFORCE),
     Feature("T5-style relative position buckets (pos_emb rpe)",
             {"rpe_num_buckets": 32, "rpe_max_distance": 128}),
     Feature("OPT's learned position offset", {"opt_pos_emb_offset": 0}),

@@ -47,6 +47,7 @@ def _token_files(data: DataConfig) -> list[tuple[str, str]]:
     for kind in ("train", "valid", "test"):
         keys = [f"{kind}_data_paths", f"{kind}_label_data_paths"]
         keys += [f"{side}_{key}" for side in ("pos", "neg") for key in keys]
+        keys.append(f"{kind}_reward_data_paths")
         for key in keys:
             named += [(key, p) for p in getattr(data, key) or ()]
     for key, prefix in named:
@@ -76,6 +77,8 @@ def check_token_ids(files: Sequence[tuple[str, str]], vocab_size: int, made_by: 
     (`made_by` names it). Label files (keys `*_label_data_paths`) may hold negative labels:
     no loss there."""
     for key, prefix in files:
+        if key.endswith("_reward_data_paths"):  # float rewards, no ids
+            continue
         tokens = TokenFile(prefix)
         with full_disk_reported():
             found = tokens.id_range()

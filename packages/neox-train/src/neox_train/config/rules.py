@@ -110,7 +110,24 @@ def _objective_problem(run: RunConfig) -> str | None:
             "train on preference pairs (dataset_impl pairwise, pos_* and neg_* files), "
             "train_impl normal on documents (dataset_impl gpt2)"
         )
-    if not objective.preference:
+    rewards = bool(data.train_reward_data_paths)
+    if rewards != (impl == "kto"):
+        return (
+            f"train_impl {impl} with{'' if rewards else 'out'} train_reward_data_paths: KTO "
+            "trains on documents with reward files (train_data_paths and "
+            "train_reward_data_paths), and only KTO reads reward files"
+        )
+    if (
+        impl == "kto"
+        and run.training.train_micro_batch_size_per_gpu is not None
+        and (run.training.train_micro_batch_size_per_gpu % 2)
+    ):
+        return (
+            "train_impl kto pairs the two halves of each micro batch for its KL estimate: "
+            "train_micro_batch_size_per_gpu must be even, got "
+            f"{run.training.train_micro_batch_size_per_gpu}"
+        )
+    if impl == "normal":
         return None
     if run.parallel.pipe_parallel_size > 1 and run.parallel.splits_sequence:
         return (

@@ -106,6 +106,20 @@ class DataConfig:
             "token after it)."
         ),
     )
+    train_reward_data_paths: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "train_impl kto: reward files, one per train_data_paths file and with its document "
+            "sizes: a float per token (> 0 desirable, < 0 undesirable; `neox data "
+            "preprocess-chat --reward-key` writes them)."
+        ),
+    )
+    valid_reward_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Reward files, one per valid_data_paths file.")
+    )
+    test_reward_data_paths: tuple[str, ...] | None = field(
+        default=None, metadata=_doc("Reward files, one per test_data_paths file.")
+    )
     dataset_impl: Literal["gpt2", "pairwise"] = field(
         default="gpt2",
         metadata=_doc(
@@ -243,6 +257,12 @@ class DataConfig:
                 )
 
     def _check_labels(self, kind: str, paths: tuple[str, ...]) -> None:
+        rewards = getattr(self, f"{kind}_reward_data_paths")
+        if rewards is not None and len(rewards) != len(paths):
+            raise ValueError(
+                f"{kind}_reward_data_paths has {len(rewards)} files for {len(paths)} "
+                f"{kind}_data_paths: give one reward file per data file, in the same order"
+            )
         labels = getattr(self, f"{kind}_label_data_paths")
         if labels is None:
             return
@@ -989,8 +1009,9 @@ class ObjectiveConfig:
             "normal: next-token loss (with label files: supervised fine-tuning); dpo: direct "
             "preference optimisation on dataset_impl pairwise data against a frozen reference "
             "(the run's starting weights); rm: a reward model (a score head, value_head) "
-            "trained on the pairs' scores at their last labelled position; kto, reinforce: "
-            "not yet."
+            "trained on the pairs' scores at their last labelled position; kto: KTO on "
+            "documents with reward files (*_reward_data_paths) against the same reference; "
+            "reinforce: not supported (it needs an online data server)."
         ),
     )
     dpo_beta: float = field(
@@ -1011,23 +1032,46 @@ class ObjectiveConfig:
         default=0.0,
         metadata=_doc("rm: weight of the mean squared reward added to the loss."),
     )
+    kto_beta: float = field(
+        default=0.1, metadata=_doc("KTO's beta: how far the policy may move from the reference.")
+    )
+    kto_fp32: bool = field(
+        default=True,
+        metadata=_doc("KTO: log-probabilities from float32 logits (else the training dtype's)."),
+    )
+    kto_desirable_weight: float = field(
+        default=1.0, metadata=_doc("KTO: weight of the desirable sequences' terms.")
+    )
+    kto_undesirable_weight: float = field(
+        default=1.0, metadata=_doc("KTO: weight of the undesirable sequences' terms.")
+    )
 
     def __post_init__(self) -> None:
-        if self.train_impl in ("kto", "reinforce"):
+        if self.train_impl == "reinforce":
             raise ValueError(_NOT_YET[self.train_impl])
         if self.dpo_beta <= 0:
             raise ValueError(f"dpo_beta must be positive: {self.dpo_beta}")
         if self.z_loss < 0:
             raise ValueError(f"z_loss must be >= 0: {self.z_loss}")
+        if self.kto_beta <= 0:
+            raise ValueError(f"kto_beta must be positive: {self.kto_beta}")
+        if min(self.kto_desirable_weight, self.kto_undesirable_weight) < 0:
+            raise ValueError("kto_desirable_weight and kto_undesirable_weight must be >= 0")
 
     @property
     def preference(self) -> bool:
         """Whether the run trains on preference pairs (dataset_impl pairwise)."""
         return self.train_impl in ("dpo", "rm")
 
+    @property
+    def reference(self) -> bool:
+        """Whether the objective compares the policy with a frozen reference model."""
+        return self.train_impl == "kto" or (
+            self.train_impl == "dpo" and not self.dpo_reference_free
+        )
+
 
 _NOT_YET = {
-    "kto": "train_impl kto is not supported yet (train_impl normal, dpo and rm are)",
     "reinforce": (
         "train_impl reinforce is not supported: it trains on generations served by an online "
         "data server (GPT-NeoX's online_dataserver_*), which neox does not have"

@@ -23,6 +23,7 @@ the same samples per step.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -178,8 +179,9 @@ def _dataset(
     seq_length: int,
     seed: int,
     name: str,
+    rewards: TokenFile | None = None,
 ) -> GPTDataset:
-    with full_disk_reported():  # while caching the sample index beside the token file
+    with full_disk_reported(), _named_problem(name):  # caching the index beside the file
         return GPTDataset(
             tokens,
             documents,
@@ -190,7 +192,17 @@ def _dataset(
             pack_impl=data.pack_impl,
             allow_chopped=data.allow_chopped,
             labels=labels,
+            rewards=rewards,
         )
+
+
+@contextlib.contextmanager
+def _named_problem(name: str) -> Iterator[None]:
+    """A mismatched label or reward file is a user error."""
+    try:
+        yield
+    except ValueError as err:
+        raise ConfigError(f"{name}: {err}") from err
 
 
 def _token_file(key: str, path: str) -> TokenFile:
@@ -211,6 +223,8 @@ def _blend(
     files = [_token_file(f"{kind}_data_paths", path) for path in paths]
     label_paths = getattr(data, f"{kind}_label_data_paths") or (None,) * len(files)
     labels = [_token_file(f"{kind}_label_data_paths", p) if p else None for p in label_paths]
+    reward_paths = getattr(data, f"{kind}_reward_data_paths") or (None,) * len(files)
+    rewards = [_token_file(f"{kind}_reward_data_paths", p) if p else None for p in reward_paths]
     if data.weight_by_num_documents:
         blend = weights_by_num_documents([len(f) for f in files], data.weighted_sampler_alpha)
     else:
@@ -218,8 +232,8 @@ def _blend(
         blend = list(weights) if weights is not None else [1.0] * len(files)
     needed = blend_sample_counts(blend, num_samples)
     datasets = [
-        _dataset(data, f, lab, np.arange(len(f)), max(n, 1), seq_length, seed, f"{kind}{i}")
-        for i, (f, lab, n) in enumerate(zip(files, labels, needed, strict=True))
+        _dataset(data, f, lab, np.arange(len(f)), max(n, 1), seq_length, seed, f"{kind}{i}", rw)
+        for i, (f, lab, n, rw) in enumerate(zip(files, labels, needed, rewards, strict=True))
     ]
     return datasets[0] if len(datasets) == 1 else BlendedDataset(datasets, blend, num_samples)
 
@@ -234,10 +248,11 @@ def micro_batches(
 
 def training_pairs(
     dataset: Samples, step: int, batch: BatchLayout, dp_rank: int, eod_id: int | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, Any]]:
     """(inputs, labels) of this rank's micro batches of global step `step`, each (micro_batch,
     seq_length), or (2 x micro_batch, seq_length) for preference pairs; with `eod_id`, no loss
-    where the input is that token (eod_mask_loss)."""
+    where the input is that token (eod_mask_loss). With reward files (KTO) the labels are
+    (labels, rewards): each input position's reward, as GPT-NeoX aligns them."""
     for rows in _micro_batch_rows(step, batch, dp_rank):
         samples: list[Any] = [dataset[i] for i in rows]
         if isinstance(samples[0], PairwiseSample):
@@ -252,6 +267,10 @@ def training_pairs(
                 labels = tokens[:, 1:]
         if eod_id is not None:
             labels = labels.masked_fill(inputs == eod_id, IGNORE_INDEX)
+        if getattr(dataset, "has_rewards", False):  # KTO: (labels, rewards of the inputs)
+            rewards = torch.from_numpy(np.stack([dataset.rewards(i) for i in rows]))  # type: ignore[union-attr]
+            yield inputs, (labels, rewards[:, :-1])
+            continue
         yield inputs, labels
 
 

@@ -1,5 +1,6 @@
 """What a training step optimises on a micro batch (`train_impl`): the language-model loss,
-DPO's on preference pairs against a frozen reference model, or a reward model's pairwise loss.
+DPO's on preference pairs against a frozen reference model, a reward model's pairwise loss, or
+KTO's on documents with per-token rewards against the same kind of reference.
 
 A micro batch is (inputs, labels) as `neox_train.loop.data` makes it; for pairs the chosen rows
 come first, then the rejected ones. `Objective.loss` runs the engine's forward and returns the
@@ -10,7 +11,7 @@ In a pipeline the last stage computes the objective's loss from its output (`pip
 DeepSpeed's loss_fn; the metrics recorded there), on micro batches whose labels carry what it
 needs (`pipeline_batches`: for DPO the reference's log-probabilities, computed first).
 
-DPO's reference is a second model at the policy's layout (the same tensor-parallel shard,
+DPO's and KTO's reference is a second model at the policy's layout (the same tensor-parallel shard,
 pipeline stage and dtype; in a pipeline run stage after stage, `PipelineReference`), frozen and
 in eval mode, holding the weights the run started from
 (`reference_origin`): the seeded initialisation of a fresh run, or the checkpoint a run
@@ -30,7 +31,15 @@ import torch.distributed as dist
 from torch import nn
 
 from neox_model import TPGroup
-from neox_model.preference import dpo_loss, last_labelled, reward_model_loss, sequence_logps
+from neox_model.preference import (
+    dpo_loss,
+    kto_loss,
+    last_labelled,
+    reward_model_loss,
+    sequence_logps,
+    token_logps,
+)
+from neox_model.tensor_parallel import IGNORE_INDEX
 from neox_train.checkpoint import steps as checkpoint
 from neox_train.checkpoint.relayout import load_weights
 from neox_train.checkpoint.resume import StartPoint
@@ -47,11 +56,14 @@ class Objective:
 
     name = "normal"
     metric_names: tuple[str, ...] = ()
-    pairs = False  # whether a micro batch is preference pairs
+    own_loss = False  # whether a pipeline computes this loss (`pipeline_loss`), not its own
 
     def __init__(self) -> None:
         # a pipeline's last stage: each micro batch's metrics, from `pipeline_loss`
         self.records: list[torch.Tensor] = []
+        # DPO and KTO: the frozen reference, set once the weights are loaded (a module at the
+        # policy's layout, or a `PipelineReference`)
+        self.reference: Any = None
 
     def loss(
         self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
@@ -88,13 +100,12 @@ class DPO(Objective):
     rewards, the reward accuracy and the margin)."""
 
     name = "dpo"
-    pairs = True
+    own_loss = True
 
     def __init__(self, config: ObjectiveConfig, tp: TPGroup) -> None:
         super().__init__()
         self.beta, self.fp32, self.tp = config.dpo_beta, config.dpo_fp32, tp
         self.free = config.dpo_reference_free
-        self.reference: Any = None
         names = ["chosen_pos", "chosen_neg"]
         if not self.free:
             names += ["ref_pos", "ref_neg", "chosen_rewards", "rejected_rewards"]
@@ -104,13 +115,11 @@ class DPO(Objective):
     def loss(
         self, engine: Any, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        policy = engine(inputs, labels=labels, sequence_logps=True, fp32=self.fp32)
+        policy = engine(inputs, labels=labels, logps="sequence", fp32=self.fp32)
         reference = None
         if not self.free:
             with torch.no_grad():
-                reference = self.reference(
-                    inputs, labels=labels, sequence_logps=True, fp32=self.fp32
-                )
+                reference = self.reference(inputs, labels=labels, logps="sequence", fp32=self.fp32)
         return self._loss(policy, reference)
 
     def _loss(
@@ -145,7 +154,7 @@ class RewardModel(Objective):
     GPT-NeoX's names (the mean chosen and rejected scores, the margin and the accuracy)."""
 
     name = "rm"
-    pairs = True
+    own_loss = True
     metric_names = ("pos_values", "neg_values", "margin", "accuracy")
 
     def __init__(self, config: ObjectiveConfig) -> None:
@@ -164,11 +173,79 @@ class RewardModel(Objective):
         return result.loss, _metrics(result.metrics, self.metric_names)
 
 
+class KTO(Objective):
+    """KTO (`neox_model.preference.kto_loss`, GPT-NeoX's form) on documents with per-token
+    rewards, against `reference` (as DPO's): the labels of a micro batch are (labels, rewards),
+    its two halves each other's mismatched pairs for the KL estimate. Metrics: GPT-NeoX's names
+    (the policy's and the reference's log-probabilities, of the desirable and undesirable
+    tokens, the KL estimate, the reward accuracy and the summed policy rewards)."""
+
+    name = "kto"
+    own_loss = True
+    metric_names = (
+        "ref_logp",
+        "policy_logp",
+        "pos_ref_logp",
+        "neg_ref_logp",
+        "pos_policy_logp",
+        "neg_policy_logp",
+        "kl",
+        "reward_acc",
+        "policy_rewards",
+    )
+
+    def __init__(self, config: ObjectiveConfig, tp: TPGroup) -> None:
+        super().__init__()
+        self.beta, self.fp32, self.tp = config.kto_beta, config.kto_fp32, tp
+        self.weights = (config.kto_desirable_weight, config.kto_undesirable_weight)
+
+    def loss(
+        self, engine: Any, inputs: torch.Tensor, labels: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, rewards = labels
+        policy = engine(inputs, labels=labels, logps="token", fp32=self.fp32)
+        with torch.no_grad():
+            reference = self.reference(inputs, labels=labels, logps="token", fp32=self.fp32)
+        return self._loss(policy, reference, rewards, labels)
+
+    def _loss(
+        self,
+        policy: torch.Tensor,
+        reference: torch.Tensor,
+        rewards: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = labels != IGNORE_INDEX
+        result = kto_loss(
+            policy.float(), reference.float(), rewards.float(), mask, self.beta, *self.weights
+        )
+        return result.loss, _metrics(result.metrics, self.metric_names)
+
+    def head_loss(self, outputs: torch.Tensor, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, rewards, reference = labels
+        policy = token_logps(outputs, labels, self.tp, self.fp32)
+        return self._loss(policy, reference, rewards, labels)
+
+    def pipeline_batches(
+        self, pairs: list[tuple[torch.Tensor, Any]]
+    ) -> list[tuple[torch.Tensor, Any]]:
+        """(inputs, (labels, rewards, the reference's per-token log-probabilities)): those on
+        the last stage (zeros elsewhere)."""
+        plain = [(inputs, labels) for inputs, (labels, _) in pairs]
+        found = self.reference.logps(plain, self.fp32, per_token=True)
+        return [
+            (inputs, (labels, rewards, ref if ref is not None else rewards.new_zeros(labels.shape)))
+            for (inputs, (labels, rewards)), ref in zip(pairs, found, strict=True)
+        ]
+
+
 def build_objective(config: ObjectiveConfig, tp: TPGroup) -> Objective:
     if config.train_impl == "dpo":
         return DPO(config, tp)
     if config.train_impl == "rm":
         return RewardModel(config)
+    if config.train_impl == "kto":
+        return KTO(config, tp)
     return Objective()
 
 
@@ -183,10 +260,10 @@ class PipelineReference:
 
     @torch.no_grad()
     def logps(
-        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], fp32: bool
+        self, pairs: list[tuple[torch.Tensor, torch.Tensor]], fp32: bool, per_token: bool = False
     ) -> list[torch.Tensor | None]:
-        """The reference's sequence log-probabilities of each micro batch on the last stage
-        (None on the others)."""
+        """The reference's sequence log-probabilities (`per_token`: each token's) of each micro
+        batch on the last stage (None on the others)."""
         grid, pipe = self.parallel.grid, self.parallel.dims.pipe
         stage = int(grid.get_stage_id())
         last = stage == pipe - 1
@@ -200,7 +277,8 @@ class PipelineReference:
                 dist.recv(x, src=grid.stage_to_global(stage_id=stage - 1))
             out = self.module(x)
             if last:
-                found.append(sequence_logps(out, labels, self.parallel.tp, fp32))
+                logps = token_logps if per_token else sequence_logps
+                found.append(logps(out, labels, self.parallel.tp, fp32))
             else:
                 dist.send(out.contiguous(), dst=grid.stage_to_global(stage_id=stage + 1))
                 found.append(None)
@@ -216,7 +294,7 @@ def reference_origin(start: StartPoint) -> str:
     recorded = checkpoint.saved_state(start.step_dir).reference
     if recorded is None:
         log.info(
-            "%s records no DPO reference (it is not a DPO step): the reference is its weights",
+            "%s records no reference model (not a DPO or KTO step): the reference is its weights",
             start.step_dir,
         )
         return str(Path(start.step_dir).resolve())
@@ -232,14 +310,14 @@ def build_reference(
         if not (Path(origin) / "model.json").is_file():
             whose = f", recorded in {resumed_from}" if resumed_from is not None else ""
             raise ConfigError(
-                f"the DPO reference model, the weights this run started from ({origin}{whose}), "
+                f"the reference model, the weights this run started from ({origin}{whose}), "
                 "is not there any more: restore that checkpoint to resume the run (or start a "
                 "new run from this step with finetune: true)"
             )
         load_weights(module, Path(origin), tp)
-        log.info("DPO reference model: the weights of %s", origin)
+        log.info("reference model: the weights of %s", origin)
     else:
-        log.info("DPO reference model: the run's initial weights (seeded)")
+        log.info("reference model: the run's initial weights (seeded)")
     module.to(dtype).eval()
     module.requires_grad_(False)
     return module

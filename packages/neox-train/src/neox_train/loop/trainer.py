@@ -43,7 +43,6 @@ from neox_train.engine.schedule import Schedule, resumed_schedule
 from neox_train.loop.curriculum import SeqlenCurriculum
 from neox_train.loop.data import Splits, build_datasets, sample_counts, training_pairs
 from neox_train.loop.objectives import (
-    DPO,
     Objective,
     PipelineReference,
     build_objective,
@@ -128,6 +127,11 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
             "fp16 training needs a GPU (its loss scaling runs on CUDA); use bf16 or fp32 here"
         )
     batch = run.batch(env.world_size)
+    if run.objective.train_impl == "kto" and batch.micro_batch % 2:
+        raise ConfigError(
+            "train_impl kto pairs the two halves of each micro batch for its KL estimate: the "
+            f"micro batch must be even, got {batch.micro_batch}"
+        )
     parallel = build_parallel(parallel_dims(run, env.world_size))
     log.info(
         "layout: %s; %d samples per step (micro batch %d x %d accumulated x %d replicas)",
@@ -150,13 +154,13 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     padded_vocab = _resume_padded_vocab(start, model_config, parallel)
     schedule = run_schedule(start, run)
     objective = build_objective(run.objective, parallel.tp)
-    loss_fn = objective.pipeline_loss if objective.pairs else None  # in a pipeline
+    loss_fn = objective.pipeline_loss if objective.own_loss else None  # in a pipeline
     engine = build_engine(
         run, model_config, parallel, batch, schedule, device, padded_vocab, loss_fn
     )
     start_step = _load_start(engine, start, run, parallel)
     origin = None
-    if isinstance(objective, DPO) and not objective.free:
+    if run.objective.reference:
         origin = reference_origin(start)
         resumed = None if start.weights_only else start.step_dir
         dtype = _DTYPES[run.precision.dtype]
@@ -345,8 +349,15 @@ def _pairs(
     position carries no loss (see `neox_train.loop.data`)."""
     rank, end = session.parallel.data_rank, seqlen or session.run.model.seq_length
     eod = session.tokenizer.eod_id if session.run.data.eod_mask_loss else None
+
+    def placed(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, :end].to(session.device)
+
     return [
-        (inputs[:, :end].to(session.device), labels[:, :end].to(session.device))
+        (
+            placed(inputs),
+            tuple(map(placed, labels)) if isinstance(labels, tuple) else placed(labels),
+        )
         for inputs, labels in training_pairs(dataset, step, session.batch, rank, eod)
     ]
 
@@ -361,7 +372,7 @@ def train_step(session: Session, step: int) -> float:
         if seqlen is not None:
             engine.reset_activation_shape()  # the pipeline's buffers follow the length
         objective = session.objective
-        if objective.pairs:
+        if objective.own_loss:
             batches = objective.pipeline_batches(pairs)
             loss = float(engine.train_batch(data_iter=iter(batches)))
             session.objective_metrics.update(_pipeline_metrics(session))
@@ -690,20 +701,25 @@ def _exit_now(session: Session, step: int, saves: AbstractSet[int]) -> bool:
 
 
 def throughput(session: Session) -> Throughput:
+    """What a step processes: for preference pairs two sequences per sample; a reference
+    model's forward (DPO, KTO) counts as hardware FLOPs (a third of a training step's)."""
     run, config, batch = session.run, session.run.model, session.batch
+    sequences = batch.global_batch * (2 if run.objective.preference else 1)
     flops = step_flops(
         config,
-        batch.global_batch,
+        sequences,
         config.padded_vocab(session.parallel.dims.tensor),
         recompute=run.training.checkpoint_activations,
     )
+    if run.objective.reference:
+        flops = dataclasses.replace(flops, hardware=flops.hardware + flops.model / 3)
     device = torch.cuda.get_device_name() if session.device.type == "cuda" else None
     peak = peak_tflops(device, run.logging.peak_tflops, run.precision.dtype)
     reason = no_peak_reason(device, run.precision.dtype) if peak is None else None
     if reason:
         log.info(reason)
     return Throughput(
-        tokens_per_step=batch.global_batch * config.seq_length,
+        tokens_per_step=sequences * config.seq_length,
         samples_per_step=batch.global_batch,
         flops_per_step=flops.model,
         devices=session.env.world_size,
