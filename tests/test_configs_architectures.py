@@ -402,11 +402,24 @@ def test_every_predefined_architecture_is_checked():
     shipped = {
         str(p.relative_to(CONFIGS))
         for p in CONFIGS.rglob("*.yml")
-        if p.parent.name != "cpu"
+        if p.parent.name not in ("cpu", "post-training")  # those: test_post_training_configs
         and p.name
         not in ("cpu_demo.yml", "local_setup.yml", "slurm_local.yml", "text_generation.yml")
     }
     assert shipped == set(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "kto", "rm"])
+def test_post_training_configs_are_llama_3_8b(name):
+    """configs/post-training/: Llama 3.1 8B's architecture (llama3/3.1-8B.yml's model keys), the
+    reward model with a score head in place of its 128,256 x 4096 output layer."""
+    base = load_run_config([CONFIGS / "llama3" / "3.1-8B.yml"]).run.model
+    run = load_run_config([CONFIGS / "post-training" / f"llama3-8b-{name}.yml"]).run
+    shape = dataclasses.replace(run.model, seq_length=base.seq_length, value_head=False)
+    assert shape == base
+    count = count_parameters(run.model.with_vocab(128256))
+    output = 128256 * 4096
+    assert count == 8_030_261_248 - (output - 4096 if name == "rm" else 0)
 
 
 @functools.cache

@@ -10,14 +10,20 @@ from conftest import neox
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETUPS = ("local_setup.yml", "slurm_local.yml", "text_generation.yml", "cpu_demo.yml")
+# run files merged after a model file (cpu/llama_tiny.yml), as their comments say
+OVERLAYS = sorted(
+    str(p.relative_to(CONFIGS)) for p in (CONFIGS / "cpu" / "post-training").glob("*.yml")
+)
 ARCHITECTURES = sorted(
-    str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yml") if p.name not in SETUPS
+    str(p.relative_to(CONFIGS))
+    for p in CONFIGS.rglob("*.yml")
+    if p.name not in SETUPS and str(p.relative_to(CONFIGS)) not in OVERLAYS
 )
 
 
 def test_every_shipped_file_is_in_the_readme():
     readme = (CONFIGS / "README.md").read_text()
-    for name in [*ARCHITECTURES, *SETUPS]:
+    for name in [*ARCHITECTURES, *SETUPS, *OVERLAYS]:
         assert f"`{name}`" in readme or f"`{Path(name).parent}/`" in readme, name
 
 
@@ -30,6 +36,14 @@ def test_an_architecture_takes_paths_and_sampling_from_later_files(name):
     assert run.checkpoint.save == "checkpoints"
     assert run.text_generation.text_gen_type == "unconditional"
     assert loaded.ignored == ()  # the shipped files use no ignored GPT-NeoX switch
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_a_post_training_file_goes_after_the_tiny_model(name):
+    run = load_run_config([CONFIGS / "cpu" / "llama_tiny.yml", CONFIGS / name]).run
+    impl = Path(name).stem.removesuffix("_tiny").replace("sft", "normal")
+    assert run.objective.train_impl == impl
+    assert run.model.value_head == (run.objective.train_impl == "rm")
 
 
 def test_a_later_file_overrides_and_the_override_is_reported(tmp_path):

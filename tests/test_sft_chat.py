@@ -47,13 +47,19 @@ def write_chats(path, count, seed):
     return path
 
 
-@pytest.fixture(scope="module")
-def sft(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sft")
-    tokenizer = write_tokenizer_files("qwen2", root / "tokenizer")
+def chat_tokenizer(directory):
+    """A Qwen 2 style tokenizer directory whose tokenizer_config.json has `CHATML`."""
+    tokenizer = write_tokenizer_files("qwen2", directory)
     config_path = tokenizer / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "chat_template": CHATML}))
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    tokenizer = chat_tokenizer(root / "tokenizer")
     for name, count, seed in (("train", 400, 1), ("heldout", 40, 2)):
         chats = write_chats(root / f"{name}.jsonl", count, seed)
         result = neox(

@@ -60,7 +60,7 @@ def test_the_reference_lists_every_gpt_neox_key_with_its_status():
         ("te_mha: true\n", "Transformer Engine layers and fp8"),
         ("gmlp_attn_dim: 128\n", "gMLP blocks"),
         ("use_mup: true\n", "muP"),
-        ("kto_beta: 0.2\n", "KTO and REINFORCE training"),
+        ("kl_div_beta: 0.2\n", "REINFORCE training"),
     ],
 )
 def test_a_refused_key_names_the_feature_it_belongs_to(tmp_path, text, feature):

@@ -140,6 +140,7 @@ SINGLE = dict(train_iters=6, checkpoint_factor=3, eval_interval=3)
 LAYOUTS = {
     "single": (1, SINGLE),
     "dp2-zero1": (2, dict(SINGLE, zero_optimization={"stage": 1})),
+    "dp2-zero3": (2, dict(SINGLE, zero_optimization={"stage": 3})),
     "tp2": (2, dict(SINGLE, model_parallel_size=2)),
     "pp2": (2, dict(SINGLE, pipe_parallel_size=2)),
 }
@@ -159,6 +160,7 @@ RM = dict(
 RM_LAYOUTS = {
     "rm-single": (1, RM),
     "rm-dp2-zero1": (2, dict(RM, zero_optimization={"stage": 1})),
+    "rm-tp2": (2, dict(RM, model_parallel_size=2)),
     "rm-pp2": (2, dict(RM, pipe_parallel_size=2)),
     "rm-dp2-tp2-zero1": (4, dict(RM, model_parallel_size=2, zero_optimization={"stage": 1})),
 }
@@ -259,7 +261,7 @@ def runs(data_dir, pairs, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name", ["dp2-zero1", "tp2", "pp2"])
+@pytest.mark.parametrize("name", ["dp2-zero1", "dp2-zero3", "tp2", "pp2"])
 def test_a_layout_gives_the_single_process_dpo_losses_and_metrics(runs, name):
     single, other = by_step(runs / "single"), by_step(runs / name)
     assert sorted(other) == sorted(single) == [1, 2, 3, 4, 5, 6]
@@ -363,7 +365,7 @@ def test_a_dpo_config_that_cannot_train_says_why(tmp_path, values, message):
         load_run_config([config])
 
 
-@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-pp2", "rm-dp2-tp2-zero1"])
+@pytest.mark.parametrize("name", ["rm-dp2-zero1", "rm-tp2", "rm-pp2", "rm-dp2-tp2-zero1"])
 def test_a_layout_gives_the_single_process_reward_model(runs, name):
     """Fine-tuned from a language model's step at its own layout or another (whose weights are
     read through layout.json, ZeRO's fp32 copies of them refreshed), every layout trains the

@@ -51,6 +51,11 @@ def load_checkpoint(
     step_dir, _ = verified_step(path)
     given = dict(overrides or {})
     _, manifest, model = load_model(step_dir, tp=tp, verified=True)
+    if manifest.config.value_head:
+        raise ValueError(
+            f"{step_dir} is a reward model (a score per position, no next-token "
+            "distribution): lm-eval's tasks need a language model"
+        )
     micro_batch = given.get("train_micro_batch_size_per_gpu")
     return LoadedCheckpoint(
         step_dir=step_dir,

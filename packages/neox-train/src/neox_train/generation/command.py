@@ -63,6 +63,10 @@ def _load(step_dir: Path, run: RunConfig, env: LaunchEnv) -> tuple[Transformer, 
         join_process_group(env)
         tp = TPGroup.of(None)
     _, manifest, model = load_model(step_dir, tp=tp, verified=True)
+    if manifest.config.value_head:
+        raise ConfigError(
+            f"{step_dir} is a reward model (a score per position): it generates no text"
+        )
     data = run.data
     vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
     merges = step_dir / Path(data.merge_file).name if data.merge_file else None
