@@ -48,14 +48,14 @@ def load_checkpoint(
     """The checkpoint at `path` (a step directory, or a run directory whose `latest` step is
     used), as one tensor-parallel rank's shard with `tp`; `overrides` are the given config
     values (`seq_length`, `train_micro_batch_size_per_gpu`)."""
-    step_dir, _ = verified_step(path)
-    given = dict(overrides or {})
-    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
-    if manifest.config.value_head:
+    step_dir, manifest = verified_step(path)
+    if manifest.config.value_head:  # said before any weight is read
         raise ValueError(
             f"{step_dir} is a reward model (a score per position, no next-token "
             "distribution): lm-eval's tasks need a language model"
         )
+    given = dict(overrides or {})
+    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
     micro_batch = given.get("train_micro_batch_size_per_gpu")
     return LoadedCheckpoint(
         step_dir=step_dir,

@@ -22,6 +22,7 @@ from neox_model import (
     Transformer,
     join_process_group,
     load_model,
+    read_manifest,
     verified_step,
 )
 from neox_model.checkpoint import RUN_CONFIG
@@ -62,11 +63,11 @@ def _load(step_dir: Path, run: RunConfig, env: LaunchEnv) -> tuple[Transformer, 
     if env.world_size > 1:
         join_process_group(env)
         tp = TPGroup.of(None)
-    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
-    if manifest.config.value_head:
+    if read_manifest(step_dir).config.value_head:  # said before any weight is read
         raise ConfigError(
             f"{step_dir} is a reward model (a score per position): it generates no text"
         )
+    _, manifest, model = load_model(step_dir, tp=tp, verified=True)
     data = run.data
     vocab = step_dir / manifest.tokenizer if manifest.tokenizer else None
     merges = step_dir / Path(data.merge_file).name if data.merge_file else None

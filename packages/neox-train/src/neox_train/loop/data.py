@@ -128,46 +128,47 @@ def _pairwise(
     seq_length: int,
     seed: int,
 ) -> Samples:
-    datasets, sizes = [], []
-    for i, (pos, neg, pos_labels, neg_labels) in enumerate(files):
-        chosen, rejected = (
-            _token_file(f"pos_{kind}_data_paths", pos),
-            _token_file(f"neg_{kind}_data_paths", neg),
-        )
-        sizes.append(len(chosen))
-        datasets.append((i, chosen, rejected, pos_labels, neg_labels))
-    if data.weight_by_num_documents:
-        blend = weights_by_num_documents(sizes, data.weighted_sampler_alpha)
-    else:
-        blend = [1.0] * len(files)
+    chosen = [_token_file(f"pos_{kind}_data_paths", pos) for pos, _, _, _ in files]
+    rejected = [_token_file(f"neg_{kind}_data_paths", neg) for _, neg, _, _ in files]
+    blend = _blend_weights(data, kind, [len(f) for f in chosen])
     needed = blend_sample_counts(blend, num_samples)
     built = []
-    for (i, chosen, rejected, pos_labels, neg_labels), n in zip(datasets, needed, strict=True):
-        try:
-            with full_disk_reported():
-                built.append(
-                    PairwiseDataset(
-                        chosen,
-                        rejected,
-                        np.arange(len(chosen)),
-                        max(n, 1),
-                        seq_length,
-                        seed,
-                        name=f"{kind}{i}",
-                        pos_labels=_labels(f"pos_{kind}_label_data_paths", pos_labels),
-                        neg_labels=_labels(f"neg_{kind}_label_data_paths", neg_labels),
-                        allow_chopped=data.allow_chopped,
-                    )
-                )
-        except ValueError as err:
-            raise ConfigError(f"pos_{kind}_data_paths / neg_{kind}_data_paths: {err}") from err
-    if len(built) == 1:
-        return built[0]
-    return BlendedDataset(built, blend, num_samples)  # type: ignore[arg-type]
+    for i, (pos, neg, (_, _, pos_labels, neg_labels), n) in enumerate(
+        zip(chosen, rejected, files, needed, strict=True)
+    ):
+        with full_disk_reported(), _named_problem(f"pos_{kind}_data_paths / neg_{kind}_data_paths"):
+            dataset = PairwiseDataset(
+                pos,
+                neg,
+                np.arange(len(pos)),
+                max(n, 1),
+                seq_length,
+                seed,
+                name=f"{kind}{i}",
+                pos_labels=_optional_file(f"pos_{kind}_label_data_paths", pos_labels),
+                neg_labels=_optional_file(f"neg_{kind}_label_data_paths", neg_labels),
+                allow_chopped=data.allow_chopped,
+            )
+        built.append(dataset)
+    return _one_or_blended(built, blend, num_samples)
 
 
-def _labels(key: str, path: str | None) -> TokenFile | None:
+def _optional_file(key: str, path: str | None) -> TokenFile | None:
     return _token_file(key, path) if path else None
+
+
+def _blend_weights(data: DataConfig, kind: str, documents: list[int]) -> list[float]:
+    """The blend weights of `kind`'s files (of `documents` documents each): by document counts
+    with weight_by_num_documents, else `{kind}_data_weights` (pairwise data has none), else
+    equal."""
+    if data.weight_by_num_documents:
+        return weights_by_num_documents(documents, data.weighted_sampler_alpha)
+    weights = getattr(data, f"{kind}_data_weights")
+    return list(weights) if weights is not None else [1.0] * len(documents)
+
+
+def _one_or_blended(datasets: list[Any], blend: list[float], num_samples: int) -> Samples:
+    return datasets[0] if len(datasets) == 1 else BlendedDataset(datasets, blend, num_samples)
 
 
 def _dataset(
@@ -197,12 +198,13 @@ def _dataset(
 
 
 @contextlib.contextmanager
-def _named_problem(name: str) -> Iterator[None]:
-    """A mismatched label or reward file is a user error."""
+def _named_problem(what: str) -> Iterator[None]:
+    """Files that do not go together (a label or reward file, a pair's sides) are a user error,
+    said naming `what`."""
     try:
         yield
     except ValueError as err:
-        raise ConfigError(f"{name}: {err}") from err
+        raise ConfigError(f"{what}: {err}") from err
 
 
 def _token_file(key: str, path: str) -> TokenFile:
@@ -222,20 +224,16 @@ def _blend(
 ) -> Samples:
     files = [_token_file(f"{kind}_data_paths", path) for path in paths]
     label_paths = getattr(data, f"{kind}_label_data_paths") or (None,) * len(files)
-    labels = [_token_file(f"{kind}_label_data_paths", p) if p else None for p in label_paths]
+    labels = [_optional_file(f"{kind}_label_data_paths", p) for p in label_paths]
     reward_paths = getattr(data, f"{kind}_reward_data_paths") or (None,) * len(files)
-    rewards = [_token_file(f"{kind}_reward_data_paths", p) if p else None for p in reward_paths]
-    if data.weight_by_num_documents:
-        blend = weights_by_num_documents([len(f) for f in files], data.weighted_sampler_alpha)
-    else:
-        weights = getattr(data, f"{kind}_data_weights")
-        blend = list(weights) if weights is not None else [1.0] * len(files)
+    rewards = [_optional_file(f"{kind}_reward_data_paths", p) for p in reward_paths]
+    blend = _blend_weights(data, kind, [len(f) for f in files])
     needed = blend_sample_counts(blend, num_samples)
     datasets = [
         _dataset(data, f, lab, np.arange(len(f)), max(n, 1), seq_length, seed, f"{kind}{i}", rw)
         for i, (f, lab, n, rw) in enumerate(zip(files, labels, needed, rewards, strict=True))
     ]
-    return datasets[0] if len(datasets) == 1 else BlendedDataset(datasets, blend, num_samples)
+    return _one_or_blended(datasets, blend, num_samples)
 
 
 def micro_batches(

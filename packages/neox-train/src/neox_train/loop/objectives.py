@@ -54,7 +54,6 @@ INIT = "init"  # a reference origin: the seeded initialisation (a fresh run)
 class Objective:
     """The next-token loss (train_impl normal); no metrics of its own."""
 
-    name = "normal"
     metric_names: tuple[str, ...] = ()
     own_loss = False  # whether a pipeline computes this loss (`pipeline_loss`), not its own
 
@@ -99,7 +98,6 @@ class DPO(Objective):
     reference's mean sequence log-probabilities of the chosen and rejected sequences, the
     rewards, the reward accuracy and the margin)."""
 
-    name = "dpo"
     own_loss = True
 
     def __init__(self, config: ObjectiveConfig, tp: TPGroup) -> None:
@@ -153,7 +151,6 @@ class RewardModel(Objective):
     labels the final EOS), the pairwise loss with z_loss (`reward_model_loss`). Metrics:
     GPT-NeoX's names (the mean chosen and rejected scores, the margin and the accuracy)."""
 
-    name = "rm"
     own_loss = True
     metric_names = ("pos_values", "neg_values", "margin", "accuracy")
 
@@ -180,7 +177,6 @@ class KTO(Objective):
     (the policy's and the reference's log-probabilities, of the desirable and undesirable
     tokens, the KL estimate, the reward accuracy and the summed policy rewards)."""
 
-    name = "kto"
     own_loss = True
     metric_names = (
         "ref_logp",

@@ -163,7 +163,7 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
     if run.objective.reference:
         origin = reference_origin(start)
         resumed = None if start.weights_only else start.step_dir
-        dtype = _DTYPES[run.precision.dtype]
+        dtype = next(engine.module.parameters()).dtype  # as DeepSpeed holds the policy
         module = build_module(run, model_config, parallel, padded_vocab, loss_fn).to(device)
         module = build_reference(module, origin, parallel.tp, dtype, resumed)
         pipelined = parallel.dims.pipe > 1
@@ -201,9 +201,6 @@ def setup(run: RunConfig, env: DistEnv, device: torch.device) -> Session:
         objective=objective,
         reference_origin=origin,
     )
-
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def run_schedule(start: StartPoint, run: RunConfig) -> Schedule:
